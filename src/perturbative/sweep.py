@@ -1,0 +1,295 @@
+"""Brackets over the checkpoints of a training run, saved as plain files for the report.
+
+For every checkpoint: the first ``B`` examples of a fixed held-out batch are bracketed pairwise
+(``B(B-1)/2`` brackets, one bracket matrix computation), each bracket is pushed to the outputs of
+all ``T`` examples of the batch (``lr^2 J_f [v_i, v_j]``), norms and per-parameter-tensor RMS are
+recorded, and ``M`` training examples are ranked by how much their position in training moves
+the held-out loss (the projected bracket matrix). The file layout is documented in
+``docs/results-format.md``; the report reads only these files.
+
+Compute, save, then render: nothing here draws, and nothing in the report computes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from perturbative.bracket import bracket_terms, pair_indices, upper_pairs
+from perturbative.fields import mean_gradient
+from perturbative.functional import LossFn, Params
+from perturbative.outputs import order_sensitivity, output_shift, projected_bracket_matrix
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SweepData:
+    """The fixed examples a sweep looks at (same at every checkpoint).
+
+    Attributes:
+        test_inputs: ``(T, ...)`` held-out inputs; the first ``bracket_examples`` are bracketed.
+        test_targets: ``(T, K)`` their targets.
+        attribute_names: ``K`` output names.
+        ranking_inputs: ``(M, ...)`` training inputs ranked by order sensitivity (may be empty).
+        ranking_targets: ``(M, K)`` their targets.
+        test_indices: ``(T,)`` dataset indices of the test batch (for the record).
+        ranking_indices: ``(M,)`` dataset indices of the ranked training examples.
+        thumbnails: ``(B, C, H, W)`` images in ``[0, 1]`` of the bracketed examples, or None.
+    """
+
+    test_inputs: Tensor
+    test_targets: Tensor
+    attribute_names: list[str]
+    ranking_inputs: Tensor | None = None
+    ranking_targets: Tensor | None = None
+    test_indices: Tensor | None = None
+    ranking_indices: Tensor | None = None
+    thumbnails: Tensor | None = None
+
+
+@dataclass
+class SweepSettings:
+    """What a sweep computes; stored in ``meta.json`` so a resumed sweep can check it matches.
+
+    Attributes:
+        lr: learning rate in the shift ``lr^2 J [v_i, v_j]`` (the run's lr).
+        bracket_examples: ``B``; 6 gives the 15 brackets of the original experiment.
+        dataset: a name for the report.
+        observable: what the ranking's observable is, in words.
+        preconditioner: ``"none"`` (plain SGD fields, as in the original experiment) or
+            ``"adam"`` (fields ``-P g`` with ``P`` from each checkpoint's Adam state).
+        engine: bracket engine (``"auto"`` picks by device).
+        save_brackets: also save the full bracket tensors (each is the size of a checkpoint).
+    """
+
+    lr: float
+    bracket_examples: int = 6
+    dataset: str = "custom"
+    observable: str = "held-out mean loss of the test batch"
+    preconditioner: str = "none"
+    engine: str = "auto"
+    save_brackets: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def step_path(out_dir: Path, step: int) -> Path:
+    """The results file of one checkpoint step."""
+    return Path(out_dir) / f"step_{step:06d}.safetensors"
+
+
+def _squared_norms(vectors: Params, leading: int) -> tuple[Tensor, Tensor]:
+    """Per-tensor sums of squares ``(..., L)`` and total norm ``(...)`` over parameter keys."""
+    sums = torch.stack(
+        [v.reshape(*v.shape[:leading], -1).pow(2).sum(-1) for v in vectors.values()], dim=-1
+    )
+    return sums, sums.sum(-1).sqrt()
+
+
+def checkpoint_results(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: SweepData,
+    settings: SweepSettings,
+    preconditioner: Params | None = None,
+) -> dict[str, Tensor]:
+    """Everything one checkpoint contributes to the results (see ``docs/results-format.md``).
+
+    ``model`` must already hold the checkpoint's weights and be in eval mode.
+    """
+    params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+    b = settings.bracket_examples
+    t = data.test_inputs.shape[0]
+    if not 2 <= b <= t:
+        raise ValueError(f"bracket_examples must be between 2 and the test batch size {t}, not {b}")
+    device = next(iter(params.values())).device
+    test_inputs = data.test_inputs.to(device)
+    test_targets = data.test_targets.to(device)
+    bracketed = (test_inputs[:b], test_targets[:b])
+    terms = bracket_terms(
+        model, loss_fn, params, bracketed, preconditioner=preconditioner, engine=settings.engine
+    )
+    matrix = terms.brackets()
+    pairs = upper_pairs(matrix)
+    shifts = output_shift(model, params, pairs, test_inputs, lr=settings.lr, engine=settings.engine)
+    with torch.no_grad():
+        outputs = model(test_inputs)
+
+    numel = torch.tensor([v.numel() for v in params.values()], dtype=torch.float64)
+    pair_sq, bracket_norm = _squared_norms(pairs, leading=1)
+    grad_sq, grad_norm = _squared_norms(terms.gradients, leading=1)
+    _, hg_norm = _squared_norms(terms.hessian_gradients, leading=2)  # [j, i] = |H_j g_i|
+    idx = pair_indices(b)
+    rows = torch.tensor([i for i, _ in idx])
+    cols = torch.tensor([j for _, j in idx])
+    cancellation = bracket_norm / (hg_norm[cols, rows] + hg_norm[rows, cols])
+
+    result = {
+        "output_shift": shifts.float(),
+        "outputs": outputs.float(),
+        "targets": test_targets.float(),
+        "grad_norm": grad_norm.float(),
+        "bracket_norm": bracket_norm.float(),
+        "bracket_layer_rms": (pair_sq.double().cpu() / numel).sqrt().float(),
+        "grad_layer_rms": (grad_sq.double().cpu() / numel).sqrt().float(),
+        "cancellation": cancellation.float(),
+    }
+    if data.test_indices is not None:
+        result["test_indices"] = data.test_indices.long()
+    if data.ranking_inputs is not None and data.ranking_inputs.shape[0] >= 2:
+        u = mean_gradient(model, loss_fn, params, (test_inputs, test_targets))
+        ranked = (data.ranking_inputs.to(device), data.ranking_targets.to(device))
+        projected = projected_bracket_matrix(
+            model, loss_fn, params, ranked, u, preconditioner=preconditioner, engine=settings.engine
+        )
+        scores = order_sensitivity(projected)
+        order = torch.argsort(scores, descending=True)
+        indices = (
+            data.ranking_indices if data.ranking_indices is not None else torch.arange(len(scores))
+        )
+        result["ranking_indices"] = indices.cpu()[order.cpu()].long()
+        result["ranking_scores"] = scores[order].float()
+    if settings.save_brackets:
+        result.update({f"bracket.{k}": v.float() for k, v in pairs.items()})
+    return {k: v.detach().cpu() for k, v in result.items()}
+
+
+def _meta(data: SweepData, settings: SweepSettings, model: nn.Module, steps: list[int]) -> dict:
+    named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
+    b = settings.bracket_examples
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": settings.dataset,
+        "attribute_names": list(data.attribute_names),
+        "steps": sorted(steps),
+        "lr": settings.lr,
+        "bracket_examples": b,
+        "pairs": [list(p) for p in pair_indices(b)],
+        "test_examples": int(data.test_inputs.shape[0]),
+        "param_names": [k for k, _ in named],
+        "param_sizes": [int(v.numel()) for _, v in named],
+        "ranking_examples": 0 if data.ranking_inputs is None else int(data.ranking_inputs.shape[0]),
+        "observable": settings.observable,
+        "preconditioner": settings.preconditioner,
+        "settings": asdict(settings),
+    }
+
+
+def bracket_sweep(
+    model: nn.Module,
+    loss_fn: LossFn,
+    checkpoints: Iterable[tuple[int, Callable[[], Mapping[str, Tensor]]]],
+    data: SweepData,
+    out_dir: Path | str,
+    settings: SweepSettings,
+    *,
+    preconditioner_at: Callable[[int, nn.Module], Params | None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the sweep over ``checkpoints`` and write the results directory.
+
+    Args:
+        model: the model, any ``nn.Module``; its weights are replaced by each checkpoint's.
+        loss_fn: per-example loss ``loss_fn(outputs, targets) -> scalar`` (batch of one).
+        checkpoints: ``(step, load)`` pairs; ``load()`` returns a ``state_dict`` for ``model``.
+        data: the fixed test batch, ranking pool and thumbnails.
+        out_dir: results directory (created). Step files already there from a sweep with the
+            same settings are kept and skipped, so a killed sweep resumes; a directory holding
+            a different sweep is refused rather than overwritten.
+        settings: see :class:`SweepSettings`.
+        preconditioner_at: ``(step, model) -> P`` for ``settings.preconditioner == "adam"``.
+
+    Returns:
+        ``out_dir`` as a ``Path``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = out_dir / "meta.json"
+    checkpoints = list(checkpoints)
+    if not checkpoints:
+        raise ValueError("no checkpoints to sweep: train first (perturbative train)")
+    names = data.attribute_names
+    if data.test_targets.shape[-1] != len(names):
+        raise ValueError(
+            f"{len(names)} attribute names for {data.test_targets.shape[-1]} outputs; "
+            "pass one name per model output"
+        )
+    done: list[int] = []
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        fresh = _meta(data, settings, model, [])
+        same = all(old.get(k) == fresh[k] for k in ("settings", "attribute_names", "param_names"))
+        if not same:
+            raise FileExistsError(
+                f"{out_dir} already holds a sweep with other settings; choose another output "
+                "directory or delete that one first"
+            )
+        done = [s for s in old.get("steps", []) if step_path(out_dir, s).exists()]
+    if data.thumbnails is not None:
+        _atomic_save_tensors(
+            {"images": data.thumbnails.float()}, out_dir / "thumbnails.safetensors"
+        )
+    model.eval()
+    todo = [(s, load) for s, load in checkpoints if s not in done]
+    for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
+        model.load_state_dict(load())
+        model.eval()
+        precond = preconditioner_at(step, model) if preconditioner_at is not None else None
+        results = checkpoint_results(model, loss_fn, data, settings, precond)
+        _atomic_save_tensors(results, step_path(out_dir, step))
+        done.append(step)
+        meta = _meta(data, settings, model, done)
+        _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    return out_dir
+
+
+def load_results(out_dir: Path | str) -> tuple[dict, dict[int, dict[str, Tensor]]]:
+    """Read a results directory: ``(meta, {step: tensors})``."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"{meta_path} not found: run `perturbative brackets` on the training run first"
+        )
+    meta = json.loads(meta_path.read_text())
+    return meta, {s: load_file(step_path(out_dir, s)) for s in meta["steps"]}
+
+
+def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
+    """A deterministic subset of ``count`` of ``indices`` (all of them if fewer)."""
+    indices = torch.as_tensor(list(indices), dtype=torch.long)
+    if count >= len(indices):
+        return indices
+    generator = torch.Generator().manual_seed(seed)
+    return indices[torch.randperm(len(indices), generator=generator)[:count]].sort().values
