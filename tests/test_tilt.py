@@ -1,0 +1,140 @@
+"""Tilt weights, the weighted loss, diagnostics and the first-order shift."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from perturbative.sampler import AdjustedBatchSampler
+from perturbative.tilt import (
+    TiltWarning,
+    check_tilt,
+    effective_sample_size,
+    first_order_shift,
+    log_tilt_weights,
+    max_weight_share,
+    tilt_weights,
+    weighted_loss,
+)
+
+
+def _dH(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g, dtype=torch.float64)
+
+
+def test_weights_are_normalised_exp_minus_lambda_dH():
+    dH = _dH()
+    for strength in (0.0, 0.3, -2.0):
+        w = tilt_weights(dH, strength)
+        raw = torch.exp(-strength * dH)
+        torch.testing.assert_close(w, raw / raw.mean())
+        assert w.mean().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_weights_ignore_constant_shift_and_survive_huge_values():
+    dH = _dH()
+    torch.testing.assert_close(tilt_weights(dH + 1e4, 2.0), tilt_weights(dH, 2.0))
+    # exp(-lambda dH) alone would overflow to inf/0 here; log space keeps it exact.
+    big = tilt_weights(dH * 1e3, 1.0)
+    assert torch.isfinite(big).all() and big.mean().item() == pytest.approx(1.0)
+    assert int(big.argmax()) == int(dH.argmin())
+    logw = log_tilt_weights(dH * 1e3)
+    assert torch.logsumexp(logw, 0).item() == pytest.approx(math.log(50))
+
+
+def test_zero_strength_is_uniform_and_dtype_follows_dH():
+    assert torch.equal(tilt_weights(_dH().float(), 0.0), torch.ones(50))
+    assert tilt_weights(_dH().float()).dtype == torch.float32
+    assert tilt_weights(torch.arange(4)).dtype == torch.float32
+
+
+def test_callable_dH_is_called_on_data():
+    x = torch.randn(20, 2, dtype=torch.float64)
+    w = tilt_weights(lambda d: d[:, 0], 0.7, data=x)
+    torch.testing.assert_close(w, tilt_weights(x[:, 0], 0.7))
+    with pytest.raises(ValueError, match="pass data="):
+        tilt_weights(lambda d: d[:, 0], 0.7)
+
+
+def test_non_finite_dH_names_indices():
+    dH = _dH(10)
+    dH[3] = float("nan")
+    dH[7] = float("inf")
+    with pytest.raises(ValueError, match=r"indices 3, 7"):
+        tilt_weights(dH)
+    with pytest.raises(ValueError, match="shape"):
+        tilt_weights(torch.zeros(3, 2))
+
+
+def test_weighted_loss_sums_weighted_terms_over_target():
+    losses = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    loss = weighted_loss(losses, w, 4.0)
+    assert loss.item() == pytest.approx((0.5 + 2.0 + 8.0) / 4.0)
+    loss.backward()
+    torch.testing.assert_close(losses.grad, w / 4.0)
+    # Uniform weights and the batch length as target: the ordinary mean loss.
+    assert weighted_loss(losses, torch.ones(3), 3).item() == pytest.approx(7 / 3)
+    with pytest.raises(ValueError, match="reduction='none'"):
+        weighted_loss(torch.ones(3, 2), torch.ones(3), 1.0)
+    with pytest.raises(ValueError, match="index the weights"):
+        weighted_loss(losses, torch.ones(2), 1.0)
+
+
+def test_kish_ess_and_max_share_closed_forms():
+    assert effective_sample_size(torch.ones(7)) == pytest.approx(7)
+    assert effective_sample_size([0.0, 3.0, 0.0]) == pytest.approx(1)
+    # (1 + 3)^2 / (1 + 9) = 1.6
+    assert effective_sample_size([1.0, 3.0]) == pytest.approx(1.6)
+    assert max_weight_share([1.0, 3.0]) == pytest.approx(0.75)
+    assert max_weight_share(torch.ones(4)) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="nonnegative"):
+        effective_sample_size([1.0, -1.0])
+
+
+def test_check_tilt_quiet_for_small_tilt_and_warns_for_large():
+    dH = _dH(1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diag = check_tilt(tilt_weights(dH, 0.1), target_batch_size=32)
+    assert diag.problems == ()
+    assert diag.ess_fraction == pytest.approx(
+        1 / (1 + tilt_weights(dH, 0.1).var(0, unbiased=False).item())
+    )
+    with pytest.warns(TiltWarning, match="effective sample size") as record:
+        diag = check_tilt(tilt_weights(dH, 4.0), target_batch_size=32)
+    assert len(record) == 1
+    assert len(diag.problems) == 3  # ESS, one example's share, heavier than a batch
+    assert diag.max_weight > 32
+
+
+def test_check_tilt_reports_batch_ess():
+    w = tilt_weights(_dH(200), 0.5)
+    sampler = AdjustedBatchSampler(w, 20.0, seed=1)
+    batches = list(sampler)
+    diag = check_tilt(w, batches=batches, warn=False)
+    per_batch = [effective_sample_size(w[b]) for b in batches]
+    assert diag.batch_ess_mean == pytest.approx(sum(per_batch) / len(per_batch))
+    assert diag.batch_ess_min == pytest.approx(min(per_batch))
+    assert set(diag.as_dict()) >= {"effective_sample_size", "max_weight_share", "problems"}
+
+
+def test_first_order_shift_is_derivative_of_tilted_mean():
+    dH = _dH(40, seed=1)
+    obs = torch.stack([dH**2 + _dH(40, seed=2), torch.sin(dH)], 1)
+
+    def tilted_mean(lam):
+        w = tilt_weights(dH, lam)
+        return (w[:, None] * obs).mean(0)
+
+    eps = 1e-5
+    finite_difference = (tilted_mean(eps) - tilted_mean(-eps)) / (2 * eps)
+    torch.testing.assert_close(first_order_shift(obs, dH), finite_difference, rtol=1e-7, atol=1e-9)
+    # Scalar observable: -Cov(O, dH), the population covariance.
+    o = obs[:, 0]
+    cov = ((o - o.mean()) * (dH - dH.mean())).mean()
+    assert first_order_shift(o, dH).item() == pytest.approx(-cov.item())
+    with pytest.raises(ValueError, match="leading dimension"):
+        first_order_shift(o[:5], dH)
