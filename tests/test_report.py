@@ -197,3 +197,50 @@ def test_empty_sweep_is_refused(tmp_path):
     (written["dir"] / "meta.json").write_text(json.dumps({**meta, "steps": []}))
     with pytest.raises(ValueError, match="no finished checkpoint"):
         write_report(written["dir"])
+
+
+def test_reads_what_the_sweep_writes(tmp_path):
+    torch = pytest.importorskip("torch")
+    from perturbative.sweep import SweepData, SweepSettings, bracket_sweep
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    states = {}
+    for step in (0, 10):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        states[step] = {k: v.clone() for k, v in model.state_dict().items()}
+    data = SweepData(
+        test_inputs=torch.randn(6, 4),
+        test_targets=(torch.rand(6, 3) > 0.5).float(),
+        attribute_names=["a<1>", "b", "c"],
+        thumbnails=torch.rand(3, 1, 2, 2),
+    )
+    out = bracket_sweep(
+        model,
+        lambda o, t: torch.nn.functional.binary_cross_entropy_with_logits(o, t),
+        [(s, (lambda s=s: states[s])) for s in states],
+        data,
+        tmp_path / "run" / "brackets",
+        SweepSettings(lr=0.1, bracket_examples=3),
+        progress=False,
+    )
+    text = write_report(out).read_text()
+    payload = _data_json(text)
+    assert payload["steps"] == [0, 10] and payload["names"] == ["a<1>", "b", "c"]
+    assert len(payload["thumbs"]) == 3 and "a&lt;1&gt;" in text
+    assert len(layer_rms_table(load_report_data(out))) == 4  # two weights, two biases
+
+
+def test_full_size_report_stays_a_few_megabytes(tmp_path):
+    """20 checkpoints x 15 pairs x 32 test examples x 40 attributes, at 4 significant digits."""
+    written = write_synthetic_results(
+        tmp_path / "run",
+        steps=tuple(range(0, 2000, 100)),
+        bracket_examples=6,
+        test_examples=32,
+        attribute_names=[f"attribute_{k}" for k in range(40)],
+    )
+    size = write_report(written["dir"]).stat().st_size
+    assert size < 4_000_000
