@@ -244,3 +244,13 @@ def test_full_size_report_stays_a_few_megabytes(tmp_path):
     )
     size = write_report(written["dir"]).stat().st_size
     assert size < 4_000_000
+
+
+def test_a_single_output_has_no_attribute_pairs(tmp_path):
+    written = write_synthetic_results(tmp_path / "run", attribute_names=["only"], steps=(0, 1))
+    text = write_report(written["dir"]).read_text()
+    assert (
+        top_attribute_pairs(attribute_comovement(load_report_data(written["dir"]).output_shift))
+        == []
+    )
+    assert "strongest co-moving attributes:\n <b>n/a</b>" in text

@@ -399,13 +399,17 @@ def _plots(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top: list) 
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     a, b = np.triu_indices(len(names), k=1)
-    ax.plot(steps, np.median(np.abs(corr[:, a, b]), axis=1), "k:", label="median |r| of all pairs")
+    if len(a):
+        ax.plot(
+            steps, np.median(np.abs(corr[:, a, b]), axis=1), "k:", label="median |r|, all pairs"
+        )
     for n, (p, q) in enumerate(top[:5]):
         label = _plain(f"{names[p][:28]} / {names[q][:28]}")
         ax.plot(steps, corr[:, p, q], "o-", lw=2.5 if n == 0 else 1, label=label)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="step", ylabel="correlation r of output shifts", ylim=(-1.05, 1.05))
-    ax.legend(fontsize=8)
+    if len(a):
+        ax.legend(fontsize=8)
     plots["comovement"] = _png(fig)
 
     size = min(7.0, 3.0 + 0.12 * len(names))
