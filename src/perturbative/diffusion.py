@@ -326,7 +326,7 @@ class TiltDemoConfig:
         small_strength: ``lambda = 0.2`` for the first-order check: the second-order term is
             about 5% of the first-order one there, below the training noise of the measurement.
         steps: 6000 Adam steps: at 2500 the moons are still blurred (energy distance to the
-            data about 6x the two-sample floor), at 10000 they are sharp; 6000 is close to sharp.
+            data about 10x the two-sample floor), at 10000 they are sharp; 6000 is close to sharp.
         batch_size: target adjusted batch size ``B_avg = 128`` (ordinary examples per step).
         lr: Adam learning rate 2e-3 with cosine decay: the usual value for small MLP denoisers.
         hidden: width 128: the smallest of 64/128/256 that draws both moons sharply.
