@@ -126,3 +126,34 @@ def test_bad_vectors_and_engines_are_refused():
         per_example_gradients(
             case.model, case.loss_fn, {"nope": torch.zeros(1, requires_grad=True)}, case.data
         )
+
+
+class _WithUnusedHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = torch.nn.Linear(2, 1)
+        self.unused = torch.nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="double_backward engine calls torch.autograd.grad without allow_unused=True, so a "
+    "parameter the loss does not use raises instead of getting a zero field (forward gives 0)",
+)
+def test_parameters_the_loss_does_not_use_have_zero_fields_in_both_engines():
+    torch.manual_seed(7)
+    model = _WithUnusedHead().to(DTYPE)
+    data = (torch.randn(3, 2, dtype=DTYPE), torch.randn(3, 1, dtype=DTYPE))
+    params = dict(model.named_parameters())
+
+    def loss_fn(outputs, targets):
+        return ((outputs - targets) ** 2).mean()
+
+    forward = per_example_gradients(model, loss_fn, params, data, engine="forward")
+    assert float(forward["unused.weight"].abs().sum()) == 0.0
+    backward = per_example_gradients(model, loss_fn, params, data, engine="double_backward")
+    for k in forward:
+        torch.testing.assert_close(backward[k], forward[k], rtol=1e-12, atol=0)

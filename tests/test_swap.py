@@ -210,3 +210,23 @@ def test_swap_refuses_a_foreign_optimizer_and_train_mode_dropout():
             x,
             (x[0][:0], x[1][:0]),
         )
+
+
+@pytest.mark.parametrize(
+    ("make", "steps", "lr"),
+    [
+        (
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
+            50,
+            0.025,
+        ),
+        (lambda p: torch.optim.AdamW(p, lr=1e-2, betas=(0.8, 0.999), weight_decay=0.5), 300, 5e-3),
+        (lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.8, 0.999), weight_decay=0.5), 300, 5e-3),
+    ],
+    ids=["sgd-nesterov-wd", "adamw-decoupled-wd", "adam-coupled-wd"],
+)
+def test_weight_decay_and_nesterov_variants_are_predicted(make, steps, lr):
+    model, optimizer, x, y = warmed_up(make, steps)
+    check = swap_check(model, mean_squared_error, optimizer, x, y, lr=lr)
+    assert check.relative_residual < 0.05  # measured: 0.039, 0.006, 0.013
+    assert norm(check.momentum_term) > 0.1 * norm(check.bracket_term)
