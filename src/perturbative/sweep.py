@@ -28,6 +28,7 @@ from perturbative.bracket import bracket_terms, pair_indices, upper_pairs
 from perturbative.fields import mean_gradient
 from perturbative.functional import LossFn, Params
 from perturbative.outputs import order_sensitivity, output_shift, projected_bracket_matrix
+from perturbative.summaries import cancellation_ratio, layer_rms, vector_norm
 
 FORMAT_VERSION = 1
 
@@ -109,14 +110,6 @@ def step_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"step_{step:06d}.safetensors"
 
 
-def _squared_norms(vectors: Params, leading: int) -> tuple[Tensor, Tensor]:
-    """Per-tensor sums of squares ``(..., L)`` and total norm ``(...)`` over parameter keys."""
-    sums = torch.stack(
-        [v.reshape(*v.shape[:leading], -1).pow(2).sum(-1) for v in vectors.values()], dim=-1
-    )
-    return sums, sums.sum(-1).sqrt()
-
-
 def checkpoint_results(
     model: nn.Module,
     loss_fn: LossFn,
@@ -146,23 +139,19 @@ def checkpoint_results(
     with torch.no_grad():
         outputs = model(test_inputs)
 
-    numel = torch.tensor([v.numel() for v in params.values()], dtype=torch.float64)
-    pair_sq, bracket_norm = _squared_norms(pairs, leading=1)
-    grad_sq, grad_norm = _squared_norms(terms.gradients, leading=1)
-    _, hg_norm = _squared_norms(terms.hessian_gradients, leading=2)  # [j, i] = |H_j g_i|
     idx = pair_indices(b)
     rows = torch.tensor([i for i, _ in idx])
     cols = torch.tensor([j for _, j in idx])
-    cancellation = bracket_norm / (hg_norm[cols, rows] + hg_norm[rows, cols])
+    cancellation = cancellation_ratio(terms).cpu()[rows, cols]
 
     result = {
         "output_shift": shifts.float(),
         "outputs": outputs.float(),
         "targets": test_targets.float(),
-        "grad_norm": grad_norm.float(),
-        "bracket_norm": bracket_norm.float(),
-        "bracket_layer_rms": (pair_sq.double().cpu() / numel).sqrt().float(),
-        "grad_layer_rms": (grad_sq.double().cpu() / numel).sqrt().float(),
+        "grad_norm": vector_norm(terms.gradients, leading=1).float(),
+        "bracket_norm": vector_norm(pairs, leading=1).float(),
+        "bracket_layer_rms": layer_rms(pairs, leading=1)[0].float(),
+        "grad_layer_rms": layer_rms(terms.gradients, leading=1)[0].float(),
         "cancellation": cancellation.float(),
     }
     if data.test_indices is not None:
