@@ -15,6 +15,13 @@ With a frozen diagonal preconditioner ``P`` (Adam's ``1 / (sqrt(v_hat) + eps)``)
 
 A bracket is a dict keyed like ``params``; ``bracket_matrix`` gives shape ``(n, n, *param.shape)``
 with ``[i, j] = [v_i, v_j]``.
+
+Engines (``engine=``), equal up to rounding: ``"forward"`` vmaps forward-over-reverse HVPs
+``jvp(grad L_j, g_i)`` over chunks of pairs sized to a memory budget (the GPU default);
+``"double_backward"`` reuses each example's gradient graph (the CPU default, where batching does
+not pay: see :func:`bracket_matrix` for the measurements). An op without a forward-mode
+derivative makes ``"forward"`` raise :class:`ForwardADUnsupportedError` naming it, and ``"auto"``
+warn and use ``"double_backward"``.
 """
 
 from __future__ import annotations
