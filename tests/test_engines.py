@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perturbative import bracket as bracket_module
 from perturbative.bracket import (
     ForwardADUnsupportedError,
     bracket_matrix,
@@ -15,6 +16,9 @@ from perturbative.bracket import (
     pairs_per_chunk,
 )
 from perturbative.reference import reference_bracket_matrix
+
+# The module itself (the package exports a function of the same name).
+bracket_module = importlib.import_module("perturbative.bracket")
 
 
 class SafeMish(nn.Module):
