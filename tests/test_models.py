@@ -8,6 +8,15 @@ from torch.nn import functional as F
 from perturbative.models import Mish, MXResNet, ResBlock, mish, mxresnet
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine makes two threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def analytic_mish_derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First and second derivative of x tanh(softplus(x)), by hand (float64).
 
