@@ -324,11 +324,6 @@ def test_fp32_fused_mish_nan_curvature_is_an_error_naming_the_fix(engine):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch 2.13: jvp(grad(F.mse_loss)) raises 'ZeroTensors are immutable'; bracket.py "
-    "should report it as ForwardADUnsupportedError (or fall back under engine='auto')",
-)
 def test_forward_engine_with_torch_mse_loss_matches_reference_or_says_why():
     case = mlp_bce()
     expected = reference_bracket_matrix(case.model, F.mse_loss, case.params, case.data)

@@ -138,11 +138,6 @@ class _WithUnusedHead(torch.nn.Module):
         return self.used(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="double_backward engine calls torch.autograd.grad without allow_unused=True, so a "
-    "parameter the loss does not use raises instead of getting a zero field (forward gives 0)",
-)
 def test_parameters_the_loss_does_not_use_have_zero_fields_in_both_engines():
     torch.manual_seed(7)
     model = _WithUnusedHead().to(DTYPE)

@@ -49,6 +49,7 @@ from perturbative.functional import (
     check_params,
     example_loss,
     fixed_state,
+    grad_or_zero,
 )
 from perturbative.hvp import _check_vector, hvp
 
@@ -380,8 +381,14 @@ def _forward_ad_failure(err: BaseException) -> str | None:
     custom = custom or ("vmap over" in low and "vmap support" in low)
     aten = "forward ad" in low and ("not been implemented" in low or "not support" in low)
     aten = aten or ("forward" in low and "not implemented" in low)
-    if not (custom or aten):
+    zero_tensor = "zerotensors are immutable" in low
+    if not (custom or aten or zero_tensor):
         return None
+    if zero_tensor:
+        return (
+            "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "
+            "F.mse_loss; ((outputs - targets) ** 2).mean() works in both engines)"
+        )
     function = _autograd_function_in_traceback(err)
     if function is not None:
         return f"the autograd.Function {function}"
@@ -489,7 +496,7 @@ def _terms_double_backward(
         outputs = [graphs[j][k] for k in names]
         for i in range(n):
             # H_j (P g_i): one backward through g_j's retained graph.
-            row = torch.autograd.grad(
+            row = grad_or_zero(
                 outputs,
                 leaves,
                 grad_outputs=[tangents[k][i] for k in names],
@@ -518,7 +525,7 @@ def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batc
             # [v_i, v_j] = H_j P g_i - H_i P g_j = grad(<g_j, sg(P g_i)> - <g_i, sg(P g_j)>):
             # one backward through both retained graphs.
             last = i == n - 2  # after the pair (n-2, n-1) no graph is needed again
-            value = torch.autograd.grad(
+            value = grad_or_zero(
                 [graphs[j][k] for k in names] + [graphs[i][k] for k in names],
                 leaves,
                 grad_outputs=[tangents[k][i] for k in names] + [negated[k][j] for k in names],

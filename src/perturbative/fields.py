@@ -30,6 +30,7 @@ from perturbative.functional import (
     check_params,
     example_loss,
     fixed_state,
+    grad_or_zero,
 )
 
 ENGINES = ("auto", "forward", "double_backward")
@@ -109,7 +110,7 @@ def gradients_with_graph(
     out = []
     for i in range(data[0].shape[0]):
         loss = f(params, *(t[i] for t in data))
-        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=True)
+        grads = grad_or_zero([loss], [params[k] for k in names], create_graph=True)
         out.append(dict(zip(names, grads, strict=True)))
     return out
 
@@ -170,7 +171,7 @@ def _gradients_no_graph(model, loss_fn, params, data, batch_context):
     names = list(params)
     for i in range(data[0].shape[0]):
         loss = f(params, *(t[i] for t in data))
-        yield dict(zip(names, torch.autograd.grad(loss, [params[k] for k in names]), strict=True))
+        yield dict(zip(names, grad_or_zero([loss], [params[k] for k in names]), strict=True))
 
 
 def mean_gradient(
@@ -191,7 +192,7 @@ def mean_gradient(
     check_batchnorm(model, batch_context)
     f = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
     names = list(params)
-    grads = torch.autograd.grad(f(params, *data), [params[k] for k in names])
+    grads = grad_or_zero([f(params, *data)], [params[k] for k in names])
     out = dict(zip(names, (g.detach() for g in grads), strict=True))
     check_finite(out, "the minibatch gradient")
     return out

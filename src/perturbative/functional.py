@@ -179,3 +179,30 @@ def model_outputs(
 ) -> Tensor:
     """``f(theta, inputs)`` through ``functional_call``."""
     return functional_call(model, (params, state), (inputs,))
+
+
+def grad_or_zero(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor] | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad`` where a parameter the outputs do not use gets a zero gradient.
+
+    A parameter the loss never touches has the zero field (``v = -grad L = 0``), and a gradient
+    entry that carries no graph (it is a constant zero) has zero derivative; both engines agree on
+    this. Outputs without a graph are dropped before the backward pass.
+    """
+    outputs = list(outputs)
+    keep = [i for i, o in enumerate(outputs) if o.requires_grad]
+    if not keep:
+        return tuple(torch.zeros_like(x) for x in inputs)
+    kept_grads = None if grad_outputs is None else [grad_outputs[i] for i in keep]
+    return torch.autograd.grad(
+        [outputs[i] for i in keep],
+        list(inputs),
+        grad_outputs=kept_grads,
+        allow_unused=True,
+        materialize_grads=True,
+        **kwargs,
+    )

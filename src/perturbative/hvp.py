@@ -27,6 +27,7 @@ from perturbative.functional import (
     check_params,
     example_loss,
     fixed_state,
+    grad_or_zero,
 )
 
 
@@ -76,9 +77,9 @@ def hvp(
         _, out = jvp(lambda p: grad(f)(p, *data), (detached,), (vector,))
     else:
         names = list(params)
-        g = torch.autograd.grad(f(params, *data), [params[k] for k in names], create_graph=True)
+        g = grad_or_zero([f(params, *data)], [params[k] for k in names], create_graph=True)
         dot = sum((gi * vector[k]).sum() for gi, k in zip(g, names, strict=True))
-        out = dict(zip(names, torch.autograd.grad(dot, [params[k] for k in names]), strict=True))
+        out = dict(zip(names, grad_or_zero([dot], [params[k] for k in names]), strict=True))
     out = {k: v.detach() for k, v in out.items()}
     check_finite(out, "a Hessian-vector product")
     return out
@@ -122,7 +123,7 @@ def per_example_hvps(
                 model, loss_fn, params, tuple(t[i : i + 1] for t in data), batch_context
             )
             dot = sum((gi[k] * vector[k]).sum() for k in names)
-            hi = torch.autograd.grad(dot, [params[k] for k in names])
+            hi = grad_or_zero([dot], [params[k] for k in names])
             gs.append({k: gi[k].detach() for k in names})
             hs.append(dict(zip(names, hi, strict=True)))
         grads = {k: torch.stack([g[k] for g in gs]) for k in names}
