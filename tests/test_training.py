@@ -196,3 +196,30 @@ def test_demo_config_learns_the_digits(tmp_path):
     run_dir = train(TrainConfig.demo(run_dir=str(tmp_path / "demo"), device="cpu"), progress=False)
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 600 and last["heldout_accuracy"] > 0.97
+
+
+SHARED_CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba"
+
+
+@pytest.mark.skipif(
+    not SHARED_CELEBA.is_dir(), reason=f"CelebA subset not found at {SHARED_CELEBA}"
+)
+def test_reference_pipeline_on_shared_celeba(tmp_path):
+    config = TrainConfig.reference(
+        str(SHARED_CELEBA),
+        run_dir=str(tmp_path / "celeba"),
+        limit=400,
+        image_size=16,
+        width=0.0625,
+        steps=2,
+        checkpoint_every=1,
+        eval_every=1,
+        eval_examples=32,
+        device="cpu",
+    )
+    run_dir = train(config, progress=False)
+    assert [step for step, _ in list_checkpoints(run_dir)] == [0, 1, 2]
+    model, checkpoint = model_from_checkpoint(list_checkpoints(run_dir)[-1][1])
+    assert checkpoint["num_outputs"] == 40 and checkpoint["in_channels"] == 3
+    assert checkpoint["attribute_names"][31] == "Smiling" and checkpoint["dataset"] == "celeba"
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 40)
