@@ -1,7 +1,18 @@
 """Fixtures built from the problems in ``cases.py``."""
 
 import pytest
+import torch
 from cases import CASES, least_squares
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run tiny models: one intra-op thread is as fast on a quiet machine and avoids the
+    tens-fold slowdown of oversubscribed threads when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=sorted(CASES))
