@@ -254,3 +254,21 @@ def test_a_single_output_has_no_attribute_pairs(tmp_path):
         == []
     )
     assert "strongest co-moving attributes:\n <b>n/a</b>" in text
+
+
+def test_order_sensitivity_table_lists_the_recorded_ranking(tmp_path):
+    from perturbative.report import load_report_data, ranking_table, write_report
+    from synthetic_results import write_synthetic_results
+
+    results = tmp_path / "brackets"
+    write_synthetic_results(results)
+    data = load_report_data(results)
+    rows = ranking_table(data)
+    assert [r["step"] for r in rows] == data.steps.tolist()
+    first = rows[0]["top"][0]
+    assert first[0] == int(data.ranking_indices[0, 0])
+    assert abs(first[1] - data.ranking_scores[0, 0]) < 1e-6
+    assert rows[0]["kept"] is None and all(r["kept"] is not None for r in rows[1:])
+    page = write_report(results).read_text()
+    assert "Order sensitivity of training examples" in page
+    assert f"#{first[0]} (" in page

@@ -55,6 +55,8 @@ class ReportData:
         test_indices: ``(T,)`` dataset indices of the test batch, or None.
         thumbnails: ``(B', C, H, W)`` images in ``[0, 1]`` of the bracket examples, or None.
         metrics: rows of ``metrics.jsonl`` (dicts with ``step`` and ``train_loss``), or None.
+        ranking_indices: ``(S, M)`` training indices, most order-sensitive first, or None.
+        ranking_scores: ``(S, M)`` their order-sensitivity scores, or None.
     """
 
     results_dir: Path
@@ -73,6 +75,8 @@ class ReportData:
     test_indices: np.ndarray | None
     thumbnails: np.ndarray | None
     metrics: list[dict] | None
+    ranking_indices: np.ndarray | None = None
+    ranking_scores: np.ndarray | None = None
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -170,6 +174,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
     if (results_dir / "thumbnails.safetensors").is_file():
         thumbs = _read_tensors(results_dir / "thumbnails.safetensors").get("images")
     test_indices = per_step[0].get("test_indices")
+    ranking = stack("ranking_indices")
     return ReportData(
         results_dir=results_dir,
         meta=meta,
@@ -187,6 +192,8 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         test_indices=None if test_indices is None else test_indices.astype(np.int64),
         thumbnails=thumbs,
         metrics=_read_metrics(results_dir.parent / "metrics.jsonl"),
+        ranking_indices=None if ranking is None else ranking.astype(np.int64),
+        ranking_scores=stack("ranking_scores") if ranking is not None else None,
     )
 
 
@@ -324,6 +331,54 @@ def layer_rms_table(data: ReportData) -> list[dict]:
 
 
 # ---------------------------------------------------------------- rendering
+
+
+def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
+    """Per checkpoint: the ``top`` most order-sensitive training examples, the median score, and
+    how many of the top 10 were also in the previous checkpoint's top 10 (ranking stability)."""
+    if data.ranking_indices is None or data.ranking_indices.shape[1] == 0:
+        return []
+    rows, previous = [], None
+    for step, indices, scores in zip(
+        data.steps, data.ranking_indices, data.ranking_scores, strict=True
+    ):
+        current = set(indices[:10].tolist())
+        rows.append(
+            {
+                "step": int(step),
+                "top": [
+                    (int(i), float(v)) for i, v in zip(indices[:top], scores[:top], strict=True)
+                ],
+                "median": float(np.median(scores)),
+                "kept": None if previous is None else len(current & previous),
+            }
+        )
+        previous = current
+    return rows
+
+
+def _ranking_html(data: ReportData) -> str:
+    rows = ranking_table(data)
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{r['step']}</td><td>"
+        + ", ".join(f"#{i} ({_num(v)})" for i, v in r["top"])
+        + f"</td><td>{_num(r['median'])}</td><td>{'' if r['kept'] is None else r['kept']}</td></tr>"
+        for r in rows
+    )
+    observable = html.escape(str(data.meta.get("observable", "the observable")))
+    m = data.ranking_indices.shape[1]
+    return (
+        "<h2>Order sensitivity of training examples</h2>"
+        f'<p class="hint">{m} training examples ranked by the RMS over partners y of '
+        f"u . [v_x, v_y], u the gradient of {observable}: how much moving example x before or "
+        "after the others moves it (x lr^2). Computed from the projected bracket matrix "
+        "(n gradients + n HVPs per checkpoint).</p>"
+        "<table><thead><tr><th>step</th><th>most order-sensitive (training index, score)</th>"
+        "<th>median score</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _sig4(values: np.ndarray) -> list:
@@ -528,6 +583,7 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
         "%%LAST_STEP%%": str(data.steps[-1]),
         "%%FIRST_STEP%%": str(data.steps[0]),
         "%%METRICS%%": metrics_html,
+        "%%RANKING%%": _ranking_html(data),
         **{f"%%PLOT_{key.upper()}%%": uri for key, uri in plots.items()},
     }
     parts["%%DATA%%"] = _json_for_script(payload)
@@ -653,6 +709,7 @@ examples (gradients).</p>
 <th>gradient RMS, step %%LAST_STEP%%</th><th>bracket RMS, step %%FIRST_STEP%%</th>
 <th>bracket RMS, step %%LAST_STEP%%</th><th>bracket / gradient</th></tr></thead>
 <tbody>%%LAYER_ROWS%%</tbody></table>
+%%RANKING%%
 %%METRICS%%
 <footer>Read from %%SOURCE%%. Self-contained: no network access needed.</footer>
 <script type="application/json" id="report-data">%%DATA%%</script>
