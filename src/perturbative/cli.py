@@ -101,8 +101,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from perturbative.report import write_report
 
     path = Path(args.path)
-    results = path / "brackets" if (path / "brackets" / "meta.json").exists() else path
-    out = write_report(results, args.out)
+    if (path / "brackets" / "meta.json").exists():  # a run directory: report beside its checkpoints
+        out = write_report(path / "brackets", args.out or path / "report.html")
+    else:
+        out = write_report(path, args.out)
     print(f"report: {out.resolve()}")
     return 0
 
