@@ -257,8 +257,9 @@ def test_a_single_output_has_no_attribute_pairs(tmp_path):
 
 
 def test_order_sensitivity_table_lists_the_recorded_ranking(tmp_path):
-    from perturbative.report import load_report_data, ranking_table, write_report
     from synthetic_results import write_synthetic_results
+
+    from perturbative.report import load_report_data, ranking_table, write_report
 
     results = tmp_path / "brackets"
     write_synthetic_results(results)
