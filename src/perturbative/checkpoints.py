@@ -10,7 +10,7 @@ with a JSON object of everything else:
 * ``rng/torch``: ``torch.get_rng_state()``;
 * JSON: ``format_version``, ``step`` and whatever the writer adds (config, sampler position).
 
-Files are named ``<run_dir>/checkpoints/step_XXXXXX.safetensors`` (zero-padded to 6 digits) and
+Files are named ``<run_dir>/checkpoints/step_NNNNNN.safetensors`` (zero-padded to 6 digits) and
 written to a temporary file in the same folder, then moved into place with ``os.replace``, so a
 reader never sees half a checkpoint.
 """
@@ -32,7 +32,7 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """``<run_dir>/checkpoints/step_XXXXXX.safetensors``."""
+    """``<run_dir>/checkpoints/step_NNNNNN.safetensors``."""
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}.safetensors"
 
 
