@@ -200,3 +200,24 @@ def test_other_errors_in_the_forward_engine_propagate(problem):
     bad_targets = data[1][:, :1].expand(-1, 3)  # 3 targets for 2 outputs
     with pytest.raises((RuntimeError, ValueError), match="size"):
         bracket_matrix(model, loss_fn, params, (data[0], bad_targets), engine="forward")
+
+
+def test_hvp_forward_engine_names_a_forward_ad_failure_and_auto_falls_back():
+    import torch.nn.functional as F
+
+    from perturbative import ForwardADUnsupportedError, hvp, per_example_hvps
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    params = dict(model.named_parameters())
+    data = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64))
+    u = {k: torch.randn_like(v) for k, v in params.items()}
+    with pytest.raises(ForwardADUnsupportedError, match="double_backward"):
+        hvp(model, F.mse_loss, params, data, u, engine="forward")
+    with pytest.raises(ForwardADUnsupportedError, match="ZeroTensor"):
+        per_example_hvps(model, F.mse_loss, params, data, u, engine="forward")
+    expected = hvp(model, F.mse_loss, params, data, u, engine="double_backward")
+    got = per_example_hvps(model, F.mse_loss, params, data, u, engine="double_backward")[1]
+    mean = {k: v.mean(0) for k, v in got.items()}
+    for k in expected:
+        torch.testing.assert_close(mean[k], expected[k])

@@ -27,15 +27,17 @@ warn and use ``"double_backward"``.
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from perturbative.fields import (
+# the engine's error and its detector belong to the bracket API too (re-exported)
+from perturbative.fields import (  # noqa: F401
+    ForwardADUnsupportedError,
+    _forward_ad_failure,
+    _forward_or_fallback,
     gradients_with_graph,
     mean_gradient,
     resolve_engine,
@@ -52,13 +54,6 @@ from perturbative.functional import (
     grad_or_zero,
 )
 from perturbative.hvp import _check_vector, hvp
-
-
-class ForwardADUnsupportedError(RuntimeError):
-    """An op in the model has no forward-mode derivative or no ``torch.func`` support.
-
-    Raised by ``engine="forward"``; ``engine="auto"`` warns and uses ``"double_backward"``.
-    """
 
 
 @dataclass
@@ -343,75 +338,6 @@ def _prepare(model, params, data, preconditioner, engine, batch_context):
     if preconditioner is not None:
         _check_vector(params, preconditioner, "preconditioner")
     return params, data, engine, resolve_engine(engine, params, batch_context)
-
-
-def _forward_or_fallback(requested: str, run):
-    """``run()``; on a missing forward-mode derivative raise (``"forward"``) or warn (``"auto"``).
-
-    Returns ``None`` when the caller should fall back to the double-backward engine.
-    """
-    try:
-        return run()
-    except (RuntimeError, NotImplementedError) as err:
-        op = _forward_ad_failure(err)
-        if op is None:
-            raise
-        reason = str(err).strip().splitlines()[0][:200]
-        if requested == "forward":
-            raise ForwardADUnsupportedError(
-                f"engine='forward' cannot differentiate {op}, which the model uses, in forward "
-                f"mode under torch.func ({reason}). Pass engine='double_backward' (or "
-                "engine='auto', which falls back to it), or give the op a forward-mode "
-                "derivative (an autograd.Function needs jvp and vmap support)"
-            ) from err
-        warnings.warn(
-            f"engine='forward' cannot differentiate {op}, which the model uses, in forward mode "
-            f"under torch.func ({reason}); falling back to engine='double_backward'",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-
-
-def _forward_ad_failure(err: BaseException) -> str | None:
-    """The op named by a forward-mode AD / torch.func failure, or ``None`` for other errors."""
-    text = str(err)
-    low = text.lower()
-    custom = "autograd.function" in low and ("jvp" in low or "functorch" in low)
-    custom = custom or ("vmap over" in low and "vmap support" in low)
-    aten = "forward ad" in low and ("not been implemented" in low or "not support" in low)
-    aten = aten or ("forward" in low and "not implemented" in low)
-    zero_tensor = "zerotensors are immutable" in low
-    if not (custom or aten or zero_tensor):
-        return None
-    if zero_tensor:
-        return (
-            "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "
-            "F.mse_loss; ((outputs - targets) ** 2).mean() works in both engines)"
-        )
-    function = _autograd_function_in_traceback(err)
-    if function is not None:
-        return f"the autograd.Function {function}"
-    match = re.search(r"forward AD with (\S+)", text)
-    if match:
-        return f"the op {match.group(1)}"
-    for token in text.replace("'", " ").replace('"', " ").split():
-        if token.startswith("aten::") or token.startswith("torch."):
-            return f"the op {token.rstrip('.,:')}"
-    return "an operation (" + text.splitlines()[0][:120] + ")"
-
-
-def _autograd_function_in_traceback(err: BaseException) -> str | None:
-    """Name of the innermost ``torch.autograd.Function`` whose ``apply`` raised ``err``."""
-    name = None
-    tb = err.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        cls = frame.f_locals.get("cls") if frame.f_code.co_name == "apply" else None
-        if isinstance(cls, type) and issubclass(cls, torch.autograd.Function):
-            name = cls.__qualname__
-        tb = tb.tb_next
-    return name
 
 
 def _default_budget(params: Params) -> int:

@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Perturbation theory of neural-network training: Lie brackets of training "
         "examples over a real training run, and training toward a tilted distribution.",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's). Use 1 when other jobs share the cores: "
+        "oversubscribed threads make small models tens of times slower",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train -> brackets -> report on the embedded digits")
@@ -203,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, TypeError) as err:

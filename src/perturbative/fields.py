@@ -15,6 +15,8 @@ rate ``lr`` is ``theta' = theta + lr * v_x(theta)``. This module computes the gr
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -196,3 +198,79 @@ def mean_gradient(
     out = dict(zip(names, (g.detach() for g in grads), strict=True))
     check_finite(out, "the minibatch gradient")
     return out
+
+
+class ForwardADUnsupportedError(RuntimeError):
+    """An op in the model has no forward-mode derivative or no ``torch.func`` support.
+
+    Raised by ``engine="forward"``; ``engine="auto"`` warns and uses ``"double_backward"``.
+    """
+
+
+def _forward_or_fallback(requested: str, run):
+    """``run()``; on a missing forward-mode derivative raise (``"forward"``) or warn (``"auto"``).
+
+    Returns ``None`` when the caller should fall back to the double-backward engine.
+    """
+    try:
+        return run()
+    except (RuntimeError, NotImplementedError) as err:
+        op = _forward_ad_failure(err)
+        if op is None:
+            raise
+        reason = str(err).strip().splitlines()[0][:200]
+        if requested == "forward":
+            raise ForwardADUnsupportedError(
+                f"engine='forward' cannot differentiate {op}, which the model uses, in forward "
+                f"mode under torch.func ({reason}). Pass engine='double_backward' (or "
+                "engine='auto', which falls back to it), or give the op a forward-mode "
+                "derivative (an autograd.Function needs jvp and vmap support)"
+            ) from err
+        warnings.warn(
+            f"engine='forward' cannot differentiate {op}, which the model uses, in forward mode "
+            f"under torch.func ({reason}); falling back to engine='double_backward'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _forward_ad_failure(err: BaseException) -> str | None:
+    """The op named by a forward-mode AD / torch.func failure, or ``None`` for other errors."""
+    text = str(err)
+    low = text.lower()
+    custom = "autograd.function" in low and ("jvp" in low or "functorch" in low)
+    custom = custom or ("vmap over" in low and "vmap support" in low)
+    aten = "forward ad" in low and ("not been implemented" in low or "not support" in low)
+    aten = aten or ("forward" in low and "not implemented" in low)
+    zero_tensor = "zerotensors are immutable" in low
+    if not (custom or aten or zero_tensor):
+        return None
+    if zero_tensor:
+        return (
+            "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "
+            "F.mse_loss; ((outputs - targets) ** 2).mean() works in both engines)"
+        )
+    function = _autograd_function_in_traceback(err)
+    if function is not None:
+        return f"the autograd.Function {function}"
+    match = re.search(r"forward AD with (\S+)", text)
+    if match:
+        return f"the op {match.group(1)}"
+    for token in text.replace("'", " ").replace('"', " ").split():
+        if token.startswith("aten::") or token.startswith("torch."):
+            return f"the op {token.rstrip('.,:')}"
+    return "an operation (" + text.splitlines()[0][:120] + ")"
+
+
+def _autograd_function_in_traceback(err: BaseException) -> str | None:
+    """Name of the innermost ``torch.autograd.Function`` whose ``apply`` raised ``err``."""
+    name = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        cls = frame.f_locals.get("cls") if frame.f_code.co_name == "apply" else None
+        if isinstance(cls, type) and issubclass(cls, torch.autograd.Function):
+            name = cls.__qualname__
+        tb = tb.tb_next
+    return name

@@ -17,7 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from perturbative.fields import batch_loss, gradients_with_graph, resolve_engine
+from perturbative.fields import (
+    _forward_or_fallback,
+    batch_loss,
+    gradients_with_graph,
+    resolve_engine,
+)
 from perturbative.functional import (
     LossFn,
     Params,
@@ -70,12 +75,15 @@ def hvp(
     data, _ = check_data(data)
     _check_vector(params, vector, "vector")
     check_batchnorm(model, batch_context)
-    engine = resolve_engine(engine, params, batch_context)
+    requested, engine = engine, resolve_engine(engine, params, batch_context)
     f = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
+    out = None
     if engine == "forward":
         detached = {k: v.detach() for k, v in params.items()}
-        _, out = jvp(lambda p: grad(f)(p, *data), (detached,), (vector,))
-    else:
+        out = _forward_or_fallback(
+            requested, lambda: jvp(lambda p: grad(f)(p, *data), (detached,), (vector,))[1]
+        )
+    if out is None:
         names = list(params)
         g = grad_or_zero([f(params, *data)], [params[k] for k in names], create_graph=True)
         dot = sum((gi * vector[k]).sum() for gi, k in zip(g, names, strict=True))
@@ -105,7 +113,8 @@ def per_example_hvps(
     data, n = check_data(data)
     _check_vector(params, vector, "vector")
     check_batchnorm(model, batch_context)
-    engine = resolve_engine(engine, params, batch_context)
+    requested, engine = engine, resolve_engine(engine, params, batch_context)
+    result = None
     if engine == "forward":
         f = example_loss(model, loss_fn, fixed_state(model, params))
         detached = {k: v.detach() for k, v in params.items()}
@@ -114,7 +123,12 @@ def per_example_hvps(
             return jvp(lambda p: grad(f)(p, *example), (detached,), (vector,))
 
         in_dims = (0,) * len(data)
-        grads, products = vmap(grad_and_hvp, in_dims=in_dims, chunk_size=chunk_size)(*data)
+        result = _forward_or_fallback(
+            requested,
+            lambda: vmap(grad_and_hvp, in_dims=in_dims, chunk_size=chunk_size)(*data),
+        )
+    if result is not None:
+        grads, products = result
     else:
         names = list(params)
         gs, hs = [], []
