@@ -22,6 +22,12 @@ def test_demo_runs_train_brackets_report(tmp_path, capsys):
     assert meta["pairs"][0] == [0, 1] and len(meta["pairs"]) == 15
     assert meta["ranking_examples"] == 6
 
+    # the same run with Adam's preconditioner: step 0 has no Adam state and is skipped
+    adam = tmp_path / "adam"
+    assert main(["brackets", str(run), "--preconditioner", "adam", "--out", str(adam), *SWEEP]) == 0
+    adam_meta = json.loads((adam / "meta.json").read_text())
+    assert adam_meta["steps"] == [2, 4] and adam_meta["preconditioner"] == "adam"
+
     # report again from the run directory, to another file
     assert main(["report", str(run), "--out", str(tmp_path / "again.html")]) == 0
     assert (tmp_path / "again.html").stat().st_size > 10_000
