@@ -27,6 +27,9 @@ from perturbative.training import (
     load_run_config,
     train,
 )
+from perturbative.training import (
+    _device as training_device,
+)
 
 
 @dataclass
@@ -81,11 +84,7 @@ def sweep_training_run(run_dir: str | Path, options: SweepOptions | None = None)
     if options.preconditioner == "adam":
         checkpoints = [(s, p) for s, p in checkpoints if s > 0]
     dataset = build_dataset(config)
-    device = torch.device(
-        "cuda"
-        if config.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if config.device == "auto" else config.device)
-    )
+    device = training_device(config)  # where the run trained: CUDA when "auto" finds one
     test = select_examples(dataset.heldout_indices.tolist(), options.test_examples, options.seed)
     if len(test) < options.bracket_examples:
         raise ValueError(
