@@ -63,3 +63,13 @@ def test_unknown_tilt_attribute_is_a_clear_error(tmp_path, capsys):
 def test_celeba_needs_a_path():
     with pytest.raises(SystemExit):
         main(["train", "--data", "celeba"])
+
+
+def test_demo_again_reuses_the_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["demo", *TINY, *SWEEP, "--run-dir", str(run)]) == 0
+    checkpoint = run / "checkpoints" / "step_000004.safetensors"
+    first = checkpoint.stat().st_mtime_ns
+    assert main(["demo", *TINY, *SWEEP, "--run-dir", str(run)]) == 0
+    assert checkpoint.stat().st_mtime_ns == first
+    assert "report:" in capsys.readouterr().out

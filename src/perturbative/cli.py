@@ -120,6 +120,9 @@ def _pipeline(args: argparse.Namespace, base) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from perturbative.training import TrainConfig
 
+    # Running the demo again reuses what is there: finished training and swept checkpoints are
+    # kept (a killed demo continues), and the report is rendered anew.
+    args.resume = True
     return _pipeline(args, TrainConfig.demo())
 
 
