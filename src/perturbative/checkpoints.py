@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,24 +47,39 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(path: Path, tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
-    """Write tensors and a JSON-ready ``info`` dict atomically (temporary file, ``os.replace``).
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place.
 
-    Raises:
-        Whatever the write raises; the temporary file is removed and ``path`` is untouched.
+    A reader sees the old file or the new one, never half of one; on any error the temporary
+    file is removed and ``path`` is untouched. Used for checkpoints, metrics and sweep results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        info = {"format_version": CHECKPOINT_FORMAT_VERSION, **info}
-        save_file(cpu, tmp, metadata={"perturbative": json.dumps(info)})
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata=None) -> Path:
+    """Save tensors (moved to the CPU, contiguous) as safetensors, atomically."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
+
+
+def save_checkpoint(path: Path, tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
+    """Write tensors and a JSON-ready ``info`` dict atomically (temporary file, ``os.replace``).
+
+    Raises:
+        Whatever the write raises; the temporary file is removed and ``path`` is untouched.
+    """
+    info = {"format_version": CHECKPOINT_FORMAT_VERSION, **info}
+    save_tensors(path, tensors, metadata={"perturbative": json.dumps(info)})
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -13,18 +13,17 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from perturbative.bracket import bracket_terms, pair_indices, upper_pairs
+from perturbative.checkpoints import atomic_write, save_tensors
 from perturbative.fields import mean_gradient
 from perturbative.functional import LossFn, Params
 from perturbative.outputs import order_sensitivity, output_shift, projected_bracket_matrix
@@ -81,28 +80,6 @@ class SweepSettings:
     engine: str = "auto"
     save_brackets: bool = False
     extra: dict = field(default_factory=dict)
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def step_path(out_dir: Path, step: int) -> Path:
@@ -246,9 +223,7 @@ def bracket_sweep(
             )
         done = [s for s in old.get("steps", []) if step_path(out_dir, s).exists()]
     if data.thumbnails is not None:
-        _atomic_save_tensors(
-            {"images": data.thumbnails.float()}, out_dir / "thumbnails.safetensors"
-        )
+        save_tensors(out_dir / "thumbnails.safetensors", {"images": data.thumbnails.float()})
     model.eval()
     todo = [(s, load) for s, load in checkpoints if s not in done]
     for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
@@ -256,10 +231,10 @@ def bracket_sweep(
         model.eval()
         precond = preconditioner_at(step, model) if preconditioner_at is not None else None
         results = checkpoint_results(model, loss_fn, data, settings, precond)
-        _atomic_save_tensors(results, step_path(out_dir, step))
+        save_tensors(step_path(out_dir, step), results)
         done.append(step)
-        meta = _meta(data, settings, model, done)
-        _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+        text = json.dumps(_meta(data, settings, model, done), indent=1)
+        atomic_write(meta_path, lambda tmp, text=text: Path(tmp).write_text(text))
     return out_dir
 
 

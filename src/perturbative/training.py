@@ -39,7 +39,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -52,6 +51,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from perturbative.checkpoints import (
+    atomic_write,
     checkpoint_path,
     list_checkpoints,
     pack_training_state,
@@ -381,10 +381,8 @@ def evaluate(
 
 
 def _write_metrics(path: Path, lines: list[dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(json.dumps(line) + "\n" for line in lines)
-    os.replace(tmp, path)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
