@@ -8,6 +8,7 @@ data of your own, call :func:`perturbative.sweep.bracket_sweep` directly
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,12 +119,15 @@ def sweep_training_run(run_dir: str | Path, options: SweepOptions | None = None)
     )
     paths = dict(checkpoints)
 
+    # the sweep reads a checkpoint's model, then (with "adam") its optimizer: read each file once
+    read = functools.lru_cache(maxsize=1)(load_checkpoint)
+
     def loader(path: Path):
-        return lambda: load_checkpoint(path)["model"]
+        return lambda: read(path)["model"]
 
     def adam_at(step: int, model: nn.Module):
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        optimizer.load_state_dict(load_checkpoint(paths[step])["optimizer"])
+        optimizer.load_state_dict(read(paths[step])["optimizer"])
         return adam_preconditioner(optimizer, dict(model.named_parameters()))
 
     out_dir = Path(options.out_dir) if options.out_dir else run_dir / "brackets"
