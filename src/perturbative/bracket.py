@@ -445,7 +445,9 @@ def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batc
         model, loss_fn, params, data, preconditioner, batch_context
     )
     negated = {k: -v for k, v in tangents.items()}
-    out = {k: v.new_zeros((n, *v.shape)) for k, v in grads.items()}
+    out = {k: v.new_empty((n, n, *v.shape[1:])) for k, v in grads.items()}
+    for value in out.values():  # every off-diagonal entry is written below
+        value.diagonal(dim1=0, dim2=1).zero_()
     for i in range(n):
         for j in range(i + 1, n):
             # [v_i, v_j] = H_j P g_i - H_i P g_j = grad(<g_j, sg(P g_i)> - <g_i, sg(P g_j)>):

@@ -163,9 +163,18 @@ def example_loss(
     return loss
 
 
+def _all_finite(v: Tensor) -> bool:
+    """Exact and cheap: a NaN or inf anywhere makes the sum non-finite, so a finite sum proves
+    every entry finite without a bool tensor the size of ``v``; only a non-finite sum (which
+    overflow alone can also cause) needs the elementwise test."""
+    if v.numel() == 0 or bool(torch.isfinite(v.sum())):
+        return True
+    return bool(torch.isfinite(v).all())
+
+
 def check_finite(vectors: Mapping[str, Tensor], what: str) -> None:
     """Raise ``FloatingPointError`` naming the parameter tensors where ``vectors`` is not finite."""
-    bad = [name for name, v in vectors.items() if not bool(torch.isfinite(v).all())]
+    bad = [name for name, v in vectors.items() if not _all_finite(v)]
     if bad:
         raise FloatingPointError(
             f"{what} is not finite (NaN or inf) in {bad[:5]}{'...' if len(bad) > 5 else ''}. "
