@@ -19,16 +19,19 @@ of each block would otherwise make many second derivatives vanish).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from perturbative.bracket import bracket_matrix
+from perturbative.brackets import bracket_matrix
 from perturbative.models import mxresnet
 from perturbative.reference import reference_bracket_matrix
 
@@ -149,6 +152,12 @@ def main(argv=None) -> None:
         "--peak-tflops", type=float, help="fp32 peak of the GPU (default: H100 SXM)"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="write the rows here (default benchmarks/results/bracket_matrix-DEVICE.json); "
+        "docs/benchmarks.md quotes that file",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -191,6 +200,7 @@ def main(argv=None) -> None:
     del model64, params64, data64
 
     peak_fp32 = args.peak_tflops or H100_FP32_TFLOPS
+    rows = []
     header = f"{'setting':<10} {'method':<16} {'time s':>8} {'vs naive':>9} {'peak MiB':>9} "
     header += f"{'GFLOP/s':>9} {'%fp32pk':>8} {'max rel err vs fp64':>20}"
     print(header)
@@ -204,6 +214,16 @@ def main(argv=None) -> None:
         err = max_relative_error(naive, reference)
         del naive
         print(_row(label, "naive loop", naive_time, None, naive_mem, None, None, err))
+        rows.append(
+            dict(
+                setting=label,
+                method="naive loop",
+                seconds=naive_time,
+                ratio=1.0,
+                peak_mib=None if naive_mem is None else naive_mem / 2**20,
+                error=err,
+            )
+        )
         for engine in engines:
             run = lambda engine=engine: bracket_matrix(model, loss_fn, params, data, engine=engine)  # noqa: E731
             seconds, memory, result = timed(run, device, args.repeats)
@@ -214,6 +234,38 @@ def main(argv=None) -> None:
             flops = counter.get_total_flops() / seconds
             fraction = flops / (peak_fp32 * 1e12) if device == "cuda" else None
             print(_row(label, engine, seconds, naive_time / seconds, memory, flops, fraction, err))
+            rows.append(
+                dict(
+                    setting=label,
+                    method=engine,
+                    seconds=seconds,
+                    ratio=naive_time / seconds,
+                    gflops=flops / 1e9,
+                    peak_mib=None if memory is None else memory / 2**20,
+                    error=err,
+                )
+            )
+    out = Path(args.json or Path(__file__).parent / "results" / f"bracket_matrix-{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            dict(
+                command="python benchmarks/bracket_matrix.py " + " ".join(argv or sys.argv[1:]),
+                n=n,
+                size=size,
+                params=numel,
+                device=machine,
+                torch=torch.__version__,
+                threads=torch.get_num_threads(),
+                repeats=args.repeats,
+                rows=rows,
+                load_average=os.getloadavg(),
+            ),
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
     if device == "cuda":
         print(
             f"%fp32pk: achieved FLOP/s (conv + matmul FLOPs counted by FlopCounterMode) over "

@@ -1,7 +1,7 @@
 """Compare three ways of training on p' ~ p exp(-lambda dH), and time the sampler.
 
-Same data (two moons), model (the 2-D denoiser of perturbative.diffusion), steps, optimiser and
-seeds for every scheme; only the batches and the loss differ:
+Same data (two moons), model (the 2-D denoiser of perturbative.demos.two_moons), steps, optimiser
+and seeds for every scheme; only the batches and the loss differ:
 
 * fixed-size batches with weights: shuffled batches of B, loss sum_j w_j L_j / B;
 * resampling: torch.utils.data.WeightedRandomSampler (with replacement), plain mean loss;
@@ -29,7 +29,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from perturbative.diffusion import (
+from perturbative.demos.two_moons import (
     demo_dH,
     denoising_losses,
     energy_distance,
@@ -39,8 +39,7 @@ from perturbative.diffusion import (
     train_denoiser,
     two_moons,
 )
-from perturbative.sampler import AdjustedBatchSampler
-from perturbative.tilt import tilt_weights, weighted_loss
+from perturbative.tilt import AdjustedBatchSampler, tilt_weights, weighted_loss
 
 SCHEMES = {
     "fixed-size batches + weights": "weighted",
@@ -133,7 +132,7 @@ def overhead(args: argparse.Namespace) -> None:
     adjusted = DataLoader(dataset, batch_sampler=sampler)
 
     torch.manual_seed(0)
-    from perturbative.diffusion import Denoiser
+    from perturbative.demos.two_moons import Denoiser
 
     model = Denoiser(args.diffusion_steps)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -15,7 +15,8 @@ import argparse
 
 import numpy as np
 
-from perturbative.report import attribute_comovement, load_report_data
+from perturbative.report import load_report_data
+from perturbative.report.statistics import attribute_comovement
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ tilt_first_order.png; numbers: tilt_demo.json)
 import sys
 from pathlib import Path
 
-from perturbative.diffusion import TiltDemoConfig, run_tilt_demo
+from perturbative.demos.two_moons import TiltDemoConfig, run_tilt_demo
 
 out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("tilt_demo")
 result = run_tilt_demo(TiltDemoConfig(out_dir=out_dir))

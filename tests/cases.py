@@ -8,12 +8,85 @@ odd and minibatch splits uneven on purpose.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.numpy import save_file
 from torch import Tensor, nn
+
+#: The two engines every derivative is tested in.
+ENGINES = ["forward", "double_backward"]
+#: The shared CelebA subset beside the repository (tests that need it skip when it is absent).
+SHARED_CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba"
+#: Attribute names that HTML, JSON and matplotlib must escape.
+EVIL_NAMES = [
+    "Black_Hair",
+    "Brown_Hair",
+    "<script>alert(1)</script>",
+    "</script>",
+    'a"b&c$x^{$\u2028',
+]
+#: Command-line flags of a tiny digits run and sweep (seconds on one thread).
+TINY_RUN = ["--steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--image-size", "16"]
+TINY_SWEEP = ["--ranking-examples", "6", "--test-examples", "8"]
+
+
+def assert_dicts_close(actual, expected, **kw):
+    """Two parameter dicts have the same keys and close values."""
+    assert set(actual) == set(expected)
+    for k in expected:
+        torch.testing.assert_close(actual[k], expected[k], **kw)
+
+
+def autograd_gradient(case, example):
+    """The textbook gradient of one example's loss: one backward pass."""
+    loss = case.loss_fn(case.model(example[0]), *example[1:])
+    grads = torch.autograd.grad(loss, list(case.params.values()))
+    return dict(zip(case.params, grads, strict=True))
+
+
+def random_dH(n=50, seed=0):
+    """A seeded ``(n,)`` float64 perturbation ``dH``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g, dtype=torch.float64)
+
+
+class SafeMish(nn.Module):
+    """Mish written as ``x tanh(softplus(x))``: finite second derivatives in fp32 too."""
+
+    def forward(self, x):
+        return x * torch.tanh(F.softplus(x))
+
+
+def engine_convnet(activation: nn.Module) -> nn.Module:
+    """A 2-output convnet with eval-mode BatchNorm (non-trivial statistics) and ``activation``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        activation,
+        nn.Conv2d(3, 3, 3, stride=2, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 2),
+    ).double()
+    with torch.no_grad():
+        bn = model[1]
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+def bce_loss(outputs, targets):
+    return F.binary_cross_entropy_with_logits(outputs, targets)
+
 
 DTYPE = torch.float64
 
@@ -116,3 +189,97 @@ CASES: dict[str, Callable[[], Case]] = {
     "mlp_bce": mlp_bce,
     "convnet_ce": convnet_ce,
 }
+
+
+def write_synthetic_results(
+    directory: Path,
+    *,
+    steps: tuple[int, ...] = (0, 100, 200, 300),
+    attribute_names: list[str] | None = None,
+    bracket_examples: int = 4,
+    test_examples: int = 8,
+    param_names: list[str] | None = None,
+    thumbnails: bool = True,
+    metrics: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Write ``directory/brackets/`` (and ``directory/metrics.jsonl``) with seeded numbers.
+
+    Bracket norms follow ``|[v_i, v_j]| = 0.3 |g_i| |g_j| exp(noise)`` so their log-log
+    correlation with the gradient norms is high but not perfect. The output shifts of the first
+    two attributes move together (attribute 1 is about minus attribute 0), so they are the
+    strongest co-moving pair.
+
+    Args:
+        directory: the run directory; results go to ``directory / "brackets"``.
+        steps: checkpoint steps.
+        attribute_names: ``K`` output names (default ``attr_0 ...attr_4``).
+        bracket_examples: ``B``.
+        test_examples: ``T``.
+        param_names: ``L`` parameter tensor names (default three names).
+        thumbnails: also write ``thumbnails.safetensors`` (RGB, ``8 x 8``).
+        metrics: also write ``metrics.jsonl`` one level above ``brackets/``.
+        seed: numpy seed.
+
+    Returns:
+        ``{"dir": results directory, "meta": meta dict, "steps": {step: arrays}}``.
+    """
+    rng = np.random.default_rng(seed)
+    names = attribute_names or [f"attr_{k}" for k in range(5)]
+    params = param_names or ["stem.weight", "block.0.weight", "head.bias"]
+    sizes = [27 * (i + 1) for i in range(len(params))]
+    b, t, k, n_layers = bracket_examples, test_examples, len(names), len(params)
+    pairs = [[i, j] for i in range(b) for j in range(i + 1, b)]
+    out = Path(directory) / "brackets"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format_version": 1,
+        "dataset": "synthetic",
+        "attribute_names": names,
+        "steps": sorted(steps),
+        "lr": 0.005,
+        "bracket_examples": b,
+        "pairs": pairs,
+        "test_examples": t,
+        "param_names": params,
+        "param_sizes": sizes,
+        "ranking_examples": 5,
+        "observable": "held-out mean BCE of the test batch",
+        "preconditioner": "none",
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    targets = (rng.random((t, k)) > 0.5).astype(np.float32)
+    written = {}
+    for n, step in enumerate(sorted(steps)):
+        grad_norm = np.exp(rng.normal(0.0, 1.0, b) - 0.3 * n)
+        bracket_norm = np.array(
+            [0.3 * grad_norm[i] * grad_norm[j] * np.exp(rng.normal(0, 0.2)) for i, j in pairs]
+        )
+        shift = rng.normal(0.0, 1.0, (len(pairs), t, k)) * 1e-4 * (n + 1)
+        if k >= 2:
+            shift[..., 1] = -shift[..., 0] + 0.1 * shift[..., 1]
+        arrays = {
+            "output_shift": shift.astype(np.float32),
+            "outputs": rng.normal(0.0, 2.0, (t, k)).astype(np.float32),
+            "targets": targets,
+            "grad_norm": grad_norm.astype(np.float32),
+            "bracket_norm": bracket_norm.astype(np.float32),
+            "bracket_layer_rms": rng.random((len(pairs), n_layers)).astype(np.float32),
+            "grad_layer_rms": rng.random((b, n_layers)).astype(np.float32),
+            "cancellation": rng.random(len(pairs)).astype(np.float32),
+            "ranking_indices": rng.permutation(100)[:5].astype(np.int64),
+            "ranking_scores": np.sort(rng.random(5))[::-1].astype(np.float32).copy(),
+            "test_indices": np.arange(1000, 1000 + t, dtype=np.int64),
+        }
+        save_file(arrays, str(out / f"step_{step:06d}.safetensors"))
+        written[step] = arrays
+    if thumbnails:
+        images = rng.random((b, 3, 8, 8)).astype(np.float32)
+        save_file({"images": images}, str(out / "thumbnails.safetensors"))
+    if metrics:
+        lines = [
+            json.dumps({"step": s, "train_loss": 0.7 * np.exp(-s / 200), "heldout_accuracy": 0.5})
+            for s in range(0, max(steps) + 1, 50)
+        ]
+        (Path(directory) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return {"dir": out, "meta": meta, "steps": written}

@@ -2,7 +2,9 @@
 
 import pytest
 import torch
-from cases import CASES, least_squares
+from cases import CASES, EVIL_NAMES, least_squares, write_synthetic_results
+
+from perturbative.report import write_report
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -25,3 +27,11 @@ def case(request):
 def least_squares_case():
     """One-output linear model with loss ``1/2 (w . x - y)^2``."""
     return least_squares()
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """A synthetic results directory with names that must be escaped, and its report."""
+    run = tmp_path_factory.mktemp("runs") / 'run<b>&"x'
+    written = write_synthetic_results(run, attribute_names=EVIL_NAMES)
+    return written, write_report(written["dir"])

@@ -9,48 +9,43 @@ Two questions, one package:
   sample's loss by ``exp(-dH(x))`` and keep each batch's summed weight near a constant.
 
 Every function takes ``(model, loss_fn, params: dict[str, Tensor], data)``; see
-:mod:`perturbative.functional` for the conventions.
+:mod:`perturbative._core.calls` for the conventions. The folders are the design:
+``brackets`` (the order of examples) and ``tilt`` (tilted training) are the math, ``pipeline``
+trains, checkpoints and sweeps a run into files, ``report`` renders them, ``cli`` drives it all
+(``docs/architecture.md``).
 """
 
-from perturbative.bracket import (
+from perturbative._core.engines import ForwardADUnsupportedError
+from perturbative._core.errors import InputError
+from perturbative.brackets import (
     BracketTerms,
-    ForwardADUnsupportedError,
+    SwapCheck,
     adam_preconditioner,
     bracket,
     bracket_matrix,
     bracket_terms,
-    minibatch_bracket,
-    pair_indices,
-    preconditioned_bracket,
-    upper_pairs,
-)
-from perturbative.fields import (
-    mean_gradient,
-    per_example_gradients,
-)
-from perturbative.hvp import hvp, per_example_hvps
-from perturbative.outputs import (
-    order_sensitivity,
-    output_shift,
-    projected_bracket_matrix,
-)
-from perturbative.report import write_report
-from perturbative.sampler import AdjustedBatchSampler
-from perturbative.summaries import (
     cancellation_ratio,
+    hvp,
     layer_norms,
     layer_rms,
+    mean_gradient,
+    minibatch_bracket,
+    order_sensitivity,
+    output_shift,
+    pair_indices,
+    per_example_gradients,
+    per_example_hvps,
+    preconditioned_bracket,
+    projected_bracket_matrix,
+    swap_check,
+    upper_pairs,
     vector_norm,
     vector_rms,
 )
-from perturbative.swap import SwapCheck, swap_check
-from perturbative.sweep import (
-    SweepData,
-    SweepSettings,
-    bracket_sweep,
-    load_results,
-)
+from perturbative.pipeline import SweepData, SweepSettings, bracket_sweep, load_results
+from perturbative.report import write_report
 from perturbative.tilt import (
+    AdjustedBatchSampler,
     TiltDiagnostics,
     TiltWarning,
     check_tilt,
@@ -110,4 +105,6 @@ __all__ = [
     "TiltDiagnostics",
     "TiltWarning",
     "first_order_shift",
+    # errors
+    "InputError",
 ]

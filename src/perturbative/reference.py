@@ -1,8 +1,8 @@
 """Slow, obviously correct twins of the fast code, for tests, docs and users.
 
 Each function does the textbook computation one pair at a time with plain autograd, so that the
-engines in :mod:`perturbative.bracket` can be checked against it. Conventions as in
-:mod:`perturbative.bracket`: ``[v_x, v_y] = H_y g_x - H_x g_y``.
+engines in :mod:`perturbative.brackets` can be checked against it. Conventions as in
+:mod:`perturbative.brackets`: ``[v_x, v_y] = H_y g_x - H_x g_y``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from perturbative.functional import LossFn, Params, fixed_state
+from perturbative._core.calls import LossFn, fixed_state
+from perturbative._core.checks import Params
 
 
 def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example: tuple[Tensor, ...]):

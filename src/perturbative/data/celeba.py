@@ -33,6 +33,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
+from perturbative._core.errors import InputError
 from perturbative.data.dataset import AttributeDataset, group_heldout_split
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -41,7 +42,7 @@ IDENTITY_FILE = "identity_CelebA.txt"
 IMAGE_FOLDER = "img_align_celeba"
 
 
-class CelebAFormatError(ValueError):
+class CelebAFormatError(InputError):
     """A CelebA annotation file does not have the documented format."""
 
 
@@ -212,7 +213,7 @@ def load_square_images(paths: list[Path], image_size: int, chunk: int = 512) -> 
                 left, top = (width - side) // 2, (height - side) // 2
                 array = np.asarray(image.crop((left, top, left + side, top + side)))
         except OSError as error:
-            raise ValueError(f"cannot read image {path}: {error}") from error
+            raise CelebAFormatError(f"cannot read image {path}: {error}") from error
         if pending and pending[0][1].shape != array.shape:
             flush()
         pending.append((position, array))

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from perturbative._core.errors import InputError
+
 IndexLike = Sequence[int] | Tensor
 
 
@@ -41,7 +43,7 @@ def group_heldout_split(
         ValueError: for a fraction outside ``(0, 1)`` or fewer than two groups.
     """
     if not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        raise InputError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     groups = torch.as_tensor(groups).reshape(-1)
     unique, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
     if len(unique) < 2:

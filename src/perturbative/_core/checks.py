@@ -1,0 +1,141 @@
+"""Argument checks shared by every public function: params, data, BatchNorm mode, finiteness.
+
+Each check raises with a message that says what to pass instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+
+
+def check_params(model: nn.Module, params: Any) -> Params:
+    """Validate ``params`` against ``model`` and return it as a plain dict.
+
+    Raises:
+        TypeError: if ``params`` is not a mapping of names to tensors.
+        ValueError: if names or shapes do not match the model, or a tensor does not require grad.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            "params must be a dict of name -> tensor: use dict(model.named_parameters()), "
+            f"not {type(params).__name__}"
+        )
+    if not params:
+        raise ValueError("params is empty: pass dict(model.named_parameters())")
+    named = dict(model.named_parameters())
+    for name, value in params.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"params[{name!r}] is a {type(value).__name__}, not a tensor")
+        if name not in named:
+            raise ValueError(
+                f"params has {name!r}, which is not a parameter of {type(model).__name__}; "
+                "use the names of model.named_parameters()"
+            )
+        if value.shape != named[name].shape:
+            raise ValueError(
+                f"params[{name!r}] has shape {tuple(value.shape)} but the model's parameter has "
+                f"shape {tuple(named[name].shape)}"
+            )
+        if not value.requires_grad:
+            raise ValueError(
+                f"params[{name!r}] does not require grad, so it has no field: pass "
+                "{k: v.detach().requires_grad_() for k, v in params.items()} or leave it out of "
+                "params to hold it fixed"
+            )
+        if not value.is_floating_point():
+            raise ValueError(f"params[{name!r}] has dtype {value.dtype}; fields need floats")
+    return dict(params)
+
+
+def check_data(data: Any, what: str = "data") -> tuple[tuple[Tensor, ...], int]:
+    """Validate a data tuple; return it and the number of examples.
+
+    Raises:
+        TypeError: if ``data`` is not a tuple/list of tensors.
+        ValueError: if it is empty or the leading dimensions disagree.
+    """
+    if isinstance(data, Tensor):
+        data = (data,)
+    if not isinstance(data, Sequence) or not all(isinstance(t, Tensor) for t in data):
+        raise TypeError(f"{what} must be a tuple of tensors, e.g. (inputs, targets)")
+    if len(data) == 0:
+        raise ValueError(f"{what} is an empty tuple; pass (inputs, targets)")
+    sizes = {t.shape[0] if t.dim() else None for t in data}
+    if None in sizes:
+        raise ValueError(f"every tensor in {what} needs a leading example dimension")
+    if len(sizes) != 1:
+        shapes = [tuple(t.shape) for t in data]
+        raise ValueError(f"tensors in {what} disagree on the number of examples: {shapes}")
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError(f"{what} holds no examples; pass at least one")
+    return tuple(data), n
+
+
+def train_mode_batchnorm(model: nn.Module) -> list[str]:
+    """Names of BatchNorm modules that are in train mode (they use batch statistics)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+    ]
+
+
+def check_batchnorm(model: nn.Module, batch_context: Tensor | None) -> None:
+    """Refuse train-mode BatchNorm unless a batch context is given (see module docstring)."""
+    names = train_mode_batchnorm(model)
+    if names and batch_context is None:
+        raise ValueError(
+            f"BatchNorm layers {names[:3]}{'...' if len(names) > 3 else ''} are in train mode; a "
+            "single example has no batch statistics. Call model.eval() to use running statistics "
+            "(the usual choice for brackets), or pass batch_context=<a batch of inputs> to "
+            "evaluate each example as a member of that batch"
+        )
+
+
+def _all_finite(v: Tensor) -> bool:
+    """Exact and cheap: a NaN or inf anywhere makes the sum non-finite, so a finite sum proves
+    every entry finite without a bool tensor the size of ``v``; only a non-finite sum (which
+    overflow alone can also cause) needs the elementwise test."""
+    if v.numel() == 0 or bool(torch.isfinite(v.sum())):
+        return True
+    return bool(torch.isfinite(v).all())
+
+
+def check_finite(vectors: Mapping[str, Tensor], what: str) -> None:
+    """Raise ``FloatingPointError`` naming the parameter tensors where ``vectors`` is not finite."""
+    bad = [name for name, v in vectors.items() if not _all_finite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"{what} is not finite (NaN or inf) in {bad[:5]}{'...' if len(bad) > 5 else ''}. "
+            "Check the loss at these parameters; in fp32, torch's fused mish has a NaN second "
+            "derivative for inputs above about 89: use x * tanh(softplus(x)) instead"
+        )
+
+
+def check_vector(params: Params, vector: Params, what: str, leading: int = 0) -> None:
+    """Raise ``ValueError`` unless ``vector`` has the keys of ``params`` and, after ``leading``
+    stacking dimensions, their shapes."""
+    if set(vector) != set(params):
+        missing, extra = set(params) - set(vector), set(vector) - set(params)
+        raise ValueError(f"{what} must have the keys of params: missing {missing}, extra {extra}")
+    for k, v in vector.items():
+        if v.shape[leading:] != params[k].shape:
+            raise ValueError(
+                f"{what}[{k!r}] has shape {tuple(v.shape)}; expected {tuple(params[k].shape)}"
+                + (f" after {leading} leading dimension(s)" if leading else "")
+            )
+
+
+def offending_indices(mask: Tensor, limit: int = 10) -> str:
+    """The indices where ``mask`` is true, the first ``limit`` of them, for an error message."""
+    idx = torch.nonzero(mask).flatten().tolist()
+    shown = ", ".join(str(i) for i in idx[:limit])
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"{shown}{more}"

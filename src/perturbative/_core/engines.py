@@ -1,0 +1,143 @@
+"""Engine dispatch, in one place: which engine runs, and what happens when forward mode cannot.
+
+Two engines compute every derivative in the package, equal up to rounding:
+
+* ``"forward"``: ``torch.func`` transforms (``vmap`` over examples or pairs of ``grad`` and
+  forward-over-reverse ``jvp(grad(L))``); batched, fast on GPUs;
+* ``"double_backward"``: ``torch.autograd.grad`` with ``create_graph=True``, one example at a time,
+  reusing each example's gradient graph; fast on CPUs, where batching buys little.
+
+``engine="auto"`` picks ``"forward"`` when the parameters live on a CUDA device and
+``"double_backward"`` otherwise. :func:`run_engine` is the one dispatcher every public function
+calls: it runs the forward computation and, when torch cannot differentiate an op of the model in
+forward mode, raises :class:`ForwardADUnsupportedError` naming the op (``engine="forward"``) or
+warns and runs the double-backward computation instead (``engine="auto"``).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+from perturbative._core.checks import Params
+
+ENGINES = ("auto", "forward", "double_backward")
+
+T = TypeVar("T")
+
+
+def resolve_engine(engine: str, params: Params, batch_context: Tensor | None = None) -> str:
+    """Turn ``"auto"`` into a concrete engine; validate the name.
+
+    The double-backward engine is used whenever a ``batch_context`` is given: train-mode
+    BatchNorm writes its running statistics in place, which ``vmap`` cannot batch.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if batch_context is not None:
+        return "double_backward"
+    if engine == "auto":
+        on_cuda = any(p.is_cuda for p in params.values())
+        return "forward" if on_cuda else "double_backward"
+    return engine
+
+
+class ForwardADUnsupportedError(RuntimeError):
+    """An op in the model has no forward-mode derivative or no ``torch.func`` support.
+
+    Raised by ``engine="forward"``; ``engine="auto"`` warns and uses ``"double_backward"``.
+    """
+
+
+def run_engine(
+    engine: str,
+    params: Params,
+    *,
+    forward: Callable[[], T],
+    double_backward: Callable[[], T],
+    batch_context: Tensor | None = None,
+) -> T:
+    """Run ``forward()`` or ``double_backward()`` as ``engine`` says, falling back when needed.
+
+    Args:
+        engine: ``"auto"``, ``"forward"`` or ``"double_backward"``.
+        params: the parameters (their device decides ``"auto"``).
+        forward: the computation with the forward engine.
+        double_backward: the same computation with the double-backward engine.
+        batch_context: given, the double-backward engine is used (see :func:`resolve_engine`).
+
+    Raises:
+        ForwardADUnsupportedError: ``engine="forward"`` and an op has no forward-mode derivative
+            or no ``torch.func`` support (with ``"auto"`` a ``RuntimeWarning`` names the op and
+            ``double_backward()`` runs instead).
+    """
+    chosen = resolve_engine(engine, params, batch_context)
+    if chosen == "double_backward":
+        return double_backward()
+    try:
+        return forward()
+    except (RuntimeError, NotImplementedError) as err:
+        op = forward_ad_failure(err)
+        if op is None:
+            raise
+        reason = str(err).strip().splitlines()[0][:200]
+        if engine == "forward":
+            raise ForwardADUnsupportedError(
+                f"engine='forward' cannot differentiate {op}, which the model uses, in forward "
+                f"mode under torch.func ({reason}). Pass engine='double_backward' (or "
+                "engine='auto', which falls back to it), or give the op a forward-mode "
+                "derivative (an autograd.Function needs jvp and vmap support)"
+            ) from err
+        warnings.warn(
+            f"engine='forward' cannot differentiate {op}, which the model uses, in forward mode "
+            f"under torch.func ({reason}); falling back to engine='double_backward'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return double_backward()
+
+
+def forward_ad_failure(err: BaseException) -> str | None:
+    """The op named by a forward-mode AD / torch.func failure, or ``None`` for other errors."""
+    text = str(err)
+    low = text.lower()
+    custom = "autograd.function" in low and ("jvp" in low or "functorch" in low)
+    custom = custom or ("vmap over" in low and "vmap support" in low)
+    aten = "forward ad" in low and ("not been implemented" in low or "not support" in low)
+    aten = aten or ("forward" in low and "not implemented" in low)
+    zero_tensor = "zerotensors are immutable" in low
+    if not (custom or aten or zero_tensor):
+        return None
+    if zero_tensor:
+        return (
+            "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "
+            "F.mse_loss; ((outputs - targets) ** 2).mean() works in both engines)"
+        )
+    function = _autograd_function_in_traceback(err)
+    if function is not None:
+        return f"the autograd.Function {function}"
+    match = re.search(r"forward AD with (\S+)", text)
+    if match:
+        return f"the op {match.group(1)}"
+    for token in text.replace("'", " ").replace('"', " ").split():
+        if token.startswith("aten::") or token.startswith("torch."):
+            return f"the op {token.rstrip('.,:')}"
+    return "an operation (" + text.splitlines()[0][:120] + ")"
+
+
+def _autograd_function_in_traceback(err: BaseException) -> str | None:
+    """Name of the innermost ``torch.autograd.Function`` whose ``apply`` raised ``err``."""
+    name = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        cls = frame.f_locals.get("cls") if frame.f_code.co_name == "apply" else None
+        if isinstance(cls, type) and issubclass(cls, torch.autograd.Function):
+            name = cls.__qualname__
+        tb = tb.tb_next
+    return name

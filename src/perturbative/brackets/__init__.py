@@ -1,0 +1,42 @@
+"""The order of training examples: fields, Hessian-vector products, Lie brackets, their effects.
+
+Example ``x`` is the field ``v_x = -grad L_x = -g_x``; the Lie bracket
+``[v_x, v_y] = H_y g_x - H_x g_y`` is the leading (``lr^2``) difference between training on x
+then y and on y then x. One module per object:
+
+* ``_gradients``: per-example gradients and minibatch gradients (the fields);
+* ``_hvp``: Hessian-vector products, one factory for both engines;
+* ``_bracket``: pairwise, minibatch, all-pairs and preconditioned brackets;
+* ``_preconditioners``: Adam's diagonal preconditioner from its state;
+* ``_observables``: what a bracket does to the model's outputs and to a scalar observable;
+* ``_norms``: norms, per-tensor RMS and the cancellation ratio;
+* ``_swap``: the real two-step swap experiment with any optimizer.
+"""
+
+from perturbative._core.engines import ForwardADUnsupportedError as ForwardADUnsupportedError
+from perturbative.brackets._bracket import BracketTerms as BracketTerms
+from perturbative.brackets._bracket import bracket as bracket
+from perturbative.brackets._bracket import bracket_matrix as bracket_matrix
+from perturbative.brackets._bracket import bracket_terms as bracket_terms
+from perturbative.brackets._bracket import minibatch_bracket as minibatch_bracket
+from perturbative.brackets._bracket import pair_indices as pair_indices
+from perturbative.brackets._bracket import pairs_per_chunk as pairs_per_chunk
+from perturbative.brackets._bracket import preconditioned_bracket as preconditioned_bracket
+from perturbative.brackets._bracket import upper_pairs as upper_pairs
+from perturbative.brackets._gradients import mean_gradient as mean_gradient
+from perturbative.brackets._gradients import per_example_gradients as per_example_gradients
+from perturbative.brackets._hvp import hvp as hvp
+from perturbative.brackets._hvp import per_example_hvps as per_example_hvps
+from perturbative.brackets._norms import cancellation_ratio as cancellation_ratio
+from perturbative.brackets._norms import layer_norms as layer_norms
+from perturbative.brackets._norms import layer_rms as layer_rms
+from perturbative.brackets._norms import layer_squared_norms as layer_squared_norms
+from perturbative.brackets._norms import vector_norm as vector_norm
+from perturbative.brackets._norms import vector_rms as vector_rms
+from perturbative.brackets._observables import order_sensitivity as order_sensitivity
+from perturbative.brackets._observables import output_shift as output_shift
+from perturbative.brackets._observables import projected_bracket_matrix as projected_bracket_matrix
+from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
+from perturbative.brackets._swap import SwapCheck as SwapCheck
+from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
+from perturbative.brackets._swap import swap_check as swap_check

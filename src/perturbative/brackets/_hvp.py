@@ -1,0 +1,152 @@
+"""Hessian-vector products ``H_A u`` of a minibatch loss, and of single examples in bulk.
+
+``H_A`` is the Hessian of ``L_A = mean_{x in A} L_x`` with respect to the parameters. Two ways to
+compute ``H u`` exactly, both without forming ``H``:
+
+* forward-over-reverse: ``jvp(grad(L), (theta,), (u,))``, one forward-mode pass through the
+  gradient computation; batches well under ``vmap``;
+* reverse-over-reverse (double backward): ``grad(<grad L(theta), u>)`` through a gradient built
+  with ``create_graph=True``; the graph can be reused for many ``u``.
+
+Both give the same numbers up to rounding; the tests check them against each other and against
+dense Hessians. :func:`hessian_vector_product` is the one factory of both: every function in the
+package that needs ``H u`` builds it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+
+from perturbative._core.calls import (
+    LossFn,
+    batch_loss,
+    example_loss,
+    fixed_state,
+    grad_or_zero,
+    stack,
+)
+from perturbative._core.checks import (
+    Params,
+    check_batchnorm,
+    check_data,
+    check_finite,
+    check_params,
+    check_vector,
+)
+from perturbative._core.engines import run_engine
+
+
+def hessian_vector_product(
+    loss: Callable[..., Tensor], params: Params
+) -> tuple[Callable[..., tuple[Params, Params]], Callable[..., tuple[Params, Params]]]:
+    """The two engines' ``(u, *batch) -> (grad L, H u)`` for a pure loss ``loss(params, *batch)``.
+
+    Returns:
+        ``(forward, double_backward)``: forward-over-reverse (``jvp`` of ``grad``, composable with
+        ``vmap``) and reverse-over-reverse (``autograd.grad`` of ``<grad L, u>``), each returning
+        the gradient and the product as dicts keyed like ``params``, detached.
+    """
+    detached = {k: v.detach() for k, v in params.items()}
+    names = list(params)
+
+    def forward(vector: Params, *batch: Tensor) -> tuple[Params, Params]:
+        return jvp(lambda p: grad(loss)(p, *batch), (detached,), (vector,))
+
+    def double_backward(vector: Params, *batch: Tensor) -> tuple[Params, Params]:
+        g = grad_or_zero([loss(params, *batch)], [params[k] for k in names], create_graph=True)
+        dot = sum((gi * vector[k]).sum() for gi, k in zip(g, names, strict=True))
+        product = grad_or_zero([dot], [params[k] for k in names])
+        return (
+            {k: gi.detach() for k, gi in zip(names, g, strict=True)},
+            dict(zip(names, product, strict=True)),
+        )
+
+    return forward, double_backward
+
+
+def hvp(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    data: tuple[Tensor, ...],
+    vector: Params,
+    *,
+    engine: str = "auto",
+    batch_context: Tensor | None = None,
+) -> Params:
+    """``H_A u``: the Hessian of the minibatch loss ``mean_{x in A} L_x`` times ``vector``.
+
+    Args:
+        data: the minibatch ``A``, a tuple of tensors with leading dimension ``n``.
+        vector: ``u``, a dict keyed and shaped like ``params``.
+
+    Returns:
+        dict keyed and shaped like ``params``, detached.
+
+    Example:
+        For ``L_x(w) = 1/2 (w . x - y)^2`` the Hessian is ``x x^T``, so ``hvp`` returns
+        ``x (x . u)``.
+    """
+    params = check_params(model, params)
+    data, _ = check_data(data)
+    check_vector(params, vector, "vector")
+    check_batchnorm(model, batch_context)
+    loss = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
+    forward, double_backward = hessian_vector_product(loss, params)
+    out = run_engine(
+        engine,
+        params,
+        forward=lambda: forward(vector, *data)[1],
+        double_backward=lambda: double_backward(vector, *data)[1],
+        batch_context=batch_context,
+    )
+    out = {k: v.detach() for k, v in out.items()}
+    check_finite(out, "a Hessian-vector product")
+    return out
+
+
+def per_example_hvps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    data: tuple[Tensor, ...],
+    vector: Params,
+    *,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+    batch_context: Tensor | None = None,
+) -> tuple[Params, Params]:
+    """Gradients ``g_x`` and products ``H_x u`` for every example ``x``, with one fixed ``u``.
+
+    Returns:
+        ``(gradients, products)``: dicts keyed like ``params`` with shape ``(n, *param.shape)``.
+    """
+    params = check_params(model, params)
+    data, n = check_data(data)
+    check_vector(params, vector, "vector")
+    check_batchnorm(model, batch_context)
+    state = fixed_state(model, params)
+
+    def forward() -> tuple[Params, Params]:
+        one, _ = hessian_vector_product(example_loss(model, loss_fn, state), params)
+        in_dims = (0,) * len(data)
+        return vmap(lambda *x: one(vector, *x), in_dims=in_dims, chunk_size=chunk_size)(*data)
+
+    def double_backward() -> tuple[Params, Params]:
+        _, one = hessian_vector_product(example_loss(model, loss_fn, state, batch_context), params)
+        pairs = [one(vector, *(t[i] for t in data)) for i in range(n)]
+        return stack([g for g, _ in pairs]), stack([h for _, h in pairs])
+
+    grads, products = run_engine(
+        engine,
+        params,
+        forward=forward,
+        double_backward=double_backward,
+        batch_context=batch_context,
+    )
+    check_finite(grads, "a per-example gradient")
+    check_finite(products, "a Hessian-vector product")
+    return grads, products

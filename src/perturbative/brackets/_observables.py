@@ -1,0 +1,150 @@
+"""What a swap of two training examples does to the model's predictions.
+
+Swapping the order of x and y moves the parameters by ``lr^2 [v_x, v_y] + O(lr^3)``
+(:mod:`perturbative.brackets`), so a prediction ``f(theta, z)`` moves, to leading order, by the
+Jacobian-vector product
+
+    delta f(z) = lr^2 J_f(theta, z) [v_x, v_y].
+
+For one scalar observable ``u(theta)`` (a held-out loss, one logit) with gradient ``u' = grad u``,
+the symmetry of Hessians turns the whole ``n x n`` matrix of its shifts into ``n`` gradients and
+``n`` Hessian-vector products:
+
+    u' . [v_x, v_y] = g_x . (H_y u') - g_y . (H_x u'),
+
+so ordering effects over thousands of training examples stay affordable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import jvp, vmap
+
+from perturbative._core.calls import LossFn, fixed_state, model_outputs
+from perturbative._core.checks import (
+    Params,
+    check_batchnorm,
+    check_data,
+    check_finite,
+    check_params,
+    check_vector,
+)
+from perturbative._core.engines import run_engine
+from perturbative.brackets._hvp import per_example_hvps
+
+
+def output_shift(
+    model: nn.Module,
+    params: Params,
+    directions: Params,
+    inputs: Tensor,
+    *,
+    lr: float = 1.0,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``lr^2 J_f(theta) d`` for many parameter directions ``d`` (brackets) and test inputs.
+
+    Args:
+        model: the model ``f``; BatchNorm must be in eval mode (outputs of a test batch must not
+            depend on each other).
+        params: ``dict[str, Tensor]`` keyed like ``model.named_parameters()``.
+        directions: brackets stacked along a leading dimension ``m``: each value has shape
+            ``(m, *param.shape)`` (e.g. :func:`perturbative.brackets.upper_pairs` of a bracket
+            matrix).
+        inputs: test inputs of shape ``(T, ...)``.
+        lr: learning rate; the shift is ``lr^2`` times the Jacobian-vector product.
+        engine: ``"forward"`` vmaps the JVP over directions (GPU); ``"double_backward"`` loops
+            over them (CPU); ``"auto"`` picks by device.
+        chunk_size: directions per vmap chunk for the forward engine.
+
+    Returns:
+        Tensor of shape ``(m, T, *output_shape)``, e.g. ``(pairs, test examples, outputs)``.
+    """
+    params = check_params(model, params)
+    check_batchnorm(model, None)
+    check_vector(params, directions, "directions", leading=1)
+    (inputs,), _ = check_data((inputs,), "inputs")
+    state = fixed_state(model, params)
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def f(p: Params) -> Tensor:
+        return model_outputs(model, p, state, inputs)
+
+    def jvp_one(d: Params) -> Tensor:
+        return jvp(f, (detached,), (d,))[1]
+
+    def one_at_a_time() -> Tensor:
+        m = next(iter(directions.values())).shape[0]
+        return torch.stack([jvp_one({k: v[i] for k, v in directions.items()}) for i in range(m)])
+
+    shifts = run_engine(
+        engine,
+        params,
+        forward=lambda: vmap(jvp_one, chunk_size=chunk_size)(directions),
+        double_backward=one_at_a_time,
+    )
+    shifts = shifts * lr**2
+    check_finite({"output_shift": shifts}, "the output shift")
+    return shifts.detach()
+
+
+def projected_bracket_matrix(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    data: tuple[Tensor, ...],
+    direction: Params,
+    *,
+    preconditioner: Params | None = None,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``M[x, y] = u . [v_x, v_y]`` for all pairs of ``n`` examples, at the cost of ``n``
+    gradients and ``n`` Hessian-vector products.
+
+    ``u`` is ``direction``, usually the gradient of an observable (see
+    :func:`perturbative.brackets.mean_gradient` of a held-out batch). Since Hessians are
+    symmetric, ``u . (H_y g_x) = g_x . (H_y u)``, so with ``A[x, y] = g_x . (H_y u)`` the matrix
+    is ``M = A - A^T``. With a frozen diagonal preconditioner ``P`` (fields ``-P g``):
+    ``u . (P H_y P g_x) = (P g_x) . H_y (P u)``.
+
+    Moving x before y instead of after changes the observable by ``lr^2 M[x, y]`` to leading
+    order (first-order change of ``u``: ``u' . delta theta``).
+
+    Returns:
+        Tensor of shape ``(n, n)``, antisymmetric.
+    """
+    params = check_params(model, params)
+    data, _ = check_data(data)
+    check_vector(params, direction, "direction")
+    check_batchnorm(model, None)
+    pu = (
+        direction
+        if preconditioner is None
+        else {k: preconditioner[k] * direction[k] for k in direction}
+    )
+    grads, products = per_example_hvps(
+        model, loss_fn, params, data, pu, engine=engine, chunk_size=chunk_size
+    )
+    if preconditioner is not None:
+        grads = {k: preconditioner[k] * v for k, v in grads.items()}
+    n = next(iter(grads.values())).shape[0]
+    a = sum(grads[k].reshape(n, -1) @ products[k].reshape(n, -1).T for k in grads)
+    return (a - a.T).detach()
+
+
+def order_sensitivity(matrix: Tensor) -> Tensor:
+    """Per-example order sensitivity: RMS over partners ``y != x`` of ``M[x, y]``.
+
+    Args:
+        matrix: an ``(n, n)`` projected bracket matrix (zero diagonal), ``n >= 2``.
+
+    Returns:
+        Tensor ``(n,)``: how much moving example x relative to the others moves the observable.
+    """
+    n = matrix.shape[0]
+    if matrix.shape != (n, n) or n < 2:
+        raise ValueError(f"expected a square (n, n) matrix with n >= 2, got {tuple(matrix.shape)}")
+    return (matrix.pow(2).sum(dim=1) / (n - 1)).sqrt()

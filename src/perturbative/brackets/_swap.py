@@ -1,0 +1,398 @@
+"""The swap experiment: two real optimizer steps in both orders, against the bracket.
+
+From parameters ``theta`` (the model's current weights) and an optimizer in its current state,
+train on ``x`` then ``y`` and, separately, on ``y`` then ``x``. The measured difference
+
+    D = theta_xy - theta_yx
+
+is split into two parts:
+
+* the **optimizer-state part** ``D_s``: the same two steps, in both orders, with each step fed the
+  gradient at ``theta`` (``g_x(theta)``, ``g_y(theta)``) instead of the gradient at the current
+  point. It is what the optimizer's own state does with the order (momentum and second-moment
+  weights); for plain SGD it is zero (up to rounding), with momentum or Adam it is first order in
+  ``lr``;
+* the **curvature part** ``D_c = D - D_s``: the effect of the second gradient being evaluated at
+  the point the first step moved to. This is where the bracket lives.
+
+Leading-order prediction of ``D_c`` (derivation). Let an optimizer step from ``theta`` with
+gradient ``g`` move by ``-lr * u``. For the optimizers supported below, the first of the two
+updates is ``u_1 = P (alpha m + beta g) + s_1`` and the second depends on its gradient ``g'``
+through the diagonal Jacobian ``du_2/dg' = kappa P``, where ``m`` is the optimizer's first moment
+(momentum buffer), ``P`` a frozen diagonal preconditioner and ``s_1`` a weight-decay term that
+does not depend on the example. Since ``g_y(theta - lr u_1^x) = g_y - lr H_y u_1^x + O(lr^2)``,
+
+    D_c = lr^2 kappa P [H_y w_x - H_x w_y] + O(lr^3),    w_x = beta P g_x + s,
+        = lr^2 kappa beta [Pg_x, Pg_y]_P  +  lr^2 kappa P (H_y - H_x) s,
+
+with ``[Pg_x, Pg_y]_P = P H_y P g_x - P H_x P g_y`` the preconditioned bracket
+(:func:`perturbative.brackets.preconditioned_bracket`) and ``s = alpha P m + s_1`` the direction
+the first step takes whichever example comes first (``bracket_term`` and ``momentum_term`` of
+:class:`SwapCheck`). Coefficients (``t`` = the optimizer's step count at ``theta``):
+
+* SGD, no momentum: ``P = 1``, ``alpha = 0``, ``beta = kappa = 1``: ``D_s = 0`` and
+  ``D = D_c = lr^2 [v_x, v_y] + O(lr^3)`` (exactly ``lr^2 [v_x, v_y]`` for affine fields).
+* SGD, momentum ``mu``, dampening ``tau``, buffer ``b``: ``alpha = mu``, ``beta = kappa = 1-tau``
+  (a fresh buffer: ``alpha = 0``, ``beta = 1``, ``kappa = 1-tau``). Nesterov: ``alpha = mu^2``,
+  ``beta = kappa = 1 + mu (1-tau)`` (fresh: ``beta = 1 + mu``). Coupled weight decay ``lambda``
+  adds ``s_1 = beta lambda theta``.
+* Adam/AdamW, ``betas = (b1, b2)``, ``c_k = 1 / (1 - b1^(t+k))``: ``P = 1/(sqrt(v_hat) + eps)``
+  with ``v_hat = exp_avg_sq / (1 - b2^t)`` from the state at ``theta``
+  (:func:`perturbative.brackets.adam_preconditioner`), ``alpha = c_1 b1``, ``beta = c_1 (1-b1)``,
+  ``kappa = c_2 (1-b1)``. The second step carries only ``(1-b1)`` of its gradient (plus ``b1``
+  times the moment), and the first step displaced the point by ``(1-b1)`` of ``g_x`` plus ``b1``
+  of the moment, so the preconditioned bracket enters with ``lr^2 c_1 c_2 (1-b1)^2`` and the
+  moment adds ``lr^2 c_1 c_2 b1 (1-b1) P (H_y - H_x) P m``. With ``b1 = 0.9`` and an
+  established moment the momentum term is usually the larger one. Decoupled weight decay
+  (AdamW) adds ``s_1 = lambda theta``; coupled (Adam's ``weight_decay``) ``s_1 = beta lambda P
+  theta``.
+
+When the Adam prediction holds: it freezes ``P`` at ``theta``, but each step updates ``v``,
+``v_hat_(t+1) - v_hat_t = (1-b2)/(1-b2^(t+1)) (g^2 - v_hat_t)``; the prediction is the leading
+term when that weight ``(1-b2)/(1-b2^(t+1))`` times ``|g^2/v_hat - 1|`` is small (``v`` well
+established: many warm-up steps, the two new gradients of a size ``v_hat`` has seen), and its
+relative error is then ``O(lr) + O((1-b2)/(1-b2^(t+1)) g^2/v_hat)``: the Taylor remainder,
+and the ``v`` change between the steps, which enters at ``lr^2`` and so sets a floor on the
+relative residual (measured: about 0.009 for ``b2 = 0.999`` after 300 steps, 0.03 for
+``b2 = 0.99``, 0.57 after only 3 steps). A fresh Adam (``t = 0``) gets no prediction.
+``amsgrad`` and ``maximize`` are not modelled: ``prediction`` is ``None`` for them and for other
+optimizers, but the measured difference and its split are computed for any ``torch.optim``
+optimizer.
+
+Smoothness: the expansion needs fields that are smooth along the steps. Max-pooling and ReLU make
+them piecewise smooth; the prediction then holds only while ``lr`` is small enough that no
+pooling choice or activation sign changes within the two steps. Use smooth models (tanh, GELU,
+Mish written as ``x * tanh(softplus(x))``) or very small ``lr`` to check ``O(lr^3)`` scaling.
+
+The caller's model and optimizer are never changed: every run works on ``copy.deepcopy`` of the
+pair (so the optimizer's state follows the copied parameters), and both orders start from equal
+copies.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from perturbative._core.calls import LossFn, batch_loss, fixed_state
+from perturbative._core.checks import Params, check_batchnorm, check_data, check_finite
+from perturbative.brackets._gradients import mean_gradient
+from perturbative.brackets._hvp import hvp
+from perturbative.brackets._norms import vector_norm
+
+
+@dataclass
+class SwapCheck:
+    """Result of :func:`swap_check`; every dict is keyed like the trained parameters.
+
+    Attributes:
+        measured: ``D = theta_xy - theta_yx`` after the real steps.
+        optimizer_state_part: ``D_s``, the same steps fed the gradients at ``theta``.
+        curvature_part: ``D_c = D - D_s``.
+        prediction: leading-order ``D_c`` (module docstring), ``bracket_term + momentum_term``;
+            ``None`` when the optimizer's update is not modelled (see ``prediction_formula``).
+        bracket_term: ``lr^2 kappa beta`` times the (preconditioned) bracket of ``x`` and ``y``.
+        momentum_term: ``lr^2 kappa P (H_y - H_x) s``, from the first step's shared direction.
+        relative_residual: ``|D_c - prediction| / |prediction|`` (norms over all parameters);
+            ``O(lr)`` where the prediction holds.
+        residual_norm: ``|D_c - prediction|``, ``O(lr^3)`` where the prediction holds.
+        lr: the learning rate of the steps (of the first parameter group).
+        prediction_formula: the coefficients used, or why there is no prediction.
+    """
+
+    measured: Params
+    optimizer_state_part: Params
+    curvature_part: Params
+    prediction: Params | None
+    bracket_term: Params | None
+    momentum_term: Params | None
+    relative_residual: float | None
+    residual_norm: float | None
+    lr: float
+    prediction_formula: str
+
+
+def _trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}"
+        )
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = [k for k, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError("no parameter of the model requires grad: there is nothing to train")
+    missing = [
+        k for k, p in model.named_parameters() if p.requires_grad and id(p) not in in_optimizer
+    ]
+    if missing:
+        raise ValueError(
+            f"parameters {missing[:3]} require grad but the optimizer does not update them: build "
+            "the optimizer on model.parameters() of this model, or set requires_grad_(False) on "
+            "the parameters to hold fixed"
+        )
+    dropout = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0
+    ]
+    if dropout:
+        raise ValueError(
+            f"dropout layers {dropout[:3]} are in train mode, so the two orders would see "
+            "different random masks; call model.eval() (BatchNorm then uses running statistics)"
+        )
+    return names
+
+
+def parameters_after_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    *,
+    lr: float | None = None,
+    gradients: Sequence[Mapping[str, Tensor]] | None = None,
+    batch_context: Tensor | None = None,
+) -> Params:
+    """Take one optimizer step per batch, in order, on copies of ``model`` and ``optimizer``.
+
+    Each step minimises the batch's mean per-example loss (a batch of one is one example).
+
+    Args:
+        model: the module at ``theta``; not modified.
+        loss_fn: ``loss_fn(outputs, *targets) -> scalar`` for one example.
+        optimizer: built on ``model.parameters()``, in the state to start from; not modified.
+        batches: data tuples, each with a leading example dimension.
+        lr: if given, replaces the learning rate of every parameter group (of the copies).
+        gradients: if given, one gradient dict per batch (keyed like the trained parameters,
+            shaped like them) fed to the optimizer instead of the gradient at the current point.
+        batch_context: inputs of a batch each example joins (train-mode BatchNorm); see
+            :mod:`perturbative._core.calls`.
+
+    Returns:
+        The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
+    """
+    names = _trained_names(model, optimizer)
+    check_batchnorm(model, batch_context)
+    if gradients is not None and len(gradients) != len(batches):
+        raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
+    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
+    if lr is not None:
+        for group in optimizer_copy.param_groups:
+            group["lr"] = lr
+    params = {k: p for k, p in model_copy.named_parameters() if k in names}
+    loss = batch_loss(model_copy, loss_fn, fixed_state(model_copy, params), batch_context)
+    for i, batch in enumerate(batches):
+        optimizer_copy.zero_grad(set_to_none=True)
+        if gradients is None:
+            loss(params, *batch).backward()
+            check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
+        else:
+            for k, p in params.items():
+                p.grad = gradients[i][k].detach().to(p).clone()
+        optimizer_copy.step()
+    return {k: p.detach().clone() for k, p in params.items()}
+
+
+def _difference(a: Params, b: Params) -> Params:
+    return {k: a[k] - b[k] for k in a}
+
+
+def swap_check(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    x: tuple[Tensor, ...],
+    y: tuple[Tensor, ...],
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    batch_context: Tensor | None = None,
+) -> SwapCheck:
+    """Train on ``x`` then ``y`` and on ``y`` then ``x``; compare with the bracket.
+
+    See the module docstring for the split into optimizer-state and curvature parts, the
+    derivation of the prediction and when it holds.
+
+    Args:
+        model: the module at ``theta`` (e.g. eval mode for BatchNorm); not modified.
+        loss_fn: ``loss_fn(outputs, *targets) -> scalar`` for one example.
+        optimizer: any ``torch.optim`` optimizer built on ``model.parameters()``, in the state to
+            start from; not modified. Predictions for ``SGD`` (momentum, dampening, Nesterov,
+            weight decay) and ``Adam``/``AdamW`` (not amsgrad, not maximize).
+        x, y: data tuples (one example each, or minibatches: then the mean fields).
+        lr: the learning rate of both steps (default: the optimizer's own).
+        engine: Hessian-vector-product engine for the prediction (see :mod:`perturbative.brackets`).
+        batch_context: for train-mode BatchNorm (see :mod:`perturbative._core.calls`).
+
+    Returns:
+        :class:`SwapCheck`.
+
+    Raises:
+        ValueError, TypeError: bad model, optimizer or data (the message says what to pass).
+        FloatingPointError: a gradient, step or Hessian-vector product is not finite.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = nn.Linear(3, 1, bias=False).double()
+        >>> mse = lambda out, target: 0.5 * ((out - target) ** 2).sum()
+        >>> x = (torch.randn(1, 3, dtype=torch.float64), torch.randn(1, 1, dtype=torch.float64))
+        >>> y = (torch.randn(1, 3, dtype=torch.float64), torch.randn(1, 1, dtype=torch.float64))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        >>> swap_check(model, mse, opt, x, y).relative_residual < 1e-2
+        True
+    """
+    names = _trained_names(model, optimizer)
+    check_batchnorm(model, batch_context)
+    x, _ = check_data(x, "x")
+    y, _ = check_data(y, "y")
+    params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    params = {k: params[k] for k in names}
+    g_x = mean_gradient(model, loss_fn, params, x, batch_context=batch_context)
+    g_y = mean_gradient(model, loss_fn, params, y, batch_context=batch_context)
+
+    kw = dict(lr=lr, batch_context=batch_context)
+    theta_xy = parameters_after_steps(model, loss_fn, optimizer, [x, y], **kw)
+    theta_yx = parameters_after_steps(model, loss_fn, optimizer, [y, x], **kw)
+    frozen_xy = parameters_after_steps(
+        model, loss_fn, optimizer, [x, y], gradients=[g_x, g_y], **kw
+    )
+    frozen_yx = parameters_after_steps(
+        model, loss_fn, optimizer, [y, x], gradients=[g_y, g_x], **kw
+    )
+    measured = _difference(theta_xy, theta_yx)
+    state_part = _difference(frozen_xy, frozen_yx)
+    curvature_part = _difference(measured, state_part)
+    check_finite(measured, "the measured swap difference")
+
+    by_name = dict(model.named_parameters())
+    steps = {k: float(group_of(optimizer, by_name[k])["lr"] if lr is None else lr) for k in names}
+    model_of_update = update_model(optimizer, by_name, names, params)
+    parts = dict(
+        measured=measured,
+        optimizer_state_part=state_part,
+        curvature_part=curvature_part,
+        lr=steps[names[0]],
+    )
+    if isinstance(model_of_update, str):
+        return SwapCheck(
+            **parts,
+            prediction=None,
+            bracket_term=None,
+            momentum_term=None,
+            relative_residual=None,
+            residual_norm=None,
+            prediction_formula=model_of_update,
+        )
+    pre, alpha_m_plus_s1, beta, kappa, formula = model_of_update
+
+    def hvp_of(batch, vector):
+        return hvp(
+            model, loss_fn, params, batch, vector, engine=engine, batch_context=batch_context
+        )
+
+    # Displacements of the first step (without the minus sign), split into example and shared.
+    w_gx = {k: steps[k] * beta[k] * pre[k] * g_x[k] for k in names}
+    w_gy = {k: steps[k] * beta[k] * pre[k] * g_y[k] for k in names}
+    shared = {k: steps[k] * alpha_m_plus_s1[k] for k in names}
+    h_y_wx, h_x_wy = hvp_of(y, w_gx), hvp_of(x, w_gy)
+    bracket_term = {k: steps[k] * kappa[k] * pre[k] * (h_y_wx[k] - h_x_wy[k]) for k in names}
+    if all(not bool(v.any()) for v in shared.values()):
+        momentum_term = {k: torch.zeros_like(v) for k, v in bracket_term.items()}
+    else:
+        h_y_s, h_x_s = hvp_of(y, shared), hvp_of(x, shared)
+        momentum_term = {k: steps[k] * kappa[k] * pre[k] * (h_y_s[k] - h_x_s[k]) for k in names}
+    prediction = {k: bracket_term[k] + momentum_term[k] for k in names}
+    residual = float(vector_norm(_difference(curvature_part, prediction)))
+    scale = float(vector_norm(prediction))
+    relative = residual / scale if scale > 0 else (0.0 if residual == 0 else float("inf"))
+    return SwapCheck(
+        **parts,
+        prediction=prediction,
+        bracket_term=bracket_term,
+        momentum_term=momentum_term,
+        relative_residual=relative,
+        residual_norm=residual,
+        prediction_formula=formula,
+    )
+
+
+def group_of(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
+    for group in optimizer.param_groups:
+        if any(q is p for q in group["params"]):
+            return group
+    raise ValueError("a trained parameter is not in any parameter group of the optimizer")
+
+
+def update_model(optimizer, by_name, names, params):
+    """Coefficients of the module docstring's update model, or the reason there are none.
+
+    Returns ``(P, alpha P m + s_1, beta, kappa, formula)`` with per-name ``beta``/``kappa``.
+    """
+    kind = type(optimizer)
+    theta = {k: params[k].detach() for k in names}
+    pre, shared, beta, kappa = {}, {}, {}, {}
+    if kind is torch.optim.SGD:
+        for k in names:
+            p = by_name[k]
+            group = group_of(optimizer, p)
+            if group.get("maximize", False):
+                return "no prediction: SGD with maximize=True is not modelled"
+            mu, tau = float(group["momentum"]), float(group["dampening"])
+            wd, nesterov = float(group["weight_decay"]), bool(group["nesterov"])
+            buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+            if mu == 0:
+                alpha, b, kap = 0.0, 1.0, 1.0
+            elif nesterov:
+                alpha, b = (0.0, 1.0 + mu) if buffer is None else (mu * mu, 1.0 + mu * (1 - tau))
+                kap = 1.0 + mu * (1 - tau)
+            else:
+                alpha, b = (0.0, 1.0) if buffer is None else (mu, 1.0 - tau)
+                kap = 1.0 - tau
+            pre[k] = torch.ones_like(theta[k])
+            moment = torch.zeros_like(theta[k]) if buffer is None else buffer.detach().to(theta[k])
+            shared[k] = alpha * moment + b * wd * theta[k]
+            beta[k], kappa[k] = b, kap
+        formula = "SGD: lr^2 kappa P [H_y w_x - H_x w_y], P = 1 (see perturbative.brackets._swap)"
+        return pre, shared, beta, kappa, formula
+    if kind in (torch.optim.Adam, torch.optim.AdamW):
+        for k in names:
+            p = by_name[k]
+            group = group_of(optimizer, p)
+            if group.get("amsgrad", False) or group.get("maximize", False):
+                return "no prediction: Adam with amsgrad or maximize is not modelled"
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state or float(state["step"]) < 1:
+                return (
+                    "no prediction: Adam has no second-moment state yet, so v_hat changes at "
+                    "first order between the steps; take warm-up steps first (module docstring)"
+                )
+            b1, b2 = (float(b) for b in group["betas"])
+            t = float(state["step"])
+            c1, c2 = 1 / (1 - b1 ** (t + 1)), 1 / (1 - b1 ** (t + 2))
+            v_hat = state["exp_avg_sq"].detach().to(theta[k]) / (1 - b2**t)
+            pre[k] = 1.0 / (v_hat.sqrt() + float(group["eps"]))
+            moment = state["exp_avg"].detach().to(theta[k])
+            wd = float(group["weight_decay"])
+            decoupled = kind is torch.optim.AdamW or group.get("decoupled_weight_decay", False)
+            s1 = wd * theta[k] if decoupled else c1 * (1 - b1) * wd * pre[k] * theta[k]
+            shared[k] = c1 * b1 * pre[k] * moment + s1
+            beta[k], kappa[k] = c1 * (1 - b1), c2 * (1 - b1)
+        formula = (
+            "Adam: lr^2 c1 c2 (1-b1) P [(1-b1) (H_y P g_x - H_x P g_y) + b1 (H_y - H_x) P m] "
+            "(+ weight decay), P = 1/(sqrt(v_hat)+eps) frozen at theta (see perturbative.brackets)"
+        )
+        return pre, shared, beta, kappa, formula
+    return (
+        f"no prediction: the update of {kind.__name__} is not modelled (SGD, Adam and AdamW are); "
+        "measured, optimizer_state_part and curvature_part are still exact"
+    )

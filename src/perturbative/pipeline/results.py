@@ -1,0 +1,173 @@
+"""The files of a run, each with ONE writer and ONE reader: the results of a sweep and metrics.
+
+A results directory (``docs/results-format.md``)::
+
+    meta.json                     what was computed, from what, and which steps are done
+    step_NNNNNN.safetensors       one file of arrays per checkpoint step
+    thumbnails.safetensors        images of the bracketed examples (optional)
+
+and a run's ``metrics.jsonl``: one JSON object per evaluation. Every writer is atomic
+(:mod:`perturbative._core.io`); every reader checks what it reads and says what to do when a file
+is missing, corrupt or of another format version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from perturbative._core.errors import InputError
+from perturbative._core.io import save_tensors, step_file, write_json, write_text
+
+RESULTS_FORMAT_VERSION = 1
+META = "meta.json"
+THUMBNAILS = "thumbnails.safetensors"
+METRICS = "metrics.jsonl"
+REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
+REQUIRED_STEP = ("output_shift", "outputs", "targets", "grad_norm", "bracket_norm")
+RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
+
+
+def results_dir_of(path: str | os.PathLike) -> Path:
+    """The results directory for ``path``: ``path`` itself, or ``path/brackets`` for a run."""
+    path = Path(path)
+    if not (path / META).exists() and (path / "brackets" / META).exists():
+        return path / "brackets"
+    return path
+
+
+def write_step(out_dir: str | os.PathLike, step: int, arrays: dict) -> Path:
+    """Write one checkpoint step's arrays (torch tensors) atomically."""
+    return save_tensors(step_file(out_dir, step), arrays)
+
+
+def write_thumbnails(out_dir: str | os.PathLike, images) -> Path:
+    """Write the ``(B, C, H, W)`` images in ``[0, 1]`` of the bracketed examples."""
+    return save_tensors(Path(out_dir) / THUMBNAILS, {"images": images.float()})
+
+
+def write_meta(out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``meta.json`` (with this format version) atomically, as strict JSON."""
+    return write_json(Path(out_dir) / META, {**meta, "format_version": RESULTS_FORMAT_VERSION})
+
+
+def read_meta(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a results directory, checked.
+
+    Raises:
+        FileNotFoundError: there is no ``meta.json`` (no sweep ran there).
+        InputError: it is not valid JSON, lacks a required key, or is another format version.
+    """
+    path = Path(out_dir) / META
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no bracket results in {Path(out_dir)} ({META} not found): run "
+            "`perturbative brackets` on the training run first, then pass its brackets/ directory"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); {RERUN}") from error
+    missing = [key for key in REQUIRED_META if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise InputError(f"{path} lacks {missing}; {RERUN}")
+    if meta["format_version"] != RESULTS_FORMAT_VERSION:
+        raise InputError(
+            f"{path} has format_version {meta['format_version']!r}, this version of perturbative "
+            f"reads version {RESULTS_FORMAT_VERSION}; rerun the sweep with this version"
+        )
+    return meta
+
+
+def read_arrays(path: str | os.PathLike, framework: str = "numpy") -> dict[str, Any]:
+    """The arrays of a safetensors file, as numpy arrays (``framework="numpy"``) or torch tensors
+    (``"torch"``).
+
+    Raises:
+        InputError: the file is corrupt or truncated (the message names it and says what to do).
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np" if framework == "numpy" else "pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise InputError(
+            f"could not read {path} ({error}): the file is corrupt or truncated; "
+            f"delete it and {RERUN}"
+        ) from error
+
+
+def finished_steps(out_dir: str | os.PathLike, meta: dict[str, Any]) -> list[int]:
+    """The steps ``meta`` lists whose step file exists, ascending."""
+    return sorted(int(s) for s in meta.get("steps", []) if step_file(out_dir, int(s)).exists())
+
+
+def load_results(
+    out_dir: str | os.PathLike, *, framework: str = "torch"
+) -> tuple[dict, dict[int, dict[str, Any]]]:
+    """Read a results directory (or a run directory holding ``brackets/``).
+
+    Args:
+        out_dir: the results directory, or the run directory holding it as ``brackets/``.
+        framework: ``"torch"`` for tensors, ``"numpy"`` for arrays.
+
+    Returns:
+        ``(meta, {step: {name: tensor or array}})`` with steps ascending.
+
+    Raises:
+        FileNotFoundError: no results there, or a listed step file is missing.
+        InputError: a file is corrupt or does not match ``docs/results-format.md``.
+    """
+    out_dir = results_dir_of(out_dir)
+    meta = read_meta(out_dir)
+    steps = sorted(int(s) for s in meta["steps"])
+    if not steps:
+        raise InputError(f"{out_dir / META} lists no finished checkpoint; {RERUN}")
+    per_step = {}
+    for step in steps:
+        path = step_file(out_dir, step)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is listed in {META} but missing; {RERUN}")
+        arrays = read_arrays(path, framework)
+        absent = [key for key in REQUIRED_STEP if key not in arrays]
+        if absent:
+            raise InputError(f"{path} lacks {absent}; {RERUN}")
+        per_step[step] = arrays
+    return meta, per_step
+
+
+def load_thumbnails(out_dir: str | os.PathLike) -> Any:
+    """The bracketed examples' images ``(B, C, H, W)``, or ``None`` when none were saved."""
+    path = results_dir_of(out_dir) / THUMBNAILS
+    return read_arrays(path).get("images") if path.is_file() else None
+
+
+def write_metrics(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Replace a ``metrics.jsonl`` with ``rows``, atomically, one strict-JSON object per line."""
+    text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+    return write_text(path, text)
+
+
+def append_metrics(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Add one line to a ``metrics.jsonl``."""
+    with Path(path).open("a") as handle:
+        handle.write(json.dumps(row, allow_nan=False) + "\n")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` with a ``step``; a line still being written is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows

@@ -1,0 +1,248 @@
+"""Brackets over the checkpoints of a training run, saved as plain files for the report.
+
+For every checkpoint: the first ``B`` examples of a fixed held-out batch are bracketed pairwise
+(``B(B-1)/2`` brackets, one bracket matrix computation), each bracket is pushed to the outputs of
+all ``T`` examples of the batch (``lr^2 J_f [v_i, v_j]``), norms and per-parameter-tensor RMS are
+recorded, and ``M`` training examples are ranked by how much their position in training moves
+the held-out loss (the projected bracket matrix). The file layout is documented in
+``docs/results-format.md``; the report reads only these files.
+
+Compute, save, then render: nothing here draws, and nothing in the report computes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
+from perturbative._core.errors import InputError
+from perturbative.brackets import (
+    bracket_terms,
+    cancellation_ratio,
+    layer_rms,
+    mean_gradient,
+    order_sensitivity,
+    output_shift,
+    pair_indices,
+    projected_bracket_matrix,
+    upper_pairs,
+    vector_norm,
+)
+from perturbative.pipeline.config import SweepSettings
+from perturbative.pipeline.results import (
+    META,
+    RESULTS_FORMAT_VERSION,
+    finished_steps,
+    write_meta,
+    write_step,
+    write_thumbnails,
+)
+
+
+@dataclass
+class SweepData:
+    """The fixed examples a sweep looks at (same at every checkpoint).
+
+    Attributes:
+        test_inputs: ``(T, ...)`` held-out inputs; the first ``bracket_examples`` are bracketed.
+        test_targets: ``(T, K)`` their targets.
+        attribute_names: ``K`` output names.
+        ranking_inputs: ``(M, ...)`` training inputs ranked by order sensitivity (may be empty).
+        ranking_targets: ``(M, K)`` their targets.
+        test_indices: ``(T,)`` dataset indices of the test batch (for the record).
+        ranking_indices: ``(M,)`` dataset indices of the ranked training examples.
+        thumbnails: ``(B, C, H, W)`` images in ``[0, 1]`` of the bracketed examples, or None.
+    """
+
+    test_inputs: Tensor
+    test_targets: Tensor
+    attribute_names: list[str]
+    ranking_inputs: Tensor | None = None
+    ranking_targets: Tensor | None = None
+    test_indices: Tensor | None = None
+    ranking_indices: Tensor | None = None
+    thumbnails: Tensor | None = None
+
+
+def checkpoint_results(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: SweepData,
+    settings: SweepSettings,
+    preconditioner: Params | None = None,
+) -> dict[str, Tensor]:
+    """Everything one checkpoint contributes to the results (see ``docs/results-format.md``).
+
+    ``model`` must already hold the checkpoint's weights and be in eval mode.
+    """
+    params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+    b = settings.bracket_examples
+    t = data.test_inputs.shape[0]
+    if not 2 <= b <= t:
+        raise InputError(f"bracket_examples must be between 2 and the test batch size {t}, not {b}")
+    device = next(iter(params.values())).device
+    test_inputs = data.test_inputs.to(device)
+    test_targets = data.test_targets.to(device)
+    bracketed = (test_inputs[:b], test_targets[:b])
+    terms = bracket_terms(
+        model, loss_fn, params, bracketed, preconditioner=preconditioner, engine=settings.engine
+    )
+    matrix = terms.brackets()
+    pairs = upper_pairs(matrix)
+    shifts = output_shift(model, params, pairs, test_inputs, lr=settings.lr, engine=settings.engine)
+    with torch.no_grad():
+        outputs = model(test_inputs)
+
+    idx = pair_indices(b)
+    rows = torch.tensor([i for i, _ in idx])
+    cols = torch.tensor([j for _, j in idx])
+    cancellation = cancellation_ratio(terms).cpu()[rows, cols]
+
+    result = {
+        "output_shift": shifts.float(),
+        "outputs": outputs.float(),
+        "targets": test_targets.float(),
+        "grad_norm": vector_norm(terms.gradients, leading=1).float(),
+        "bracket_norm": vector_norm(pairs, leading=1).float(),
+        "bracket_layer_rms": layer_rms(pairs, leading=1)[0].float(),
+        "grad_layer_rms": layer_rms(terms.gradients, leading=1)[0].float(),
+        "cancellation": cancellation.float(),
+    }
+    if data.test_indices is not None:
+        result["test_indices"] = data.test_indices.long()
+    if data.ranking_inputs is not None and data.ranking_inputs.shape[0] >= 2:
+        u = mean_gradient(model, loss_fn, params, (test_inputs, test_targets))
+        ranked = (data.ranking_inputs.to(device), data.ranking_targets.to(device))
+        projected = projected_bracket_matrix(
+            model, loss_fn, params, ranked, u, preconditioner=preconditioner, engine=settings.engine
+        )
+        scores = order_sensitivity(projected)
+        order = torch.argsort(scores, descending=True)
+        indices = (
+            data.ranking_indices if data.ranking_indices is not None else torch.arange(len(scores))
+        )
+        result["ranking_indices"] = indices.cpu()[order.cpu()].long()
+        result["ranking_scores"] = scores[order].float()
+    if settings.save_brackets:
+        result.update({f"bracket.{k}": v.float() for k, v in pairs.items()})
+    return {k: v.detach().cpu() for k, v in result.items()}
+
+
+def _meta(data: SweepData, settings: SweepSettings, model: nn.Module, steps: list[int]) -> dict:
+    named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
+    b = settings.bracket_examples
+    return {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "dataset": settings.dataset,
+        "attribute_names": list(data.attribute_names),
+        "steps": sorted(steps),
+        "lr": settings.lr,
+        "bracket_examples": b,
+        "pairs": [list(p) for p in pair_indices(b)],
+        "test_examples": int(data.test_inputs.shape[0]),
+        "param_names": [k for k, _ in named],
+        "param_sizes": [int(v.numel()) for _, v in named],
+        "ranking_examples": 0 if data.ranking_inputs is None else int(data.ranking_inputs.shape[0]),
+        "observable": settings.observable,
+        "preconditioner": settings.preconditioner,
+        "settings": asdict(settings),
+    }
+
+
+def bracket_sweep(
+    model: nn.Module,
+    loss_fn: LossFn,
+    checkpoints: Iterable[tuple[int, Callable[[], Mapping[str, Tensor]]]],
+    data: SweepData,
+    out_dir: Path | str,
+    settings: SweepSettings,
+    *,
+    preconditioner_at: Callable[[int, nn.Module], Params | None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the sweep over ``checkpoints`` and write the results directory.
+
+    Args:
+        model: the model, any ``nn.Module``; its weights are replaced by each checkpoint's.
+        loss_fn: per-example loss ``loss_fn(outputs, targets) -> scalar`` (batch of one).
+        checkpoints: ``(step, load)`` pairs; ``load()`` returns a ``state_dict`` for ``model``.
+        data: the fixed test batch, ranking pool and thumbnails.
+        out_dir: results directory (created). Step files already there from a sweep with the
+            same settings are kept and skipped, so a killed sweep resumes; a directory holding
+            a different sweep is refused rather than overwritten.
+        settings: see :class:`SweepSettings`.
+        preconditioner_at: ``(step, model) -> P`` for ``settings.preconditioner == "adam"``.
+
+    Returns:
+        ``out_dir`` as a ``Path``.
+    """
+    out_dir = Path(out_dir)
+    checkpoints = list(checkpoints)
+    if not checkpoints:
+        raise InputError("no checkpoints to sweep: train first (perturbative train)")
+    if settings.preconditioner == "adam" and preconditioner_at is None:
+        raise InputError(
+            "settings.preconditioner is 'adam' but no preconditioner_at was given, so the "
+            "brackets would be plain ones recorded as Adam's: pass preconditioner_at=(step, "
+            "model) -> adam_preconditioner(optimizer, params), or use preconditioner='none'"
+        )
+    if settings.preconditioner == "none" and preconditioner_at is not None:
+        raise InputError(
+            "preconditioner_at was given but settings.preconditioner is 'none': set "
+            "preconditioner='adam' so the results say what they hold"
+        )
+    names = data.attribute_names
+    if data.test_targets.shape[-1] != len(names):
+        raise InputError(
+            f"{len(names)} attribute names for {data.test_targets.shape[-1]} outputs; "
+            "pass one name per model output"
+        )
+    done = _steps_already_done(out_dir, _meta(data, settings, model, []))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if data.thumbnails is not None:
+        write_thumbnails(out_dir, data.thumbnails)
+    model.eval()
+    todo = [(s, load) for s, load in checkpoints if s not in done]
+    for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
+        model.load_state_dict(load())
+        model.eval()
+        precond = preconditioner_at(step, model) if preconditioner_at is not None else None
+        write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
+        done.append(step)
+        write_meta(out_dir, _meta(data, settings, model, done))
+    return out_dir
+
+
+def _steps_already_done(out_dir: Path, fresh: dict) -> list[int]:
+    """Steps a previous sweep with the same settings finished in ``out_dir`` (to skip them).
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a sweep with other settings.
+    """
+    if not (out_dir / META).exists():
+        return []
+    old = json.loads((out_dir / META).read_text())
+    same = all(old.get(k) == fresh[k] for k in ("settings", "attribute_names", "param_names"))
+    if not same:
+        raise FileExistsError(
+            f"{out_dir} already holds a sweep with other settings; choose another output "
+            "directory or delete that one first"
+        )
+    return finished_steps(out_dir, old)
+
+
+def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
+    """A deterministic subset of ``count`` of ``indices`` (all of them if fewer)."""
+    indices = torch.as_tensor(list(indices), dtype=torch.long)
+    if count >= len(indices):
+        return indices
+    generator = torch.Generator().manual_seed(seed)
+    return indices[torch.randperm(len(indices), generator=generator)[:count]].sort().values

@@ -1,0 +1,327 @@
+"""Training an MXResNet on named binary attributes, with checkpoints a bracket sweep can read.
+
+The loop, top to bottom (:func:`train`):
+
+1. build the dataset and the model from a ``TrainConfig`` (:func:`build_dataset`,
+   :func:`build_model`, model weights drawn after ``torch.manual_seed(config.seed)``);
+2. Adam on the loss of each batch, the mean over examples and attributes of the binary
+   cross-entropy of the logits (:func:`attribute_bce` is the per-example term
+   ``L_x = (1/K) sum_k BCE(f_k(x), y_k)``); with a tilt, ``sum_j w_j L_j / B`` instead
+   (:func:`perturbative.tilt.weighted_loss`);
+3. batches from an :class:`~perturbative.tilt.AdjustedBatchSampler` over the training
+   indices: with uniform weights it yields plain shuffled batches of ``batch_size`` (last partial
+   batch of each epoch dropped), with tilt weights batches whose summed weight is about
+   ``batch_size``;
+4. every ``eval_every`` steps a line in ``metrics.jsonl`` (mean training loss since the last line,
+   held-out loss and mean attribute accuracy, BatchNorm in eval mode);
+5. at step 0, every ``checkpoint_every`` steps and at the end a checkpoint.
+
+Run directory::
+
+    <run_dir>/config.json                 the TrainConfig
+    <run_dir>/metrics.jsonl               one JSON object per evaluation
+    <run_dir>/checkpoints/step_000250.safetensors
+
+A checkpoint is one safetensors file (loads without executing code, written atomically; layout
+in :mod:`perturbative.pipeline.checkpoints`) holding the model, Adam's state and torch's RNG
+state; its JSON metadata adds the step, the config, the sampler's position, the running loss
+sum, the dataset's attribute names, ``num_outputs`` and ``in_channels``.
+``train(config, resume=True)`` continues from the last checkpoint and produces the same
+parameters, bit for bit on CPU, as a run never stopped.
+
+:func:`train` turns on ``torch.set_flush_denormal(True)`` for the process: denormal floats slowed
+CPU training of the demo about fivefold and are far below any precision that matters here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from perturbative._core.errors import InputError
+from perturbative._core.io import write_json
+from perturbative.data import AttributeDataset, load_celeba, load_digits_attributes
+from perturbative.models import mxresnet
+from perturbative.pipeline.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    pack_training_state,
+    save_checkpoint,
+)
+from perturbative.pipeline.config import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    parse_tilt,
+    resolve_device,
+)
+from perturbative.pipeline.results import METRICS, append_metrics, read_metrics, write_metrics
+from perturbative.tilt import AdjustedBatchSampler, check_tilt, tilt_weights, weighted_loss
+
+
+def tilt_delta_h(dataset: AttributeDataset, spec: str, indices: Tensor) -> Tensor:
+    """``dH(x) = -sum_a s_a y_a(x)`` for the examples ``indices``: ``(n,)`` float64."""
+    strengths = parse_tilt(spec, dataset.attribute_names)
+    vector = torch.zeros(dataset.num_attributes, dtype=torch.float64)
+    for name, strength in strengths.items():
+        vector[dataset.attribute_names.index(name)] = strength
+    return -(dataset.targets[indices].double() @ vector)
+
+
+def build_dataset(config: TrainConfig) -> AttributeDataset:
+    """The dataset a config trains on (deterministic: the same config gives the same data)."""
+    if config.dataset == "digits":
+        return load_digits_attributes(config.image_size, config.heldout_fraction, config.split_seed)
+    if config.data_root is None:
+        raise InputError(
+            "dataset 'celeba' needs data_root (a folder with img_align_celeba/ and "
+            "list_attr_celeba.txt); use TrainConfig.demo() for the embedded digits"
+        )
+    return load_celeba(
+        config.data_root,
+        config.image_size,
+        config.heldout_fraction,
+        config.split_seed,
+        limit=config.limit,
+    )
+
+
+def build_model(config: TrainConfig, num_outputs: int, in_channels: int) -> nn.Module:
+    """A fresh MXResNet for a config (weights from torch's global RNG: seed it first).
+
+    Args:
+        num_outputs: ``K``, the dataset's number of attributes.
+        in_channels: the dataset's image channels.
+    """
+    return mxresnet(
+        config.depth, num_outputs=num_outputs, width=config.width, in_channels=in_channels
+    )
+
+
+def attribute_bce(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example loss ``L_x = (1/K) sum_k BCE(f_k(x), y_k)``: ``(n, K), (n, K) -> (n,)``.
+
+    Its mean over a batch is the training loss; on a batch of one, ``attribute_bce(...).sum()``
+    is the ``loss_fn`` of the bracket engine.
+    """
+    return F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").mean(dim=-1)
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint in eval mode (BatchNorm on running statistics), and the
+    checkpoint dict of :func:`load_checkpoint`."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint["config"], checkpoint["num_outputs"], checkpoint["in_channels"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset: AttributeDataset, indices: Tensor, batch_size: int = 256
+) -> dict[str, float]:
+    """Held-out mean BCE and mean attribute accuracy (logit > 0 predicts 1), BatchNorm in eval
+    mode; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct, count = 0.0, 0.0, 0
+    for start in range(0, len(indices), batch_size):
+        inputs, targets = dataset.batch(indices[start : start + batch_size])
+        outputs = model(inputs.to(device)).cpu()
+        loss_sum += float(attribute_bce(outputs, targets).sum())
+        correct += float(((outputs > 0).float() == targets).float().mean(dim=1).sum())
+        count += len(targets)
+    model.train(was_training)
+    return {"heldout_loss": loss_sum / count, "heldout_accuracy": correct / count}
+
+
+def per_example_bce(outputs: Tensor, targets: Tensor) -> Tensor:
+    """``L_x``: mean BCE over the attributes of one example (batch of one) -> scalar; the
+    ``loss_fn`` the bracket engine takes for these models."""
+    return attribute_bce(outputs, targets).sum()
+
+
+class TrainingState:
+    """Everything that changes while training, in one object that a checkpoint saves whole.
+
+    Attributes:
+        model, optimizer, sampler: the model in train mode, its Adam, the batch sampler.
+        step: optimizer steps taken.
+        loss_sum, loss_count: training loss summed since the last metrics line, and its count.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: AttributeDataset) -> None:
+        self.config, self.dataset = config, dataset
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, dataset.num_attributes, dataset.num_channels)
+        self.model = self.model.to(self.device).train()
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
+        )
+        self.weights = training_weights(config, dataset)
+        # Uniform weights give plain shuffled batches of exactly batch_size (the carry rule on
+        # weights 1); the last partial batch of an epoch is dropped in both cases.
+        self.sampler = AdjustedBatchSampler(
+            self.weights, config.batch_size, seed=config.seed, drop_last=True
+        )
+        self.step, self.loss_sum, self.loss_count = 0, 0.0, 0
+
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``(tensors, info)`` for :func:`~perturbative.pipeline.checkpoints.save_checkpoint`."""
+        tensors, info = pack_training_state(self.model, self.optimizer)
+        dataset = self.dataset
+        info |= {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "sampler": self.sampler.state_dict(),
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "attribute_names": dataset.attribute_names,
+            "num_outputs": dataset.num_attributes,
+            "in_channels": dataset.num_channels,
+            "dataset": dataset.name,
+        }
+        return tensors, info
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint dict of :func:`load_checkpoint`."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.sampler.load_state_dict(checkpoint["sampler"])
+        torch.set_rng_state(checkpoint["rng_state"])
+        self.step = checkpoint["step"]
+        self.loss_sum, self.loss_count = checkpoint["loss_sum"], checkpoint["loss_count"]
+
+    def train_step(self, positions: Tensor) -> None:
+        """One Adam step on the batch at ``positions`` of the training indices."""
+        inputs, targets = self.dataset.batch(self.dataset.train_indices[positions])
+        losses = attribute_bce(self.model(inputs.to(self.device)), targets.to(self.device))
+        if self.config.tilt is None:
+            loss = losses.mean()
+        else:
+            weights = self.weights[positions].to(self.device)
+            loss = weighted_loss(losses, weights, self.config.batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.loss_sum += float(loss.detach())
+        self.loss_count += 1
+
+    def metrics(self) -> dict[str, Any]:
+        """A ``metrics.jsonl`` line: mean training loss since the last line and held-out scores;
+        starts a new running mean."""
+        train_loss = self.loss_sum / self.loss_count if self.loss_count else None
+        self.loss_sum, self.loss_count = 0.0, 0
+        eval_indices = self.dataset.heldout_indices[: self.config.eval_examples]
+        return {
+            "step": self.step,
+            "train_loss": train_loss,
+            **evaluate(self.model, self.dataset, eval_indices),
+        }
+
+    def batches(self) -> Iterator[Tensor]:
+        """Batches of positions, epoch after epoch, from where the sampler stands."""
+        while True:
+            for batch in self.sampler:
+                yield torch.as_tensor(batch, dtype=torch.int64)
+
+
+def training_weights(config: TrainConfig, dataset: AttributeDataset) -> Tensor:
+    """Per-example weights of the training indices: ones, or the tilt's ``exp(-dH) / Z``."""
+    n = len(dataset.train_indices)
+    if config.tilt is None:
+        return torch.ones(n, dtype=torch.float64)
+    return tilt_weights(tilt_delta_h(dataset, config.tilt, dataset.train_indices), 1.0)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train a model as the config says; see the module docstring for the loop and the files.
+
+    Args:
+        config: the run.
+        resume: continue from the run directory's last checkpoint (the config may differ only
+            in ``steps`` and ``device``); with no checkpoint there yet, start afresh.
+        progress: show a tqdm bar with the loss.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        FileExistsError: if the run directory already has checkpoints and ``resume`` is false.
+        InputError: if resuming with a config that differs in other fields.
+    """
+    # setup
+    run_dir = Path(config.run_dir)
+    existing = list_checkpoints(run_dir)
+    if existing and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints up to step {existing[-1][0]}: resume it "
+            "(--resume) or choose another run directory"
+        )
+    # Denormal floats (below 1.2e-38, from Mish tails and Adam's squared gradients) make CPU
+    # arithmetic several times slower and carry no information here; this is process-wide.
+    torch.set_flush_denormal(True)
+    state = TrainingState(config, build_dataset(config))
+    metrics_path = run_dir / METRICS
+
+    # resume, or start with step 0's metrics and checkpoint
+    if existing:
+        checkpoint = load_checkpoint(existing[-1][1])
+        check_resumable(checkpoint["config"], config)
+        state.load_state_dict(checkpoint)
+        # lines written after the checkpoint belong to steps that will be run again
+        write_metrics(
+            metrics_path, [m for m in read_metrics(metrics_path) if m["step"] <= state.step]
+        )
+    write_run_files(run_dir, config, state.weights)
+    if not existing:
+        write_metrics(metrics_path, [state.metrics()])
+        save_checkpoint(checkpoint_path(run_dir, 0), *state.state_dict())
+
+    # the loop
+    batches = state.batches()
+    bar = tqdm(
+        total=config.steps, initial=state.step, disable=not progress, desc="train", unit="step"
+    )
+    while state.step < config.steps:
+        state.train_step(next(batches))
+        bar.update(1)
+        last = state.step == config.steps
+        if state.step % 10 == 0 or last:
+            bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}")
+        if state.step % config.eval_every == 0 or last:
+            append_metrics(metrics_path, state.metrics())
+        if state.step % config.checkpoint_every == 0 or last:
+            save_checkpoint(checkpoint_path(run_dir, state.step), *state.state_dict())
+    bar.close()
+    return run_dir
+
+
+def write_run_files(run_dir: Path, config: TrainConfig, weights: Tensor) -> None:
+    """``config.json`` and, for a tilted run, ``tilt.json`` with the weights' diagnostics."""
+    write_json(run_dir / "config.json", config.to_dict(), indent=2)
+    if config.tilt is not None:
+        diagnostics = check_tilt(weights, target_batch_size=config.batch_size)
+        write_json(run_dir / "tilt.json", diagnostics.as_dict(), indent=2)
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+    """Refuse to resume a run with a config that differs beyond ``RESUMABLE_CHANGES``."""
+    old, new = saved.to_dict(), config.to_dict()
+    changed = [k for k in old if old[k] != new[k] and k not in RESUMABLE_CHANGES]
+    if changed:
+        details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+        raise InputError(
+            f"cannot resume with a different config ({details}); only {RESUMABLE_CHANGES} may "
+            "change. Use load_run_config(run_dir) to get the run's config"
+        )

@@ -1,0 +1,111 @@
+"""The report's pictures: matplotlib figures and images as PNG data URIs (no files, no network)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+
+from perturbative.report.statistics import NormCorrelation, ReportData, norm_product
+
+
+def png_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_uri(image: np.ndarray) -> str:
+    """``(C, H, W)`` in ``[0, 1]`` -> PNG data URI (grey for one channel, else the first three)."""
+    from PIL import Image
+
+    pixels = np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+    picture = (
+        Image.fromarray(pixels[0])
+        if pixels.shape[0] < 3
+        else Image.fromarray(np.ascontiguousarray(pixels[:3].transpose(1, 2, 0)))
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plain_text(text: str) -> str:
+    """Text matplotlib draws literally (a ``$`` would otherwise start mathtext)."""
+    return text.replace("$", r"\$")
+
+
+def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top: list) -> dict:
+    from matplotlib.figure import Figure
+
+    plots = {}
+    names, steps = data.attribute_names, data.steps
+    product = norm_product(data.grad_norm, data.pairs)
+    fig = Figure(figsize=(6.0, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    colours = np.broadcast_to(steps[:, None], product.shape)
+    ok = (product > 0) & (data.bracket_norm > 0)
+    dots = ax.scatter(product[ok], data.bracket_norm[ok], c=colours[ok], s=12, cmap="viridis")
+    if math.isfinite(fit.slope):
+        xs = np.geomspace(product[ok].min(), product[ok].max(), 50)
+        ax.plot(xs, np.exp(fit.intercept) * xs**fit.slope, "k--", lw=1, label="least squares")
+        ax.legend(loc="upper left")
+    ax.set(xscale="log", yscale="log", xlabel="|g_i| |g_j|", ylabel="|[v_i, v_j]|")
+    ax.set_title(f"Pearson r (log-log) = {fit.pearson:.3f}, slope = {fit.slope:.2f}")
+    fig.colorbar(dots, ax=ax, label="step")
+    plots["norms"] = png_uri(fig)
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(steps, np.median(data.bracket_norm, axis=1), "o-", label="median |[v_i, v_j]|")
+    ax.plot(steps, np.median(product, axis=1), "s-", label="median |g_i| |g_j|")
+    if data.cancellation.size:
+        ax.plot(steps, np.median(data.cancellation, axis=1), "^-", label="median cancellation")
+    ax.set(yscale="log", xlabel="step", title="norms over training")
+    ax.legend()
+    plots["norms_steps"] = png_uri(fig)
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    a, b = np.triu_indices(len(names), k=1)
+    if len(a):
+        ax.plot(
+            steps, np.median(np.abs(corr[:, a, b]), axis=1), "k:", label="median |r|, all pairs"
+        )
+    for n, (p, q) in enumerate(top[:5]):
+        label = plain_text(f"{names[p][:28]} / {names[q][:28]}")
+        ax.plot(steps, corr[:, p, q], "o-", lw=2.5 if n == 0 else 1, label=label)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="step", ylabel="correlation r of output shifts", ylim=(-1.05, 1.05))
+    if len(a):
+        ax.legend(fontsize=8)
+    plots["comovement"] = png_uri(fig)
+
+    size = min(7.0, 3.0 + 0.12 * len(names))
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(corr[-1], cmap="RdBu_r", vmin=-1, vmax=1)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, [plain_text(n[:24]) for n in names], rotation=90, fontsize=6)
+    ax.set_yticks(ticks, [plain_text(n[:24]) for n in names], fontsize=6)
+    ax.set_title(f"co-movement at step {steps[-1]}")
+    fig.colorbar(image, ax=ax, label="r")
+    plots["comovement_matrix"] = png_uri(fig)
+
+    if data.metrics:
+        fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        rows = sorted(data.metrics, key=lambda r: r["step"])
+        ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
+        for step in steps:
+            ax.axvline(step, color="grey", lw=0.4)
+        ax.set(xlabel="step (grey: checkpoints)", ylabel="train loss")
+        held = [(r["step"], r["heldout_accuracy"]) for r in rows if "heldout_accuracy" in r]
+        if held:
+            twin = ax.twinx()
+            twin.plot(*zip(*held, strict=True), "C1o-", ms=3, label="held-out accuracy")
+            twin.set_ylabel("held-out accuracy", color="C1")
+        plots["metrics"] = png_uri(fig)
+    return plots

@@ -1,0 +1,202 @@
+"""A sweep's results -> one self-contained HTML report.
+
+The HTML holds its data as inline JSON, its plots as base64 PNG data URIs and its code as
+vanilla JavaScript (``assets/report.html``, with ``%%NAME%%`` placeholders), so it works offline
+and from a ``file://`` URL. Every placeholder must be filled and every filling used: a misspelled
+one is an error, not a blank.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from perturbative._core.io import write_text
+from perturbative.report.figures import image_uri, report_figures
+from perturbative.report.statistics import (
+    ReportData,
+    attribute_comovement,
+    bracket_gradient_correlation,
+    layer_rms_table,
+    load_report_data,
+    ranking_table,
+    top_attribute_pairs,
+)
+
+
+def _ranking_html(data: ReportData) -> str:
+    rows = ranking_table(data)
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{r['step']}</td><td>"
+        + ", ".join(f"#{i} ({_num(v)})" for i, v in r["top"])
+        + f"</td><td>{_num(r['median'])}</td><td>{'' if r['kept'] is None else r['kept']}</td></tr>"
+        for r in rows
+    )
+    observable = html.escape(str(data.meta.get("observable", "the observable")))
+    m = data.ranking_indices.shape[1]
+    return (
+        "<h2>Order sensitivity of training examples</h2>"
+        f'<p class="hint">{m} training examples ranked by the RMS over partners y of '
+        f"u . [v_x, v_y], u the gradient of {observable}: how much moving example x before or "
+        "after the others moves it (x lr^2). Computed from the projected bracket matrix "
+        "(n gradients + n HVPs per checkpoint).</p>"
+        "<table><thead><tr><th>step</th><th>most order-sensitive (training index, score)</th>"
+        "<th>median score</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def _sig4(values: np.ndarray) -> list:
+    """Flat list of ``values`` rounded to 4 significant digits, non-finite as None (JSON null)."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return [float(v) if math.isfinite(float(v)) else None for v in np.char.mod("%.4g", flat)]
+
+
+def _scaled(values: np.ndarray) -> dict:
+    """``{"m": 10^e, "v": values / 10^e}`` with the largest magnitude in ``[1, 10)``: short JSON."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    scale = 10.0 ** math.floor(math.log10(top)) if top > 0 else 1.0
+    return {"m": scale, "v": _sig4(values / scale)}
+
+
+def _json_for_script(value) -> str:
+    """JSON that cannot end or confuse the enclosing ``<script>`` element."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def write_report(results_dir: Path | str, out_path: Path | str | None = None) -> Path:
+    """Write the self-contained HTML report of a bracket sweep.
+
+    Args:
+        results_dir: the sweep's ``brackets/`` directory (or the run directory holding it).
+        out_path: where to write; default ``<results_dir>/report.html``.
+
+    Returns:
+        The path of the written HTML file.
+    """
+    data = load_report_data(results_dir)
+    out_path = Path(out_path) if out_path is not None else data.results_dir / "report.html"
+    fit = bracket_gradient_correlation(data.grad_norm, data.bracket_norm, data.pairs)
+    corr = attribute_comovement(data.output_shift)
+    top = top_attribute_pairs(corr, count=10)
+    plots = report_figures(data, fit, corr, top)
+    metrics_plot = plots.pop("metrics", None)
+    e = html.escape
+    names = data.attribute_names
+    parts = {
+        "TITLE": e(f"Bracket report: {data.meta.get('dataset', 'run')}"),
+        "FACTS": _facts(data),
+        "SOURCE": e(str(data.results_dir)),
+        "PEARSON": _num(fit.pearson),
+        "SPEARMAN": _num(fit.spearman),
+        "SLOPE": _num(fit.slope),
+        "COUNT": str(fit.count),
+        "STRONGEST": f"{e(names[top[0][0]])} / {e(names[top[0][1]])}" if top else "n/a",
+        "STRONGEST_R": f"{corr[:, top[0][0], top[0][1]].mean():+.3f}" if top else "n/a",
+        "PAIR_ROWS": _pair_rows(names, corr, top),
+        "LAYER_ROWS": _layer_rows(data),
+        "LAST_STEP": str(data.steps[-1]),
+        "FIRST_STEP": str(data.steps[0]),
+        "METRICS": (
+            f'<h2>Training</h2><img alt="training curves" src="{metrics_plot}">'
+            if metrics_plot
+            else ""
+        ),
+        "RANKING": _ranking_html(data),
+        **{f"PLOT_{key.upper()}": uri for key, uri in plots.items()},
+        "DATA": _json_for_script(_payload(data)),
+    }
+    write_text(out_path, fill_template(_template(), parts))
+    return out_path
+
+
+def fill_template(template: str, parts: dict[str, str]) -> str:
+    """Replace every ``%%NAME%%`` in ``template`` by ``parts[NAME]``, in one pass (text filled in
+    is never itself searched for placeholders).
+
+    Raises:
+        KeyError: a placeholder has no part (a misspelling would otherwise render blank), or a
+            part has no placeholder (it would silently not be shown).
+    """
+    found = set(re.findall(r"%%([A-Z_]+)%%", template))
+    missing, unused = sorted(found - set(parts)), sorted(set(parts) - found)
+    if missing or unused:
+        raise KeyError(
+            f"report template placeholders without a value {missing}, values "
+            f"without a placeholder {unused}"
+        )
+    return re.sub(r"%%([A-Z_]+)%%", lambda m: parts[m.group(1)], template)
+
+
+def _facts(data: ReportData) -> str:
+    e, meta = html.escape, data.meta
+    s, p, t, k = data.output_shift.shape
+    return (
+        f"dataset <b>{e(str(meta.get('dataset', '?')))}</b> · lr {e(str(meta.get('lr', '?')))}"
+        f" · preconditioner {e(str(meta.get('preconditioner', 'none')))} · {s} checkpoints"
+        f" (steps {data.steps[0]}–{data.steps[-1]}) · B = {meta['bracket_examples']} bracket "
+        f"examples, P = {p} pairs, T = {t} test examples, K = {k} outputs"
+    )
+
+
+def _pair_rows(names: list[str], corr: np.ndarray, top: list[tuple[int, int]]) -> str:
+    e = html.escape
+    return "".join(
+        f"<tr><td>{e(names[a])}</td><td>{e(names[c])}</td><td>{corr[:, a, c].mean():+.3f}</td>"
+        f"<td>{corr[-1, a, c]:+.3f}</td></tr>"
+        for a, c in top
+    )
+
+
+def _layer_rows(data: ReportData) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(r['name'])}</td><td>{r['size'] if r['size'] is not None else ''}"
+        f"</td><td>{_num(r['grad_last'])}</td><td>{_num(r['bracket_first'])}</td>"
+        f"<td>{_num(r['bracket_last'])}</td><td>{_num(r['ratio_last'])}</td></tr>"
+        for r in layer_rms_table(data)
+    )
+    return rows or '<tr><td colspan="6">no per-tensor arrays</td></tr>'
+
+
+def _payload(data: ReportData) -> dict:
+    """The numbers the page's script draws, rounded to 4 significant digits."""
+    s, _, t, k = data.output_shift.shape
+    b = int(data.meta["bracket_examples"])
+    thumbs = [] if data.thumbnails is None else [image_uri(im) for im in data.thumbnails[:b]]
+    return {
+        "names": data.attribute_names,
+        "steps": data.steps.tolist(),
+        "pairs": data.pairs.tolist(),
+        "B": b,
+        "T": t,
+        "K": k,
+        "shift": [_scaled(data.output_shift[n]) for n in range(s)],
+        "outputs": [_sig4(o) for o in data.outputs] if data.outputs is not None else None,
+        "targets": _sig4(data.targets),
+        "bracketNorm": [_sig4(x) for x in data.bracket_norm],
+        "gradNorm": [_sig4(x) for x in data.grad_norm],
+        "cancellation": [_sig4(x) for x in data.cancellation],
+        "testIndices": None if data.test_indices is None else data.test_indices.tolist(),
+        "thumbs": thumbs,
+    }
+
+
+def _template() -> str:
+    """The report's HTML/CSS/JS skeleton with ``%%NAME%%`` placeholders (``assets/report.html``)."""
+    return resources.files("perturbative.report").joinpath("assets/report.html").read_text("utf-8")

@@ -1,0 +1,294 @@
+"""Summary statistics of a sweep's results, read through :mod:`perturbative.pipeline.results`.
+
+The report never recomputes brackets; what it computes are statistics of the recorded numbers:
+
+* the log-log correlation of bracket norms with gradient norms: Pearson and Spearman correlation
+  of ``log |[v_i, v_j]|`` with ``log(|g_i| |g_j|)`` over all pairs and checkpoints, and the slope
+  of the least-squares line;
+* attribute co-movement: at each checkpoint, the ``K x K`` Pearson correlation between
+  attributes of the output shifts ``lr^2 J_f [v_i, v_j]`` taken over (pairs x test examples);
+* per-parameter-tensor RMS of the brackets and gradients, and the order-sensitivity ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perturbative._core.errors import InputError
+from perturbative.pipeline.results import (
+    METRICS,
+    RERUN,
+    load_results,
+    load_thumbnails,
+    read_metrics,
+    results_dir_of,
+)
+
+
+@dataclass
+class ReportData:
+    """The numbers of one results directory, stacked over the ``S`` checkpoint steps.
+
+    Attributes:
+        results_dir: the ``brackets/`` directory that was read.
+        meta: ``meta.json`` as a dict.
+        steps: ``(S,)`` checkpoint steps, ascending.
+        attribute_names: ``K`` output names.
+        pairs: ``(P, 2)`` bracket pairs ``(i, j)`` with ``i < j``.
+        output_shift: ``(S, P, T, K)`` output shifts ``lr^2 J_f [v_i, v_j]``.
+        outputs: ``(S, T, K)`` the model's outputs (logits).
+        targets: ``(T, K)`` targets of the test batch.
+        grad_norm: ``(S, B)`` gradient norms ``|g_i|``.
+        bracket_norm: ``(S, P)`` bracket norms ``|[v_i, v_j]|``.
+        cancellation: ``(S, P)`` ``|[v_i, v_j]| / (|H_j g_i| + |H_i g_j|)`` (NaN if absent).
+        bracket_layer_rms: ``(S, P, L)`` RMS of each bracket per parameter tensor, or None.
+        grad_layer_rms: ``(S, B, L)`` RMS of each gradient per parameter tensor, or None.
+        test_indices: ``(T,)`` dataset indices of the test batch, or None.
+        thumbnails: ``(B', C, H, W)`` images in ``[0, 1]`` of the bracket examples, or None.
+        metrics: rows of ``metrics.jsonl`` (dicts with ``step`` and ``train_loss``), or None.
+        ranking_indices: ``(S, M)`` training indices, most order-sensitive first, or None.
+        ranking_scores: ``(S, M)`` their order-sensitivity scores, or None.
+    """
+
+    results_dir: Path
+    meta: dict
+    steps: np.ndarray
+    attribute_names: list[str]
+    pairs: np.ndarray
+    output_shift: np.ndarray
+    outputs: np.ndarray
+    targets: np.ndarray
+    grad_norm: np.ndarray
+    bracket_norm: np.ndarray
+    cancellation: np.ndarray
+    bracket_layer_rms: np.ndarray | None
+    grad_layer_rms: np.ndarray | None
+    test_indices: np.ndarray | None
+    thumbnails: np.ndarray | None
+    metrics: list[dict] | None
+    ranking_indices: np.ndarray | None = None
+    ranking_scores: np.ndarray | None = None
+
+
+def load_report_data(results_dir: Path | str) -> ReportData:
+    """Read and check a results directory (the run directory or its ``brackets/``).
+
+    Raises:
+        FileNotFoundError: no results there, or a step file listed in ``meta.json`` is missing.
+        InputError: a file is corrupt or does not match ``docs/results-format.md``.
+    """
+    results_dir = results_dir_of(results_dir)
+    meta, per_step = load_results(results_dir, framework="numpy")
+    steps = list(per_step)
+    arrays = list(per_step.values())
+
+    def stack(key: str) -> np.ndarray | None:
+        if not all(key in a for a in arrays):
+            return None
+        shapes = {a[key].shape for a in arrays}
+        if len(shapes) != 1:
+            raise InputError(f"{key} changes shape between step files {shapes}; {RERUN}")
+        return np.stack([a[key].astype(np.float64) for a in arrays])
+
+    names = [str(n) for n in meta["attribute_names"]]
+    pairs = np.asarray(meta["pairs"], dtype=np.int64).reshape(-1, 2)
+    shift = stack("output_shift")
+    _check_shapes(arrays[0], len(pairs), shift.shape[2], len(names), int(meta["bracket_examples"]))
+    cancellation = stack("cancellation")
+    test_indices = arrays[0].get("test_indices")
+    ranking = stack("ranking_indices")
+    return ReportData(
+        results_dir=results_dir,
+        meta=meta,
+        steps=np.asarray(steps, dtype=np.int64),
+        attribute_names=names,
+        pairs=pairs,
+        output_shift=shift,
+        outputs=stack("outputs"),
+        targets=arrays[0]["targets"].astype(np.float64),
+        grad_norm=stack("grad_norm"),
+        bracket_norm=stack("bracket_norm"),
+        cancellation=cancellation if cancellation is not None else np.full((len(steps), 0), 0.0),
+        bracket_layer_rms=stack("bracket_layer_rms"),
+        grad_layer_rms=stack("grad_layer_rms"),
+        test_indices=None if test_indices is None else test_indices.astype(np.int64),
+        thumbnails=load_thumbnails(results_dir),
+        metrics=[r for r in read_metrics(results_dir.parent / METRICS) if "train_loss" in r]
+        or None,
+        ranking_indices=None if ranking is None else ranking.astype(np.int64),
+        ranking_scores=stack("ranking_scores") if ranking is not None else None,
+    )
+
+
+def _check_shapes(arrays: dict, pairs: int, tests: int, outputs: int, bracketed: int) -> None:
+    expected = {
+        "output_shift": (pairs, tests, outputs),
+        "grad_norm": (bracketed,),
+        "bracket_norm": (pairs,),
+    }
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            raise InputError(
+                f"{key} has shape {arrays[key].shape}, meta.json implies {shape}; {RERUN}"
+            )
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks ``0..n-1`` of ``x`` with ties given their mean rank."""
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="mergesort")] = np.arange(len(x))
+    _, inverse = np.unique(x, return_inverse=True)
+    return (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    xc, yc = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(xc @ xc) * float(yc @ yc))
+    return float(xc @ yc) / denominator if denominator > 0 else math.nan
+
+
+@dataclass
+class NormCorrelation:
+    """How bracket norms follow gradient norms, over all pairs and checkpoints.
+
+    Attributes:
+        pearson: Pearson correlation of ``log |[v_i, v_j]|`` and ``log(|g_i| |g_j|)``.
+        spearman: Spearman rank correlation of the same (log-free: ranks ignore monotone maps).
+        slope: slope of the least-squares line ``log |[v_i, v_j]| ~ a + slope log(|g_i| |g_j|)``.
+        intercept: its intercept ``a``.
+        count: number of (pair, checkpoint) points with positive finite norms.
+    """
+
+    pearson: float
+    spearman: float
+    slope: float
+    intercept: float
+    count: int
+
+
+def norm_product(grad_norm: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``|g_i| |g_j|`` for each pair: ``(S, B)``, ``(P, 2)`` -> ``(S, P)``."""
+    return grad_norm[:, pairs[:, 0]] * grad_norm[:, pairs[:, 1]]
+
+
+def bracket_gradient_correlation(
+    grad_norm: np.ndarray, bracket_norm: np.ndarray, pairs: np.ndarray
+) -> NormCorrelation:
+    """Correlate ``log |[v_i, v_j]|`` with ``log(|g_i| |g_j|)`` over pairs and checkpoints.
+
+    Args:
+        grad_norm: ``(S, B)`` gradient norms.
+        bracket_norm: ``(S, P)`` bracket norms.
+        pairs: ``(P, 2)`` the pair ``(i, j)`` of each column of ``bracket_norm``.
+
+    Returns:
+        A :class:`NormCorrelation`; NaN fields when fewer than 3 usable points.
+    """
+    x, y = norm_product(grad_norm, pairs).ravel(), np.asarray(bracket_norm).ravel()
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = np.log(x[ok]), np.log(y[ok])
+    if len(x) < 3:
+        return NormCorrelation(math.nan, math.nan, math.nan, math.nan, int(len(x)))
+    xc = x - x.mean()
+    slope = float(xc @ (y - y.mean()) / (xc @ xc)) if xc @ xc > 0 else math.nan
+    return NormCorrelation(
+        pearson=pearson(x, y),
+        spearman=pearson(average_ranks(x), average_ranks(y)),
+        slope=slope,
+        intercept=float(y.mean() - slope * x.mean()),
+        count=int(len(x)),
+    )
+
+
+def attribute_comovement(output_shift: np.ndarray) -> np.ndarray:
+    """Correlation between attributes of the output shifts, one matrix per checkpoint.
+
+    Args:
+        output_shift: ``(S, P, T, K)`` shifts ``lr^2 J_f [v_i, v_j]``.
+
+    Returns:
+        ``(S, K, K)``: entry ``[s, a, b]`` is the Pearson correlation, over the ``P x T``
+        (pair, test example) samples at checkpoint ``s``, of the shifts of attributes ``a`` and
+        ``b``. An attribute whose shifts are all equal correlates 0 with the others, 1 with itself.
+    """
+    s, p, t, k = output_shift.shape
+    x = np.nan_to_num(np.asarray(output_shift, dtype=np.float64).reshape(s, p * t, k))
+    x = x - x.mean(axis=1, keepdims=True)
+    norms = np.sqrt((x * x).sum(axis=1))  # (S, K)
+    scale = np.where(norms > 0, norms, np.inf)
+    corr = np.einsum("snk,snl->skl", x, x) / (scale[:, :, None] * scale[:, None, :])
+    corr[:, np.arange(k), np.arange(k)] = 1.0
+    return corr
+
+
+def top_attribute_pairs(corr: np.ndarray, count: int = 10) -> list[tuple[int, int]]:
+    """The attribute pairs ``(a, b)``, ``a < b``, with largest mean ``|r|`` over checkpoints.
+
+    Args:
+        corr: ``(S, K, K)`` from :func:`attribute_comovement`.
+        count: how many pairs.
+    """
+    a, b = np.triu_indices(corr.shape[1], k=1)
+    strength = np.abs(corr[:, a, b]).mean(axis=0)
+    order = np.argsort(-strength, kind="stable")[:count]
+    return [(int(a[n]), int(b[n])) for n in order]
+
+
+def layer_rms_table(data: ReportData) -> list[dict]:
+    """Per parameter tensor: RMS of brackets and gradients at the first and last checkpoint.
+
+    RMS over pairs (examples) and tensor entries: ``sqrt(mean_p rms_{p,l}^2)``, which is the RMS
+    of all bracket entries of tensor ``l`` across the ``P`` brackets.
+
+    Returns:
+        One dict per tensor with ``name``, ``size``, ``bracket_first``, ``bracket_last``,
+        ``grad_last`` and ``ratio_last`` (bracket over gradient RMS at the last checkpoint).
+        Empty when the step files hold no per-tensor arrays.
+    """
+    if data.bracket_layer_rms is None or data.grad_layer_rms is None:
+        return []
+    bracket = np.sqrt((data.bracket_layer_rms**2).mean(axis=1))  # (S, L)
+    grad = np.sqrt((data.grad_layer_rms**2).mean(axis=1))
+    names = list(data.meta.get("param_names") or [])
+    sizes = list(data.meta.get("param_sizes") or [])
+    rows = []
+    for n in range(bracket.shape[1]):
+        rows.append(
+            {
+                "name": str(names[n]) if n < len(names) else f"tensor {n}",
+                "size": int(sizes[n]) if n < len(sizes) else None,
+                "bracket_first": float(bracket[0, n]),
+                "bracket_last": float(bracket[-1, n]),
+                "grad_last": float(grad[-1, n]),
+                "ratio_last": float(bracket[-1, n] / grad[-1, n]) if grad[-1, n] > 0 else math.nan,
+            }
+        )
+    return rows
+
+
+def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
+    """Per checkpoint: the ``top`` most order-sensitive training examples, the median score, and
+    how many of the top 10 were also in the previous checkpoint's top 10 (ranking stability)."""
+    if data.ranking_indices is None or data.ranking_indices.shape[1] == 0:
+        return []
+    rows, previous = [], None
+    for step, indices, scores in zip(
+        data.steps, data.ranking_indices, data.ranking_scores, strict=True
+    ):
+        current = set(indices[:10].tolist())
+        rows.append(
+            {
+                "step": int(step),
+                "top": [
+                    (int(i), float(v)) for i, v in zip(indices[:top], scores[:top], strict=True)
+                ],
+                "median": float(np.median(scores)),
+                "kept": None if previous is None else len(current & previous),
+            }
+        )
+        previous = current
+    return rows

@@ -1,0 +1,51 @@
+"""Training: config validation, checkpoints, exact resume, tilted batches."""
+
+import pytest
+
+from perturbative import InputError
+from perturbative.pipeline.config import TrainConfig, parse_tilt
+from perturbative.pipeline.train import (
+    build_dataset,
+)
+
+
+def test_defaults_are_the_reference_experiment():
+    config = TrainConfig()
+    assert (config.lr, config.beta1, config.beta2) == (5e-3, 0.8, 0.999)
+    assert (config.batch_size, config.steps, config.checkpoint_every) == (32, 5000, 250)
+    reference = TrainConfig.reference("some/celeba")
+    assert reference.dataset == "celeba" and reference.data_root == "some/celeba"
+    assert (reference.depth, reference.width, reference.image_size) == (18, 1.0, 64)
+    demo = TrainConfig.demo()
+    assert demo.dataset == "digits" and demo.steps < 1000 and demo.width < 1
+    with pytest.raises(ValueError, match="needs data_root"):
+        build_dataset(TrainConfig())
+
+
+def test_overrides_are_validated_and_converted():
+    base = TrainConfig.demo()
+    config = TrainConfig.from_overrides(
+        base, {"lr": "1e-3", "steps": "7", "tilt": "even=0.5", "limit": "none", "width": 1}
+    )
+    assert config.lr == 1e-3 and config.steps == 7 and config.tilt == "even=0.5"
+    assert config.limit is None and isinstance(config.width, float)
+    assert base.steps == 600  # the base is not modified
+    with pytest.raises(InputError, match="unknown TrainConfig keys \\['learning_rate'\\]"):
+        TrainConfig.from_overrides(base, {"learning_rate": 0.1})
+    with pytest.raises(InputError, match="steps='many' cannot be read as int"):
+        TrainConfig.from_overrides(base, {"steps": "many"})
+    with pytest.raises(InputError, match="batch_size must be int"):
+        TrainConfig.from_overrides(base, {"batch_size": 2.5})
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        TrainConfig.from_overrides(base, {"dataset": "mnist"})
+    with pytest.raises(ValueError, match="ATTRIBUTE=STRENGTH"):
+        TrainConfig.from_overrides(base, {"tilt": "Smiling"})
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_parse_tilt():
+    assert parse_tilt("Smiling=1.5, Male=-0.5") == {"Smiling": 1.5, "Male": -0.5}
+    with pytest.raises(ValueError, match="valid names: digit_0, digit_1"):
+        parse_tilt("Smiling=1", ["digit_0", "digit_1"])
+    with pytest.raises(ValueError, match="cannot read tilt 'x=abc'"):
+        parse_tilt("x=abc")

@@ -1,0 +1,104 @@
+"""The sweep writes the documented results files, consistent with direct computations."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perturbative import InputError
+from perturbative.brackets import bracket_matrix, output_shift, upper_pairs
+from perturbative.pipeline import SweepData, SweepSettings, bracket_sweep, load_results
+
+
+def _bce(outputs, targets):
+    return F.binary_cross_entropy_with_logits(outputs, targets)
+
+
+def _setup(tmp_path, k=3):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, k))
+    states = {}
+    for step in (0, 10, 20):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        states[step] = {k_: v.clone() for k_, v in model.state_dict().items()}
+    data = SweepData(
+        test_inputs=torch.randn(7, 4),
+        test_targets=(torch.rand(7, k) > 0.5).float(),
+        attribute_names=[f"attr<{i}>" for i in range(k)],
+        ranking_inputs=torch.randn(9, 4),
+        ranking_targets=(torch.rand(9, k) > 0.5).float(),
+        ranking_indices=torch.arange(100, 109),
+        thumbnails=torch.rand(4, 1, 2, 2),
+    )
+    checkpoints = [(s, (lambda s=s: states[s])) for s in states]
+    return model, states, data, checkpoints
+
+
+def test_sweep_writes_results_matching_direct_computation(tmp_path):
+    model, states, data, checkpoints = _setup(tmp_path)
+    settings = SweepSettings(lr=0.05, bracket_examples=4, dataset="toy")
+    out = bracket_sweep(model, _bce, checkpoints, data, tmp_path / "b", settings, progress=False)
+    meta, steps = load_results(out)
+    assert meta["steps"] == [0, 10, 20]
+    assert meta["pairs"] == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert meta["attribute_names"] == ["attr<0>", "attr<1>", "attr<2>"]
+    r = steps[10]
+    assert r["output_shift"].shape == (6, 7, 3)
+    assert r["bracket_layer_rms"].shape == (6, 4)
+    assert r["ranking_indices"].shape == (9,)
+    assert set(r["ranking_indices"].tolist()) == set(range(100, 109))
+    assert torch.all(r["ranking_scores"][:-1] >= r["ranking_scores"][1:])
+    assert torch.all((r["cancellation"] > 0) & (r["cancellation"] <= 1 + 1e-6))
+
+    model.load_state_dict(states[10])
+    params = dict(model.named_parameters())
+    pairs = upper_pairs(
+        bracket_matrix(model, _bce, params, (data.test_inputs[:4], data.test_targets[:4]))
+    )
+    expected = output_shift(model, params, pairs, data.test_inputs, lr=0.05)
+    torch.testing.assert_close(r["output_shift"], expected, rtol=1e-5, atol=1e-9)
+    norms = torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in pairs.values()))
+    torch.testing.assert_close(r["bracket_norm"], norms, rtol=1e-5, atol=1e-9)
+
+
+def test_sweep_resumes_and_refuses_other_settings(tmp_path):
+    model, _, data, checkpoints = _setup(tmp_path)
+    settings = SweepSettings(lr=0.05, bracket_examples=3)
+    out = tmp_path / "b"
+    bracket_sweep(model, _bce, checkpoints[:2], data, out, settings, progress=False)
+    first = (out / "step_000000.safetensors").stat().st_mtime_ns
+    bracket_sweep(model, _bce, checkpoints, data, out, settings, progress=False)
+    assert json.loads((out / "meta.json").read_text())["steps"] == [0, 10, 20]
+    assert (out / "step_000000.safetensors").stat().st_mtime_ns == first
+    with pytest.raises(FileExistsError, match="other settings"):
+        bracket_sweep(model, _bce, checkpoints, data, out, SweepSettings(lr=0.1), progress=False)
+
+
+def test_sweep_rejects_wrong_attribute_names(tmp_path):
+    model, _, data, checkpoints = _setup(tmp_path)
+    data.attribute_names = ["only one"]
+    with pytest.raises(ValueError, match="attribute names"):
+        bracket_sweep(model, _bce, checkpoints, data, tmp_path / "b", SweepSettings(lr=0.1))
+
+
+def test_adam_settings_need_the_adam_preconditioner_and_vice_versa(tmp_path):
+    model, _, data, checkpoints = _setup(tmp_path)
+    adam = SweepSettings(lr=0.1, preconditioner="adam")
+    with pytest.raises(InputError, match="no preconditioner_at was given"):
+        bracket_sweep(model, _bce, checkpoints, data, tmp_path / "a", adam, progress=False)
+    with pytest.raises(InputError, match="set preconditioner='adam'"):
+        bracket_sweep(
+            model,
+            _bce,
+            checkpoints,
+            data,
+            tmp_path / "b",
+            SweepSettings(lr=0.1),
+            preconditioner_at=lambda step, model: None,
+            progress=False,
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

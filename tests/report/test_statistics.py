@@ -1,0 +1,79 @@
+"""The HTML report: self-contained, escaped, and its numbers equal direct numpy computations."""
+
+import numpy as np
+import pytest
+from cases import EVIL_NAMES as EVIL
+
+from perturbative.report import load_report_data
+from perturbative.report.statistics import (
+    attribute_comovement,
+    average_ranks,
+    bracket_gradient_correlation,
+    layer_rms_table,
+    top_attribute_pairs,
+)
+
+
+def test_norm_correlation_matches_numpy(synthetic):
+    written, path = synthetic
+    meta, steps = written["meta"], written["steps"]
+    x, y = [], []
+    for arrays in steps.values():
+        for p, (i, j) in enumerate(meta["pairs"]):
+            x.append(np.log(float(arrays["grad_norm"][i]) * float(arrays["grad_norm"][j])))
+            y.append(np.log(float(arrays["bracket_norm"][p])))
+    x, y = np.array(x), np.array(y)
+    data = load_report_data(written["dir"])
+    fit = bracket_gradient_correlation(data.grad_norm, data.bracket_norm, data.pairs)
+    slope, intercept = np.polyfit(x, y, 1)
+    ranks = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    assert fit.count == len(x) == len(steps) * len(meta["pairs"])
+    assert fit.pearson == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-6)
+    assert fit.spearman == pytest.approx(np.corrcoef(*ranks)[0, 1], abs=1e-9)
+    assert (fit.slope, fit.intercept) == pytest.approx((slope, intercept), abs=1e-6)
+    assert fit.pearson > 0.9  # synthetic brackets are 0.3 |g_i| |g_j| times small noise
+    assert f'<span class="num" id="pearson">{fit.pearson:.4g}</span>' in path.read_text()
+
+
+def test_spearman_ranks_ties_by_their_mean_rank():
+    np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 2.0, 2.0])), [3, 0, 1.5, 1.5])
+    flat = bracket_gradient_correlation(np.ones((2, 3)), np.ones((2, 3)), np.array([[0, 1]] * 3))
+    assert np.isnan(flat.pearson) and flat.count == 6  # constant norms: no correlation defined
+
+
+def test_comovement_matches_corrcoef(synthetic):
+    written, _ = synthetic
+    data = load_report_data(written["dir"])
+    corr = attribute_comovement(data.output_shift)
+    k = len(EVIL)
+    for n, step in enumerate(sorted(written["steps"])):
+        shift = written["steps"][step]["output_shift"].astype(np.float64).reshape(-1, k)
+        np.testing.assert_allclose(corr[n], np.corrcoef(shift.T), atol=1e-10)
+    assert top_attribute_pairs(corr, count=1) == [(0, 1)]  # attribute 1 ~ -attribute 0
+    assert (corr[:, 0, 1] < -0.9).all()
+
+
+def test_comovement_of_a_constant_attribute_is_zero():
+    rng = np.random.default_rng(1)
+    shift = rng.normal(size=(2, 3, 4, 3))
+    shift[..., 2] = 0.5
+    corr = attribute_comovement(shift)  # warnings are errors: no 0/0
+    np.testing.assert_array_equal(corr[:, 2, :2], 0.0)
+    np.testing.assert_array_equal(corr[:, [0, 1, 2], [0, 1, 2]], 1.0)
+
+
+def test_layer_rms_table_is_rms_over_pairs(synthetic):
+    written, path = synthetic
+    data = load_report_data(written["dir"])
+    rows = layer_rms_table(data)
+    first, last = sorted(written["steps"])[0], sorted(written["steps"])[-1]
+    for n, row in enumerate(rows):
+        pairs = written["steps"][last]["bracket_layer_rms"][:, n].astype(np.float64)
+        grads = written["steps"][last]["grad_layer_rms"][:, n].astype(np.float64)
+        early = written["steps"][first]["bracket_layer_rms"][:, n].astype(np.float64)
+        assert row["bracket_last"] == pytest.approx(np.sqrt(sum(v * v for v in pairs) / len(pairs)))
+        assert row["grad_last"] == pytest.approx(np.sqrt(np.mean(grads**2)))
+        assert row["bracket_first"] == pytest.approx(np.sqrt(np.mean(early**2)))
+        assert row["ratio_last"] == pytest.approx(row["bracket_last"] / row["grad_last"])
+        assert row["name"] == written["meta"]["param_names"][n]
+        assert f"<tr><td>{row['name']}</td><td>{row['size']}</td>" in path.read_text()
