@@ -36,6 +36,13 @@ from perturbative.brackets._norms import vector_rms as vector_rms
 from perturbative.brackets._observables import order_sensitivity as order_sensitivity
 from perturbative.brackets._observables import output_shift as output_shift
 from perturbative.brackets._observables import projected_bracket_matrix as projected_bracket_matrix
+from perturbative.brackets._order import Observable as Observable
+from perturbative.brackets._order import OrderPrediction as OrderPrediction
+from perturbative.brackets._order import SwapPrediction as SwapPrediction
+from perturbative.brackets._order import best_order as best_order
+from perturbative.brackets._order import order_scores as order_scores
+from perturbative.brackets._order import predict_order as predict_order
+from perturbative.brackets._order import predict_swap as predict_swap
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps

@@ -116,7 +116,7 @@ class SwapCheck:
     prediction_formula: str
 
 
-def _trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+def trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -177,7 +177,7 @@ def parameters_after_steps(
     Returns:
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
-    names = _trained_names(model, optimizer)
+    names = trained_names(model, optimizer)
     check_batchnorm(model, batch_context)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
@@ -251,7 +251,7 @@ def swap_check(
         >>> swap_check(model, mse, opt, x, y).relative_residual < 1e-2
         True
     """
-    names = _trained_names(model, optimizer)
+    names = trained_names(model, optimizer)
     check_batchnorm(model, batch_context)
     x, _ = check_data(x, "x")
     y, _ = check_data(y, "y")

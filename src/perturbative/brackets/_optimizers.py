@@ -1,0 +1,157 @@
+"""Optimizer updates as pure functions: ``(params, grads, state) -> (params, state)``.
+
+To predict what an order of training examples does with a real optimizer, the prediction has to
+take the optimizer's own steps: momentum carries a gradient into later steps, Adam divides by its
+second moment and corrects its bias. These functions reproduce ``torch.optim``'s update rules on
+dicts of tensors (no ``nn.Module``, no in-place writes into the caller's tensors), so a prediction
+can run many orders from one state, and ``torch.func`` can differentiate through them. One small
+function per optimizer and a registry, :data:`UPDATE_RULES`; :func:`functional_optimizer` reads an
+optimizer's hyperparameters and state into one. Tests check each rule against ``optimizer.step()``.
+
+Supported: ``SGD`` (momentum, dampening, Nesterov, weight decay) and ``Adam``/``AdamW`` (weight
+decay coupled or decoupled), not ``amsgrad``, ``maximize`` or other optimizers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from perturbative._core.checks import Params
+
+UpdateRule = Callable[[Tensor, Tensor, dict, dict], tuple[Tensor, dict]]
+
+
+def sgd_update(theta: Tensor, grad: Tensor, state: dict, hyper: dict) -> tuple[Tensor, dict]:
+    """One ``torch.optim.SGD`` step of one tensor; ``state`` holds ``momentum_buffer`` or None."""
+    lr, mu, tau = hyper["lr"], hyper["momentum"], hyper["dampening"]
+    step = grad + hyper["weight_decay"] * theta if hyper["weight_decay"] else grad
+    buffer = state.get("momentum_buffer")
+    if mu:
+        buffer = step if buffer is None else mu * buffer + (1 - tau) * step
+        step = step + mu * buffer if hyper["nesterov"] else buffer
+    return theta - lr * step, {"momentum_buffer": buffer}
+
+
+def adam_update(theta: Tensor, grad: Tensor, state: dict, hyper: dict) -> tuple[Tensor, dict]:
+    """One ``torch.optim.Adam``/``AdamW`` step of one tensor (state ``exp_avg``, ``exp_avg_sq``,
+    ``step``; fresh when empty)."""
+    lr, (b1, b2), eps, wd = hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"]
+    step = state.get("step", 0) + 1
+    if wd and hyper["decoupled"]:
+        theta = theta * (1 - lr * wd)
+    elif wd:
+        grad = grad + wd * theta
+    m = state.get("exp_avg", torch.zeros_like(theta))
+    v = state.get("exp_avg_sq", torch.zeros_like(theta))
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
+    theta = theta - (lr / (1 - b1**step)) * m / denom
+    return theta, {"exp_avg": m, "exp_avg_sq": v, "step": step}
+
+
+UPDATE_RULES: dict[type, UpdateRule] = {
+    torch.optim.SGD: sgd_update,
+    torch.optim.Adam: adam_update,
+    torch.optim.AdamW: adam_update,
+}
+
+
+@dataclass
+class FunctionalOptimizer:
+    """An optimizer's update rule, hyperparameters and state at one point, as plain data.
+
+    Attributes:
+        rule: the update of one tensor (from :data:`UPDATE_RULES`).
+        hyper: per parameter name, the hyperparameters of its group.
+        state: per parameter name, the state to start from (tensors detached and copied).
+    """
+
+    rule: UpdateRule
+    hyper: dict[str, dict]
+    state: dict[str, dict] = field(default_factory=dict)
+
+    def step(self, params: Params, grads: Params, state: dict[str, dict]):
+        """``(params, grads, state) -> (params, state)`` for every name of ``params``."""
+        out_params, out_state = {}, {}
+        for name, theta in params.items():
+            out_params[name], out_state[name] = self.rule(
+                theta, grads[name], state[name], self.hyper[name]
+            )
+        return out_params, out_state
+
+    def run(self, params: Params, gradients: list[Params]) -> list[Params]:
+        """Parameters after each of ``len(gradients)`` steps fed these gradients, from
+        :attr:`state`: ``[theta_1, ..., theta_k]``."""
+        state, path = self.state, []
+        for grads in gradients:
+            params, state = self.step(params, grads, state)
+            path.append(params)
+        return path
+
+    def with_lr(self, lr: float | None) -> FunctionalOptimizer:
+        """The same optimizer with every group's learning rate replaced (``None``: unchanged)."""
+        if lr is None:
+            return self
+        hyper = {name: {**h, "lr": float(lr)} for name, h in self.hyper.items()}
+        return FunctionalOptimizer(self.rule, hyper, self.state)
+
+
+def functional_optimizer(
+    optimizer: torch.optim.Optimizer, params: dict[str, Tensor]
+) -> FunctionalOptimizer:
+    """Read ``optimizer``'s rule, per-group hyperparameters and current state for ``params``.
+
+    Args:
+        optimizer: built on the tensors of ``params`` (``dict(model.named_parameters())``).
+        params: the trained parameters by name, the tensors the optimizer updates.
+
+    Raises:
+        ValueError: the optimizer's update is not modelled (see the module docstring), or a
+            parameter is not in any of its groups.
+    """
+    kind = type(optimizer)
+    if kind not in UPDATE_RULES:
+        raise ValueError(
+            f"the update of {kind.__name__} is not modelled; predictions support "
+            f"{', '.join(k.__name__ for k in UPDATE_RULES)}"
+        )
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    hyper, state = {}, {}
+    for name, p in params.items():
+        if id(p) not in groups:
+            raise ValueError(
+                f"params[{name!r}] is not updated by the optimizer: build it on "
+                "model.parameters() and pass dict(model.named_parameters())"
+            )
+        group = groups[id(p)]
+        if group.get("maximize", False) or group.get("amsgrad", False):
+            raise ValueError("maximize=True and amsgrad=True are not modelled")
+        hyper[name] = _hyperparameters(kind, group)
+        saved = optimizer.state.get(p, {})
+        state[name] = {
+            k: (v.detach().clone().to(p) if isinstance(v, Tensor) and k != "step" else v)
+            for k, v in saved.items()
+        }
+        if "step" in state[name]:
+            state[name]["step"] = int(float(state[name]["step"]))
+    return FunctionalOptimizer(UPDATE_RULES[kind], hyper, state)
+
+
+def _hyperparameters(kind: type, group: dict) -> dict:
+    if kind is torch.optim.SGD:
+        keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+        return {k: group[k] for k in keys}
+    decoupled = kind is torch.optim.AdamW or bool(group.get("decoupled_weight_decay", False))
+    return {
+        "lr": float(group["lr"]),
+        "betas": tuple(float(b) for b in group["betas"]),
+        "eps": float(group["eps"]),
+        "weight_decay": float(group["weight_decay"]),
+        "decoupled": decoupled,
+    }

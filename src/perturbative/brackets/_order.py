@@ -1,0 +1,442 @@
+"""What the order of training examples does to an observable, with the run's real optimizer.
+
+Conventions: example (or minibatch) ``x`` has the field ``v_x = -g_x``; ``O(theta)`` is a scalar
+observable (:class:`Observable`: by default the mean loss of a held-out batch) with gradient
+``u = grad O``. Training on ``x`` then ``y`` rather than ``y`` then ``x`` changes ``O`` by
+
+    O(x then y) - O(y then x) = lr^2 u . [v_x, v_y] + O(lr^3)          (plain SGD),
+
+``[v_x, v_y] = H_y g_x - H_x g_y``. With momentum or Adam the optimizer's state adds a term of
+*first* order in ``lr`` (momentum carries the first gradient into the second step, Adam's bias
+correction weights the two steps differently), and the curvature term is reshaped by Adam's
+preconditioner. :func:`predict_order` handles every optimizer in one way, exact in the optimizer
+and second order in the curvature: it takes the optimizer's own steps (the functional copies of
+:mod:`perturbative.brackets._optimizers`, from the optimizer's real state), feeding step ``j`` the
+gradient ``g_j(theta) + H_j (theta_j - theta)``, the first-order Taylor expansion at ``theta`` of
+the gradient at the point ``theta_j`` the earlier predicted steps reached, and evaluates ``O``
+there. Every derivative is taken at ``theta``; nothing is trained. For plain SGD and two steps
+this is exactly ``lr^2 u . [v_x, v_y]`` plus the order-independent part; for Adam it contains the
+leading-order formula of :mod:`perturbative.brackets._swap` and the optimizer's exact response
+to it (Adam's update is far from linear on coordinates whose second moment is small).
+
+``third_order=True`` adds the next term of the gradient's expansion,
+``1/2 D^3 L_j[theta_j - theta, theta_j - theta]``, a nested directional derivative that forward
+mode computes without forming a Hessian.
+
+:func:`order_scores` ranks a whole pool by ``S_x = sum_y u . [v_x, v_y]``: ``lr^2 S_x`` is how much
+``O`` changes (plain SGD, second order) when ``x`` is trained first rather than last among the
+pool. Since ``[v_x, v_x] = 0`` the sum may include ``x``, and
+
+    S_x = g_x . a - u^T H_x b,     a = sum_y H_y u,   b = sum_y g_y,
+
+one batched HVP and one batched gradient of the pool, then per example a directional derivative
+along ``a`` and a second directional derivative along ``(u, b)``: memory independent of the pool.
+With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) . a' - (Pu)^T H_x
+(P b)``, ``a' = sum_y H_y P u``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from perturbative._core.calls import LossFn, batch_loss, example_loss, fixed_state
+from perturbative._core.checks import (
+    Params,
+    check_batchnorm,
+    check_data,
+    check_finite,
+    check_params,
+    check_vector,
+)
+from perturbative._core.engines import run_engine
+from perturbative.brackets._gradients import mean_gradient
+from perturbative.brackets._hvp import hessian_vector_product, hvp
+from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
+from perturbative.brackets._swap import trained_names
+
+
+@dataclass
+class Observable:
+    """A scalar function of the model's outputs on fixed inputs: ``O(theta) = fn(f(theta, X))``.
+
+    Attributes:
+        inputs: ``(T, ...)`` the inputs the model is evaluated on.
+        fn: ``outputs -> scalar tensor``, differentiable.
+        description: what ``O`` is, in words (for reports).
+    """
+
+    inputs: Tensor
+    fn: Callable[[Tensor], Tensor]
+    description: str = "a scalar function of the model's outputs"
+
+    @classmethod
+    def mean_loss(
+        cls, loss_fn: LossFn, data: tuple[Tensor, ...], description: str | None = None
+    ) -> Observable:
+        """The mean per-example loss of ``data`` (``loss_fn`` on batches of one, as everywhere)."""
+        data, n = check_data(data, "data")
+        targets = data[1:]
+
+        def fn(outputs: Tensor) -> Tensor:
+            rows = [loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in targets)) for i in range(n)]
+            return torch.stack(rows).mean()
+
+        return cls(data[0], fn, description or f"mean loss of {n} held-out examples")
+
+    def value(self, model: nn.Module, params: Params | None = None) -> float:
+        """``O`` at ``params`` (default: the model's own parameters), without a graph."""
+        params = dict(model.named_parameters()) if params is None else params
+        with torch.no_grad():
+            outputs = functional_call(model, (params, fixed_state(model, params)), (self.inputs,))
+            return float(self.fn(outputs))
+
+    def gradient(self, model: nn.Module, params: Params) -> Params:
+        """``u = grad O`` with respect to ``params``, detached."""
+        params = check_params(model, params)
+        outputs = functional_call(model, (params, fixed_state(model, params)), (self.inputs,))
+        value = self.fn(outputs)
+        names = list(params)
+        grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
+        out = {
+            k: torch.zeros_like(params[k]) if g is None else g.detach()
+            for k, g in zip(names, grads, strict=True)
+        }
+        check_finite(out, "the observable's gradient")
+        return out
+
+
+@dataclass
+class SwapPrediction:
+    """:func:`predict_swap`'s answer: ``O(x then y) - O(y then x)``, predicted three ways.
+
+    Attributes:
+        predicted: with the optimizer's exact steps and the gradient expanded to second order
+            (third with ``third_order``) at ``theta`` (module docstring).
+        sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, whatever the optimizer (a
+            baseline: what ignoring the optimizer predicts).
+        state_part: the part from the optimizer's state alone (both orders fed the gradients at
+            ``theta``); zero for plain SGD.
+        before: ``O(theta)``.
+        lr: the learning rate of the two steps.
+    """
+
+    predicted: float
+    sgd_bracket: float
+    state_part: float
+    before: float
+    lr: float
+
+
+@dataclass
+class OrderPrediction:
+    """:func:`best_order`'s answer for a window of ``k`` minibatches.
+
+    Attributes:
+        orders: the orders evaluated (tuples of batch indices).
+        predicted: ``O`` predicted after each order, shape ``(len(orders),)``.
+        best: the order with the lowest predicted ``O``; ``worst`` the highest.
+        exhaustive: all ``k!`` orders were evaluated (else a tournament order and its reverse).
+    """
+
+    orders: list[tuple[int, ...]]
+    predicted: Tensor
+    best: tuple[int, ...]
+    worst: tuple[int, ...]
+    exhaustive: bool
+
+
+@dataclass
+class _Window:
+    """Everything a prediction over a window of batches needs, computed once at ``theta``."""
+
+    model: nn.Module
+    loss_fn: LossFn
+    params: Params
+    theta: Params
+    optimizer: FunctionalOptimizer
+    batches: list[tuple[Tensor, ...]]
+    gradients: list[Params]
+    observable: Observable
+    engine: str
+    third_order: bool
+
+    def gradient_at(self, index: int, displacement: Params | None) -> Params:
+        """``g_i(theta + d)`` expanded at ``theta`` to second (third) order in ``d``."""
+        g = self.gradients[index]
+        if displacement is None:
+            return g
+        batch = self.batches[index]
+        h = hvp(self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine)
+        out = {k: g[k] + h[k] for k in g}
+        if self.third_order:
+            t = _third_derivative(self.model, self.loss_fn, self.theta, batch, displacement)
+            out = {k: out[k] + 0.5 * t[k] for k in out}
+        return out
+
+    def predicted_endpoint(self, order: Sequence[int]) -> Params:
+        """Parameters after the optimizer's steps on ``order`` with expanded gradients."""
+        current, state = self.theta, self.optimizer.state
+        for position, index in enumerate(order):
+            d = None if position == 0 else {k: current[k] - self.theta[k] for k in current}
+            current, state = self.optimizer.step(current, self.gradient_at(index, d), state)
+        return current
+
+    def predicted_value(self, order: Sequence[int]) -> float:
+        return self.observable.value(self.model, {**self.theta, **self.predicted_endpoint(order)})
+
+    def frozen_value(self, order: Sequence[int]) -> float:
+        """``O`` after the optimizer's steps fed the gradients at ``theta`` (the state part)."""
+        path = self.optimizer.run(self.theta, [self.gradients[i] for i in order])
+        return self.observable.value(self.model, {**self.theta, **path[-1]})
+
+
+def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order) -> _Window:
+    names = trained_names(model, optimizer)
+    check_batchnorm(model, None)
+    by_name = dict(model.named_parameters())
+    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
+    gradients = [mean_gradient(model, loss_fn, params, b) for b in batches]
+    return _Window(
+        model=model,
+        loss_fn=loss_fn,
+        params=params,
+        theta={k: v.detach() for k, v in params.items()},
+        optimizer=functional_optimizer(optimizer, {k: by_name[k] for k in names}).with_lr(lr),
+        batches=batches,
+        gradients=gradients,
+        observable=observable,
+        engine=engine,
+        third_order=third_order,
+    )
+
+
+def _third_derivative(model, loss_fn, theta: Params, batch, d: Params) -> Params:
+    """``D^3 L_A[d, d, .]``: the derivative along ``d`` of ``H_A d``, forward over forward over
+    reverse, as a vector keyed like ``theta``."""
+    loss = batch_loss(model, loss_fn, fixed_state(model, theta))
+
+    def hessian_times_d(p: Params) -> Params:
+        return jvp(lambda q: grad(loss)(q, *batch), (p,), (d,))[1]
+
+    return jvp(hessian_times_d, (theta,), (d,))[1]
+
+
+def predict_order(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    third_order: bool = False,
+) -> float:
+    """``O`` predicted after training on ``batches`` in the given order (module docstring).
+
+    Args:
+        model: the model at ``theta`` (eval mode for BatchNorm); not modified.
+        loss_fn: per-example loss ``loss_fn(outputs, *targets) -> scalar`` (batch of one).
+        optimizer: a ``torch.optim`` SGD, Adam or AdamW built on ``model.parameters()``, in the
+            state to start from (its real state: momentum buffers, moments, step count); not
+            modified.
+        batches: data tuples, one optimizer step each (a batch of one is one example).
+        observable: ``O``.
+        lr: the learning rate of the steps (default: the optimizer's).
+        engine: HVP engine.
+        third_order: also expand the gradients to third order.
+    """
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    return window.predicted_value(range(len(window.batches)))
+
+
+def predict_swap(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    x: tuple[Tensor, ...],
+    y: tuple[Tensor, ...],
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    third_order: bool = False,
+) -> SwapPrediction:
+    """Predict ``O(x then y) - O(y then x)`` for two examples or minibatches in consecutive steps.
+
+    Costs two gradients and four HVPs at ``theta`` and four evaluations of ``O``. Arguments as
+    :func:`predict_order`.
+
+    Example:
+        Plain SGD at small ``lr`` gives ``lr^2 u . [v_x, v_y]``:
+        ``predict_swap(...).predicted`` equals ``.sgd_bracket`` up to ``O(lr^3)``.
+    """
+    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, engine, third_order)
+    u = observable.gradient(model, window.params)
+    h_y_u = hvp(model, loss_fn, window.params, window.batches[1], u, engine=engine)
+    h_x_u = hvp(model, loss_fn, window.params, window.batches[0], u, engine=engine)
+    g_x, g_y = window.gradients
+    step = next(iter(window.optimizer.hyper.values()))["lr"]
+    bracket = sum(float((g_x[k] * h_y_u[k]).sum() - (g_y[k] * h_x_u[k]).sum()) for k in u)
+    return SwapPrediction(
+        predicted=window.predicted_value((0, 1)) - window.predicted_value((1, 0)),
+        sgd_bracket=float(step) ** 2 * bracket,
+        state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
+        before=observable.value(model, window.theta),
+        lr=float(step),
+    )
+
+
+def best_order(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    max_orders: int = 24,
+    third_order: bool = False,
+) -> OrderPrediction:
+    """The predicted best and worst orders of a window of ``k`` minibatches for ``O``.
+
+    Every order of the ``k!`` is predicted as in :func:`predict_order` (``k - 1`` HVPs each, shared
+    between orders with a common prefix) when ``k! <= max_orders``; beyond, a tournament: each
+    pair ``(i, j)`` is scored by the predicted swap at the window's start, batches are ordered by
+    their total score (the ones whose going first lowers ``O`` most come first), and that order
+    and its reverse are predicted. Arguments as :func:`predict_order`.
+    """
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    k = len(window.batches)
+    if k < 2:
+        raise ValueError(f"best_order needs at least 2 batches, got {k}")
+    exhaustive = math.factorial(k) <= max_orders
+    if exhaustive:
+        orders = list(itertools.permutations(range(k)))
+    else:
+        wins = torch.zeros(k, dtype=torch.float64)
+        for i, j in itertools.combinations(range(k), 2):
+            diff = window.predicted_value((i, j)) - window.predicted_value((j, i))
+            wins[i] += diff
+            wins[j] -= diff
+        first = tuple(int(i) for i in torch.argsort(wins))
+        orders = [first, first[::-1]]
+    values = torch.tensor([window.predicted_value(o) for o in orders], dtype=torch.float64)
+    return OrderPrediction(
+        orders=orders,
+        predicted=values,
+        best=orders[int(values.argmin())],
+        worst=orders[int(values.argmax())],
+        exhaustive=exhaustive,
+    )
+
+
+def order_scores(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    pool: tuple[Tensor, ...],
+    direction: Params,
+    *,
+    preconditioner: Params | None = None,
+    engine: str = "forward",
+    chunk_size: int = 32,
+) -> Tensor:
+    """``S_x = sum_y u . [v_x, v_y]`` for every example ``x`` of ``pool`` (module docstring).
+
+    ``lr^2 S_x`` is, to second order with plain SGD, how much ``O`` changes when ``x`` is trained
+    first rather than last among the pool; ``S`` equals the row sums of
+    :func:`perturbative.brackets.projected_bracket_matrix` without holding ``n`` gradients.
+
+    Args:
+        pool: ``n`` examples, a data tuple.
+        direction: ``u = grad O``, keyed like ``params``.
+        preconditioner: optional frozen diagonal ``P`` (fields ``-P g``).
+        engine: ``"forward"`` (vmapped nested forward mode over chunks of examples; the default
+            on every device, since it holds no parameter-sized tensor per example) or
+            ``"double_backward"`` (one gradient graph and one double backward per example).
+        chunk_size: examples per chunk, for the pool sums and the per-example scores.
+
+    Returns:
+        ``(n,)`` tensor of scores, detached.
+    """
+    params = check_params(model, params)
+    pool, n = check_data(pool, "pool")
+    check_vector(params, direction, "direction")
+    check_batchnorm(model, None)
+    if preconditioner is not None:
+        check_vector(params, preconditioner, "preconditioner")
+    scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
+    pu = scale(direction)
+    a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size)
+    pa, pb = scale(a), scale(b)
+    state = fixed_state(model, params)
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def forward() -> Tensor:
+        f = example_loss(model, loss_fn, state)
+
+        def score(*example):
+            along_a = jvp(lambda p: f(p, *example), (detached,), (pa,))[1]
+            along_b = lambda p: jvp(lambda q: f(q, *example), (p,), (pb,))[1]  # noqa: E731
+            return along_a - jvp(along_b, (detached,), (pu,))[1]
+
+        in_dims = (0,) * len(pool)
+        return vmap(score, in_dims=in_dims, chunk_size=chunk_size)(*pool)
+
+    def double_backward() -> Tensor:
+        f = example_loss(model, loss_fn, state)
+        names = list(params)
+        out = []
+        for i in range(n):
+            g = torch.autograd.grad(
+                f(params, *(t[i] for t in pool)), [params[k] for k in names], create_graph=True
+            )
+            along_a = sum((gi * pa[k]).sum() for gi, k in zip(g, names, strict=True))
+            along_b = sum((gi * pb[k]).sum() for gi, k in zip(g, names, strict=True))
+            second = torch.autograd.grad(along_b, [params[k] for k in names], allow_unused=True)
+            cross = sum(
+                (s * pu[k]).sum() for s, k in zip(second, names, strict=True) if s is not None
+            )
+            out.append((along_a - cross).detach())
+        return torch.stack(out)
+
+    scores = run_engine(engine, params, forward=forward, double_backward=double_backward).detach()
+    check_finite({"scores": scores}, "an order score")
+    return scores
+
+
+def _times(p: Params, v: Params) -> Params:
+    return {k: p[k] * v[k] for k in v}
+
+
+def _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size) -> tuple[Params, Params]:
+    """``a = sum_y H_y pu`` and ``b = sum_y g_y`` over the pool, one gradient-and-HVP pass per
+    chunk (the chunk's mean loss, times its size)."""
+    n = pool[0].shape[0]
+    loss = batch_loss(model, loss_fn, fixed_state(model, params))
+    forward, double_backward = hessian_vector_product(loss, params)
+    a = {k: torch.zeros_like(v) for k, v in params.items()}
+    b = {k: torch.zeros_like(v) for k, v in params.items()}
+    for start in range(0, n, chunk_size):
+        chunk = tuple(t[start : start + chunk_size] for t in pool)
+        g, h = run_engine(
+            engine,
+            params,
+            forward=lambda chunk=chunk: forward(pu, *chunk),
+            double_backward=lambda chunk=chunk: double_backward(pu, *chunk),
+        )
+        m = chunk[0].shape[0]
+        for k in a:
+            a[k] += m * h[k].detach()
+            b[k] += m * g[k].detach()
+    return a, b
