@@ -106,3 +106,13 @@ def test_output_shift_rejects_mismatched_directions():
     bad["4.weight"] = torch.zeros(1, 2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="shape"):
         output_shift(model, params, bad, torch.zeros(1, 2, 4, 4, dtype=torch.float64))
+
+
+def test_projected_matrix_in_blocks_equals_one_block(case):
+    u = mean_gradient(case.model, case.loss_fn, case.params, case.minibatches()[0])
+    whole = projected_bracket_matrix(case.model, case.loss_fn, case.params, case.data, u)
+    one_tensor = sum(v.numel() * v.element_size() for v in case.params.values())
+    blocked = projected_bracket_matrix(
+        case.model, case.loss_fn, case.params, case.data, u, memory_budget=6 * one_tensor
+    )
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-14)

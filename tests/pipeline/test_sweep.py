@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from perturbative import InputError
-from perturbative.brackets import bracket_matrix, output_shift, upper_pairs
+from perturbative.brackets import (
+    bracket_matrix,
+    mean_gradient,
+    output_shift,
+    projected_bracket_matrix,
+    upper_pairs,
+)
 from perturbative.pipeline import SweepData, SweepSettings, bracket_sweep, load_results
 
 
@@ -51,7 +57,8 @@ def test_sweep_writes_results_matching_direct_computation(tmp_path):
     assert r["bracket_layer_rms"].shape == (6, 4)
     assert r["ranking_indices"].shape == (9,)
     assert set(r["ranking_indices"].tolist()) == set(range(100, 109))
-    assert torch.all(r["ranking_scores"][:-1] >= r["ranking_scores"][1:])
+    scores = r["ranking_scores"]
+    assert torch.all(scores.abs()[:-1] >= scores.abs()[1:])
     assert torch.all((r["cancellation"] > 0) & (r["cancellation"] <= 1 + 1e-6))
 
     model.load_state_dict(states[10])
@@ -63,6 +70,11 @@ def test_sweep_writes_results_matching_direct_computation(tmp_path):
     torch.testing.assert_close(r["output_shift"], expected, rtol=1e-5, atol=1e-9)
     norms = torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in pairs.values()))
     torch.testing.assert_close(r["bracket_norm"], norms, rtol=1e-5, atol=1e-9)
+    u = mean_gradient(model, _bce, params, (data.test_inputs, data.test_targets))
+    pool = (data.ranking_inputs, data.ranking_targets)
+    row_sums = projected_bracket_matrix(model, _bce, params, pool, u).sum(1)
+    expected = row_sums[r["ranking_indices"] - 100]
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-7)
 
 
 def test_sweep_resumes_and_refuses_other_settings(tmp_path):

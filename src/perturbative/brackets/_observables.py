@@ -31,6 +31,7 @@ from perturbative._core.checks import (
     check_vector,
 )
 from perturbative._core.engines import run_engine
+from perturbative.brackets._gradients import per_example_gradients
 from perturbative.brackets._hvp import per_example_hvps
 
 
@@ -100,9 +101,10 @@ def projected_bracket_matrix(
     preconditioner: Params | None = None,
     engine: str = "auto",
     chunk_size: int | None = None,
+    memory_budget: int = 2 * 2**30,
 ) -> Tensor:
-    """``M[x, y] = u . [v_x, v_y]`` for all pairs of ``n`` examples, at the cost of ``n``
-    gradients and ``n`` Hessian-vector products.
+    """``M[x, y] = u . [v_x, v_y]`` for all pairs of ``n`` examples, in blocks under a memory
+    budget.
 
     ``u`` is ``direction``, usually the gradient of an observable (see
     :func:`perturbative.brackets.mean_gradient` of a held-out batch). Since Hessians are
@@ -111,28 +113,53 @@ def projected_bracket_matrix(
     ``u . (P H_y P g_x) = (P g_x) . H_y (P u)``.
 
     Moving x before y instead of after changes the observable by ``lr^2 M[x, y]`` to leading
-    order (first-order change of ``u``: ``u' . delta theta``).
+    order (first-order change of ``u``: ``u' . delta theta``). For scores of a whole pool (the
+    row sums) use :func:`perturbative.brackets.order_scores`, whose memory does not grow with
+    ``n``.
+
+    Args:
+        memory_budget: bytes for the parameter-sized tensors held at once: blocks of ``b``
+            examples, ``3 b`` such tensors (gradients and products of one block, gradients of
+            another). With ``b >= n`` it costs ``n`` gradients and ``n`` HVPs; with smaller
+            blocks the gradients are recomputed, ``n^2 / b`` in all.
 
     Returns:
         Tensor of shape ``(n, n)``, antisymmetric.
     """
     params = check_params(model, params)
-    data, _ = check_data(data)
+    data, n = check_data(data)
     check_vector(params, direction, "direction")
     check_batchnorm(model, None)
-    pu = (
-        direction
+    scale = (
+        (lambda v: v)
         if preconditioner is None
-        else {k: preconditioner[k] * direction[k] for k in direction}
+        else (lambda v: {k: preconditioner[k] * v[k] for k in v})
     )
-    grads, products = per_example_hvps(
-        model, loss_fn, params, data, pu, engine=engine, chunk_size=chunk_size
-    )
-    if preconditioner is not None:
-        grads = {k: preconditioner[k] * v for k, v in grads.items()}
-    n = next(iter(grads.values())).shape[0]
-    a = sum(grads[k].reshape(n, -1) @ products[k].reshape(n, -1).T for k in grads)
-    return (a - a.T).detach()
+    pu = scale(direction)
+    per_tensor = sum(v.numel() * v.element_size() for v in params.values())
+    block = max(1, min(n, memory_budget // (3 * per_tensor)))
+    starts = range(0, n, block)
+    a = torch.empty(n, n, dtype=next(iter(params.values())).dtype)
+    for y0 in starts:
+        ys = tuple(t[y0 : y0 + block] for t in data)
+        g_y, h_y = per_example_hvps(
+            model, loss_fn, params, ys, pu, engine=engine, chunk_size=chunk_size
+        )
+        h_y = {k: v.reshape(v.shape[0], -1) for k, v in h_y.items()}
+        for x0 in starts:
+            xs = tuple(t[x0 : x0 + block] for t in data)
+            g_x = (
+                g_y
+                if x0 == y0
+                else per_example_gradients(
+                    model, loss_fn, params, xs, engine=engine, chunk_size=chunk_size
+                )
+            )
+            g_x = scale(g_x)
+            a[x0 : x0 + block, y0 : y0 + block] = sum(
+                g_x[k].reshape(g_x[k].shape[0], -1) @ h_y[k].T for k in h_y
+            ).cpu()
+    return (a - a.T).to(next(iter(params.values())).device).detach()
 
 
 def order_sensitivity(matrix: Tensor) -> Tensor:

@@ -4,8 +4,8 @@ For every checkpoint: the first ``B`` examples of a fixed held-out batch are bra
 (``B(B-1)/2`` brackets, one bracket matrix computation), each bracket is pushed to the outputs of
 all ``T`` examples of the batch (``lr^2 J_f [v_i, v_j]``), norms and per-parameter-tensor RMS are
 recorded, and ``M`` training examples are ranked by how much their position in training moves
-the held-out loss (the projected bracket matrix). The file layout is documented in
-``docs/results-format.md``; the report reads only these files.
+the held-out loss (their order scores, :func:`perturbative.brackets.order_scores`). The file
+layout is documented in ``docs/results-format.md``; the report reads only these files.
 
 Compute, save, then render: nothing here draws, and nothing in the report computes.
 """
@@ -29,10 +29,9 @@ from perturbative.brackets import (
     cancellation_ratio,
     layer_rms,
     mean_gradient,
-    order_sensitivity,
+    order_scores,
     output_shift,
     pair_indices,
-    projected_bracket_matrix,
     upper_pairs,
     vector_norm,
 )
@@ -121,11 +120,8 @@ def checkpoint_results(
     if data.ranking_inputs is not None and data.ranking_inputs.shape[0] >= 2:
         u = mean_gradient(model, loss_fn, params, (test_inputs, test_targets))
         ranked = (data.ranking_inputs.to(device), data.ranking_targets.to(device))
-        projected = projected_bracket_matrix(
-            model, loss_fn, params, ranked, u, preconditioner=preconditioner, engine=settings.engine
-        )
-        scores = order_sensitivity(projected)
-        order = torch.argsort(scores, descending=True)
+        scores = order_scores(model, loss_fn, params, ranked, u, preconditioner=preconditioner)
+        order = torch.argsort(scores.abs(), descending=True)
         indices = (
             data.ranking_indices if data.ranking_indices is not None else torch.arange(len(scores))
         )

@@ -44,12 +44,13 @@ def _ranking_html(data: ReportData) -> str:
     m = data.ranking_indices.shape[1]
     return (
         "<h2>Order sensitivity of training examples</h2>"
-        f'<p class="hint">{m} training examples ranked by the RMS over partners y of '
-        f"u . [v_x, v_y], u the gradient of {observable}: how much moving example x before or "
-        "after the others moves it (x lr^2). Computed from the projected bracket matrix "
-        "(n gradients + n HVPs per checkpoint).</p>"
-        "<table><thead><tr><th>step</th><th>most order-sensitive (training index, score)</th>"
-        "<th>median score</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
+        f'<p class="hint">{m} training examples ranked by |S_x|, S_x = sum over the pool of '
+        f"u . [v_x, v_y], u the gradient of {observable}: lr^2 S_x is how much training x "
+        "first rather than last among the others changes it (plain SGD, second order; "
+        "negative: x first lowers it). Sorted by |S_x|, largest first.</p>"
+        '<table class="data"><thead><tr><th>step</th>'
+        "<th>most order-sensitive (training index, S_x)</th>"
+        "<th>median |S_x|</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
     )
 

@@ -286,7 +286,7 @@ def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
                 "top": [
                     (int(i), float(v)) for i, v in zip(indices[:top], scores[:top], strict=True)
                 ],
-                "median": float(np.median(scores)),
+                "median": float(np.median(np.abs(scores))),
                 "kept": None if previous is None else len(current & previous),
             }
         )
