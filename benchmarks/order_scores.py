@@ -87,9 +87,7 @@ def main(argv=None) -> None:
     for engine in args.engines.split(","):
         with PeakRSS() as rss:
             start = time.perf_counter()
-            order_scores(
-                model, loss_fn, params, pool, u, engine=engine, chunk_size=args.chunk
-            )
+            order_scores(model, loss_fn, params, pool, u, engine=engine, chunk_size=args.chunk)
             seconds = time.perf_counter() - start
         rows.append(
             dict(
