@@ -283,3 +283,63 @@ def write_synthetic_results(
         ]
         (Path(directory) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return {"dir": out, "meta": meta, "steps": written}
+
+
+def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
+    """``run_dir/order_check/order_check.json`` in the format ``perturbative order-check``
+    writes, from seeded numbers (real differences = predicted + noise)."""
+    from perturbative.pipeline.order_check import summarize
+    from perturbative.pipeline.results import write_order_check
+
+    rng = np.random.default_rng(seed)
+    checkpoints = []
+    for step in (100, 300):
+        scales = []
+        for scale, horizons in ((1.0, (0, 1, 5)), (0.1, (0,))):
+            pairs = []
+            for n in range(30):
+                predicted = float(rng.normal()) * scale**2
+                follow = scale == 1.0 and n < 10
+                hs = list(horizons if follow else (0,))
+                pairs.append(
+                    {
+                        "kind": "example" if n % 3 else "batch",
+                        "predicted": predicted,
+                        "sgd_bracket": predicted * float(rng.uniform(-1, 1)),
+                        "state_part": 0.0,
+                        "gradient_norms": [float(rng.uniform(1, 2)), float(rng.uniform(1, 2))],
+                        "horizons": hs,
+                        "real": [
+                            predicted * (1 + 0.3 * h) + 0.1 * scale**2 * float(rng.normal())
+                            for h in hs
+                        ],
+                    }
+                )
+            windows = [
+                {
+                    "k": k,
+                    "best_is_real_best": bool(i % 4),
+                    "gap_share": 0.9,
+                    "real_gap": 1.0,
+                    "predicted": [],
+                    "real": [],
+                }
+                for k in (3, 4)
+                for i in range(4)
+            ]
+            floor = {"float32": [1e-6] * len(horizons), "repeat": 0.0}
+            scales.append(
+                {
+                    "scale": scale,
+                    "lr": 5e-3 * scale,
+                    "horizons": list(horizons),
+                    "pairs": pairs,
+                    "floor": floor,
+                    "windows": windows,
+                    "summary": summarize(pairs, horizons, floor, windows, seed),
+                }
+            )
+        checkpoints.append({"step": step, "scales": scales})
+    return write_order_check(
+        Path(run_dir) / "order_check", {"run": str(run_dir), "lr": 5e-3, "checkpoints": checkpoints}
+    )

@@ -39,3 +39,5 @@ def test_readme_api_snippet_runs():
     assert scope["shift"].shape == (15, 2, 3)
     assert scope["M"].shape == (6, 6)
     assert scope["check"].measured["0.weight"].shape == (5, 4)
+    torch.testing.assert_close(scope["S"], scope["M"].sum(1), rtol=1e-4, atol=1e-6)
+    assert isinstance(scope["swap"].predicted, float) and len(scope["window"].orders) == 6

@@ -160,3 +160,17 @@ def test_a_misspelled_or_unused_placeholder_is_an_error():
         fill_template("<b>%%NAEM%%</b>", {"NAME": "x"})
     with pytest.raises(KeyError, match="without a placeholder \\['EXTRA'\\]"):
         fill_template("<b>%%NAME%%</b>", {"NAME": "x", "EXTRA": "y"})
+
+
+def test_order_check_section_shows_predictions_against_real_training(tmp_path):
+    from cases import write_synthetic_order_check
+
+    written = write_synthetic_results(tmp_path / "run")
+    write_synthetic_order_check(tmp_path / "run")
+    text = write_report(written["dir"]).read_text()
+    assert "Order predictions against real reordered training" in text
+    for name in ("order_scatter", "order_horizon", "order_lr"):
+        assert f'alt="{name}" src="data:image/png;base64,' in text
+    data = load_report_data(written["dir"])
+    assert data.order_check["checkpoints"][0]["step"] == 100
+    assert text.count("<tr><td>100</td><td>x1</td><td>example</td>") == 3  # h = 0, 1, 5

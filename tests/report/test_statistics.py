@@ -7,7 +7,6 @@ from cases import EVIL_NAMES as EVIL
 from perturbative.report import load_report_data
 from perturbative.report.statistics import (
     attribute_comovement,
-    average_ranks,
     bracket_gradient_correlation,
     layer_rms_table,
     top_attribute_pairs,
@@ -33,12 +32,6 @@ def test_norm_correlation_matches_numpy(synthetic):
     assert (fit.slope, fit.intercept) == pytest.approx((slope, intercept), abs=1e-6)
     assert fit.pearson > 0.9  # synthetic brackets are 0.3 |g_i| |g_j| times small noise
     assert f'<span class="num" id="pearson">{fit.pearson:.4g}</span>' in path.read_text()
-
-
-def test_spearman_ranks_ties_by_their_mean_rank():
-    np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 2.0, 2.0])), [3, 0, 1.5, 1.5])
-    flat = bracket_gradient_correlation(np.ones((2, 3)), np.ones((2, 3)), np.array([[0, 1]] * 3))
-    assert np.isnan(flat.pearson) and flat.count == 6  # constant norms: no correlation defined
 
 
 def test_comovement_matches_corrcoef(synthetic):
@@ -77,3 +70,8 @@ def test_layer_rms_table_is_rms_over_pairs(synthetic):
         assert row["ratio_last"] == pytest.approx(row["bracket_last"] / row["grad_last"])
         assert row["name"] == written["meta"]["param_names"][n]
         assert f"<tr><td>{row['name']}</td><td>{row['size']}</td>" in path.read_text()
+
+
+def test_constant_norms_have_no_correlation():
+    flat = bracket_gradient_correlation(np.ones((2, 3)), np.ones((2, 3)), np.array([[0, 1]] * 3))
+    assert np.isnan(flat.pearson) and flat.count == 6

@@ -47,3 +47,4 @@ from perturbative.brackets._preconditioners import adam_preconditioner as adam_p
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
 from perturbative.brackets._swap import swap_check as swap_check
+from perturbative.brackets._swap import values_along_steps as values_along_steps

@@ -125,6 +125,7 @@ class SwapPrediction:
             ``theta``); zero for plain SGD.
         before: ``O(theta)``.
         lr: the learning rate of the two steps.
+        gradient_norms: ``(|g_x|, |g_y|)``, for heuristics that order by gradient size.
     """
 
     predicted: float
@@ -132,6 +133,7 @@ class SwapPrediction:
     state_part: float
     before: float
     lr: float
+    gradient_norms: tuple[float, float]
 
 
 @dataclass
@@ -272,7 +274,7 @@ def predict_swap(
 ) -> SwapPrediction:
     """Predict ``O(x then y) - O(y then x)`` for two examples or minibatches in consecutive steps.
 
-    Costs two gradients and four HVPs at ``theta`` and four evaluations of ``O``. Arguments as
+    Costs three gradients and four HVPs at ``theta`` and five evaluations of ``O``. Arguments as
     :func:`predict_order`.
 
     Example:
@@ -292,6 +294,9 @@ def predict_swap(
         state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
         before=observable.value(model, window.theta),
         lr=float(step),
+        gradient_norms=tuple(
+            float(sum(v.double().pow(2).sum() for v in g.values()).sqrt()) for g in (g_x, g_y)
+        ),
     )
 
 

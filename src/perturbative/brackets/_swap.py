@@ -72,7 +72,7 @@ copies.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +198,50 @@ def parameters_after_steps(
                 p.grad = gradients[i][k].detach().to(p).clone()
         optimizer_copy.step()
     return {k: p.detach().clone() for k, p in params.items()}
+
+
+def values_along_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    evaluate: Callable[[nn.Module], float],
+    record_after: Sequence[int],
+    *,
+    lr: float | None = None,
+) -> list[float]:
+    """Really train on copies of ``model`` and ``optimizer``, one step per batch in order, and
+    ``evaluate`` the trained copy after each step count in ``record_after``.
+
+    Args:
+        evaluate: ``model -> float``, e.g. ``observable.value``.
+        record_after: step counts (``2`` is after the first two batches); each at most
+            ``len(batches)``.
+        lr: if given, replaces the learning rate of every parameter group (of the copies).
+
+    Returns:
+        One value per entry of ``record_after``.
+    """
+    names = trained_names(model, optimizer)
+    if max(record_after, default=0) > len(batches):
+        raise ValueError(f"record_after {list(record_after)} goes past {len(batches)} batches")
+    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
+    if lr is not None:
+        for group in optimizer_copy.param_groups:
+            group["lr"] = lr
+    params = {k: p for k, p in model_copy.named_parameters() if k in names}
+    loss = batch_loss(model_copy, loss_fn, fixed_state(model_copy, params))
+    wanted = sorted(set(record_after))
+    recorded = {}
+    for count in range(len(batches) + 1):
+        if count in wanted:
+            recorded[count] = evaluate(model_copy)
+        if count == len(batches) or count >= wanted[-1]:
+            break
+        optimizer_copy.zero_grad(set_to_none=True)
+        loss(params, *batches[count]).backward()
+        optimizer_copy.step()
+    return [recorded[c] for c in record_after]
 
 
 def _difference(a: Params, b: Params) -> Params:

@@ -5,6 +5,7 @@ and calling library code. No math here.
     perturbative run --celeba PATH             # the reference experiment on CelebA
     perturbative train [--data digits|celeba] [--celeba PATH] [--resume] [--tilt Smiling=1.5]
     perturbative brackets RUN_DIR              # bracket sweep over a run's checkpoints
+    perturbative order-check RUN_DIR           # order predictions against real reordering
     perturbative report RUN_DIR                # self-contained HTML report
     perturbative tilt                          # 2-D diffusion demo of tilted training
 
@@ -21,6 +22,7 @@ from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_threads_flag
 from perturbative.cli.brackets import brackets_command_parser
 from perturbative.cli.demo import demo_command_parser
+from perturbative.cli.order_check import order_check_command_parser
 from perturbative.cli.report import report_command_parser
 from perturbative.cli.run import run_command_parser
 from perturbative.cli.tilt import tilt_command_parser
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         run_command_parser,
         train_command_parser,
         brackets_command_parser,
+        order_check_command_parser,
         report_command_parser,
         tilt_command_parser,
     ):

@@ -325,3 +325,57 @@ class SweepOptions:
             )
         if self.ranking_examples < 0:
             raise InputError(f"ranking_examples must be >= 0, got {self.ranking_examples}")
+
+
+@dataclass
+class OrderCheckOptions:
+    """How ``perturbative order-check`` tests order predictions against real reordered training.
+
+    Attributes:
+        checkpoints: how many checkpoints of the run, spread from the first after step 0 to the
+            last (step 0 has no optimizer state yet); 3 shows early, middle and late training.
+        example_pairs: random pairs of single training examples, swapped; 200 gives a sign
+            accuracy to about +-3% (binomial standard error at 90%).
+        batch_pairs: random pairs of minibatches of the run's batch size, swapped.
+        windows: random windows of k = 3 and of k = 4 minibatches whose k! orders are all
+            really trained, to check the predicted best order.
+        horizons: further identical steps (the run's own next batches) after the swap, at which
+            the observable is compared; 0 is right after the two swapped steps.
+        horizon_pairs: pairs of each kind followed past ``h = 0`` (each horizon step is a real
+            step of both orders, the dominant cost).
+        scaled_pairs: example pairs at each smaller lr scale (half as many minibatch pairs, and
+            half the windows); ``h = 0`` only.
+        lr_scales: the run's lr times these; the expansion holds better at smaller lr.
+        heldout_examples: the observable is the mean loss of this many held-out examples.
+        dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
+            floor is measured on `floor_pairs` pairs either way.
+        floor_pairs: pairs repeated in float32 to measure its rounding floor.
+        seed: picks pairs, windows and held-out examples.
+        out_dir: default ``<run>/order_check``.
+    """
+
+    checkpoints: int = 3
+    example_pairs: int = 200
+    batch_pairs: int = 100
+    windows: int = 10
+    horizons: tuple[int, ...] = (0, 1, 5, 20)
+    horizon_pairs: int = 20
+    scaled_pairs: int = 40
+    lr_scales: tuple[float, ...] = (1.0, 0.1, 0.01)
+    heldout_examples: int = 64
+    dtype: str = "float64"
+    floor_pairs: int = 20
+    seed: int = 0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.horizons = tuple(int(h) for h in self.horizons)
+        self.lr_scales = tuple(float(s) for s in self.lr_scales)
+        counts = ("checkpoints", "example_pairs", "batch_pairs", "windows", "heldout_examples")
+        for name in counts:
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.horizons or min(self.horizons) < 0 or not self.lr_scales:
+            raise InputError("need at least one horizon >= 0 and one lr scale")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be float32 or float64, not {self.dtype!r}")

@@ -6,7 +6,8 @@ A results directory (``docs/results-format.md``)::
     step_NNNNNN.safetensors       one file of arrays per checkpoint step
     thumbnails.safetensors        images of the bracketed examples (optional)
 
-and a run's ``metrics.jsonl``: one JSON object per evaluation. Every writer is atomic
+and a run's ``metrics.jsonl``: one JSON object per evaluation, and ``order_check/order_check.json``
+(:mod:`perturbative.pipeline.order_check`). Every writer is atomic
 (:mod:`perturbative._core.io`); every reader checks what it reads and says what to do when a file
 is missing, corrupt or of another format version.
 """
@@ -25,6 +26,7 @@ RESULTS_FORMAT_VERSION = 1
 META = "meta.json"
 THUMBNAILS = "thumbnails.safetensors"
 METRICS = "metrics.jsonl"
+ORDER_CHECK = "order_check.json"
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
 REQUIRED_STEP = ("output_shift", "outputs", "targets", "grad_norm", "bracket_norm")
 RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
@@ -171,3 +173,36 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
     return rows
+
+
+def write_order_check(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """Write the order check's numbers (strict JSON) as ``<out_dir>/order_check.json``."""
+    return write_json(Path(out_dir) / ORDER_CHECK, {**result, "format_version": 1})
+
+
+def read_order_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The order check of a run (``<run>/order_check/order_check.json``), or ``None``.
+
+    Raises:
+        InputError: the file is not valid JSON.
+    """
+    folder = Path(run_dir) / "order_check"
+    return read_order_check_file(folder) if (folder / ORDER_CHECK).is_file() else None
+
+
+def read_order_check_file(folder: str | os.PathLike) -> dict[str, Any]:
+    """``<folder>/order_check.json``.
+
+    Raises:
+        FileNotFoundError: there is none (run ``perturbative order-check`` first).
+        InputError: the file is not valid JSON.
+    """
+    path = Path(folder) / ORDER_CHECK
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `perturbative order-check` first")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{path} is not valid JSON ({error}); rerun `perturbative order-check`"
+        ) from error

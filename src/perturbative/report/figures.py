@@ -108,4 +108,109 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
             twin.plot(*zip(*held, strict=True), "C1o-", ms=3, label="held-out accuracy")
             twin.set_ylabel("held-out accuracy", color="C1")
         plots["metrics"] = png_uri(fig)
+    if data.order_check:
+        plots.update(order_check_figures(data.order_check))
     return plots
+
+
+def order_check_figures(check: dict) -> dict:
+    """Predicted against real swap differences at ``h = 0`` (run's lr), and sign accuracy
+    against the horizon and against the lr scale."""
+    from matplotlib.figure import Figure
+
+    plots = {}
+    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    everything = []
+    for n, entry in enumerate(check["checkpoints"]):
+        scale = next(s for s in entry["scales"] if s["scale"] == 1.0)
+        for kind, marker in (("example", "o"), ("batch", "s")):
+            pairs = [p for p in scale["pairs"] if p["kind"] == kind]
+            x = np.array([p["predicted"] for p in pairs])
+            y = np.array([p["real"][0] for p in pairs])
+            everything.extend(np.abs(np.concatenate([x, y])).tolist())
+            ax.scatter(
+                x,
+                y,
+                s=10,
+                marker=marker,
+                color=f"C{n}",
+                alpha=0.6,
+                label=f"step {entry['step']}, {kind} pairs",
+            )
+    top = max(everything, default=1.0) or 1.0
+    ax.plot([-top, top], [-top, top], "k--", lw=0.8, label="real = predicted")
+    linear = float(np.quantile(everything, 0.1)) if everything else 1e-6
+    ax.set(
+        xscale="symlog",
+        yscale="symlog",
+        xlabel="predicted O(x then y) - O(y then x)",
+        ylabel="real difference (h = 0)",
+        title="swaps at the run's lr",
+    )
+    ax.set_xscale("symlog", linthresh=max(linear, 1e-12))
+    ax.set_yscale("symlog", linthresh=max(linear, 1e-12))
+    ax.legend(fontsize=7)
+    plots["order_scatter"] = png_uri(fig)
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for n, entry in enumerate(check["checkpoints"]):
+        scale = next(s for s in entry["scales"] if s["scale"] == 1.0)
+        rows = scale["summary"].get("all", [])
+        h = [r["horizon"] for r in rows]
+        ax.plot(
+            h,
+            [_nan(r["accuracy"]) for r in rows],
+            "o-",
+            color=f"C{n}",
+            label=f"step {entry['step']}: prediction",
+        )
+        ax.plot(
+            h,
+            [_nan(r["baselines"]["sgd_bracket"]) for r in rows],
+            "x:",
+            color=f"C{n}",
+            label=f"step {entry['step']}: plain-SGD bracket",
+        )
+    ax.axhline(0.5, color="grey", lw=0.6)
+    ax.set(
+        xscale="symlog",
+        xlabel="further identical steps h",
+        ylabel="sign accuracy",
+        ylim=(0, 1.02),
+        title="accuracy against horizon (run's lr)",
+    )
+    ax.legend(fontsize=7)
+    plots["order_horizon"] = png_uri(fig)
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for n, entry in enumerate(check["checkpoints"]):
+        for kind, style in (("example", "o-"), ("batch", "s--")):
+            points = sorted(
+                (s["lr"], _nan(s["summary"][kind][0]["accuracy"]))
+                for s in entry["scales"]
+                if kind in s["summary"]
+            )
+            ax.plot(
+                *zip(*points, strict=True),
+                style,
+                color=f"C{n}",
+                label=f"step {entry['step']}, {kind} pairs",
+            )
+    ax.axhline(0.5, color="grey", lw=0.6)
+    ax.set(
+        xscale="log",
+        xlabel="learning rate of the swapped steps",
+        ylabel="sign accuracy (h = 0)",
+        ylim=(0, 1.02),
+        title="where the expansion holds",
+    )
+    ax.legend(fontsize=7)
+    plots["order_lr"] = png_uri(fig)
+    return plots
+
+
+def _nan(value):
+    return math.nan if value is None else value

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from perturbative._core.errors import InputError
+from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.results import (
     METRICS,
     RERUN,
     load_results,
     load_thumbnails,
     read_metrics,
+    read_order_check,
     results_dir_of,
 )
 
@@ -52,6 +54,8 @@ class ReportData:
         metrics: rows of ``metrics.jsonl`` (dicts with ``step`` and ``train_loss``), or None.
         ranking_indices: ``(S, M)`` training indices, most order-sensitive first, or None.
         ranking_scores: ``(S, M)`` their order-sensitivity scores, or None.
+        order_check: the run's ``order_check/order_check.json`` (predictions against real
+            reordered training), or None.
     """
 
     results_dir: Path
@@ -72,6 +76,7 @@ class ReportData:
     metrics: list[dict] | None
     ranking_indices: np.ndarray | None = None
     ranking_scores: np.ndarray | None = None
+    order_check: dict | None = None
 
 
 def load_report_data(results_dir: Path | str) -> ReportData:
@@ -121,6 +126,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         or None,
         ranking_indices=None if ranking is None else ranking.astype(np.int64),
         ranking_scores=stack("ranking_scores") if ranking is not None else None,
+        order_check=read_order_check(results_dir.parent),
     )
 
 
@@ -135,20 +141,6 @@ def _check_shapes(arrays: dict, pairs: int, tests: int, outputs: int, bracketed:
             raise InputError(
                 f"{key} has shape {arrays[key].shape}, meta.json implies {shape}; {RERUN}"
             )
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks ``0..n-1`` of ``x`` with ties given their mean rank."""
-    ranks = np.empty(len(x))
-    ranks[np.argsort(x, kind="mergesort")] = np.arange(len(x))
-    _, inverse = np.unique(x, return_inverse=True)
-    return (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    xc, yc = x - x.mean(), y - y.mean()
-    denominator = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    return float(xc @ yc) / denominator if denominator > 0 else math.nan
 
 
 @dataclass
@@ -197,7 +189,7 @@ def bracket_gradient_correlation(
     slope = float(xc @ (y - y.mean()) / (xc @ xc)) if xc @ xc > 0 else math.nan
     return NormCorrelation(
         pearson=pearson(x, y),
-        spearman=pearson(average_ranks(x), average_ranks(y)),
+        spearman=spearman(x, y),
         slope=slope,
         intercept=float(y.mean() - slope * x.mean()),
         count=int(len(x)),
@@ -292,3 +284,27 @@ def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
         )
         previous = current
     return rows
+
+
+def order_check_rows(check: dict) -> list[dict]:
+    """One row per (checkpoint, lr scale, kind, horizon) of an order check's summaries."""
+    rows = []
+    for entry in check["checkpoints"]:
+        for scale in entry["scales"]:
+            for kind in ("example", "batch"):
+                for row in scale["summary"].get(kind, []):
+                    rows.append(
+                        {"step": entry["step"], "scale": scale["scale"], "kind": kind, **row}
+                    )
+    return rows
+
+
+def order_check_windows(check: dict) -> list[dict]:
+    """One row per (checkpoint, lr scale, k) of an order check's best-order windows."""
+    return [
+        {"step": entry["step"], "scale": scale["scale"], "k": k, **scale["summary"][f"windows_{k}"]}
+        for entry in check["checkpoints"]
+        for scale in entry["scales"]
+        for k in (3, 4)
+        if f"windows_{k}" in scale["summary"]
+    ]

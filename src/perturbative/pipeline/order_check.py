@@ -1,0 +1,435 @@
+"""Order predictions tested against real reordered training, at checkpoints of a real run.
+
+At each chosen checkpoint the model AND its Adam state are restored (the checkpoint holds both),
+the observable is the mean loss of held-out examples, and BatchNorm runs on its running
+statistics (eval mode) both in the predictions and in the real training, so that a swap changes
+nothing but the order. For random pairs of single examples and of minibatches of the run's batch
+size:
+
+1. predict ``O(x then y) - O(y then x)`` (:func:`perturbative.brackets.predict_swap`);
+2. really train both orders on copies of the model and optimizer, then the run's own next
+   batches for ``h`` further identical steps, and measure the real difference of ``O`` at each
+   horizon ``h``;
+3. compare: sign accuracy (over all pairs, and over pairs above the float32 rounding floor,
+   measured by repeating pairs in float32), Spearman correlation and calibration slope
+   ``sum(p r) / sum(p^2)`` (1 when predictions are right on average), and the same for
+   baselines: a fair coin, the descending-gradient-norm heuristic (the larger gradient first is
+   taken to lower ``O``), and the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` ignoring Adam.
+
+For windows of ``k = 3`` and ``4`` minibatches all ``k!`` orders are really trained: how often the
+predicted best order (:func:`perturbative.brackets.best_order`) is the real best, and which share
+of the real best-to-worst gap it captures. Everything is repeated at smaller learning rates.
+
+Writes ``<out>/order_check.json`` (every pair's numbers and the summaries), read by the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from perturbative._core.errors import InputError
+from perturbative._core.stats import spearman
+from perturbative.brackets import Observable, best_order, predict_swap, values_along_steps
+from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
+from perturbative.pipeline.config import OrderCheckOptions, load_run_config
+from perturbative.pipeline.results import write_order_check
+from perturbative.pipeline.sweep import select_examples
+from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def order_check(
+    run_dir: str | Path, options: OrderCheckOptions | None = None, progress: bool = True
+) -> Path:
+    """Run the check on a training run's checkpoints; returns ``<out>/order_check.json``."""
+    options = options or OrderCheckOptions()
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    dataset = build_dataset(config)
+    steps = choose_checkpoints(run_dir, options.checkpoints)
+    heldout = select_examples(
+        dataset.heldout_indices.tolist(), options.heldout_examples, options.seed
+    )
+    generator = torch.Generator().manual_seed(options.seed)
+    result: dict[str, Any] = {"run": str(run_dir.resolve()), "lr": config.lr, "checkpoints": []}
+    result["options"] = {k: getattr(options, k) for k in options.__dataclass_fields__}
+    for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
+        at = restore(run_dir, step, config, dataset, heldout, options)
+        entry = {"step": step, "scales": []}
+        floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
+        for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
+            checked = check_scale(at, scale, options, generator, progress, floor)
+            floor = floor or checked["floor"]
+            entry["scales"].append(checked)
+        result["checkpoints"].append(entry)
+    out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
+    return write_order_check(out, result)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint restored for the check: model (eval mode) and optimizer in the working
+    precision, the observable, the run's next batches, and what sampling needs."""
+
+    step: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    observable: Observable
+    continuation: list[tuple[Tensor, ...]]
+    dataset: Any
+    batch_size: int
+    lr: float
+
+
+def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_run_lr) -> dict:
+    """Pairs and windows at one lr scale: all horizons at the run's lr (on ``horizon_pairs``
+    pairs of each kind), ``h = 0`` on fewer pairs at smaller scales."""
+    lr, full = at.lr * scale, scale == 1.0
+    counts = (
+        (options.example_pairs, options.batch_pairs, options.windows)
+        if full
+        else (
+            min(options.example_pairs, options.scaled_pairs),
+            min(options.batch_pairs, options.scaled_pairs // 2),
+            options.windows // 2,
+        )
+    )
+    pairs = sample_pairs(at.dataset, at.batch_size, *counts[:2], generator, options.dtype)
+    followed = {"example": 0, "batch": 0}
+    records = []
+    bar = tqdm(pairs, desc=f"step {at.step} lr x{scale:g}", leave=False, disable=not progress)
+    for kind, x, y in bar:
+        follow = full and followed[kind] < options.horizon_pairs
+        followed[kind] += follow
+        records.append(pair_record(at, x, y, kind, options.horizons if follow else (0,), lr))
+    if full:
+        floor = rounding_floor(at, pairs, records, options, lr)
+    elif floor_at_run_lr is not None:
+        floor = {**floor_at_run_lr, "float32": floor_at_run_lr["float32"][:1]}
+    else:
+        floor = None
+    windows = [
+        window_record(at, batches, lr)
+        for batches in sample_windows(
+            at.dataset, at.batch_size, counts[2], generator, options.dtype
+        )
+    ]
+    horizons = options.horizons if full else (0,)
+    return {
+        "scale": scale,
+        "lr": lr,
+        "horizons": list(horizons),
+        "pairs": records,
+        "floor": floor,
+        "windows": windows,
+        "summary": summarize(records, horizons, floor, windows, options.seed),
+    }
+
+
+def choose_checkpoints(run_dir: Path, count: int) -> list[int]:
+    """``count`` checkpoint steps after step 0, spread evenly from the first to the last."""
+    steps = [s for s, _ in list_checkpoints(run_dir) if s > 0]
+    if not steps:
+        raise InputError(f"{run_dir} has no checkpoint after step 0: train it first")
+    if count >= len(steps):
+        return steps
+    picks = np.linspace(0, len(steps) - 1, count).round().astype(int)
+    return sorted({steps[i] for i in picks})
+
+
+def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
+    """The model (eval mode) and Adam with its state at ``step`` in the working precision, the
+    observable on ``heldout``, and the run's next batches (as many as the largest horizon)."""
+    dtype = DTYPES[options.dtype]
+    state = TrainingState(config, dataset)
+    state.load_state_dict(load_checkpoint(dict(list_checkpoints(run_dir))[step]))
+    model, optimizer = state.model.to(dtype).eval(), state.optimizer
+    cast_optimizer_state(optimizer, dtype)
+    batches = state.batches()
+    continuation = [
+        _as(dataset.batch(dataset.train_indices[next(batches)]), dtype)
+        for _ in range(max(options.horizons))
+    ]
+    inputs, targets = dataset.batch(heldout)
+    observable = Observable.mean_loss(
+        per_example_bce, (inputs.to(dtype), targets.to(dtype)), "held-out mean BCE"
+    )
+    return Checkpoint(
+        step, model, optimizer, observable, continuation, dataset, config.batch_size, config.lr
+    )
+
+
+def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+    """Cast an optimizer's floating state tensors (not its step counts) to ``dtype``."""
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if isinstance(value, Tensor) and value.is_floating_point() and key != "step":
+                values[key] = value.to(dtype)
+
+
+def sample_pairs(dataset, batch_size, examples, batches, generator, dtype) -> list[tuple]:
+    """Random pairs: ``example_pairs`` of single training examples, ``batch_pairs`` of
+    minibatches of ``batch_size`` (disjoint within a pair)."""
+    train = dataset.train_indices
+    pairs = []
+    for kind, count, size in (
+        ("example", examples, 1),
+        ("batch", batches, batch_size),
+    ):
+        for _ in range(count):
+            chosen = train[torch.randperm(len(train), generator=generator)[: 2 * size]]
+            x, y = (_as(dataset.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1))
+            pairs.append((kind, x, y))
+    return pairs
+
+
+def sample_windows(dataset, batch_size, count, generator, dtype) -> list[list[tuple]]:
+    """``windows`` random windows of 3 and as many of 4 disjoint minibatches."""
+    train, windows = dataset.train_indices, []
+    for k in (3, 4):
+        for _ in range(count):
+            chosen = train[torch.randperm(len(train), generator=generator)[: k * batch_size]]
+            windows.append(
+                [
+                    _as(dataset.batch(chosen[i * batch_size : (i + 1) * batch_size]), dtype)
+                    for i in range(k)
+                ]
+            )
+    return windows
+
+
+def _as(batch, dtype):
+    dtype = DTYPES.get(dtype, dtype)
+    return tuple(t.to(dtype) for t in batch)
+
+
+def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
+    """Prediction and real differences of one swap at every horizon."""
+    prediction = predict_swap(at.model, per_example_bce, at.optimizer, x, y, at.observable, lr=lr)
+    return {
+        "kind": kind,
+        "predicted": prediction.predicted,
+        "sgd_bracket": prediction.sgd_bracket,
+        "state_part": prediction.state_part,
+        "gradient_norms": list(prediction.gradient_norms),
+        "horizons": list(horizons),
+        "real": real_differences(at, x, y, horizons, lr),
+    }
+
+
+def real_differences(at: Checkpoint, x, y, horizons, lr: float) -> list[float]:
+    """``O(x, y, next h batches) - O(y, x, next h batches)`` for each ``h`` of ``horizons``."""
+    after = [2 + h for h in horizons]
+
+    def run(first, second):
+        batches = [first, second, *at.continuation]
+        return values_along_steps(
+            at.model, per_example_bce, at.optimizer, batches, at.observable.value, after, lr=lr
+        )
+
+    return [a - b for a, b in zip(run(x, y), run(y, x), strict=True)]
+
+
+def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
+    """The float32 rounding floor of the real differences, per horizon: the 90th percentile of
+    ``|D_float32 - D_float64|`` over the first ``floor_pairs`` followed single-example pairs
+    (and the difference of repeating one order twice in the working precision, 0 on a CPU)."""
+    chosen = [
+        (p, r)
+        for p, r in zip(pairs, records, strict=True)
+        if p[0] == "example" and len(r["horizons"]) == len(options.horizons)
+    ][: options.floor_pairs]
+    if not chosen:
+        return {"float32": [0.0] * len(options.horizons), "repeat": 0.0}
+    # float32 against the working precision: float64, or float32 itself against float64
+    other = torch.float32 if next(at.model.parameters()).dtype == torch.float64 else torch.float64
+    model, optimizer = copy.deepcopy((at.model, at.optimizer))
+    model.to(other)
+    cast_optimizer_state(optimizer, other)
+    observable = at.observable
+    twin = Checkpoint(
+        at.step,
+        model,
+        optimizer,
+        Observable(observable.inputs.to(other), observable.fn, observable.description),
+        [_as(b, other) for b in at.continuation],
+        at.dataset,
+        at.batch_size,
+        at.lr,
+    )
+    gaps = []
+    for (_, x, y), record in chosen:
+        other_real = real_differences(twin, _as(x, other), _as(y, other), options.horizons, lr)
+        gaps.append([abs(a - b) for a, b in zip(other_real, record["real"], strict=True)])
+    (_, x, y), record = chosen[0]
+    again = real_differences(at, x, y, options.horizons, lr)
+    return {
+        "float32": np.quantile(np.asarray(gaps), 0.9, axis=0).tolist(),
+        "repeat": max(abs(a - b) for a, b in zip(again, record["real"], strict=True)),
+    }
+
+
+def window_record(at: Checkpoint, batches, lr: float) -> dict:
+    """Predicted best order of a window against all ``k!`` orders really trained."""
+    prediction = best_order(at.model, per_example_bce, at.optimizer, batches, at.observable, lr=lr)
+    real = [
+        values_along_steps(
+            at.model,
+            per_example_bce,
+            at.optimizer,
+            [batches[i] for i in order],
+            at.observable.value,
+            [len(order)],
+            lr=lr,
+        )[0]
+        for order in prediction.orders
+    ]
+    best, worst = min(real), max(real)
+    picked = real[prediction.orders.index(prediction.best)]
+    return {
+        "k": len(batches),
+        "best_is_real_best": picked == best,
+        "gap_share": (worst - picked) / (worst - best) if worst > best else 1.0,
+        "real_gap": worst - best,
+        "predicted": prediction.predicted.tolist(),
+        "real": real,
+    }
+
+
+def summarize(records, horizons, floor, windows, seed) -> dict:
+    """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
+    coin = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for kind in ("example", "batch", "all"):
+        chosen = [r for r in records if kind == "all" or r["kind"] == kind]
+        if not chosen:
+            continue
+        predicted_all = np.array([r["predicted"] for r in chosen])
+        sgd_all = np.array([r["sgd_bracket"] for r in chosen])
+        norms = np.array([r["gradient_norms"] for r in chosen])
+        heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
+        random_all = coin.choice([-1.0, 1.0], size=len(chosen))
+        per_h = []
+        for n, h in enumerate(horizons):
+            has = np.array([h in r["horizons"] for r in chosen])
+            real = np.array(
+                [r["real"][r["horizons"].index(h)] for r in chosen if h in r["horizons"]]
+            )
+            predicted, sgd, heuristic, random_sign = (
+                predicted_all[has],
+                sgd_all[has],
+                heuristic_all[has],
+                random_all[has],
+            )
+            above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
+            state = np.array([r["state_part"] for r in chosen])[has]
+            size = np.where(np.abs(real) > 0, np.abs(real), np.nan)
+            per_h.append(
+                {
+                    "horizon": h,
+                    # which term dominates: medians over pairs, relative to the real difference
+                    "relative_error": _median(np.abs(predicted - real) / size),
+                    "state_share": _median(np.abs(state) / size),
+                    "curvature_share": _median(np.abs(predicted - state) / size),
+                    "pairs": len(real),
+                    "above_floor": int(above.sum()),
+                    "accuracy": sign_accuracy(predicted, real),
+                    "accuracy_above_floor": sign_accuracy(predicted[above], real[above]),
+                    "spearman": spearman(predicted, real),
+                    "calibration_slope": calibration_slope(predicted, real),
+                    "baselines": {
+                        "random": sign_accuracy(random_sign, real),
+                        "gradient_norm": sign_accuracy(heuristic, real),
+                        "sgd_bracket": sign_accuracy(sgd, real),
+                        "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
+                    },
+                }
+            )
+        out[kind] = per_h
+    for k in (3, 4):
+        chosen = [w for w in windows if w["k"] == k]
+        if chosen:
+            out[f"windows_{k}"] = {
+                "windows": len(chosen),
+                "best_picked": float(np.mean([w["best_is_real_best"] for w in chosen])),
+                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+            }
+    return out
+
+
+def _median(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def resummarize(result: dict) -> dict:
+    """``result`` with every summary recomputed from its stored pairs and windows."""
+    seed = result.get("options", {}).get("seed", 0)
+    for entry in result["checkpoints"]:
+        for scale in entry["scales"]:
+            scale["summary"] = summarize(
+                scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
+            )
+    return result
+
+
+def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:
+    """Share of pairs whose predicted sign is the real sign (NaN for no pairs)."""
+    if len(real) == 0:
+        return math.nan
+    return float(np.mean(np.sign(predicted) == np.sign(real)))
+
+
+def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:
+    """Least-squares slope of real on predicted through the origin: 1 when calibrated."""
+    denominator = float(predicted @ predicted)
+    return float(predicted @ real) / denominator if denominator > 0 else math.nan
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The check's summary as printable lines."""
+    lines = []
+    for entry in result["checkpoints"]:
+        for scale in entry["scales"]:
+            s = scale["summary"]
+            lines.append(f"step {entry['step']}, lr {scale['lr']:.3g} (x{scale['scale']:g}):")
+            for kind in ("example", "batch"):
+                for row in s.get(kind, []):
+                    b = row["baselines"]
+                    lines.append(
+                        f"  {kind:7s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
+                        f"sign acc {_f(row['accuracy'])} (above fp32 floor "
+                        f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
+                        f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
+                        f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
+                        f"sgd-bracket {_f(b['sgd_bracket'])}"
+                    )
+                    lines.append(
+                        f"  {'':7s}        median |pred - real| / |real| "
+                        f"{_f(row.get('relative_error'))}; state part {_f(row.get('state_share'))}"
+                        f", curvature part {_f(row.get('curvature_share'))} of |real|"
+                    )
+            for k in (3, 4):
+                w = s.get(f"windows_{k}")
+                if w:
+                    lines.append(
+                        f"  k={k} windows: predicted best is the real best in "
+                        f"{_f(w['best_picked'])} of {w['windows']}, captures "
+                        f"{_f(w['gap_share'])} of the real best-to-worst gap"
+                    )
+    return lines
+
+
+def _f(value, spec: str = ".3f") -> str:
+    """A number for the summary; ``n/a`` where JSON holds null (NaN)."""
+    return "n/a" if value is None or value != value else format(value, spec)

@@ -1,0 +1,37 @@
+"""``perturbative order-check``: the command prints the summary and writes the numbers."""
+
+from perturbative.cli import main
+from perturbative.pipeline.config import TrainConfig
+from perturbative.pipeline.train import train
+
+
+def test_command_prints_the_summary(tmp_path, capsys):
+    config = TrainConfig.demo(
+        run_dir=str(tmp_path / "run"),
+        image_size=8,
+        width=0.0625,
+        steps=2,
+        checkpoint_every=2,
+        eval_every=2,
+        batch_size=4,
+    )
+    run_dir = train(config, progress=False)
+    flags = [
+        "--example-pairs",
+        "2",
+        "--batch-pairs",
+        "1",
+        "--windows",
+        "0",
+        "--horizons",
+        "0",
+        "--lr-scales",
+        "0.01",
+        "--heldout-examples",
+        "4",
+        "--floor-pairs",
+        "1",
+    ]
+    assert main(["order-check", str(run_dir), "--out-dir", str(tmp_path / "c"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "sign acc" in out and (tmp_path / "c" / "order_check.json").is_file()
