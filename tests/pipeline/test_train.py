@@ -1,6 +1,7 @@
 """Training: config validation, checkpoints, exact resume, tilted batches."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,22 @@ def test_tilted_batches_and_uniform_tilt(tmp_path):
     a, b = checkpoint_tensors(plain, 6), checkpoint_tensors(zero, 6)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_tilt_with_weights_far_above_the_batch_size_trains(tmp_path):
+    # digit_9 is rare among 180 images; a strength of 8 gives its examples weights far above
+    # the batch size, which once made batches of one that BatchNorm refuses
+    config = tiny(tmp_path, "heavy", tilt="digit_9=8", steps=12, batch_size=8)
+    dataset = build_dataset(config)
+    weights = training.training_weights(config, dataset)
+    assert weights.max() > config.batch_size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_dir = train(config, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("outweighs a whole batch" in m for m in messages)  # the tilt diagnostics
+    assert any("merged" in m for m in messages)  # the sampler's policy
+    assert [s for s, _ in list_checkpoints(run_dir)][-1] == 12
 
 
 @pytest.mark.slow

@@ -168,6 +168,35 @@ def test_oversized_example_is_a_singleton_warned_once_and_never_loops():
         AdjustedBatchSampler(w, 8.0, oversize="error")
 
 
+@pytest.mark.parametrize("min_size", [2, 5])
+def test_min_batch_size_merges_batches_after_heavy_examples_and_keeps_every_example(min_size):
+    # weights far above the batch size, as a strong tilt toward a rare attribute gives
+    w = torch.ones(300, dtype=torch.float64)
+    w[[3, 50, 51, 200]] = 400.0
+    with pytest.warns(TiltWarning, match="merged"):
+        sampler = AdjustedBatchSampler(w, 8.0, seed=1, min_batch_size=min_size)
+    with pytest.warns(TiltWarning):
+        plain = AdjustedBatchSampler(w, 8.0, seed=1)
+    for epoch in range(3):
+        batches = sampler.epoch_batches(epoch)
+        assert min(len(b) for b in batches) >= min_size
+        # the same examples in the same order as the carry rule's batches, only regrouped
+        assert (
+            np.concatenate(batches).tolist() == np.concatenate(plain.epoch_batches(epoch)).tolist()
+        )
+        assert min(len(b) for b in plain.epoch_batches(epoch)) == 1
+    # where no batch is small, nothing changes
+    calm = _weights(200)
+    assert list(AdjustedBatchSampler(calm, 16.0, min_batch_size=2)) == list(
+        AdjustedBatchSampler(calm, 16.0)
+    )
+    state = sampler.state_dict()
+    with pytest.warns(TiltWarning), pytest.raises(ValueError, match="min_batch_size"):
+        AdjustedBatchSampler(w, 8.0, seed=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="min_batch_size must be"):
+        AdjustedBatchSampler(torch.ones(3), 1.0, min_batch_size=4)
+
+
 def test_zero_weights_and_bad_input():
     w = torch.tensor([0.0, 0.0, 1.0, 0.0, 2.0, 0.0])
     batches = list(AdjustedBatchSampler(w, 2.0, shuffle=False))

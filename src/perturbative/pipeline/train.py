@@ -169,9 +169,11 @@ class TrainingState:
         )
         self.weights = training_weights(config, dataset)
         # Uniform weights give plain shuffled batches of exactly batch_size (the carry rule on
-        # weights 1); the last partial batch of an epoch is dropped in both cases.
+        # weights 1); the last partial batch of an epoch is dropped in both cases. BatchNorm in
+        # train mode cannot take a batch of one, which a heavy tilted example would make: such
+        # batches are merged with the next (weights unchanged, so the tilt stays exact).
         self.sampler = AdjustedBatchSampler(
-            self.weights, config.batch_size, seed=config.seed, drop_last=True
+            self.weights, config.batch_size, seed=config.seed, drop_last=True, min_batch_size=2
         )
         self.step, self.loss_sum, self.loss_count = 0, 0.0, 0
 

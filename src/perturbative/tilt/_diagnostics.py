@@ -164,7 +164,8 @@ def check_tilt(
     if target_batch_size is not None and wmax > target_batch_size:
         problems.append(
             f"the largest weight {wmax:.1f} exceeds the target batch size {target_batch_size}: "
-            "that example fills a batch alone"
+            "that example outweighs a whole batch (the sampler gives it a batch of its own, or "
+            "merges it with the next examples when min_batch_size asks for more)"
         )
     batch_ess = [effective_sample_size(w[list(b)]) for b in batches or () if len(b) > 0]
     diag = TiltDiagnostics(

@@ -24,6 +24,14 @@ negative, and the following batches hold one example each until the carry has pa
 back. A :class:`~perturbative.tilt.TiltWarning` is issued once, when the sampler is built, if any
 weight exceeds the per-rank target; ``oversize="error"`` raises instead.
 
+**Smallest batch.** A model with BatchNorm in train mode cannot take a batch of one. With
+``min_batch_size=m`` a batch of fewer than ``m`` examples is merged with the batches after it
+until it holds ``m`` (an epoch's short tail joins the batch before it). Every example still
+appears exactly once per epoch with its own weight, so the tilt stays exact: only the adjusted
+size of the merged batches rises above the target, for the few steps that follow a heavy
+example. Clipping weights would change the target distribution, and refusing would make a
+strong tilt toward a rare attribute impossible, so merging is the policy.
+
 **Epochs and state.** Each epoch is a permutation drawn from ``seed + epoch`` (identity if
 ``shuffle=False``), and the carry restarts at 0, so an epoch is a pure function of
 ``(weights, target, seed, epoch, rank, world_size)``. ``__iter__`` continues the current epoch from
@@ -93,6 +101,34 @@ def adjusted_batch_ends(weights: np.ndarray, target: float) -> np.ndarray:
     return np.asarray(ends, dtype=np.int64)
 
 
+def merge_small_batches(batches: list[np.ndarray], min_size: int) -> list[np.ndarray]:
+    """Merge each batch of fewer than ``min_size`` examples with the batches after it.
+
+    Args:
+        batches: index arrays in order.
+        min_size: the fewest examples a batch may hold.
+
+    Returns:
+        Index arrays in order, each of at least ``min_size`` examples (unless all of them
+        together hold fewer); the same examples in the same order.
+    """
+    if min_size <= 1:
+        return batches
+    merged, pending = [], []
+    for batch in batches:
+        pending.append(batch)
+        if sum(len(b) for b in pending) >= min_size:
+            merged.append(np.concatenate(pending))
+            pending = []
+    if pending:
+        tail = np.concatenate(pending)
+        if merged:
+            merged[-1] = np.concatenate([merged[-1], tail])
+        else:
+            merged.append(tail)
+    return merged
+
+
 class AdjustedBatchSampler(Sampler[list[int]]):
     """Batch sampler whose batches' summed weights ``B = sum_j w_j`` average ``B_avg``.
 
@@ -112,7 +148,9 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         world_size: number of ranks.
         even_batches: with several ranks, truncate every rank to the smallest batch count.
         oversize: ``"singleton"`` (default): an example heavier than the per-rank target is a
-            batch alone; ``"error"``: refuse such weights.
+            batch alone (but see ``min_batch_size``); ``"error"``: refuse such weights.
+        min_batch_size: merge batches of fewer examples with the following ones (2 for a model
+            with BatchNorm in train mode); 1 keeps the carry rule's batches as they are.
 
     Raises:
         ValueError: on bad weights, target, rank, or policy; with ``oversize="error"`` if an
@@ -131,6 +169,7 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         even_batches: bool = True,
         oversize: str = "singleton",
+        min_batch_size: int = 1,
     ) -> None:
         w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
         if w.ndim != 1 or w.numel() == 0:
@@ -147,6 +186,11 @@ class AdjustedBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
             )
+        if not (isinstance(min_batch_size, int) and 1 <= min_batch_size <= w.numel()):
+            raise ValueError(
+                f"min_batch_size must be an integer in [1, {w.numel()}] (the number of "
+                f"examples), got {min_batch_size!r}"
+            )
         if oversize not in OVERSIZE_POLICIES:
             raise ValueError(f"oversize must be one of {OVERSIZE_POLICIES}, got {oversize!r}")
         self.weights = w.numpy()
@@ -158,6 +202,7 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.even_batches = even_batches
         self.oversize = oversize
+        self.min_batch_size = min_batch_size
         self.epoch = 0
         self._batch = 0  # batches of the current epoch already emitted
         self._cache: tuple[int, list[np.ndarray]] | None = None
@@ -174,9 +219,16 @@ class AdjustedBatchSampler(Sampler[list[int]]):
                     f"{what}; raise target_batch_size, lower the tilt strength, or pass "
                     "oversize='singleton'"
                 )
+            then = (
+                "each will be a batch of its own, and the next batches shrink to one example "
+                "each until the carry has paid the overshoot back"
+                if min_batch_size == 1
+                else f"batches of fewer than {min_batch_size} examples after each are merged "
+                "(weights unchanged, so the tilt stays exact; those steps count more than the "
+                "target)"
+            )
             warnings.warn(
-                f"{what}: each will be a batch of its own, and the next batches shrink to one "
-                "example each until the carry has paid the overshoot back",
+                f"{what}: {then}",
                 TiltWarning,
                 stacklevel=2,
             )
@@ -208,7 +260,7 @@ class AdjustedBatchSampler(Sampler[list[int]]):
             last = self.weights[batches[-1]].sum()
             if last < self.rank_target_batch_size:
                 batches.pop()
-        return batches
+        return merge_small_batches(batches, self.min_batch_size)
 
     def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """All batches of an epoch on this rank, as arrays of dataset indices.
@@ -256,8 +308,8 @@ class AdjustedBatchSampler(Sampler[list[int]]):
 
         Returns:
             ``{"epoch", "batch", "seed", "num_examples", "target_batch_size", "rank",
-            "world_size", "weights_sum"}``; the last five guard against loading into a
-            different sampler.
+            "world_size", "weights_sum", "min_batch_size"}``; all but the first two guard against
+            loading into a different sampler.
         """
         batch = self._batch if batches_consumed is None else int(batches_consumed)
         return {
@@ -269,6 +321,7 @@ class AdjustedBatchSampler(Sampler[list[int]]):
             "rank": self.rank,
             "world_size": self.world_size,
             "weights_sum": float(self.weights.sum()),
+            "min_batch_size": self.min_batch_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -278,7 +331,8 @@ class AdjustedBatchSampler(Sampler[list[int]]):
             ValueError: if ``state`` comes from a sampler with other data, target or sharding.
         """
         mine = self.state_dict()
-        for key in ("seed", "num_examples", "target_batch_size", "rank", "world_size"):
+        keys = ("seed", "num_examples", "target_batch_size", "rank", "world_size", "min_batch_size")
+        for key in keys:
             if key in state and state[key] != mine[key]:
                 raise ValueError(
                     f"state has {key}={state[key]!r} but this sampler has {mine[key]!r}; build the "
