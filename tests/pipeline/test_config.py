@@ -1,5 +1,8 @@
 """Training: config validation, checkpoints, exact resume, tilted batches."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from perturbative import InputError
@@ -14,7 +17,9 @@ def test_defaults_are_the_reference_experiment():
     assert (config.lr, config.beta1, config.beta2) == (5e-3, 0.8, 0.999)
     assert (config.batch_size, config.steps, config.checkpoint_every) == (32, 5000, 250)
     reference = TrainConfig.reference("some/celeba")
-    assert reference.dataset == "celeba" and reference.data_root == "some/celeba"
+    # the data path is stored resolved, so the run works from any folder
+    assert reference.dataset == "celeba"
+    assert reference.data_root == str(Path("some/celeba").resolve())
     assert (reference.depth, reference.width, reference.image_size) == (18, 1.0, 64)
     demo = TrainConfig.demo()
     assert demo.dataset == "digits" and demo.steps < 1000 and demo.width < 1
@@ -49,3 +54,15 @@ def test_parse_tilt():
         parse_tilt("Smiling=1", ["digit_0", "digit_1"])
     with pytest.raises(ValueError, match="cannot read tilt 'x=abc'"):
         parse_tilt("x=abc")
+
+
+def test_a_run_config_follows_its_folder_and_moved_data(tmp_path):
+    from perturbative.pipeline.config import load_run_config
+
+    config = TrainConfig.reference("data/celeba", run_dir=str(tmp_path / "old"))
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_text(json.dumps(config.to_dict()))
+    loaded = load_run_config(tmp_path / "new")
+    assert loaded.run_dir == str(tmp_path / "new") and loaded.data_root == config.data_root
+    moved = load_run_config(tmp_path / "new", data_root=tmp_path / "elsewhere")
+    assert moved.data_root == str(tmp_path / "elsewhere")

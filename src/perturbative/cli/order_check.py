@@ -34,6 +34,9 @@ def order_check_command_parser(subparsers) -> None:
     )
     parser.add_argument("run_dir", help="a run directory made by `perturbative train`")
     parser.add_argument(
+        "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
+    )
+    parser.add_argument(
         "--summary-only",
         action="store_true",
         help="recompute and print the summaries of the check already in RUN/order_check "
@@ -66,7 +69,7 @@ def order_check_command(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(OrderCheckOptions)}
     values["horizons"] = tuple(int(v) for v in str(values["horizons"]).split(","))
     values["lr_scales"] = tuple(float(v) for v in str(values["lr_scales"]).split(","))
-    path = order_check(args.run_dir, OrderCheckOptions(**values))
+    path = order_check(args.run_dir, OrderCheckOptions(**values), data_root=args.celeba)
     for line in summary_lines(json.loads(path.read_text())):
         print(line)
     print(f"numbers: {path}")

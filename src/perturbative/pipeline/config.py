@@ -23,8 +23,10 @@ from perturbative._core.engines import ENGINES
 from perturbative._core.errors import InputError
 
 DATASETS = ("digits", "celeba")
-# fields that may differ between a run and its resumption
-RESUMABLE_CHANGES = ("steps", "device")
+# fields that may differ between a run and its resumption: more (or fewer) steps, another device,
+# and where things are (a moved run folder, moved data; the sampler's state still checks that the
+# training set has the same size and weights)
+RESUMABLE_CHANGES = ("steps", "device", "run_dir", "data_root")
 
 
 @dataclass
@@ -92,6 +94,9 @@ class TrainConfig:
             )
         if self.tilt is not None:
             parse_tilt(self.tilt)
+        if self.data_root is not None:
+            # stored resolved, so the run works from any folder
+            self.data_root = str(Path(self.data_root).expanduser().resolve())
 
     @classmethod
     def reference(cls, celeba_root: str | os.PathLike, **overrides: Any) -> TrainConfig:
@@ -233,8 +238,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The config of an existing run (its ``config.json``), e.g. to resume it."""
+def load_run_config(
+    run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None
+) -> TrainConfig:
+    """The config of an existing run (its ``config.json``), e.g. to resume it.
+
+    Args:
+        run_dir: the run's folder, wherever it is now (the returned ``run_dir`` is this one).
+        data_root: where the run's CelebA data is now, if it moved (``--celeba``).
+    """
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run directory")
@@ -242,7 +254,11 @@ def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error}); restore it or train anew") from error
-    return TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(values)
+    moved = {"run_dir": str(run_dir)}
+    if data_root is not None:
+        moved["data_root"] = str(data_root)
+    return TrainConfig.from_overrides(config, moved)
 
 
 @dataclass

@@ -49,12 +49,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def order_check(
-    run_dir: str | Path, options: OrderCheckOptions | None = None, progress: bool = True
+    run_dir: str | Path,
+    options: OrderCheckOptions | None = None,
+    progress: bool = True,
+    data_root: str | None = None,
 ) -> Path:
-    """Run the check on a training run's checkpoints; returns ``<out>/order_check.json``."""
+    """Run the check on a training run's checkpoints; returns ``<out>/order_check.json``.
+
+    ``data_root`` points at the run's CelebA data if it has moved since training.
+    """
     options = options or OrderCheckOptions()
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir, data_root)
     dataset = build_dataset(config)
     steps = choose_checkpoints(run_dir, options.checkpoints)
     heldout = select_examples(

@@ -26,15 +26,19 @@ from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_example
 from perturbative.pipeline.train import build_dataset, build_model, per_example_bce
 
 
-def sweep_training_run(run_dir: str | Path, options: SweepOptions | None = None) -> Path:
+def sweep_training_run(
+    run_dir: str | Path, options: SweepOptions | None = None, data_root: str | None = None
+) -> Path:
     """Sweep every checkpoint of a run made by :func:`perturbative.pipeline.train.train`.
+
+    ``data_root`` points at the run's CelebA data if it has moved since training.
 
     Returns:
         The results directory (``docs/results-format.md``).
     """
     options = options or SweepOptions()
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir, data_root)
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(

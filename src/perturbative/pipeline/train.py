@@ -325,5 +325,6 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
         details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
         raise InputError(
             f"cannot resume with a different config ({details}); only {RESUMABLE_CHANGES} may "
-            "change. Use load_run_config(run_dir) to get the run's config"
+            "change. On the command line `perturbative train --run-dir RUN --resume` uses the "
+            "saved config; in Python, start from load_run_config(run_dir)"
         )
