@@ -1,10 +1,20 @@
 """Sweeping a training run: the run's data and checkpoints, Adam's preconditioner, refusals."""
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
 import pytest
+import torch
 
 from perturbative import InputError
+from perturbative._core.io import file_sha256
 from perturbative.pipeline import SweepOptions, load_results, sweep_training_run
 from perturbative.pipeline.config import TrainConfig
+from perturbative.pipeline.results import producing_run_metrics
 from perturbative.pipeline.train import train
 
 
@@ -58,3 +68,63 @@ def test_bad_options_are_refused_before_any_work(options, message):
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training run directory"):
         sweep_training_run(tmp_path)
+
+
+def _tiny(path, seed=0):
+    return TrainConfig.demo(
+        run_dir=str(path),
+        image_size=8,
+        width=0.0625,
+        steps=2,
+        checkpoint_every=2,
+        eval_every=2,
+        seed=seed,
+    )
+
+
+TINY_SWEEP = SweepOptions(test_examples=6, bracket_examples=3, ranking_examples=4)
+
+
+def test_results_are_tied_to_their_checkpoints(tmp_path):
+    """A retrained run is re-swept, not served the old results; another run's folder is never
+    overwritten; the report takes metrics only from the run that produced the results."""
+    run_a = train(_tiny(tmp_path / "a"), progress=False)
+    first = load_results(sweep_training_run(run_a, TINY_SWEEP))[1][2]["grad_norm"]
+    # retrain the same folder with another seed: the sweep recomputes every step
+    shutil.rmtree(run_a / "checkpoints")
+    (run_a / "metrics.jsonl").unlink()
+    train(_tiny(run_a, seed=1), progress=False)
+    meta, steps = load_results(sweep_training_run(run_a, TINY_SWEEP))
+    assert not torch.equal(steps[2]["grad_norm"], first)
+    assert meta["sources"]["2"] == file_sha256(run_a / "checkpoints" / "step_000002.safetensors")
+    # another run into run A's results folder is refused, and A's files are untouched
+    run_b = train(_tiny(tmp_path / "b", seed=2), progress=False)
+    before = (run_a / "brackets" / "meta.json").read_text()
+    other = SweepOptions(**{**vars(TINY_SWEEP), "out_dir": str(run_a / "brackets")})
+    with pytest.raises(FileExistsError, match="other checkpoints"):
+        sweep_training_run(run_b, other)
+    assert (run_a / "brackets" / "meta.json").read_text() == before
+    # the report's metrics come only from the run whose checkpoints produced the results
+    meta = load_results(run_a / "brackets")[0]
+    assert producing_run_metrics(run_a / "brackets", meta) is not None
+    shutil.copytree(run_a / "brackets", run_b / "copied")
+    assert producing_run_metrics(run_b / "copied", meta) is None
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
+    run = train(_tiny(tmp_path / "r"), progress=False)
+    lock = run / "brackets" / ".lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": "x"}))
+    with pytest.raises(InputError, match=f"pid {os.getpid()}"):
+        sweep_training_run(run, TINY_SWEEP)
+    # a lock left by a process that is gone is taken over
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    meta, _ = load_results(sweep_training_run(run, TINY_SWEEP))
+    assert meta["steps"] == [0, 2] and not lock.exists()

@@ -7,15 +7,22 @@ file untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 from torch import Tensor
+
+from perturbative._core.errors import InputError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -78,3 +85,78 @@ def list_step_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
         if suffix.isdigit():
             found.append((int(suffix), path))
     return sorted(found)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex: the identity of a checkpoint's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(*tensors: Tensor | None) -> str:
+    """The SHA-256 of tensors' shapes, dtypes and values, hex (``None`` entries count too)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold ``<folder>/.lock`` while ``what`` writes there, so a second writer is refused.
+
+    A lock left by a process that no longer runs on this host is taken over.
+
+    Raises:
+        InputError: another live process holds the lock (the message names it).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is None:
+                lock.unlink(missing_ok=True)  # left by a process that is gone
+                continue
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+            raise InputError(
+                f"{folder} is in use by {holder.get('what', 'another job')} (pid "
+                f"{holder.get('pid')} on {holder.get('host')}, since {started}); wait for it to "
+                f"finish, or delete {lock} if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        break
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    """Who holds ``lock``, or ``None`` when it is stale (its process is gone from this host)."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {"pid": "?", "host": "?", "what": "a job whose lock file is unreadable"}
+    if holder.get("host") != socket.gethostname():
+        return holder
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return holder
+    return holder

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perturbative._core.errors import InputError
-from perturbative._core.io import save_tensors, step_file, write_json, write_text
+from perturbative._core.io import file_sha256, save_tensors, step_file, write_json, write_text
 
 RESULTS_FORMAT_VERSION = 1
 META = "meta.json"
@@ -173,6 +173,24 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
     return rows
+
+
+def producing_run_metrics(results_dir: str | os.PathLike, meta: dict[str, Any]) -> list | None:
+    """The training metrics of the run that produced these results, or ``None``.
+
+    The run folder is the results directory's parent. When ``meta.json`` records the
+    checkpoints' hashes (``sources``, written by ``perturbative brackets``), the metrics are used
+    only if that folder's checkpoint of the first recorded step still has the recorded hash:
+    a retrained or different run's ``metrics.jsonl`` is not shown beside these results.
+    """
+    run_dir = Path(results_dir).parent
+    sources = meta.get("sources") or {}
+    if sources:
+        step, expected = min(sources.items(), key=lambda item: int(item[0]))
+        checkpoint = step_file(run_dir / "checkpoints", int(step))
+        if not checkpoint.is_file() or file_sha256(checkpoint) != expected:
+            return None
+    return [r for r in read_metrics(run_dir / METRICS) if "train_loss" in r] or None
 
 
 def write_order_check(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from perturbative._core.errors import InputError
+from perturbative._core.io import file_sha256
 from perturbative.brackets import adam_preconditioner
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import (
@@ -93,6 +94,9 @@ def sweep_training_run(
         return adam_preconditioner(optimizer, dict(model.named_parameters()))
 
     out_dir = Path(options.out_dir) if options.out_dir else run_dir / "brackets"
+    # results inside the run folder are this run's: stale ones (a retrained run) are recomputed;
+    # anywhere else they may be another run's, and are never overwritten
+    inside = out_dir.resolve().is_relative_to(run_dir.resolve())
     return bracket_sweep(
         model,
         per_example_bce,
@@ -101,4 +105,6 @@ def sweep_training_run(
         out_dir,
         settings,
         preconditioner_at=adam_at if options.preconditioner == "adam" else None,
+        sources={s: file_sha256(p) for s, p in checkpoints},
+        replace_stale=inside,
     )

@@ -12,7 +12,6 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.errors import InputError
+from perturbative._core.io import folder_lock, tensors_sha256
 from perturbative.brackets import (
     bracket_terms,
     cancellation_ratio,
@@ -40,6 +40,7 @@ from perturbative.pipeline.results import (
     META,
     RESULTS_FORMAT_VERSION,
     finished_steps,
+    read_meta,
     write_meta,
     write_step,
     write_thumbnails,
@@ -132,7 +133,13 @@ def checkpoint_results(
     return {k: v.detach().cpu() for k, v in result.items()}
 
 
-def _meta(data: SweepData, settings: SweepSettings, model: nn.Module, steps: list[int]) -> dict:
+def _meta(
+    data: SweepData,
+    settings: SweepSettings,
+    model: nn.Module,
+    steps: list[int],
+    sources: Mapping[int, str],
+) -> dict:
     named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
     b = settings.bracket_examples
     return {
@@ -150,6 +157,10 @@ def _meta(data: SweepData, settings: SweepSettings, model: nn.Module, steps: lis
         "observable": settings.observable,
         "preconditioner": settings.preconditioner,
         "settings": asdict(settings),
+        "data_sha256": tensors_sha256(
+            data.test_inputs, data.test_targets, data.ranking_inputs, data.ranking_targets
+        ),
+        "sources": {str(s): sources[s] for s in sorted(steps) if s in sources},
     }
 
 
@@ -162,9 +173,15 @@ def bracket_sweep(
     settings: SweepSettings,
     *,
     preconditioner_at: Callable[[int, nn.Module], Params | None] | None = None,
+    sources: Mapping[int, str] | None = None,
+    replace_stale: bool = False,
     progress: bool = True,
 ) -> Path:
     """Run the sweep over ``checkpoints`` and write the results directory.
+
+    Every results directory records what produced it: the settings, a hash of the examples
+    (``data_sha256``) and, per step, the identity of the checkpoint (``sources``, e.g. the
+    checkpoint file's SHA-256). A step already there is reused only when all of it matches.
 
     Args:
         model: the model, any ``nn.Module``; its weights are replaced by each checkpoint's.
@@ -176,9 +193,18 @@ def bracket_sweep(
             a different sweep is refused rather than overwritten.
         settings: see :class:`SweepSettings`.
         preconditioner_at: ``(step, model) -> P`` for ``settings.preconditioner == "adam"``.
+        sources: ``{step: identity}`` of the checkpoints (their content hashes); steps whose
+            recorded identity differs are stale.
+        replace_stale: recompute stale steps (the directory belongs to this run, retrained
+            since); ``False`` refuses instead, so another run's results are never overwritten.
 
     Returns:
         ``out_dir`` as a ``Path``.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds results of other settings, data or checkpoints
+            (and ``replace_stale`` is false for the checkpoints).
+        InputError: another process is sweeping into ``out_dir``.
     """
     out_dir = Path(out_dir)
     checkpoints = list(checkpoints)
@@ -201,38 +227,56 @@ def bracket_sweep(
             f"{len(names)} attribute names for {data.test_targets.shape[-1]} outputs; "
             "pass one name per model output"
         )
-    done = _steps_already_done(out_dir, _meta(data, settings, model, []))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if data.thumbnails is not None:
-        write_thumbnails(out_dir, data.thumbnails)
-    model.eval()
-    todo = [(s, load) for s, load in checkpoints if s not in done]
-    for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
-        model.load_state_dict(load())
+    sources = {int(k): str(v) for k, v in (sources or {}).items()}
+    with folder_lock(out_dir, "a bracket sweep"):
+        fresh = _meta(data, settings, model, [], sources)
+        done = _steps_already_done(out_dir, fresh, sources, replace_stale)
+        if data.thumbnails is not None:
+            write_thumbnails(out_dir, data.thumbnails)
         model.eval()
-        precond = preconditioner_at(step, model) if preconditioner_at is not None else None
-        write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
-        done.append(step)
-        write_meta(out_dir, _meta(data, settings, model, done))
+        todo = [(s, load) for s, load in checkpoints if s not in done]
+        for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
+            model.load_state_dict(load())
+            model.eval()
+            precond = preconditioner_at(step, model) if preconditioner_at is not None else None
+            write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
+            done.append(step)
+            write_meta(out_dir, _meta(data, settings, model, done, sources))
     return out_dir
 
 
-def _steps_already_done(out_dir: Path, fresh: dict) -> list[int]:
-    """Steps a previous sweep with the same settings finished in ``out_dir`` (to skip them).
+def _steps_already_done(
+    out_dir: Path, fresh: dict, sources: Mapping[int, str], replace_stale: bool
+) -> list[int]:
+    """Steps a previous sweep of the same settings, data and checkpoints finished in
+    ``out_dir`` (to skip them).
 
     Raises:
-        FileExistsError: ``out_dir`` holds a sweep with other settings.
+        FileExistsError: ``out_dir`` holds a sweep of other settings or data, or of other
+            checkpoints while ``replace_stale`` is false.
     """
     if not (out_dir / META).exists():
         return []
-    old = json.loads((out_dir / META).read_text())
-    same = all(old.get(k) == fresh[k] for k in ("settings", "attribute_names", "param_names"))
-    if not same:
+    old = read_meta(out_dir)
+    keys = ("settings", "attribute_names", "param_names", "data_sha256")
+    differ = [k for k in keys if old.get(k) != fresh[k]]
+    if differ:
         raise FileExistsError(
-            f"{out_dir} already holds a sweep with other settings; choose another output "
-            "directory or delete that one first"
+            f"{out_dir} already holds a sweep with other {', '.join(differ)}; choose another "
+            "output directory (--out) or delete that one first"
         )
-    return finished_steps(out_dir, old)
+    done = finished_steps(out_dir, old)
+    recorded = old.get("sources", {})
+    stale = [s for s in done if recorded.get(str(s)) != sources.get(s)]
+    if stale and not replace_stale:
+        raise FileExistsError(
+            f"{out_dir} holds results of other checkpoints (steps {stale[:5]}: the recorded "
+            "checkpoint hashes differ); it belongs to another run or an earlier training. Choose "
+            "another output directory (--out) or delete that one first"
+        )
+    if stale:
+        print(f"{out_dir}: {len(stale)} step(s) came from earlier checkpoints; recomputing them")
+    return [s for s in done if s not in stale]
 
 
 def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:

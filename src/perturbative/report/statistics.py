@@ -21,11 +21,10 @@ import numpy as np
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.results import (
-    METRICS,
     RERUN,
     load_results,
     load_thumbnails,
-    read_metrics,
+    producing_run_metrics,
     read_order_check,
     results_dir_of,
 )
@@ -122,8 +121,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         grad_layer_rms=stack("grad_layer_rms"),
         test_indices=None if test_indices is None else test_indices.astype(np.int64),
         thumbnails=load_thumbnails(results_dir),
-        metrics=[r for r in read_metrics(results_dir.parent / METRICS) if "train_loss" in r]
-        or None,
+        metrics=producing_run_metrics(results_dir, meta),
         ranking_indices=None if ranking is None else ranking.astype(np.int64),
         ranking_scores=stack("ranking_scores") if ranking is not None else None,
         order_check=read_order_check(results_dir.parent),
