@@ -16,9 +16,11 @@ line and exits with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from perturbative._core.errors import InputError
+from perturbative._core.threads import idle_cores
 from perturbative.cli._flags import add_threads_flag
 from perturbative.cli.brackets import brackets_command_parser
 from perturbative.cli.demo import demo_command_parser
@@ -56,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("perturbative: error: --threads must be at least 1", file=sys.stderr)
-            return 2
+    threads = args.threads
+    if threads is not None and threads < 1:
+        print("perturbative: error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = idle_cores()  # cores other jobs keep busy would make torch's threads wait
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     except USER_ERRORS as err:

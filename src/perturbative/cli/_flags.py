@@ -42,8 +42,9 @@ def add_threads_flag(parser: argparse.ArgumentParser, default=None) -> None:
         "--threads",
         type=int,
         default=default,
-        help="torch CPU threads (default: torch's). Use 1 when other jobs share the cores: "
-        "oversubscribed threads make small models tens of times slower",
+        help="torch CPU threads (default: the cores no other job keeps busy, sampled at start, "
+        "or OMP_NUM_THREADS when set): threads on busy cores make small models tens of times "
+        "slower",
     )
 
 
