@@ -21,7 +21,7 @@ from pathlib import Path
 
 from perturbative.demos.two_moons import TiltDemoConfig, run_tilt_demo
 
-out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("tilt_demo")
+out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/tilt_demo")
 result = run_tilt_demo(TiltDemoConfig(out_dir=out_dir))
 
 d = result["distances"]

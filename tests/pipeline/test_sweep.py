@@ -114,3 +114,17 @@ def test_adam_settings_need_the_adam_preconditioner_and_vice_versa(tmp_path):
             progress=False,
         )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_integer_class_labels_get_a_message_about_outputs_not_the_batch(tmp_path):
+    model, _, data, checkpoints = _setup(tmp_path, k=3)
+    data.test_targets = torch.randint(0, 3, (7,))
+    data.ranking_inputs = data.ranking_targets = None
+    data.attribute_names = [f"class_{i}" for i in range(10)]
+    settings = SweepSettings(lr=0.05, bracket_examples=4)
+
+    def cross_entropy(outputs, targets):
+        return F.cross_entropy(outputs, targets)
+
+    with pytest.raises(InputError, match=r"10 attribute names for the model's 3 outputs"):
+        bracket_sweep(model, cross_entropy, checkpoints, data, tmp_path / "c", settings)

@@ -162,3 +162,15 @@ def test_reference_pipeline_on_shared_celeba(tmp_path):
     assert checkpoint["num_outputs"] == 40 and checkpoint["in_channels"] == 3
     assert checkpoint["attribute_names"][31] == "Smiling" and checkpoint["dataset"] == "celeba"
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 40)
+
+
+def test_a_split_the_run_cannot_use_is_refused_before_training(tmp_path):
+    from perturbative import InputError
+
+    # 0.1% of the digits is two held-out images: refused before any file is written
+    config = tiny(tmp_path, "one", heldout_fraction=0.001)
+    with pytest.raises(InputError, match=r"holds out 2 example\(s\), but 6 are needed"):
+        train(config, progress=False, heldout_needed=6)
+    assert not (tmp_path / "one").exists()
+    with pytest.raises(InputError, match="fewer than one batch"):
+        train(tiny(tmp_path, "few", heldout_fraction=0.99, batch_size=32), progress=False)

@@ -33,6 +33,6 @@ def run_command(args: argparse.Namespace) -> int:
 
 def run_pipeline(config: TrainConfig, options: SweepOptions, resume: bool) -> Path:
     """Train -> brackets -> report. Returns the report's path (``<run>/report.html``)."""
-    run_dir = train(config, resume=resume)
+    run_dir = train(config, resume=resume, heldout_needed=options.bracket_examples)
     results = sweep_training_run(run_dir, options)
     return write_report(results, Path(run_dir) / "report.html")

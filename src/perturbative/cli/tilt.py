@@ -37,7 +37,7 @@ def tilt_command_parser(subparsers) -> None:
 
 def tilt_command(args: argparse.Namespace) -> int:
     config = TiltDemoConfig(**{name: getattr(args, name) for name in TILT_HELP})
-    result = run_tilt_demo(config)
+    result = run_tilt_demo(config, progress=True)
     distances = result["distances"]
     print(
         "energy distance to exact p': "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, RandomSampler, WeightedRandomSampler
+from tqdm.auto import tqdm
 
 from perturbative._core.io import write_json
 from perturbative.tilt import (
@@ -218,6 +219,7 @@ def train_denoiser(
     num_steps: int = 100,
     seed: int = 0,
     threads: int | None = 1,
+    on_step: Callable[[], None] | None = None,
 ) -> DenoiserRun:
     """Train a :class:`Denoiser` on ``data`` ``(N, 2)``, optionally tilted by ``weights`` ``(N,)``.
 
@@ -232,7 +234,8 @@ def train_denoiser(
     Adam with a cosine learning-rate decay to zero; the model's initial parameters and the noise
     draws depend only on ``seed``, so schemes differ only in their batches. ``threads=1`` by
     default: a 128-wide MLP on 128 points gains nothing from more threads, and on a busy machine
-    they contend (15x slower measured on 2 shared cores).
+    they contend (15x slower measured on 2 shared cores). ``on_step()`` is called after each
+    step (a progress bar).
 
     Returns:
         :class:`DenoiserRun`.
@@ -271,6 +274,8 @@ def train_denoiser(
             seen[idx], lengths[step], sizes[step] = True, len(idx), float(weights[idx].sum())
             opt.step()
             sched.step()
+            if on_step is not None:
+                on_step()
     return DenoiserRun(
         model=model.eval(),
         grad_norms=grad_norms,
@@ -376,7 +381,7 @@ def _first_order_plot(out: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def run_tilt_demo(config: TiltDemoConfig) -> dict[str, Any]:
+def run_tilt_demo(config: TiltDemoConfig, progress: bool = False) -> dict[str, Any]:
     """Train plain and tilted diffusion models on two moons and measure how well they learn ``p'``.
 
     Writes into ``config.out_dir``: ``tilt_before_after.png`` (data, exact ``p'``, plain and
@@ -398,7 +403,9 @@ def run_tilt_demo(config: TiltDemoConfig) -> dict[str, Any]:
     batches = AdjustedBatchSampler(weights, config.batch_size, seed=config.seed).epoch_batches()
     diagnostics = check_tilt(weights, target_batch_size=config.batch_size, batches=batches)
 
+    bar = tqdm(total=3 * config.steps, desc="tilt demo", unit="step", disable=not progress)
     train = dict(
+        on_step=lambda: bar.update(1),
         steps=config.steps,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -410,6 +417,7 @@ def run_tilt_demo(config: TiltDemoConfig) -> dict[str, Any]:
     tilted = train_denoiser(data, weights, batching="adjusted", **train)
     small_w = tilt_weights(dH, config.small_strength).float()
     small = train_denoiser(data, small_w, batching="adjusted", **train)
+    bar.close()
 
     gen = torch.Generator().manual_seed(config.seed + 10)
     n = config.num_samples

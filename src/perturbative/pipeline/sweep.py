@@ -222,10 +222,14 @@ def bracket_sweep(
             "preconditioner='adam' so the results say what they hold"
         )
     names = data.attribute_names
-    if data.test_targets.shape[-1] != len(names):
+    model.eval()
+    with torch.no_grad():
+        width = model(data.test_inputs[:1]).reshape(1, -1).shape[1]
+    if width != len(names):
         raise InputError(
-            f"{len(names)} attribute names for {data.test_targets.shape[-1]} outputs; "
-            "pass one name per model output"
+            f"{len(names)} attribute names for the model's {width} outputs; pass one name per "
+            "model output (for integer class labels: one name per class, e.g. "
+            "[f'class_{k}' for k in range(num_classes)])"
         )
     sources = {int(k): str(v) for k, v in (sources or {}).items()}
     with folder_lock(out_dir, "a bracket sweep"):

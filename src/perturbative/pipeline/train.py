@@ -246,7 +246,32 @@ def training_weights(config: TrainConfig, dataset: AttributeDataset) -> Tensor:
     return tilt_weights(tilt_delta_h(dataset, config.tilt, dataset.train_indices), 1.0)
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+def check_split(dataset: AttributeDataset, config: TrainConfig, heldout_needed: int = 2) -> None:
+    """Refuse, before any training, a split the run cannot use.
+
+    Raises:
+        InputError: fewer than ``heldout_needed`` held-out examples (the sweep brackets
+            ``bracket_examples`` of them), or fewer training examples than one batch.
+    """
+    heldout, trained = len(dataset.heldout_indices), len(dataset.train_indices)
+    where = (
+        f"{dataset.name} split (heldout_fraction {config.heldout_fraction}, limit {config.limit})"
+    )
+    if heldout < heldout_needed:
+        raise InputError(
+            f"the {where} holds out {heldout} example(s), but {heldout_needed} are needed; "
+            "raise --limit or heldout_fraction"
+        )
+    if trained < config.batch_size:
+        raise InputError(
+            f"the {where} leaves {trained} training example(s), fewer than one batch of "
+            f"{config.batch_size}; raise --limit, lower heldout_fraction or --batch-size"
+        )
+
+
+def train(
+    config: TrainConfig, resume: bool = False, progress: bool = True, heldout_needed: int = 2
+) -> Path:
     """Train a model as the config says; see the module docstring for the loop and the files.
 
     Args:
@@ -254,6 +279,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         resume: continue from the run directory's last checkpoint (the config may differ only
             in ``steps`` and ``device``); with no checkpoint there yet, start afresh.
         progress: show a tqdm bar with the loss.
+        heldout_needed: the fewest held-out examples the run's analysis needs (checked before
+            training, with the training split's size).
 
     Returns:
         The run directory.
@@ -273,7 +300,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # Denormal floats (below 1.2e-38, from Mish tails and Adam's squared gradients) make CPU
     # arithmetic several times slower and carry no information here; this is process-wide.
     torch.set_flush_denormal(True)
-    state = TrainingState(config, build_dataset(config))
+    dataset = build_dataset(config)
+    check_split(dataset, config, heldout_needed)
+    state = TrainingState(config, dataset)
     metrics_path = run_dir / METRICS
 
     # resume, or start with step 0's metrics and checkpoint
