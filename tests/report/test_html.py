@@ -151,7 +151,7 @@ def test_order_sensitivity_table_lists_the_recorded_ranking(tmp_path):
     assert rows[0]["kept"] is None and all(r["kept"] is not None for r in rows[1:])
     page = write_report(results).read_text()
     assert "Order sensitivity of training examples" in page
-    assert f"#{first[0]} (" in page
+    assert f"<td>#{first[0]}<br>" in page
 
 
 def test_a_misspelled_or_unused_placeholder_is_an_error():

@@ -116,3 +116,41 @@ def test_screenshot_is_not_blank(page, tmp_path):
     red = (image[..., 0] > 150) & (image[..., 2] < 120)
     blue = (image[..., 2] > 150) & (image[..., 0] < 120)
     assert red.sum() > 50 and blue.sum() > 50  # both signs of the diverging colour scale
+
+
+def test_colour_scale_compares_magnitudes_across_views_by_default(page):
+    tab, errors, written = page
+    everything = max(
+        float(np.abs(step["output_shift"]).max()) for step in written["steps"].values()
+    )
+    tab.click("#bracket-0-1")
+    assert tab.input_value("#scale-mode") == "global"
+    top = float(tab.inner_text("#cb-max").lstrip("+"))
+    assert top == pytest.approx(everything, rel=1e-3)
+    assert "compare across views" in tab.inner_text("#cb-scope")
+    # the title gives the largest shift of the view shown, not of another step
+    here = float(np.abs(_values(tab)).max())
+    title = tab.inner_text("#heat-title")
+    assert float(title.rsplit(" ", 1)[1]) == pytest.approx(here, rel=1e-3)
+    tab.select_option("#scale-mode", "view")
+    assert float(tab.inner_text("#cb-max").lstrip("+")) == pytest.approx(here, rel=1e-3)
+    assert "do NOT compare" in tab.inner_text("#cb-scope")
+    tab.select_option("#scale-mode", "pair")
+    assert "this pair over all checkpoints" in tab.inner_text("#cb-scope")
+    tab.select_option("#scale-mode", "global")
+    assert errors == []
+
+
+def test_tables_have_one_shown_sort_order_and_separate_columns(page):
+    tab, _, _ = page
+    header = tab.locator("#pairs-table thead th").all_inner_texts()
+    assert header[2].startswith("mean |r|") and "\u25bc" in header[2]
+    sort_key = [
+        float(t) for t in tab.locator("#pairs-table tbody td:nth-child(3)").all_inner_texts()
+    ]
+    assert sort_key == sorted(sort_key, reverse=True)
+    if tab.locator("#ranking-table").count():
+        cells = tab.locator("#ranking-table tbody tr").first.locator("td")
+        assert cells.count() >= 4  # step, one column per rank, median, stability
+        padding = tab.eval_on_selector("#ranking-table td", "c => getComputedStyle(c).paddingLeft")
+        assert float(padding.rstrip("px")) >= 8

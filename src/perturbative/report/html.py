@@ -36,23 +36,25 @@ def _ranking_html(data: ReportData) -> str:
     rows = ranking_table(data)
     if not rows:
         return ""
+    width = max(len(r["top"]) for r in rows)
     body = "".join(
-        f"<tr><td>{r['step']}</td><td>"
-        + ", ".join(f"#{i} ({_num(v)})" for i, v in r["top"])
-        + f"</td><td>{_num(r['median'])}</td><td>{'' if r['kept'] is None else r['kept']}</td></tr>"
+        f"<tr><td>{r['step']}</td>"
+        + "".join(f"<td>#{i}<br><small>{_num(v)}</small></td>" for i, v in r["top"])
+        + "<td></td>" * (width - len(r["top"]))
+        + f"<td>{_num(r['median'])}</td><td>{'' if r['kept'] is None else r['kept']}</td></tr>"
         for r in rows
     )
     observable = html.escape(str(data.meta.get("observable", "the observable")))
     m = data.ranking_indices.shape[1]
+    ranks = "".join(f"<th>rank {n + 1}<br><small>index, S_x</small></th>" for n in range(width))
     return (
         "<h2>Order sensitivity of training examples</h2>"
         f'<p class="hint">{m} training examples ranked by |S_x|, S_x = sum over the pool of '
         f"u . [v_x, v_y], u the gradient of {observable}: lr^2 S_x is how much training x "
         "first rather than last among the others changes it (plain SGD, second order; "
         "negative: x first lowers it). Sorted by |S_x|, largest first.</p>"
-        '<table class="data"><thead><tr><th>step</th>'
-        "<th>most order-sensitive (training index, S_x)</th>"
-        "<th>median |S_x|</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
+        '<table class="data" id="ranking-table"><thead><tr><th>step</th>'
+        f"{ranks}<th>median |S_x|</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
     )
 
@@ -151,7 +153,8 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
         "SLOPE": _num(fit.slope),
         "COUNT": str(fit.count),
         "STRONGEST": f"{e(names[top[0][0]])} / {e(names[top[0][1]])}" if top else "n/a",
-        "STRONGEST_R": f"{corr[:, top[0][0], top[0][1]].mean():+.3f}" if top else "n/a",
+        "STRONGEST_R": f"{np.abs(corr[:, top[0][0], top[0][1]]).mean():.3f}" if top else "n/a",
+        "STRONGEST_SIGNED": f"{corr[:, top[0][0], top[0][1]].mean():+.3f}" if top else "n/a",
         "PAIR_ROWS": _pair_rows(names, corr, top),
         "LAYER_ROWS": _layer_rows(data),
         "LAST_STEP": str(data.steps[-1]),
@@ -201,7 +204,8 @@ def _facts(data: ReportData) -> str:
 def _pair_rows(names: list[str], corr: np.ndarray, top: list[tuple[int, int]]) -> str:
     e = html.escape
     return "".join(
-        f"<tr><td>{e(names[a])}</td><td>{e(names[c])}</td><td>{corr[:, a, c].mean():+.3f}</td>"
+        f"<tr><td>{e(names[a])}</td><td>{e(names[c])}</td>"
+        f"<td>{np.abs(corr[:, a, c]).mean():.3f}</td><td>{corr[:, a, c].mean():+.3f}</td>"
         f"<td>{corr[-1, a, c]:+.3f}</td></tr>"
         for a, c in top
     )
