@@ -103,7 +103,8 @@ def test_tilted_batches_and_uniform_tilt(tmp_path):
     with pytest.raises(ValueError, match="valid names: digit_0"):
         train(tiny(tmp_path, "bad", tilt="Smiling=1"), progress=False)
     run_dir = train(tiny(tmp_path, "tilted", tilt="even=1.0,digit_3=-0.5"), progress=False)
-    assert (run_dir / "tilt.json").is_file()
+    # strict JSON: no bare NaN or Infinity
+    json.loads((run_dir / "tilt.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     dataset = build_dataset(tiny(tmp_path))
     train_targets = dataset.targets[dataset.train_indices]
     dH = training.tilt_delta_h(dataset, "even=1.0,digit_3=-0.5", dataset.train_indices)
