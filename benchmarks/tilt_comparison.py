@@ -29,16 +29,16 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from perturbative.demos.two_moons import (
-    demo_dH,
+from perturbative.demos.diffusion import (
+    Denoiser,
     denoising_losses,
     energy_distance,
     importance_resample,
     sample_denoiser,
     torch_threads,
     train_denoiser,
-    two_moons,
 )
+from perturbative.demos.two_moons import demo_dH, two_moons
 from perturbative.tilt import AdjustedBatchSampler, tilt_weights, weighted_loss
 
 SCHEMES = {
@@ -132,8 +132,6 @@ def overhead(args: argparse.Namespace) -> None:
     adjusted = DataLoader(dataset, batch_sampler=sampler)
 
     torch.manual_seed(0)
-    from perturbative.demos.two_moons import Denoiser
-
     model = Denoiser(args.diffusion_steps)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     noise = torch.Generator().manual_seed(1)

@@ -21,6 +21,8 @@ HELP = {
     "scaled_pairs": "example pairs at each smaller lr scale (half as many batch pairs)",
     "lr_scales": "comma-separated multiples of the run's lr",
     "heldout_examples": "held-out examples in the observable (their mean loss)",
+    "batchnorm_examples": "training examples whose statistics replace the checkpoint's "
+    "BatchNorm running statistics (0 keeps them)",
     "dtype": "float64 or float32",
     "floor_pairs": "pairs repeated in float32 to measure its rounding floor",
     "seed": "seed of pairs, windows and held-out examples",

@@ -161,6 +161,7 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
     state.load_state_dict(load_checkpoint(dict(list_checkpoints(run_dir))[step]))
     model, optimizer = state.model.to(dtype).eval(), state.optimizer
     cast_optimizer_state(optimizer, dtype)
+    recompute_batchnorm_statistics(model, dataset, options.batchnorm_examples, options.seed, dtype)
     batches = state.batches()
     continuation = [
         _as(dataset.batch(dataset.train_indices[next(batches)]), dtype)
@@ -173,6 +174,18 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
     return Checkpoint(
         step, model, optimizer, observable, continuation, dataset, config.batch_size, config.lr
     )
+
+
+def recompute_batchnorm_statistics(model, dataset, examples: int, seed: int, dtype) -> None:
+    """Replace the BatchNorm running statistics by those of ``examples`` training examples at
+    the model's current weights (batches of 64; ``torch.optim.swa_utils.update_bn``), so that the
+    eval-mode network is the one that trained. Nothing happens for ``examples == 0``."""
+    if examples <= 0:
+        return
+    chosen = select_examples(dataset.train_indices.tolist(), examples, seed + 2)
+    inputs = dataset.batch(chosen)[0].to(dtype)
+    torch.optim.swa_utils.update_bn([inputs[i : i + 64] for i in range(0, len(inputs), 64)], model)
+    model.eval()
 
 
 def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
