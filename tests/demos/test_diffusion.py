@@ -28,7 +28,7 @@ def test_sampler_with_exact_noise_predictor_of_a_gaussian_recovers_it():
     """For x_0 ~ N(0, I) the exact predictor is E[eps | x_t] = sqrt(1 - abar_t) x_t."""
 
     class Exact(torch.nn.Module):
-        num_steps = 100
+        num_steps, dim = 100, 2
 
         def forward(self, x, t):
             return (1 - noise_schedule(100).float()[t]).sqrt()[:, None] * x

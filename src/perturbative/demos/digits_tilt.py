@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from perturbative._core.io import write_json
 from perturbative.demos.diffusion import DenoiserRun, sample_denoiser, train_denoiser
-from perturbative.tilt import check_tilt, first_order_shift, tilt_weights
+from perturbative.tilt import TiltWarning, check_tilt, first_order_shift, tilt_weights
 
 SCHEMES = ("weighted", "adjusted", "resample")
 PERTURBATIONS = ("class", "ink")
@@ -51,8 +52,10 @@ class DigitsTiltConfig:
     Attributes:
         out_dir: where the pictures and ``tilt_digits.json`` go.
         tilted_class: the digit whose share the class perturbation raises.
-        class_strengths: ``lambda`` of the class perturbation; 5 is about where the effective
-            sample size falls to a tenth of the data (``check_tilt`` warns), 6 is past it.
+        class_strengths: ``lambda`` of the class perturbation, up to where digit ``c`` makes
+            about 94% of ``p'_N``. The diagnostics never warn here: as ``lambda`` grows,
+            ``p'_N`` tends to the uniform distribution over the training ``c``s, whose effective
+            sample size is their number (a tenth of the data) with no example above 1%.
         ink_strengths: ``lambda`` of the ink perturbation (``dH = -z``, ``z`` standardised):
             for a Gaussian ``z``, ``ESS/N = exp(-lambda^2)`` falls below a tenth at 1.5.
         small_ink_strength: the strength of the first-order check of the ink mean.
@@ -247,6 +250,11 @@ def run_digits_tilt(config: DigitsTiltConfig, progress: bool = False) -> dict[st
             "gradient_norm_cv": gradient_norm_cv(plain),
             "data_shares": class_shares(labels).tolist(),
             "data_ink_mean": float(train_ink.mean()),
+            # the model's own floor: how far the plain model is from p_N itself
+            "class_tv_to_data": total_variation(
+                classifier.shares(plain_samples), class_shares(labels)
+            ),
+            "ink_bias_to_data": float(ink(plain_samples).mean() - train_ink.mean()),
         },
         "perturbations": {},
     }
@@ -268,11 +276,16 @@ def run_digits_tilt(config: DigitsTiltConfig, progress: bool = False) -> dict[st
                 "schemes": {},
             }
             for scheme in config.schemes:
-                run = train_scheme(data, weights.float(), scheme, config, bar)
+                with warnings.catch_warnings():
+                    # the sampler's warning about heavy examples is in `diagnostics` already
+                    warnings.simplefilter("ignore", TiltWarning)
+                    run = train_scheme(data, weights.float(), scheme, config, bar)
                 samples = sample_denoiser(run.model, config.num_samples, generator)
                 grids[f"{kind} lambda={strength:g} {scheme}"] = samples[:64]
+                measured = measure(kind, samples, classifier, target_shares, target_ink)
                 row["schemes"][scheme] = {
-                    **measure(kind, samples, classifier, target_shares, target_ink),
+                    **measured,
+                    **ink_shift(measured, row["plain"], float(train_ink.mean())),
                     "gradient_norm_cv": gradient_norm_cv(run),
                     "adjusted_size_std": float(np.std(run.adjusted_sizes)),
                 }
@@ -285,6 +298,21 @@ def run_digits_tilt(config: DigitsTiltConfig, progress: bool = False) -> dict[st
     write_pictures(out, result, grids, config)
     write_json(out / "tilt_digits.json", result, indent=1)
     return result
+
+
+def ink_shift(measured: dict, plain: dict, data_ink: float) -> dict[str, float]:
+    """The tilt's shift of the ink mean, corrected for the model's own bias: the tilted model's
+    ink minus the plain model's, against the target's minus the training data's. A model that
+    draws slightly bolder digits than its data (both models do) has the same bias tilted or not;
+    this compares what the tilt moved."""
+    shift = measured["ink_mean"] - plain["ink_mean"]
+    target = measured["ink_target"] - data_ink
+    error = math.hypot(measured["ink_standard_error"], plain["ink_standard_error"])
+    return {
+        "ink_shift": shift,
+        "ink_target_shift": target,
+        "ink_shift_z": (shift - target) / error if error > 0 else math.nan,
+    }
 
 
 def gradient_norm_cv(run: DenoiserRun) -> float:
@@ -349,8 +377,12 @@ def write_pictures(out: Path, result: dict, grids: dict[str, Tensor], config) ->
         if kind == "class":
             floor = result["classifier"]["floor_class_tv"]
             ax.axhline(floor, color="grey", lw=0.8, label="classifier floor")
+            own = result["plain"]["class_tv_to_data"]
+            ax.axhline(own, color="grey", ls=":", label="plain model to p_N")
             ax.set_ylabel(f"total variation of class shares to p'_N (digit {config.tilted_class})")
         else:
+            own = abs(result["plain"]["ink_bias_to_data"])
+            ax.axhline(own, color="grey", ls=":", label="plain model to p_N")
             ax.set_ylabel("|generated ink mean - target|")
         half = 0.25 * (max(x) - min(x)) / max(len(x) - 1, 1)
         for r in rows:
@@ -397,7 +429,10 @@ def summary_lines(result: dict) -> list[str]:
     lines = [
         f"classifier: held-out accuracy {c['heldout_accuracy']:.3f}, its floor (total variation "
         f"of predicted to true held-out class shares) {c['floor_class_tv']:.3f}",
-        f"plain model: gradient-norm CV {result['plain']['gradient_norm_cv']:.3f}",
+        f"plain model against p_N itself (the model's own floor): class-share TV "
+        f"{result['plain']['class_tv_to_data']:.3f}, ink bias "
+        f"{result['plain']['ink_bias_to_data']:+.4f}; gradient-norm CV "
+        f"{result['plain']['gradient_norm_cv']:.3f}",
     ]
     for kind, rows in result["perturbations"].items():
         unit = "class-share TV" if kind == "class" else "|ink mean - target| (in SE)"
@@ -408,6 +443,12 @@ def summary_lines(result: dict) -> list[str]:
             for scheme, v in [("plain", r["plain"]), *r["schemes"].items()]:
                 if kind == "class":
                     cells.append(f"{scheme} {v['class_tv']:.3f}")
+                elif "ink_shift" in v:
+                    cells.append(
+                        f"{scheme} {abs(v['ink_mean'] - v['ink_target']):.4f} "
+                        f"({abs(v['ink_z']):.1f}; shift {v['ink_shift']:+.4f} vs "
+                        f"{v['ink_target_shift']:+.4f}, {abs(v['ink_shift_z']):.1f} SE)"
+                    )
                 else:
                     cells.append(
                         f"{scheme} {abs(v['ink_mean'] - v['ink_target']):.4f} "
