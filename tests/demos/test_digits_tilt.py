@@ -51,7 +51,8 @@ def test_tiny_run_writes_pictures_and_honest_numbers(tmp_path):
         schemes=("adjusted", "resample"),
     )
     result = run_digits_tilt(config)
-    for name in ("tilt_digits.json", "tilt_digits_distance.png", "tilt_digits_samples.png"):
+    names = ("tilt_digits.json", "tilt_digits_distance.png", "tilt_digits_class.png")
+    for name in (*names, "tilt_digits_ink.png"):
         assert (tmp_path / "digits" / name).is_file()
     saved = json.loads(
         (tmp_path / "digits" / "tilt_digits.json").read_text(), parse_constant=pytest.fail

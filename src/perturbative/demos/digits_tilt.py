@@ -363,7 +363,8 @@ def largest_trusted(result: dict) -> dict:
 
 def write_pictures(out: Path, result: dict, grids: dict[str, Tensor], config) -> None:
     """``tilt_digits_distance.png`` (distance to the target against strength, untrusted
-    strengths shaded) and ``tilt_digits_samples.png`` (generated digits per scheme)."""
+    strengths shaded) and ``tilt_digits_class.png``, ``tilt_digits_ink.png`` (generated digits
+    per scheme and strength)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -393,23 +394,23 @@ def write_pictures(out: Path, result: dict, grids: dict[str, Tensor], config) ->
         ax.legend(fontsize=8)
     fig.savefig(out / "tilt_digits_distance.png", dpi=110)
 
-    shown = ["plain"] + [
-        k for k in grids if k != "plain" and k.endswith("adjusted") and _pick(k, config)
-    ]
-    fig = Figure(figsize=(2.2 * len(shown), 2.6), layout="constrained")
-    for n, key in enumerate(shown):
-        ax = fig.add_subplot(1, len(shown), n + 1)
-        ax.imshow(_tile(grids[key]), cmap="gray_r", vmin=-1, vmax=1)
-        ax.set_title(key.replace(" adjusted", "\n(adjusted)"), fontsize=8)
-        ax.axis("off")
-    fig.savefig(out / "tilt_digits_samples.png", dpi=110)
-
-
-def _pick(key: str, config: DigitsTiltConfig) -> bool:
-    """The strengths shown in the sample grid: the middle and the largest of each kind."""
-    kind, strength = key.split(" ")[0], float(key.split("=")[1].split(" ")[0])
-    strengths = config.class_strengths if kind == "class" else config.ink_strengths
-    return strength in (strengths[len(strengths) // 2], strengths[-1])
+    for kind in PERTURBATIONS:
+        strengths = config.class_strengths if kind == "class" else config.ink_strengths
+        columns = ["plain", *strengths]
+        fig = Figure(figsize=(1.5 * len(columns), 1.7 * len(config.schemes)), layout="constrained")
+        for r, scheme in enumerate(config.schemes):
+            for c, strength in enumerate(columns):
+                key = "plain" if strength == "plain" else f"{kind} lambda={strength:g} {scheme}"
+                ax = fig.add_subplot(len(config.schemes), len(columns), r * len(columns) + c + 1)
+                ax.imshow(_tile(grids[key][:16], columns=4), cmap="gray_r", vmin=-1, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title("plain" if strength == "plain" else f"lambda {strength:g}")
+                if c == 0:
+                    ax.set_ylabel(scheme)
+        fig.suptitle(f"generated digits, {kind} tilt", fontsize=10)
+        fig.savefig(out / f"tilt_digits_{kind}.png", dpi=100)
 
 
 def _tile(images: Tensor, columns: int = 8) -> np.ndarray:

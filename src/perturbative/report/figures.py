@@ -173,15 +173,7 @@ def order_check_figures(check: dict) -> dict:
             color=f"C{n}",
             label=f"step {entry['step']}: plain-SGD bracket",
         )
-    ax.axhline(0.5, color="grey", lw=0.6)
-    ax.set(
-        xscale="symlog",
-        xlabel="further identical steps h",
-        ylabel="sign accuracy",
-        ylim=(0, 1.02),
-        title="accuracy against horizon (run's lr)",
-    )
-    ax.legend(fontsize=7)
+    _accuracy_axes(ax, "symlog", "further identical steps h", "accuracy against horizon (run's lr)")
     plots["order_horizon"] = png_uri(fig)
 
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
@@ -199,17 +191,18 @@ def order_check_figures(check: dict) -> dict:
                 color=f"C{n}",
                 label=f"step {entry['step']}, {kind} pairs",
             )
-    ax.axhline(0.5, color="grey", lw=0.6)
-    ax.set(
-        xscale="log",
-        xlabel="learning rate of the swapped steps",
-        ylabel="sign accuracy (h = 0)",
-        ylim=(0, 1.02),
-        title="where the expansion holds",
+    _accuracy_axes(
+        ax, "log", "learning rate of the swapped steps (h = 0)", "where the expansion holds"
     )
-    ax.legend(fontsize=7)
     plots["order_lr"] = png_uri(fig)
     return plots
+
+
+def _accuracy_axes(ax, xscale: str, xlabel: str, title: str) -> None:
+    """Sign accuracy on ``[0, 1]`` with the coin's 0.5 drawn in."""
+    ax.axhline(0.5, color="grey", lw=0.6)
+    ax.set(xscale=xscale, xlabel=xlabel, ylabel="sign accuracy", ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=7)
 
 
 def _nan(value):
