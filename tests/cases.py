@@ -191,6 +191,39 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
+class SequenceClassifier(nn.Module):
+    """A sequence ``(L, d)`` -> class logits through ``body``, mean- or last-pooled."""
+
+    def __init__(self, body: nn.Module, width: int, pool: str) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, width)
+        self.body, self.pool = body, pool
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body(self.embed(x))
+        h = h[0] if isinstance(h, tuple) else h  # nn.LSTM returns (output, (h, c))
+        return self.head(h.mean(1) if self.pool == "mean" else h[:, -1])
+
+
+def transformer_ce() -> Case:
+    """``nn.TransformerEncoder`` with default settings in eval mode: PyTorch's CPU flash
+    attention and the encoder's fused fast path, neither of which has a second derivative."""
+    torch.manual_seed(4)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    model = SequenceClassifier(nn.TransformerEncoder(layer, 2), 8, "mean").to(DTYPE).eval()
+    x = torch.randn(5, 4, 3, dtype=DTYPE)
+    return Case("transformer_ce", model, cross_entropy, (x, torch.tensor([0, 1, 1, 0, 1])), (2, 3))
+
+
+def lstm_ce() -> Case:
+    """``nn.LSTM``: its CPU kernels have no forward-mode derivative."""
+    torch.manual_seed(5)
+    model = SequenceClassifier(nn.LSTM(8, 8, batch_first=True), 8, "last").to(DTYPE).eval()
+    x = torch.randn(5, 4, 3, dtype=DTYPE)
+    return Case("lstm_ce", model, cross_entropy, (x, torch.tensor([1, 0, 1, 1, 0])), (3, 2))
+
+
 def write_synthetic_results(
     directory: Path,
     *,

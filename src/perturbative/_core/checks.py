@@ -87,8 +87,31 @@ def train_mode_batchnorm(model: nn.Module) -> list[str]:
     ]
 
 
-def check_batchnorm(model: nn.Module, batch_context: Tensor | None) -> None:
-    """Refuse train-mode BatchNorm unless a batch context is given (see module docstring)."""
+def train_mode_dropout(model: nn.Module) -> list[str]:
+    """Names of modules that drop out at random in train mode: ``nn.Dropout*`` with ``p > 0``
+    and ``nn.MultiheadAttention`` with ``dropout > 0``."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if module.training
+        and (
+            (isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0)
+            or (isinstance(module, nn.MultiheadAttention) and module.dropout > 0)
+        )
+    ]
+
+
+def check_train_mode(model: nn.Module, batch_context: Tensor | None) -> None:
+    """Refuse randomness (dropout in train mode) always, and train-mode BatchNorm unless a batch
+    context is given (see module docstring)."""
+    random = train_mode_dropout(model)
+    if random:
+        raise ValueError(
+            f"dropout layers {random[:3]}{'...' if len(random) > 3 else ''} are in train mode: "
+            "every call draws new masks, so each gradient is of another random network and "
+            "two identical calls disagree. Call model.eval() (dropout off, the usual choice), "
+            "or set their p to 0"
+        )
     names = train_mode_batchnorm(model)
     if names and batch_context is None:
         raise ValueError(

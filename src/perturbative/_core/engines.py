@@ -8,7 +8,10 @@ Two engines compute every derivative in the package, equal up to rounding:
   reusing each example's gradient graph; fast on CPUs, where batching buys little.
 
 ``engine="auto"`` picks ``"forward"`` when the parameters live on a CUDA device and
-``"double_backward"`` otherwise. :func:`run_engine` is the one dispatcher every public function
+``"double_backward"`` otherwise. Both run inside :func:`differentiable_kernels`: PyTorch's
+default attention kernels (flash attention on CPU, ``nn.TransformerEncoder``'s fused fast path)
+have no second derivative, so attention runs on the math kernel there, and the user's settings
+are restored afterwards. :func:`run_engine` is the one dispatcher every public function
 calls: it runs the forward computation and, when torch cannot differentiate an op of the model in
 forward mode, raises :class:`ForwardADUnsupportedError` naming the op (``engine="forward"``) or
 warns and runs the double-backward computation instead (``engine="auto"``).
@@ -16,9 +19,10 @@ warns and runs the double-backward computation instead (``engine="auto"``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
@@ -45,6 +49,26 @@ def resolve_engine(engine: str, params: Params, batch_context: Tensor | None = N
         on_cuda = any(p.is_cuda for p in params.values())
         return "forward" if on_cuda else "double_backward"
     return engine
+
+
+@contextlib.contextmanager
+def differentiable_kernels() -> Iterator[None]:
+    """Run the block with attention kernels that support every derivative the engines take.
+
+    ``scaled_dot_product_attention`` is limited to its math kernel (the CPU flash kernel has no
+    double backward and no forward-mode derivative) and the fused fast path of
+    ``nn.TransformerEncoder`` / ``nn.MultiheadAttention`` in eval mode is switched off; both
+    settings are restored on exit, also after an error.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 class ForwardADUnsupportedError(RuntimeError):
@@ -78,9 +102,11 @@ def run_engine(
     """
     chosen = resolve_engine(engine, params, batch_context)
     if chosen == "double_backward":
-        return double_backward()
+        with differentiable_kernels():
+            return double_backward()
     try:
-        return forward()
+        with differentiable_kernels():
+            return forward()
     except (RuntimeError, NotImplementedError) as err:
         op = forward_ad_failure(err)
         if op is None:
@@ -99,7 +125,8 @@ def run_engine(
             RuntimeWarning,
             stacklevel=3,
         )
-    return double_backward()
+    with differentiable_kernels():
+        return double_backward()
 
 
 def forward_ad_failure(err: BaseException) -> str | None:
@@ -111,8 +138,16 @@ def forward_ad_failure(err: BaseException) -> str | None:
     aten = "forward ad" in low and ("not been implemented" in low or "not support" in low)
     aten = aten or ("forward" in low and "not implemented" in low)
     zero_tensor = "zerotensors are immutable" in low
-    if not (custom or aten or zero_tensor):
+    # torch.func's own limits: an in-place op on an unbatched tensor inside vmap (nn.LSTM's
+    # cell writes into its state this way), or an op with no batching rule
+    vmap_limit = "doesn't match the broadcast shape" in low or "batching rule" in low
+    vmap_limit = vmap_limit or ("vmap" in low and ("in-place" in low or "inplace" in low))
+    if not (custom or aten or zero_tensor or vmap_limit):
         return None
+    if vmap_limit and not (custom or aten):
+        module = _module_in_traceback(err)
+        where = f"nn.{module}" if module else "an op"
+        return f"{where}, which torch.func's vmap cannot batch"
     if zero_tensor:
         return (
             "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "
@@ -128,6 +163,19 @@ def forward_ad_failure(err: BaseException) -> str | None:
         if token.startswith("aten::") or token.startswith("torch."):
             return f"the op {token.rstrip('.,:')}"
     return "an operation (" + text.splitlines()[0][:120] + ")"
+
+
+def _module_in_traceback(err: BaseException) -> str | None:
+    """Class name of the innermost ``nn.Module`` whose ``forward`` raised ``err``."""
+    name = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        module = frame.f_locals.get("self") if frame.f_code.co_name == "forward" else None
+        if isinstance(module, torch.nn.Module):
+            name = type(module).__name__
+        tb = tb.tb_next
+    return name
 
 
 def _autograd_function_in_traceback(err: BaseException) -> str | None:

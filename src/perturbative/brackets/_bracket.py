@@ -35,10 +35,10 @@ from torch.func import grad, vmap
 from perturbative._core.calls import LossFn, example_loss, fixed_state, grad_or_zero
 from perturbative._core.checks import (
     Params,
-    check_batchnorm,
     check_data,
     check_finite,
     check_params,
+    check_train_mode,
     check_vector,
 )
 from perturbative._core.engines import run_engine
@@ -277,7 +277,7 @@ def bracket_matrix(
 def _prepare(model, params, data, preconditioner, batch_context):
     params = check_params(model, params)
     data, _ = check_data(data)
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     if preconditioner is not None:
         check_vector(params, preconditioner, "preconditioner")
     return params, data

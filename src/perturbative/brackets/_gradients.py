@@ -21,10 +21,10 @@ from perturbative._core.calls import (
 )
 from perturbative._core.checks import (
     Params,
-    check_batchnorm,
     check_data,
     check_finite,
     check_params,
+    check_train_mode,
 )
 from perturbative._core.engines import run_engine
 
@@ -80,7 +80,7 @@ def per_example_gradients(
     """
     params = check_params(model, params)
     data, n = check_data(data)
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     state = fixed_state(model, params)
 
     def forward() -> Params:
@@ -125,7 +125,7 @@ def mean_gradient(
     """
     params = check_params(model, params)
     data, _ = check_data(data)
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     f = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
     names = list(params)
     grads = grad_or_zero([f(params, *data)], [params[k] for k in names])

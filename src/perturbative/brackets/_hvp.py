@@ -30,10 +30,10 @@ from perturbative._core.calls import (
 )
 from perturbative._core.checks import (
     Params,
-    check_batchnorm,
     check_data,
     check_finite,
     check_params,
+    check_train_mode,
     check_vector,
 )
 from perturbative._core.engines import run_engine
@@ -93,7 +93,7 @@ def hvp(
     params = check_params(model, params)
     data, _ = check_data(data)
     check_vector(params, vector, "vector")
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     loss = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
     forward, double_backward = hessian_vector_product(loss, params)
     out = run_engine(
@@ -127,7 +127,7 @@ def per_example_hvps(
     params = check_params(model, params)
     data, n = check_data(data)
     check_vector(params, vector, "vector")
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     state = fixed_state(model, params)
 
     def forward() -> tuple[Params, Params]:

@@ -24,10 +24,10 @@ from torch.func import jvp, vmap
 from perturbative._core.calls import LossFn, fixed_state, model_outputs
 from perturbative._core.checks import (
     Params,
-    check_batchnorm,
     check_data,
     check_finite,
     check_params,
+    check_train_mode,
     check_vector,
 )
 from perturbative._core.engines import run_engine
@@ -57,14 +57,15 @@ def output_shift(
         inputs: test inputs of shape ``(T, ...)``.
         lr: learning rate; the shift is ``lr^2`` times the Jacobian-vector product.
         engine: ``"forward"`` vmaps the JVP over directions (GPU); ``"double_backward"`` loops
-            over them (CPU); ``"auto"`` picks by device.
+            over them in reverse mode (``J d`` as the derivative of ``(J^T w) . d`` in ``w``),
+            so models without forward-mode derivatives work (CPU); ``"auto"`` picks by device.
         chunk_size: directions per vmap chunk for the forward engine.
 
     Returns:
         Tensor of shape ``(m, T, *output_shape)``, e.g. ``(pairs, test examples, outputs)``.
     """
     params = check_params(model, params)
-    check_batchnorm(model, None)
+    check_train_mode(model, None)
     check_vector(params, directions, "directions", leading=1)
     (inputs,), _ = check_data((inputs,), "inputs")
     state = fixed_state(model, params)
@@ -77,8 +78,25 @@ def output_shift(
         return jvp(f, (detached,), (d,))[1]
 
     def one_at_a_time() -> Tensor:
-        m = next(iter(directions.values())).shape[0]
-        return torch.stack([jvp_one({k: v[i] for k, v in directions.items()}) for i in range(m)])
+        # reverse mode only, for models whose ops have no forward-mode derivative (nn.LSTM on
+        # CPU): J d = d/dw [(J^T w) . d], with w a dummy cotangent
+        names = list(params)
+        inputs = [params[k] for k in names]
+        outputs = f(params)
+        w = torch.zeros_like(outputs, requires_grad=True)
+        pullback = torch.autograd.grad(outputs, inputs, w, create_graph=True, allow_unused=True)
+        rows = []
+        for i in range(next(iter(directions.values())).shape[0]):
+            dot = sum(
+                (g * directions[k][i]).sum()
+                for g, k in zip(pullback, names, strict=True)
+                if g is not None
+            )
+            if not isinstance(dot, Tensor) or not dot.requires_grad:
+                rows.append(torch.zeros_like(outputs))
+                continue
+            rows.append(torch.autograd.grad(dot, w, retain_graph=True)[0])
+        return torch.stack(rows).detach()
 
     shifts = run_engine(
         engine,
@@ -129,7 +147,7 @@ def projected_bracket_matrix(
     params = check_params(model, params)
     data, n = check_data(data)
     check_vector(params, direction, "direction")
-    check_batchnorm(model, None)
+    check_train_mode(model, None)
     scale = (
         (lambda v: v)
         if preconditioner is None

@@ -49,10 +49,10 @@ from torch.func import functional_call, grad, jvp, vmap
 from perturbative._core.calls import LossFn, batch_loss, example_loss, fixed_state
 from perturbative._core.checks import (
     Params,
-    check_batchnorm,
     check_data,
     check_finite,
     check_params,
+    check_train_mode,
     check_vector,
 )
 from perturbative._core.engines import run_engine
@@ -201,7 +201,7 @@ class _Window:
 
 def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order) -> _Window:
     names = trained_names(model, optimizer)
-    check_batchnorm(model, None)
+    check_train_mode(model, None)
     by_name = dict(model.named_parameters())
     batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
@@ -380,7 +380,7 @@ def order_scores(
     params = check_params(model, params)
     pool, n = check_data(pool, "pool")
     check_vector(params, direction, "direction")
-    check_batchnorm(model, None)
+    check_train_mode(model, None)
     if preconditioner is not None:
         check_vector(params, preconditioner, "preconditioner")
     scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))

@@ -79,7 +79,7 @@ import torch
 from torch import Tensor, nn
 
 from perturbative._core.calls import LossFn, batch_loss, fixed_state
-from perturbative._core.checks import Params, check_batchnorm, check_data, check_finite
+from perturbative._core.checks import Params, check_data, check_finite, check_train_mode
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hvp
 from perturbative.brackets._norms import vector_norm
@@ -178,7 +178,7 @@ def parameters_after_steps(
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
     names = trained_names(model, optimizer)
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
     batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
@@ -296,7 +296,7 @@ def swap_check(
         True
     """
     names = trained_names(model, optimizer)
-    check_batchnorm(model, batch_context)
+    check_train_mode(model, batch_context)
     x, _ = check_data(x, "x")
     y, _ = check_data(y, "y")
     params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
