@@ -224,6 +224,17 @@ def lstm_ce() -> Case:
     return Case("lstm_ce", model, cross_entropy, (x, torch.tensor([1, 0, 1, 1, 0])), (3, 2))
 
 
+def embedding_ce() -> Case:
+    """An embedding bag over 12 tokens of which the examples use only 0-7: rows 8-11 never get
+    a gradient, so Adam's second moment stays exactly zero there."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.EmbeddingBag(12, 4, mode="mean"), nn.Tanh(), nn.Linear(4, 3))
+    tokens = torch.randint(0, 8, (6, 3))
+    return Case(
+        "embedding_ce", model.to(DTYPE), cross_entropy, (tokens, torch.randint(0, 3, (6,))), (3, 3)
+    )
+
+
 def write_synthetic_results(
     directory: Path,
     *,

@@ -7,17 +7,32 @@ diagonal ``P`` and the preconditioned fields are ``-P g_x``. Their bracket is
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from perturbative._core.checks import Params
 
 
-def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Params) -> Params:
+def adam_preconditioner(
+    optimizer: torch.optim.Optimizer, params: Params, gradient: Params | None = None
+) -> Params:
     """Adam's diagonal preconditioner ``P = 1 / (sqrt(v_hat) + eps)`` from its state.
 
     ``v_hat = exp_avg_sq / (1 - beta2^step)`` is the bias-corrected second moment. ``params``
-    must hold the same tensor objects the optimizer updates (``dict(model.named_parameters())``).
-    The learning rate is left out: ``lr`` enters the swap as ``lr^2``.
+    must hold the same tensor objects the optimizer updates (``dict(model.named_parameters())``,
+    frozen parameters left out). The learning rate is left out: ``lr`` enters the swap as
+    ``lr^2``.
+
+    Where the second moment is still zero (embedding rows never seen, units dead since warm-up,
+    conv taps that only see padding), ``1 / eps`` is not what Adam does: its next step on such a
+    coordinate is ``lr (1-b1)/(1-b1^(t+1)) sqrt((1-b2^(t+1))/(1-b2)) sign(g)`` for any gradient
+    ``g`` much larger than ``eps``, a step of fixed size. With ``gradient`` (the gradient of the
+    next step, keyed like ``params``) ``P`` is the denominator of that next real step,
+    ``1 / (sqrt(v'_hat) + eps)`` with ``v' = b2 v + (1-b2) g^2`` and the step count ``t+1``,
+    everywhere; Adam's next update is then exactly ``-lr m'_hat P``. Without it, coordinates with
+    a zero second moment get ``P = 0`` (no gradient has moved them yet) and a
+    :class:`RuntimeWarning` says how many there are and where.
 
     Raises:
         ValueError: if the optimizer is not Adam-like or has not taken a step for a parameter.
@@ -30,12 +45,13 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Params) -> Par
             )
         for p in group["params"]:
             by_id[id(p)] = (p, group)
-    out = {}
+    out, unseen = {}, {}
     for name, p in params.items():
         if id(p) not in by_id:
             raise ValueError(
-                f"params[{name!r}] is not a tensor the optimizer updates; pass "
-                "dict(model.named_parameters()) of the model the optimizer was built on"
+                f"params[{name!r}] is not a tensor the optimizer updates: pass "
+                "dict(model.named_parameters()) of the model the optimizer was built on, leaving "
+                "out frozen parameters (requires_grad=False)"
             )
         _, group = by_id[id(p)]
         state = optimizer.state.get(p, {})
@@ -44,7 +60,28 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Params) -> Par
                 f"the optimizer has no second-moment state for {name!r} yet: take at least one "
                 "optimizer step before building the preconditioner"
             )
-        step = float(state["step"])
-        v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** step)
-        out[name] = (1.0 / (v_hat.sqrt() + group["eps"])).detach().to(p.dtype)
+        b2, step = group["betas"][1], float(state["step"])
+        v = state["exp_avg_sq"].detach()
+        if gradient is not None:
+            v = b2 * v + (1 - b2) * gradient[name].detach().to(v) ** 2
+            step += 1
+        v_hat = v / (1 - b2**step)
+        pre = 1.0 / (v_hat.sqrt() + group["eps"])
+        zero = v == 0
+        if gradient is None and bool(zero.any()):
+            unseen[name] = int(zero.sum())
+            pre = torch.where(zero, torch.zeros_like(pre), pre)
+        out[name] = pre.to(p.dtype)
+    if unseen:
+        total = sum(unseen.values())
+        where = ", ".join(f"{k} ({n})" for k, n in list(unseen.items())[:4])
+        warnings.warn(
+            f"Adam's second moment is zero on {total} coordinates ({where}"
+            f"{', ...' if len(unseen) > 4 else ''}): no gradient has reached them yet, and "
+            "1/eps would not be what Adam does (its next step moves such a coordinate by a "
+            "fixed-size sign step); they get P = 0. Pass gradient=<the next step's gradient> "
+            "for the preconditioner of that step",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return out

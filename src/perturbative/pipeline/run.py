@@ -8,6 +8,7 @@ own, call :func:`perturbative.pipeline.sweep.bracket_sweep` directly (``examples
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import torch
@@ -91,7 +92,11 @@ def sweep_training_run(
     def adam_at(step: int, model: nn.Module):
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         optimizer.load_state_dict(read(paths[step])["optimizer"])
-        return adam_preconditioner(optimizer, dict(model.named_parameters()))
+        with warnings.catch_warnings():
+            # MXResNet's zero second moments are conv taps that only ever see padding: their
+            # gradient is zero for every example, so P = 0 there changes no field
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return adam_preconditioner(optimizer, dict(model.named_parameters()))
 
     out_dir = Path(options.out_dir) if options.out_dir else run_dir / "brackets"
     # results inside the run folder are this run's: stale ones (a retrained run) are recomputed;
