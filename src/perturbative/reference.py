@@ -7,6 +7,8 @@ engines in :mod:`perturbative.brackets` can be checked against it. Conventions a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -15,8 +17,11 @@ from perturbative._core.calls import LossFn, fixed_state
 from perturbative._core.checks import Params
 
 
-def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example: tuple[Tensor, ...]):
+def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example) -> Tensor:
+    """The loss of one example: a ``(inputs, *targets)`` tuple or a keyword batch (a mapping)."""
     state = fixed_state(model, params)
+    if isinstance(example, Mapping):
+        return loss_fn(functional_call(model, (params, state), (), dict(example)), example)
     outputs = functional_call(model, (params, state), (example[0],))
     return loss_fn(outputs, *example[1:])
 
@@ -57,15 +62,19 @@ def reference_bracket_matrix(
     ``n(n-1)/2`` pairs, each recomputing both gradients: ``n(n-1)`` gradient passes and
     ``n(n-1)`` HVPs. Returns ``(n, n, *param.shape)`` per key.
     """
-    n = data[0].shape[0]
+    rows = data if isinstance(data, Mapping) else dict(enumerate(data))
+    n = next(iter(rows.values())).shape[0]
+
+    def example(i: int):
+        one = {k: t[i : i + 1] for k, t in rows.items()}
+        return one if isinstance(data, Mapping) else tuple(one.values())
+
     out = {
         k: torch.zeros((n, n, *v.shape), dtype=v.dtype, device=v.device) for k, v in params.items()
     }
     for i in range(n):
         for j in range(i + 1, n):
-            x = tuple(t[i : i + 1] for t in data)
-            y = tuple(t[j : j + 1] for t in data)
-            b = reference_bracket(model, loss_fn, params, x, y, preconditioner)
+            b = reference_bracket(model, loss_fn, params, example(i), example(j), preconditioner)
             for k in params:
                 out[k][i, j] = b[k]
                 out[k][j, i] = -b[k]

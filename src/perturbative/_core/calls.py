@@ -11,8 +11,21 @@ Everything in the package uses one call shape, ``(model, loss_fn, params, data)`
   ``1/N``).
 * ``params``: ``dict[str, Tensor]`` keyed like ``model.named_parameters()``, each requiring grad.
   Vectors over parameter space (gradients, brackets) are dicts with the same keys and shapes.
-* ``data``: a tuple of tensors whose leading dimension indexes examples, usually
-  ``(inputs, targets)``; the first is passed to the model, the rest to ``loss_fn``.
+* ``data``: the examples, every tensor's leading dimension indexing them, in one of two forms:
+
+  - a tuple of tensors ``(inputs, *targets)``: the model is called ``model(inputs)`` and the
+    loss ``loss_fn(outputs, *targets)``;
+  - a mapping of keyword arguments (a Hugging Face batch: ``input_ids``, ``attention_mask``,
+    ``labels``, ``pixel_values``, ...): the model is called ``model(**batch)`` and the loss
+    ``loss_fn(outputs, batch)`` with the same mapping, so ``lambda out, batch: out.loss`` uses
+    the model's own loss and a loss of your own reads ``batch["labels"]``.
+
+  Internally a mapping travels as a one-element tuple holding the dict (``*data`` passes it
+  whole), and :func:`take` indexes either form.
+* ``outputs``: whatever the model returns (a tensor, a tuple, a dict, a ``transformers``
+  ``ModelOutput``) reaches ``loss_fn`` unchanged. Where the library needs the output *values*
+  (:func:`output_values`: output shifts, observables) it takes the tensor itself, the ``logits``
+  of a dict or ``ModelOutput``, or the first element of a tuple.
 
 BatchNorm: a per-example field needs a per-example loss, and a batch of one has no batch
 statistics (its variance is zero). Fields therefore use BatchNorm in eval mode (running
@@ -24,7 +37,7 @@ updated by that forward pass are discarded).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +58,45 @@ def fixed_state(model: nn.Module, params: Params) -> dict[str, Tensor]:
     return state
 
 
+def take(item: Tensor | Mapping[str, Tensor], index: Any) -> Any:
+    """``item[index]`` for a tensor, or for every tensor of a keyword batch."""
+    if isinstance(item, Mapping):
+        return {k: v[index] for k, v in item.items()}
+    return item[index]
+
+
+def num_examples(data: Sequence[Any]) -> int:
+    """The leading dimension of a (checked) data tuple, keyword batches included."""
+    first = data[0]
+    if isinstance(first, Mapping):
+        first = next(iter(first.values()))
+    return first.shape[0]
+
+
+def call_model(model: nn.Module, params: Params, state: dict[str, Tensor], inputs: Any) -> Any:
+    """``model(inputs)`` or ``model(**inputs)`` through ``functional_call``."""
+    if isinstance(inputs, Mapping):
+        return functional_call(model, (params, state), (), dict(inputs))
+    return functional_call(model, (params, state), (inputs,))
+
+
+def output_values(outputs: Any) -> Tensor:
+    """The output tensor of a model's return value: itself, ``logits`` of a dict or
+    ``ModelOutput``, or the first element of a tuple."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, Mapping):
+        if "logits" not in outputs:
+            raise ValueError(
+                f"the model returned a mapping without 'logits' (keys {list(outputs)[:6]}); "
+                "output shifts and observables need one output tensor: return it, or 'logits'"
+            )
+        return outputs["logits"]
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], Tensor):
+        return outputs[0]
+    raise TypeError(f"cannot find the output tensor in a {type(outputs).__name__}")
+
+
 def example_loss(
     model: nn.Module,
     loss_fn: LossFn,
@@ -58,7 +110,12 @@ def example_loss(
     the context and only its own output enters the loss.
     """
 
-    def loss(params: Params, *example: Tensor) -> Tensor:
+    def loss(params: Params, *example: Any) -> Tensor:
+        if len(example) == 1 and isinstance(example[0], Mapping):
+            if batch_context is not None:
+                raise ValueError("batch_context works with (inputs, targets) tuples only")
+            batch = {k: v.unsqueeze(0) for k, v in example[0].items()}
+            return _scalar(loss_fn(call_model(model, params, state, batch), batch))
         inputs = example[0].unsqueeze(0)
         targets = [t.unsqueeze(0) for t in example[1:]]
         if batch_context is None:
@@ -67,16 +124,19 @@ def example_loss(
             buffers = {k: v.clone() for k, v in state.items()}  # discard running-stat updates
             joined = torch.cat([inputs, batch_context.to(inputs)], dim=0)
             outputs = functional_call(model, (params, buffers), (joined,))[:1]
-        value = loss_fn(outputs, *targets)
-        if not isinstance(value, Tensor) or value.dim() != 0:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(
-                f"loss_fn returned shape {shape} for one example; it must return a scalar "
-                "(reduce with .mean() or .sum(), e.g. reduction='mean')"
-            )
-        return value
+        return _scalar(loss_fn(outputs, *targets))
 
     return loss
+
+
+def _scalar(value: Any) -> Tensor:
+    if not isinstance(value, Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(
+            f"loss_fn returned shape {shape} for one example; it must return a scalar "
+            "(reduce with .mean() or .sum(), e.g. reduction='mean')"
+        )
+    return value
 
 
 def batch_loss(
@@ -87,36 +147,43 @@ def batch_loss(
 ):
     """The minibatch loss ``L_A(params) = mean_{x in A} L_x(params)`` as ``f(params, *batch)``.
 
-    Without a batch context the model runs once on the whole batch (eval-mode BatchNorm makes the
-    outputs row-wise independent) and ``loss_fn`` is applied to each row.
+    For a tuple batch without a batch context the model runs once on the whole batch (eval-mode
+    BatchNorm makes the outputs row-wise independent) and ``loss_fn`` is applied to each row of
+    the output tensor; keyword batches and structured outputs are evaluated one example at a
+    time, since a model's structured output (or its own loss) cannot be split by rows.
     """
     per_example = example_loss(model, loss_fn, state, batch_context)
 
-    def loss(params: Params, *batch: Tensor) -> Tensor:
-        n = batch[0].shape[0]
-        if batch_context is not None:
-            values = [per_example(params, *(t[i] for t in batch)) for i in range(n)]
-        else:
-            outputs = functional_call(model, (params, state), (batch[0],))
-            values = []
-            for i in range(n):
-                value = loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in batch[1:]))
-                if not isinstance(value, Tensor) or value.dim() != 0:
-                    raise ValueError(
-                        "loss_fn must return a scalar for one example (reduce with .mean() "
-                        "or .sum(), e.g. reduction='mean')"
-                    )
-                values.append(value)
+    def loss(params: Params, *batch: Any) -> Tensor:
+        n = num_examples(batch)
+
+        def one_by_one() -> Tensor:
+            return torch.stack([per_example(params, *take_all(batch, i)) for i in range(n)]).mean()
+
+        if batch_context is not None or isinstance(batch[0], Mapping):
+            return one_by_one()
+        outputs = functional_call(model, (params, state), (batch[0],))
+        if not isinstance(outputs, Tensor):
+            return one_by_one()
+        values = [
+            _scalar(loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in batch[1:])))
+            for i in range(n)
+        ]
         return torch.stack(values).mean()
 
     return loss
 
 
+def take_all(data: Sequence[Any], index: Any) -> tuple[Any, ...]:
+    """:func:`take` of every item of a data tuple."""
+    return tuple(take(item, index) for item in data)
+
+
 def model_outputs(
-    model: nn.Module, params: Params, state: dict[str, Tensor], inputs: Tensor
+    model: nn.Module, params: Params, state: dict[str, Tensor], inputs: Any
 ) -> Tensor:
-    """``f(theta, inputs)`` through ``functional_call``."""
-    return functional_call(model, (params, state), (inputs,))
+    """The output values ``f(theta, inputs)`` (:func:`output_values` of the model's return)."""
+    return output_values(call_model(model, params, state, inputs))
 
 
 def grad_or_zero(

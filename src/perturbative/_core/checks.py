@@ -44,38 +44,55 @@ def check_params(model: nn.Module, params: Any) -> Params:
             )
         if not value.requires_grad:
             raise ValueError(
-                f"params[{name!r}] does not require grad, so it has no field: pass "
-                "{k: v.detach().requires_grad_() for k, v in params.items()} or leave it out of "
-                "params to hold it fixed"
+                f"params[{name!r}] does not require grad. A frozen parameter is held fixed by "
+                "leaving it out of params: pass {k: v for k, v in model.named_parameters() if "
+                "v.requires_grad} (every function, and adam_preconditioner, follow this rule)"
             )
         if not value.is_floating_point():
             raise ValueError(f"params[{name!r}] has dtype {value.dtype}; fields need floats")
     return dict(params)
 
 
-def check_data(data: Any, what: str = "data") -> tuple[tuple[Tensor, ...], int]:
-    """Validate a data tuple; return it and the number of examples.
+def check_data(data: Any, what: str = "data") -> tuple[tuple[Any, ...], int]:
+    """Validate a data tuple or keyword batch; return it as a tuple and the number of examples.
+
+    A mapping of keyword arguments comes back as a one-element tuple holding it as a dict (see
+    :mod:`perturbative._core.calls`).
 
     Raises:
-        TypeError: if ``data`` is not a tuple/list of tensors.
+        TypeError: if ``data`` is neither a tuple/list of tensors nor a mapping of them.
         ValueError: if it is empty or the leading dimensions disagree.
     """
     if isinstance(data, Tensor):
         data = (data,)
-    if not isinstance(data, Sequence) or not all(isinstance(t, Tensor) for t in data):
-        raise TypeError(f"{what} must be a tuple of tensors, e.g. (inputs, targets)")
-    if len(data) == 0:
+    if isinstance(data, Mapping):
+        bad = [k for k, v in data.items() if not isinstance(v, Tensor)]
+        if bad or not data:
+            raise TypeError(
+                f"{what} as a mapping must hold tensors only (keyword arguments of the model), "
+                f"not {bad[:3] or 'nothing'}"
+            )
+        tensors, packed = list(data.values()), (dict(data),)
+    elif isinstance(data, Sequence) and all(isinstance(t, Tensor) for t in data):
+        tensors, packed = list(data), tuple(data)
+    else:
+        raise TypeError(
+            f"{what} must be a tuple of tensors, e.g. (inputs, targets), or a mapping of the "
+            "model's keyword arguments, e.g. {'input_ids': ..., 'attention_mask': ..., "
+            "'labels': ...}"
+        )
+    if len(tensors) == 0:
         raise ValueError(f"{what} is an empty tuple; pass (inputs, targets)")
-    sizes = {t.shape[0] if t.dim() else None for t in data}
+    sizes = {t.shape[0] if t.dim() else None for t in tensors}
     if None in sizes:
         raise ValueError(f"every tensor in {what} needs a leading example dimension")
     if len(sizes) != 1:
-        shapes = [tuple(t.shape) for t in data]
+        shapes = [tuple(t.shape) for t in tensors]
         raise ValueError(f"tensors in {what} disagree on the number of examples: {shapes}")
     n = sizes.pop()
     if n == 0:
         raise ValueError(f"{what} holds no examples; pass at least one")
-    return tuple(data), n
+    return packed, n
 
 
 def train_mode_batchnorm(model: nn.Module) -> list[str]:

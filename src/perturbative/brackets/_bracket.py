@@ -32,7 +32,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from perturbative._core.calls import LossFn, example_loss, fixed_state, grad_or_zero
+from perturbative._core.calls import (
+    LossFn,
+    example_loss,
+    fixed_state,
+    grad_or_zero,
+    num_examples,
+    take_all,
+)
 from perturbative._core.checks import (
     Params,
     check_data,
@@ -314,7 +321,7 @@ def _terms_forward(
     f = example_loss(model, loss_fn, fixed_state(model, params))
     detached = {k: v.detach() for k, v in params.items()}
     in_dims = (None,) + (0,) * len(data)
-    n = data[0].shape[0]
+    n = num_examples(data)
     grads = vmap(grad(f), in_dims=in_dims, chunk_size=pairs_per_chunk(detached, memory_budget, n))(
         detached, *data
     )
@@ -332,10 +339,11 @@ def _terms_forward(
     size = pairs_per_chunk(detached, memory_budget, len(pairs))
     for start in range(0, len(pairs), size):
         chunk = pairs[start : start + size]
-        rows = torch.tensor([j for j, _ in chunk], device=data[0].device)
-        cols = torch.tensor([i for _, i in chunk], device=data[0].device)
+        device = next(iter(detached.values())).device
+        rows = torch.tensor([j for j, _ in chunk], device=device)
+        cols = torch.tensor([i for _, i in chunk], device=device)
         vectors = {k: v[cols] for k, v in tangents.items()}
-        out = vmap(hessian_times)(vectors, *(t[rows] for t in data))
+        out = vmap(hessian_times)(vectors, *take_all(data, rows))
         for k in products:
             products[k][rows, cols] = out[k]
     if preconditioner is not None:
@@ -358,7 +366,7 @@ def _terms_double_backward(
 ) -> BracketTerms:
     names = list(params)
     leaves = [params[k] for k in names]
-    n = data[0].shape[0]
+    n = num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )
@@ -385,7 +393,7 @@ def _terms_double_backward(
 def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batch_context):
     names = list(params)
     leaves = [params[k] for k in names]
-    n = data[0].shape[0]
+    n = num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )

@@ -17,7 +17,9 @@ from perturbative._core.calls import (
     example_loss,
     fixed_state,
     grad_or_zero,
+    num_examples,
     stack,
+    take_all,
 )
 from perturbative._core.checks import (
     Params,
@@ -41,8 +43,8 @@ def gradients_with_graph(
     f = example_loss(model, loss_fn, state, batch_context)
     names = list(params)
     out = []
-    for i in range(data[0].shape[0]):
-        loss = f(params, *(t[i] for t in data))
+    for i in range(num_examples(data)):
+        loss = f(params, *take_all(data, i))
         grads = grad_or_zero([loss], [params[k] for k in names], create_graph=True)
         out.append(dict(zip(names, grads, strict=True)))
     return out
@@ -94,7 +96,7 @@ def per_example_gradients(
         names = list(params)
         rows = []
         for i in range(n):
-            loss = f(params, *(t[i] for t in data))
+            loss = f(params, *take_all(data, i))
             row = grad_or_zero([loss], [params[k] for k in names])
             rows.append({k: g.detach() for k, g in zip(names, row, strict=True)})
         return stack(rows)

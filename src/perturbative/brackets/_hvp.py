@@ -27,6 +27,7 @@ from perturbative._core.calls import (
     fixed_state,
     grad_or_zero,
     stack,
+    take_all,
 )
 from perturbative._core.checks import (
     Params,
@@ -137,7 +138,7 @@ def per_example_hvps(
 
     def double_backward() -> tuple[Params, Params]:
         _, one = hessian_vector_product(example_loss(model, loss_fn, state, batch_context), params)
-        pairs = [one(vector, *(t[i] for t in data)) for i in range(n)]
+        pairs = [one(vector, *take_all(data, i)) for i in range(n)]
         return stack([g for g, _ in pairs]), stack([h for _, h in pairs])
 
     grads, products = run_engine(

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vmap
 
-from perturbative._core.calls import LossFn, fixed_state, model_outputs
+from perturbative._core.calls import LossFn, fixed_state, model_outputs, take_all
 from perturbative._core.checks import (
     Params,
     check_data,
@@ -67,7 +67,7 @@ def output_shift(
     params = check_params(model, params)
     check_train_mode(model, None)
     check_vector(params, directions, "directions", leading=1)
-    (inputs,), _ = check_data((inputs,), "inputs")
+    (inputs,), _ = check_data(inputs, "inputs")
     state = fixed_state(model, params)
     detached = {k: v.detach() for k, v in params.items()}
 
@@ -159,13 +159,13 @@ def projected_bracket_matrix(
     starts = range(0, n, block)
     a = torch.empty(n, n, dtype=next(iter(params.values())).dtype)
     for y0 in starts:
-        ys = tuple(t[y0 : y0 + block] for t in data)
+        ys = take_all(data, slice(y0, y0 + block))
         g_y, h_y = per_example_hvps(
             model, loss_fn, params, ys, pu, engine=engine, chunk_size=chunk_size
         )
         h_y = {k: v.reshape(v.shape[0], -1) for k, v in h_y.items()}
         for x0 in starts:
-            xs = tuple(t[x0 : x0 + block] for t in data)
+            xs = take_all(data, slice(x0, x0 + block))
             g_x = (
                 g_y
                 if x0 == y0

@@ -39,14 +39,23 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import grad, jvp, vmap
 
-from perturbative._core.calls import LossFn, batch_loss, example_loss, fixed_state
+from perturbative._core.calls import (
+    LossFn,
+    batch_loss,
+    call_model,
+    example_loss,
+    fixed_state,
+    num_examples,
+    take_all,
+)
 from perturbative._core.checks import (
     Params,
     check_data,
@@ -55,7 +64,7 @@ from perturbative._core.checks import (
     check_train_mode,
     check_vector,
 )
-from perturbative._core.engines import run_engine
+from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
@@ -67,21 +76,31 @@ class Observable:
     """A scalar function of the model's outputs on fixed inputs: ``O(theta) = fn(f(theta, X))``.
 
     Attributes:
-        inputs: ``(T, ...)`` the inputs the model is evaluated on.
-        fn: ``outputs -> scalar tensor``, differentiable.
+        inputs: ``(T, ...)`` the inputs the model is evaluated on, or a keyword batch (the model
+            is then called ``model(**inputs)``).
+        fn: ``outputs -> scalar tensor``, differentiable; ``outputs`` as the model returns them.
         description: what ``O`` is, in words (for reports).
     """
 
-    inputs: Tensor
-    fn: Callable[[Tensor], Tensor]
+    inputs: Any
+    fn: Callable[[Any], Tensor]
     description: str = "a scalar function of the model's outputs"
 
     @classmethod
-    def mean_loss(
-        cls, loss_fn: LossFn, data: tuple[Tensor, ...], description: str | None = None
-    ) -> Observable:
-        """The mean per-example loss of ``data`` (``loss_fn`` on batches of one, as everywhere)."""
+    def mean_loss(cls, loss_fn: LossFn, data: Any, description: str | None = None) -> Observable:
+        """The mean per-example loss of ``data`` (``loss_fn`` on batches of one, as everywhere).
+
+        For a keyword batch ``O = loss_fn(model(**data), data)`` on the whole batch: with a Hugging
+        Face model's own loss that is the mean over all of the batch's tokens.
+        """
         data, n = check_data(data, "data")
+        if isinstance(data[0], Mapping):
+            batch = data[0]
+            return cls(
+                batch,
+                lambda outputs: loss_fn(outputs, batch),
+                description or f"loss of {n} held-out examples",
+            )
         targets = data[1:]
 
         def fn(outputs: Tensor) -> Tensor:
@@ -93,17 +112,18 @@ class Observable:
     def value(self, model: nn.Module, params: Params | None = None) -> float:
         """``O`` at ``params`` (default: the model's own parameters), without a graph."""
         params = dict(model.named_parameters()) if params is None else params
-        with torch.no_grad():
-            outputs = functional_call(model, (params, fixed_state(model, params)), (self.inputs,))
+        with torch.no_grad(), differentiable_kernels():
+            outputs = call_model(model, params, fixed_state(model, params), self.inputs)
             return float(self.fn(outputs))
 
     def gradient(self, model: nn.Module, params: Params) -> Params:
         """``u = grad O`` with respect to ``params``, detached."""
         params = check_params(model, params)
-        outputs = functional_call(model, (params, fixed_state(model, params)), (self.inputs,))
-        value = self.fn(outputs)
-        names = list(params)
-        grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
+        with differentiable_kernels():
+            outputs = call_model(model, params, fixed_state(model, params), self.inputs)
+            value = self.fn(outputs)
+            names = list(params)
+            grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
         out = {
             k: torch.zeros_like(params[k]) if g is None else g.detach()
             for k, g in zip(names, grads, strict=True)
@@ -228,7 +248,8 @@ def _third_derivative(model, loss_fn, theta: Params, batch, d: Params) -> Params
     def hessian_times_d(p: Params) -> Params:
         return jvp(lambda q: grad(loss)(q, *batch), (p,), (d,))[1]
 
-    return jvp(hessian_times_d, (theta,), (d,))[1]
+    with differentiable_kernels():
+        return jvp(hessian_times_d, (theta,), (d,))[1]
 
 
 def predict_order(
@@ -407,7 +428,7 @@ def order_scores(
         out = []
         for i in range(n):
             g = torch.autograd.grad(
-                f(params, *(t[i] for t in pool)), [params[k] for k in names], create_graph=True
+                f(params, *take_all(pool, i)), [params[k] for k in names], create_graph=True
             )
             along_a = sum((gi * pa[k]).sum() for gi, k in zip(g, names, strict=True))
             along_b = sum((gi * pb[k]).sum() for gi, k in zip(g, names, strict=True))
@@ -430,20 +451,20 @@ def _times(p: Params, v: Params) -> Params:
 def _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size) -> tuple[Params, Params]:
     """``a = sum_y H_y pu`` and ``b = sum_y g_y`` over the pool, one gradient-and-HVP pass per
     chunk (the chunk's mean loss, times its size)."""
-    n = pool[0].shape[0]
+    n = num_examples(pool)
     loss = batch_loss(model, loss_fn, fixed_state(model, params))
     forward, double_backward = hessian_vector_product(loss, params)
     a = {k: torch.zeros_like(v) for k, v in params.items()}
     b = {k: torch.zeros_like(v) for k, v in params.items()}
     for start in range(0, n, chunk_size):
-        chunk = tuple(t[start : start + chunk_size] for t in pool)
+        chunk = take_all(pool, slice(start, start + chunk_size))
         g, h = run_engine(
             "double_backward" if engine == "double_backward" else "auto",
             params,
             forward=lambda chunk=chunk: forward(pu, *chunk),
             double_backward=lambda chunk=chunk: double_backward(pu, *chunk),
         )
-        m = chunk[0].shape[0]
+        m = num_examples(chunk)
         for k in a:
             a[k] += m * h[k].detach()
             b[k] += m * g[k].detach()
