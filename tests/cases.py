@@ -109,14 +109,20 @@ class Case:
     def params(self) -> dict[str, Tensor]:
         return dict(self.model.named_parameters())
 
-    def example(self, i: int) -> tuple[Tensor, ...]:
-        """Example ``i`` as a data tuple with leading dimension 1."""
-        return tuple(t[i : i + 1] for t in self.data)
+    def rows(self, index):
+        """``data`` at ``index`` (a slice keeps the leading dimension), tuple or keyword batch."""
+        if isinstance(self.data, dict):
+            return {k: v[index] for k, v in self.data.items()}
+        return tuple(t[index] for t in self.data)
 
-    def minibatches(self) -> list[tuple[Tensor, ...]]:
+    def example(self, i: int):
+        """Example ``i`` as data with leading dimension 1."""
+        return self.rows(slice(i, i + 1))
+
+    def minibatches(self) -> list:
         out, start = [], 0
         for size in self.splits:
-            out.append(tuple(t[start : start + size] for t in self.data))
+            out.append(self.rows(slice(start, start + size)))
             start += size
         return out
 
@@ -233,6 +239,87 @@ def embedding_ce() -> Case:
     return Case(
         "embedding_ce", model.to(DTYPE), cross_entropy, (tokens, torch.randint(0, 3, (6,))), (3, 3)
     )
+
+
+def _transformers():
+    """``transformers``, or a clean skip where the optional extra is not installed."""
+    import pytest
+
+    return pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+
+
+def hf_lm_loss(outputs, batch) -> Tensor:
+    """Next-token cross-entropy of one sequence, ``labels`` -100 ignored, in the model's dtype.
+
+    (``outputs.loss`` would be the same number, but ``transformers`` computes its own losses in
+    float32, which caps float64 comparisons at about 1e-7.)"""
+    logits, labels = outputs.logits[0, :-1], batch["labels"][0, 1:]
+    return F.cross_entropy(logits, labels, ignore_index=-100)
+
+
+def hf_classifier_loss(outputs, batch) -> Tensor:
+    """Cross-entropy of a sequence or image classifier's logits against ``labels``."""
+    return F.cross_entropy(outputs.logits, batch["labels"])
+
+
+def hf_gpt2() -> Case:
+    """A tiny random-init GPT-2 language model: tied input and output embeddings, an attention
+    mask with right padding, labels -100 on the padding (the LM loss ignores them)."""
+    transformers = _transformers()
+    torch.manual_seed(7)
+    config = transformers.GPT2Config(vocab_size=40, n_positions=12, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config).to(DTYPE).eval()
+    ids = torch.randint(0, 40, (5, 8))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 6:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    return Case("hf_gpt2", model, hf_lm_loss, batch, (2, 3))
+
+
+def hf_bert() -> Case:
+    """A tiny BERT-style encoder classifier (3 classes), padding masked."""
+    transformers = _transformers()
+    torch.manual_seed(8)
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    model = transformers.BertForSequenceClassification(config).to(DTYPE).eval()
+    ids = torch.randint(0, 40, (5, 7))
+    mask = torch.ones_like(ids)
+    mask[2, 4:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 2, 1, 1, 0])}
+    return Case("hf_bert", model, hf_classifier_loss, batch, (3, 2))
+
+
+def hf_vit() -> Case:
+    """A tiny ViT-style image classifier on 8x8 one-channel images."""
+    transformers = _transformers()
+    torch.manual_seed(9)
+    config = transformers.ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
+    model = transformers.ViTForImageClassification(config).to(DTYPE).eval()
+    batch = {
+        "pixel_values": torch.randn(5, 1, 8, 8, dtype=DTYPE),
+        "labels": torch.tensor([2, 0, 1, 2, 1]),
+    }
+    return Case("hf_vit", model, hf_classifier_loss, batch, (2, 3))
 
 
 def write_synthetic_results(

@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from perturbative._core.calls import LossFn, fixed_state
 from perturbative._core.checks import Params
+from perturbative._core.engines import differentiable_kernels
 
 
 def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example) -> Tensor:
@@ -41,12 +42,13 @@ def reference_bracket(
     names = list(params)
     leaves = [params[k] for k in names]
     one = preconditioner or {k: torch.ones_like(v) for k, v in params.items()}
-    g_x = torch.autograd.grad(_loss(model, loss_fn, params, x), leaves, create_graph=True)
-    g_y = torch.autograd.grad(_loss(model, loss_fn, params, y), leaves, create_graph=True)
-    pg_x = [one[k] * g.detach() for k, g in zip(names, g_x, strict=True)]
-    pg_y = [one[k] * g.detach() for k, g in zip(names, g_y, strict=True)]
-    h_y_gx = torch.autograd.grad(g_y, leaves, grad_outputs=pg_x)
-    h_x_gy = torch.autograd.grad(g_x, leaves, grad_outputs=pg_y)
+    with differentiable_kernels():  # attention kernels that have second derivatives
+        g_x = torch.autograd.grad(_loss(model, loss_fn, params, x), leaves, create_graph=True)
+        g_y = torch.autograd.grad(_loss(model, loss_fn, params, y), leaves, create_graph=True)
+        pg_x = [one[k] * g.detach() for k, g in zip(names, g_x, strict=True)]
+        pg_y = [one[k] * g.detach() for k, g in zip(names, g_y, strict=True)]
+        h_y_gx = torch.autograd.grad(g_y, leaves, grad_outputs=pg_x)
+        h_x_gy = torch.autograd.grad(g_x, leaves, grad_outputs=pg_y)
     return {k: one[k] * (a - b) for k, a, b in zip(names, h_y_gx, h_x_gy, strict=True)}
 
 
@@ -93,7 +95,8 @@ def dense_hessian(model: nn.Module, loss_fn: LossFn, params: Params, example) ->
         p = {k: t.reshape(s) for k, t, s in zip(names, pieces, shapes, strict=True)}
         return _loss(model, loss_fn, p, example)
 
-    return torch.autograd.functional.hessian(loss_of_flat, flat)
+    with differentiable_kernels():
+        return torch.autograd.functional.hessian(loss_of_flat, flat)
 
 
 def flatten(vector: Params, names: list[str] | None = None) -> Tensor:

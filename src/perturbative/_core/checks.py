@@ -65,6 +65,8 @@ def check_data(data: Any, what: str = "data") -> tuple[tuple[Any, ...], int]:
     """
     if isinstance(data, Tensor):
         data = (data,)
+    if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], Mapping):
+        data = data[0]  # already checked: a keyword batch travels as a one-element tuple
     if isinstance(data, Mapping):
         bad = [k for k, v in data.items() if not isinstance(v, Tensor)]
         if bad or not data:

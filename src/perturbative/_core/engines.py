@@ -142,12 +142,15 @@ def forward_ad_failure(err: BaseException) -> str | None:
     # cell writes into its state this way), or an op with no batching rule
     vmap_limit = "doesn't match the broadcast shape" in low or "batching rule" in low
     vmap_limit = vmap_limit or ("vmap" in low and ("in-place" in low or "inplace" in low))
+    # data-dependent Python control flow on a batched tensor (Hugging Face's attention-mask
+    # shortcuts test `padding_mask.all()`)
+    vmap_limit = vmap_limit or ("vmap" in low and "data-dependent control flow" in low)
     if not (custom or aten or zero_tensor or vmap_limit):
         return None
     if vmap_limit and not (custom or aten):
         module = _module_in_traceback(err)
-        where = f"nn.{module}" if module else "an op"
-        return f"{where}, which torch.func's vmap cannot batch"
+        where = f"the module {module}" if module else "an op"
+        return f"{where} (torch.func's vmap cannot batch it)"
     if zero_tensor:
         return (
             "an op whose derivative writes into a ZeroTensor under forward AD (e.g. torch's "

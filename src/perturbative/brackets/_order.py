@@ -29,8 +29,9 @@ pool. Since ``[v_x, v_x] = 0`` the sum may include ``x``, and
 
     S_x = g_x . a - u^T H_x b,     a = sum_y H_y u,   b = sum_y g_y,
 
-one batched HVP and one batched gradient of the pool, then per example a directional derivative
-along ``a`` and a second directional derivative along ``(u, b)``: memory independent of the pool.
+one batched HVP and one batched gradient of the pool, then per example one forward-over-reverse
+product ``(g_x, H_x u)`` dotted with ``a`` and ``b``, in chunks of examples: memory independent
+of the pool.
 With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) . a' - (Pu)^T H_x
 (P b)``, ``a' = sum_y H_y P u``.
 """
@@ -375,7 +376,8 @@ def order_scores(
     *,
     preconditioner: Params | None = None,
     engine: str = "forward",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
+    memory_budget: int = 2 * 2**30,
 ) -> Tensor:
     """``S_x = sum_y u . [v_x, v_y]`` for every example ``x`` of ``pool`` (module docstring).
 
@@ -387,13 +389,15 @@ def order_scores(
         pool: ``n`` examples, a data tuple.
         direction: ``u = grad O``, keyed like ``params``.
         preconditioner: optional frozen diagonal ``P`` (fields ``-P g``).
-        engine: ``"forward"`` (vmapped nested forward mode over chunks of examples; the default
-            on every device, since it holds no parameter-sized tensor per example and was 1.4x
-            faster than double backward on a CPU, ``benchmarks/order_scores.py``) or
+        engine: ``"forward"`` (vmapped forward-over-reverse over chunks of examples; the default
+            on every device, ``benchmarks/order_scores.py`` compares it with the other) or
             ``"double_backward"`` (one gradient graph and one double backward per example). The
             pool sums use the device's faster engine (``"auto"``) unless this is
             ``"double_backward"``.
-        chunk_size: examples per chunk, for the pool sums and the per-example scores.
+        chunk_size: examples per chunk, for the pool sums and the per-example scores (default:
+            as many as fit ``memory_budget`` bytes, counting three parameter-sized tensors per
+            example, at most 64).
+        memory_budget: bytes the forward engine's chunk of examples may hold.
 
     Returns:
         ``(n,)`` tensor of scores, detached.
@@ -406,21 +410,30 @@ def order_scores(
         check_vector(params, preconditioner, "preconditioner")
     scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
     pu = scale(direction)
-    a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size)
+    a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size or 64)
     pa, pb = scale(a), scale(b)
     state = fixed_state(model, params)
+    if chunk_size is None:
+        size = sum(v.numel() * v.element_size() for v in params.values())
+        chunk = max(1, min(64, memory_budget // max(3 * size, 1)))
+    else:
+        chunk = chunk_size
     detached = {k: v.detach() for k, v in params.items()}
 
     def forward() -> Tensor:
+        # One forward-over-reverse product per example gives g_x and H_x (P u) together.
+        # (Nested forward mode, D^2 L_x[P b, P u], would hold no parameter-sized tensor per
+        # example, but torch's second forward-mode derivative of layer_norm is wrong: on a
+        # LayerNorm model it was 20% off the Hessian, tests/_core/test_engines_models.py.)
         f = example_loss(model, loss_fn, state)
 
         def score(*example):
-            along_a = jvp(lambda p: f(p, *example), (detached,), (pa,))[1]
-            along_b = lambda p: jvp(lambda q: f(q, *example), (p,), (pb,))[1]  # noqa: E731
-            return along_a - jvp(along_b, (detached,), (pu,))[1]
+            g, h_u = jvp(lambda p: grad(f)(p, *example), (detached,), (pu,))
+            along_a = sum((g[k] * pa[k]).sum() for k in g)
+            return along_a - sum((h_u[k] * pb[k]).sum() for k in h_u)
 
         in_dims = (0,) * len(pool)
-        return vmap(score, in_dims=in_dims, chunk_size=chunk_size)(*pool)
+        return vmap(score, in_dims=in_dims, chunk_size=chunk)(*pool)
 
     def double_backward() -> Tensor:
         f = example_loss(model, loss_fn, state)

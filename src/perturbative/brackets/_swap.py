@@ -223,6 +223,7 @@ def values_along_steps(
         One value per entry of ``record_after``.
     """
     names = trained_names(model, optimizer)
+    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     if max(record_after, default=0) > len(batches):
         raise ValueError(f"record_after {list(record_after)} goes past {len(batches)} batches")
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
