@@ -3,8 +3,11 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
+
+import perturbative as pt
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -41,3 +44,15 @@ def test_readme_api_snippet_runs():
     assert scope["check"].measured["0.weight"].shape == (5, 4)
     torch.testing.assert_close(scope["S"], scope["M"].sum(1), rtol=1e-4, atol=1e-6)
     assert isinstance(scope["swap"].predicted, float) and len(scope["window"].orders) == 6
+
+
+def test_readme_hugging_face_snippet_runs():
+    pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    snippet = next(b for b in blocks if "GPT2LMHeadModel" in b)
+    torch.manual_seed(0)
+    scope = {"torch": torch, "F": torch.nn.functional, "pt": pt}
+    exec(compile(snippet, str(README), "exec"), scope)
+    assert set(scope["lm_bracket"]) == set(scope["lm_params"])
