@@ -375,7 +375,7 @@ def order_scores(
     direction: Params,
     *,
     preconditioner: Params | None = None,
-    engine: str = "forward",
+    engine: str = "auto",
     chunk_size: int | None = None,
     memory_budget: int = 2 * 2**30,
 ) -> Tensor:
@@ -389,9 +389,10 @@ def order_scores(
         pool: ``n`` examples, a data tuple.
         direction: ``u = grad O``, keyed like ``params``.
         preconditioner: optional frozen diagonal ``P`` (fields ``-P g``).
-        engine: ``"forward"`` (vmapped forward-over-reverse over chunks of examples; the default
-            on every device, ``benchmarks/order_scores.py`` compares it with the other) or
-            ``"double_backward"`` (one gradient graph and one double backward per example). The
+        engine: ``"forward"`` (vmapped forward-over-reverse over chunks of examples, for GPUs)
+            or ``"double_backward"`` (one gradient graph and one double backward per example,
+            the faster one on a CPU and with almost no memory: ``benchmarks/order_scores.py``,
+            figures in ``docs/benchmarks.md``); ``"auto"`` picks by device. The
             pool sums use the device's faster engine (``"auto"``) unless this is
             ``"double_backward"``.
         chunk_size: examples per chunk, for the pool sums and the per-example scores (default:
