@@ -41,6 +41,7 @@ LAYERS = {
 TESTED_ELSEWHERE = {
     "_core/errors.py": "cli/test_*.py (bad input prints one line, exit 2)",
     "cli/_flags.py": "cli/test_*.py (every subcommand parses through it)",
+    "cli/__main__.py": "_core/test_distributed.py (torchrun -m perturbative.cli brackets)",
 }
 
 

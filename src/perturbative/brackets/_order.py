@@ -65,6 +65,7 @@ from perturbative._core.checks import (
     check_train_mode,
     check_vector,
 )
+from perturbative._core.distributed import all_reduce_sum
 from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp
@@ -378,6 +379,7 @@ def order_scores(
     engine: str = "auto",
     chunk_size: int | None = None,
     memory_budget: int = 2 * 2**30,
+    process_group: Any = None,
 ) -> Tensor:
     """``S_x = sum_y u . [v_x, v_y]`` for every example ``x`` of ``pool`` (module docstring).
 
@@ -399,6 +401,10 @@ def order_scores(
             as many as fit ``memory_budget`` bytes, counting three parameter-sized tensors per
             example, at most 64).
         memory_budget: bytes the forward engine's chunk of examples may hold.
+        process_group: a ``torch.distributed`` group (e.g. ``torch.distributed.group.WORLD``)
+            to split the pool over: rank ``r`` of ``W`` scores examples ``r, r + W, ...``, the
+            two pool sums are all-reduced, and every rank returns all ``n`` scores. Every rank
+            passes the same arguments.
 
     Returns:
         ``(n,)`` tensor of scores, detached.
@@ -411,7 +417,23 @@ def order_scores(
         check_vector(params, preconditioner, "preconditioner")
     scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
     pu = scale(direction)
+    rank, world = (
+        (0, 1)
+        if process_group is None
+        else (
+            torch.distributed.get_rank(process_group),
+            torch.distributed.get_world_size(process_group),
+        )
+    )
+    everything = pool
+    if world > 1:
+        pool = take_all(pool, slice(rank, None, world))  # this rank's share
+        if num_examples(pool) == 0:
+            raise ValueError(f"a pool of {n} examples cannot be split over {world} ranks")
     a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size or 64)
+    if world > 1:
+        all_reduce_sum(a, process_group)
+        all_reduce_sum(b, process_group)
     pa, pb = scale(a), scale(b)
     state = fixed_state(model, params)
     if chunk_size is None:
@@ -440,7 +462,7 @@ def order_scores(
         f = example_loss(model, loss_fn, state)
         names = list(params)
         out = []
-        for i in range(n):
+        for i in range(num_examples(pool)):
             g = torch.autograd.grad(
                 f(params, *take_all(pool, i)), [params[k] for k in names], create_graph=True
             )
@@ -454,6 +476,12 @@ def order_scores(
         return torch.stack(out)
 
     scores = run_engine(engine, params, forward=forward, double_backward=double_backward).detach()
+    if world > 1:
+        shares = [torch.empty(0)] * world
+        torch.distributed.all_gather_object(shares, scores.cpu(), group=process_group)
+        scores = scores.new_empty(num_examples(everything))
+        for r, share in enumerate(shares):
+            scores[r::world] = share.to(scores)
     check_finite({"scores": scores}, "an order score")
     return scores
 

@@ -19,6 +19,9 @@ import argparse
 import os
 import sys
 
+import torch
+
+from perturbative._core.distributed import init_from_environment
 from perturbative._core.errors import InputError
 from perturbative._core.threads import idle_cores
 from perturbative.cli._flags import add_threads_flag
@@ -65,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     if threads is None and "OMP_NUM_THREADS" not in os.environ:
         threads = idle_cores()  # cores other jobs keep busy would make torch's threads wait
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
+    joined = init_from_environment()  # under torchrun: join its process group
     try:
         return args.func(args)
     except USER_ERRORS as err:
         print(f"perturbative {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

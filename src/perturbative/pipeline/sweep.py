@@ -12,6 +12,7 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ from tqdm.auto import tqdm
 
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
+from perturbative._core.distributed import (
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+    rank_and_world,
+)
 from perturbative._core.errors import InputError
 from perturbative._core.io import folder_lock, tensors_sha256
 from perturbative.brackets import (
@@ -232,21 +239,47 @@ def bracket_sweep(
             "[f'class_{k}' for k in range(num_classes)])"
         )
     sources = {int(k): str(v) for k, v in (sources or {}).items()}
-    with folder_lock(out_dir, "a bracket sweep"):
+    rank, world = rank_and_world()
+    # Under torch.distributed the checkpoints are dealt out to the ranks; rank 0 holds the lock,
+    # checks what is there, and writes meta.json; each step file is written by one rank only.
+    with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
         fresh = _meta(data, settings, model, [], sources)
-        done = _steps_already_done(out_dir, fresh, sources, replace_stale)
-        if data.thumbnails is not None:
+        done = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
+        if data.thumbnails is not None and rank == 0:
             write_thumbnails(out_dir, data.thumbnails)
         model.eval()
-        todo = [(s, load) for s, load in checkpoints if s not in done]
-        for step, load in tqdm(todo, desc="brackets", unit="ckpt", disable=not progress):
+        todo = [(s, load) for s, load in checkpoints if s not in done][rank::world]
+        bar = tqdm(todo, desc="brackets", unit="ckpt", disable=not progress or rank != 0)
+        for step, load in bar:
             model.load_state_dict(load())
             model.eval()
             precond = preconditioner_at(step, model) if preconditioner_at is not None else None
             write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
             done.append(step)
-            write_meta(out_dir, _meta(data, settings, model, done, sources))
+            if world == 1:
+                write_meta(out_dir, _meta(data, settings, model, done, sources))
+        if world > 1:
+            finished = sorted({s for steps in all_gather_objects(done) for s in steps})
+            if rank == 0:
+                write_meta(out_dir, _meta(data, settings, model, finished, sources))
+            barrier()
     return out_dir
+
+
+def _agreed(check: Callable[[], list[int]]) -> list[int]:
+    """``check()`` run on rank 0 and its answer, or its error, given to every rank."""
+    rank, world = rank_and_world()
+    answer: list[int] | BaseException | None = None
+    if rank == 0:
+        try:
+            answer = check()
+        except (FileExistsError, InputError) as error:
+            answer = error
+    if world > 1:
+        answer = broadcast_object(answer)
+    if isinstance(answer, BaseException):
+        raise answer
+    return list(answer)
 
 
 def _steps_already_done(
