@@ -1,17 +1,21 @@
 """Real 2-process gloo groups on CPU (torchrun on loopback): the sweep dealt out over ranks and
 order scores with the pool split over ranks equal one process."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import torch
 from cases import TINY_RUN, TINY_SWEEP
+from safetensors.torch import load_file
 
 from perturbative._core.distributed import all_gather_objects, broadcast_object, rank_and_world
 from perturbative.cli import main
 from perturbative.pipeline import load_results
+from perturbative.pipeline.checkpoints import load_checkpoint
 
 
 def torchrun(*args: str, timeout: int = 300) -> str:
@@ -85,3 +89,52 @@ def test_order_scores_split_over_ranks_equal_one_process(tmp_path):
         )
     )
     assert "scores agree 11" in torchrun(str(script))
+
+
+def test_two_process_training_writes_once_and_resumes_exactly(tmp_path):
+    """DDP over a real 2-process gloo group: rank 0 alone writes; a run stopped at step 2 and
+    resumed under torchrun ends with the same weights, bit for bit, as one never stopped."""
+    flags = [a for a in TINY_RUN if a not in ("--steps", "4")]
+    straight = tmp_path / "straight"
+    torchrun("-m", "perturbative.cli", "train", *flags, "--steps", "4", "--run-dir", str(straight))
+    steps = sorted(p.name for p in (straight / "checkpoints").iterdir())
+    assert steps == [
+        "step_000000.safetensors",
+        "step_000002.safetensors",
+        "step_000004.safetensors",
+    ]
+    lines = (straight / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 2, 4]  # one writer, no duplicates
+
+    killed = tmp_path / "killed"
+    torchrun("-m", "perturbative.cli", "train", *flags, "--steps", "2", "--run-dir", str(killed))
+    torchrun(
+        "-m", "perturbative.cli", "train", "--run-dir", str(killed), "--resume", "--steps", "4"
+    )
+    a = load_file(str(straight / "checkpoints" / "step_000004.safetensors"))
+    b = load_file(str(killed / "checkpoints" / "step_000004.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sampler = load_checkpoint(straight / "checkpoints" / "step_000004.safetensors")["sampler"]
+    assert sampler["world_size"] == 2
+
+
+def test_two_process_tilted_training_uses_the_per_rank_target(tmp_path):
+    run = tmp_path / "tilted"
+    flags = [a for a in TINY_RUN if a not in ("--steps", "4")]
+    torchrun(
+        "-m",
+        "perturbative.cli",
+        "train",
+        *flags,
+        "--steps",
+        "2",
+        "--tilt",
+        "even=1.0",
+        "--run-dir",
+        str(run),
+    )
+    sampler = load_checkpoint(run / "checkpoints" / "step_000002.safetensors")["sampler"]
+    assert sampler["world_size"] == 2 and sampler["target_batch_size"] == 32
+    assert json.loads((run / "tilt.json").read_text())["n"] > 0

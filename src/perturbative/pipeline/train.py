@@ -29,6 +29,14 @@ sum, the dataset's attribute names, ``num_outputs`` and ``in_channels``.
 ``train(config, resume=True)`` continues from the last checkpoint and produces the same
 parameters, bit for bit on CPU, as a run never stopped.
 
+Several processes (``torchrun --nproc-per-node N -m perturbative.cli train ...``): the model is
+wrapped in ``DistributedDataParallel``, the sampler deals each epoch's examples out to the ranks
+(rank ``r`` draws positions ``r, r + N, ...`` with the per-rank target ``batch_size / N``, and each
+rank's weighted loss uses that target, so the averaged gradient is that of one batch of
+adjusted size ``batch_size``), and only rank 0 evaluates and writes files. Every rank resumes
+from the same checkpoint; a killed multi-process run resumes to the same weights as one never
+stopped.
+
 :func:`train` turns on ``torch.set_flush_denormal(True)`` for the process: denormal floats slowed
 CPU training of the demo about fivefold and are far below any precision that matters here.
 """
@@ -43,8 +51,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from perturbative._core.distributed import barrier, rank_and_world
 from perturbative._core.errors import InputError
 from perturbative._core.io import write_json
 from perturbative.data import AttributeDataset, load_celeba, load_digits_attributes
@@ -160,6 +170,7 @@ class TrainingState:
 
     def __init__(self, config: TrainConfig, dataset: AttributeDataset) -> None:
         self.config, self.dataset = config, dataset
+        self.rank, self.world = rank_and_world()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, dataset.num_attributes, dataset.num_channels)
@@ -173,8 +184,16 @@ class TrainingState:
         # train mode cannot take a batch of one, which a heavy tilted example would make: such
         # batches are merged with the next (weights unchanged, so the tilt stays exact).
         self.sampler = AdjustedBatchSampler(
-            self.weights, config.batch_size, seed=config.seed, drop_last=True, min_batch_size=2
+            self.weights,
+            config.batch_size,
+            seed=config.seed,
+            drop_last=True,
+            min_batch_size=2,
+            rank=self.rank,
+            world_size=self.world,
         )
+        # the module the steps run through: the model, or DDP around it (gradients averaged)
+        self.network = self.model if self.world == 1 else DistributedDataParallel(self.model)
         self.step, self.loss_sum, self.loss_count = 0, 0.0, 0
 
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -198,7 +217,8 @@ class TrainingState:
         """Continue from a checkpoint dict of :func:`load_checkpoint`."""
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.sampler.load_state_dict(checkpoint["sampler"])
+        # checkpoints hold rank 0's sampler; every rank stands at the same batch of its own share
+        self.sampler.load_state_dict({**checkpoint["sampler"], "rank": self.rank})
         torch.set_rng_state(checkpoint["rng_state"])
         self.step = checkpoint["step"]
         self.loss_sum, self.loss_count = checkpoint["loss_sum"], checkpoint["loss_count"]
@@ -206,12 +226,12 @@ class TrainingState:
     def train_step(self, positions: Tensor) -> None:
         """One Adam step on the batch at ``positions`` of the training indices."""
         inputs, targets = self.dataset.batch(self.dataset.train_indices[positions])
-        losses = attribute_bce(self.model(inputs.to(self.device)), targets.to(self.device))
+        losses = attribute_bce(self.network(inputs.to(self.device)), targets.to(self.device))
         if self.config.tilt is None:
             loss = losses.mean()
         else:
             weights = self.weights[positions].to(self.device)
-            loss = weighted_loss(losses, weights, self.config.batch_size)
+            loss = weighted_loss(losses, weights, self.sampler.rank_target_batch_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -297,6 +317,7 @@ def train(
             f"{run_dir} already holds checkpoints up to step {existing[-1][0]}: resume it "
             "(--resume) or choose another run directory"
         )
+    barrier()  # every rank has looked before rank 0 writes the first checkpoint
     # Denormal floats (below 1.2e-38, from Mish tails and Adam's squared gradients) make CPU
     # arithmetic several times slower and carry no information here; this is process-wide.
     torch.set_flush_denormal(True)
@@ -311,18 +332,25 @@ def train(
         check_resumable(checkpoint["config"], config)
         state.load_state_dict(checkpoint)
         # lines written after the checkpoint belong to steps that will be run again
-        write_metrics(
-            metrics_path, [m for m in read_metrics(metrics_path) if m["step"] <= state.step]
-        )
-    write_run_files(run_dir, config, state.weights)
-    if not existing:
+        if state.rank == 0:
+            write_metrics(
+                metrics_path, [m for m in read_metrics(metrics_path) if m["step"] <= state.step]
+            )
+    writer = state.rank == 0  # with several processes, rank 0 alone writes files
+    if writer:
+        write_run_files(run_dir, config, state.weights)
+    if not existing and writer:
         write_metrics(metrics_path, [state.metrics()])
         save_checkpoint(checkpoint_path(run_dir, 0), *state.state_dict())
 
     # the loop
     batches = state.batches()
     bar = tqdm(
-        total=config.steps, initial=state.step, disable=not progress, desc="train", unit="step"
+        total=config.steps,
+        initial=state.step,
+        disable=not progress or not writer,
+        desc="train",
+        unit="step",
     )
     while state.step < config.steps:
         state.train_step(next(batches))
@@ -330,11 +358,12 @@ def train(
         last = state.step == config.steps
         if state.step % 10 == 0 or last:
             bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}")
-        if state.step % config.eval_every == 0 or last:
+        if (state.step % config.eval_every == 0 or last) and writer:
             append_metrics(metrics_path, state.metrics())
-        if state.step % config.checkpoint_every == 0 or last:
+        if (state.step % config.checkpoint_every == 0 or last) and writer:
             save_checkpoint(checkpoint_path(run_dir, state.step), *state.state_dict())
     bar.close()
+    barrier()  # every rank returns once rank 0's files are written
     return run_dir
 
 
