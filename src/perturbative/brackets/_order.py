@@ -29,9 +29,10 @@ pool. Since ``[v_x, v_x] = 0`` the sum may include ``x``, and
 
     S_x = g_x . a - u^T H_x b,     a = sum_y H_y u,   b = sum_y g_y,
 
-one batched HVP and one batched gradient of the pool, then per example one forward-over-reverse
-product ``(g_x, H_x u)`` dotted with ``a`` and ``b``, in chunks of examples: memory independent
-of the pool.
+one batched HVP and one batched gradient of the pool, then per example a directional derivative
+along ``a`` and a second directional derivative along ``(u, b)`` (nested forward mode, checked
+against forward-over-reverse, which replaces it where torch's second forward-mode derivatives
+are wrong), in chunks of examples: memory independent of the pool.
 With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) . a' - (Pu)^T H_x
 (P b)``, ``a' = sum_y H_y P u``.
 """
@@ -376,7 +377,7 @@ def order_scores(
     direction: Params,
     *,
     preconditioner: Params | None = None,
-    engine: str = "auto",
+    engine: str = "forward",
     chunk_size: int | None = None,
     memory_budget: int = 2 * 2**30,
     process_group: Any = None,
@@ -391,15 +392,16 @@ def order_scores(
         pool: ``n`` examples, a data tuple.
         direction: ``u = grad O``, keyed like ``params``.
         preconditioner: optional frozen diagonal ``P`` (fields ``-P g``).
-        engine: ``"forward"`` (vmapped forward-over-reverse over chunks of examples, for GPUs)
-            or ``"double_backward"`` (one gradient graph and one double backward per example,
-            the faster one on a CPU and with almost no memory: ``benchmarks/order_scores.py``,
-            figures in ``docs/benchmarks.md``); ``"auto"`` picks by device. The
+        engine: ``"forward"`` (vmapped nested forward mode over chunks of examples, checked
+            against forward-over-reverse on the first example; the default on every device, the
+            faster one on a CPU too: ``benchmarks/order_scores.py``, figures in
+            ``docs/benchmarks.md``) or ``"double_backward"`` (one gradient graph and one double
+            backward per example); ``"auto"`` picks by device. The
             pool sums use the device's faster engine (``"auto"``) unless this is
             ``"double_backward"``.
         chunk_size: examples per chunk, for the pool sums and the per-example scores (default:
             as many as fit ``memory_budget`` bytes, counting three parameter-sized tensors per
-            example, at most 64).
+            example for the forward-over-reverse fallback, at most 64).
         memory_budget: bytes the forward engine's chunk of examples may hold.
         process_group: a ``torch.distributed`` group (e.g. ``torch.distributed.group.WORLD``)
             to split the pool over: rank ``r`` of ``W`` scores examples ``r, r + W, ...``, the
@@ -444,18 +446,30 @@ def order_scores(
     detached = {k: v.detach() for k, v in params.items()}
 
     def forward() -> Tensor:
-        # One forward-over-reverse product per example gives g_x and H_x (P u) together.
-        # (Nested forward mode, D^2 L_x[P b, P u], would hold no parameter-sized tensor per
-        # example, but torch's second forward-mode derivative of layer_norm is wrong: on a
-        # LayerNorm model it was 20% off the Hessian, tests/_core/test_engines_models.py.)
+        # Nested forward mode: a directional derivative along P a and a second one along
+        # (P b, P u), no parameter-sized tensor per example. torch's second forward-mode
+        # derivative of some ops is wrong (layer_norm: 20% off the Hessian in torch 2.13,
+        # tests/_core/test_engines_models.py), so the first example is also scored by
+        # forward-over-reverse, which is right; if the two disagree, every example is.
         f = example_loss(model, loss_fn, state)
 
-        def score(*example):
+        def nested(*example):
+            along_a = jvp(lambda p: f(p, *example), (detached,), (pa,))[1]
+            along_b = lambda p: jvp(lambda q: f(q, *example), (p,), (pb,))[1]  # noqa: E731
+            return along_a - jvp(along_b, (detached,), (pu,))[1]
+
+        def over_reverse(*example):
             g, h_u = jvp(lambda p: grad(f)(p, *example), (detached,), (pu,))
             along_a = sum((g[k] * pa[k]).sum() for k in g)
             return along_a - sum((h_u[k] * pb[k]).sum() for k in h_u)
 
         in_dims = (0,) * len(pool)
+        first = take_all(pool, slice(0, 1))
+        trusted = vmap(over_reverse, in_dims=in_dims)(*first)
+        checked = vmap(nested, in_dims=in_dims)(*first)
+        tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
+        nested_is_right = bool((checked - trusted).abs() <= tolerance * trusted.abs() + 1e-30)
+        score = nested if nested_is_right else over_reverse
         return vmap(score, in_dims=in_dims, chunk_size=chunk)(*pool)
 
     def double_backward() -> Tensor:
