@@ -13,14 +13,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from perturbative._core.calls import LossFn, fixed_state
+from perturbative._core import calls
+from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.engines import differentiable_kernels
 
 
 def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example) -> Tensor:
     """The loss of one example: a ``(inputs, *targets)`` tuple or a keyword batch (a mapping)."""
-    state = fixed_state(model, params)
+    state = calls.fixed_state(model, params)
     if isinstance(example, Mapping):
         return loss_fn(functional_call(model, (params, state), (), dict(example)), example)
     outputs = functional_call(model, (params, state), (example[0],))

@@ -32,22 +32,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from perturbative._core.calls import (
-    LossFn,
-    example_loss,
-    fixed_state,
-    grad_or_zero,
-    num_examples,
-    take_all,
-)
-from perturbative._core.checks import (
-    Params,
-    check_data,
-    check_finite,
-    check_params,
-    check_train_mode,
-    check_vector,
-)
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative._core.engines import run_engine
 from perturbative.brackets._gradients import gradients_with_graph, mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp
@@ -72,7 +59,7 @@ class BracketTerms:
 
 
 def _one_example(data, what: str) -> tuple[Tensor, ...]:
-    data, n = check_data(data, what)
+    data, n = checks.check_data(data, what)
     if n != 1:
         raise ValueError(
             f"{what} holds {n} examples; bracket() takes one example each (leading dimension 1). "
@@ -104,11 +91,11 @@ def minibatch_bracket(
     Returns:
         dict keyed and shaped like ``params``.
     """
-    params = check_params(model, params)
-    batch_a, _ = check_data(batch_a, "batch_a")
-    batch_b, _ = check_data(batch_b, "batch_b")
+    params = checks.check_params(model, params)
+    batch_a, _ = checks.check_data(batch_a, "batch_a")
+    batch_b, _ = checks.check_data(batch_b, "batch_b")
     if preconditioner is not None:
-        check_vector(params, preconditioner, "preconditioner")
+        checks.check_vector(params, preconditioner, "preconditioner")
     one = preconditioner if preconditioner is not None else None
     kw = dict(engine=engine, batch_context=batch_context)
     g_a = mean_gradient(model, loss_fn, params, batch_a, batch_context=batch_context)
@@ -121,7 +108,7 @@ def minibatch_bracket(
     out = {k: h_b_ga[k] - h_a_gb[k] for k in params}
     if one is not None:
         out = {k: one[k] * v for k, v in out.items()}
-    check_finite(out, "the bracket")
+    checks.check_finite(out, "the bracket")
     return out
 
 
@@ -277,16 +264,16 @@ def bracket_matrix(
         ),
         batch_context=batch_context,
     )
-    check_finite(out, "the bracket matrix")
+    checks.check_finite(out, "the bracket matrix")
     return out
 
 
 def _prepare(model, params, data, preconditioner, batch_context):
-    params = check_params(model, params)
-    data, _ = check_data(data)
-    check_train_mode(model, batch_context)
+    params = checks.check_params(model, params)
+    data, _ = checks.check_data(data)
+    checks.check_train_mode(model, batch_context)
     if preconditioner is not None:
-        check_vector(params, preconditioner, "preconditioner")
+        checks.check_vector(params, preconditioner, "preconditioner")
     return params, data
 
 
@@ -318,14 +305,14 @@ def pairs_per_chunk(params: Params, memory_budget: int | None, n_pairs: int) -> 
 def _terms_forward(
     model, loss_fn, params, data, preconditioner, memory_budget, diagonal: bool
 ) -> BracketTerms:
-    f = example_loss(model, loss_fn, fixed_state(model, params))
+    f = calls.example_loss(model, loss_fn, calls.fixed_state(model, params))
     detached = {k: v.detach() for k, v in params.items()}
     in_dims = (None,) + (0,) * len(data)
-    n = num_examples(data)
+    n = calls.num_examples(data)
     grads = vmap(grad(f), in_dims=in_dims, chunk_size=pairs_per_chunk(detached, memory_budget, n))(
         detached, *data
     )
-    check_finite(grads, "a per-example gradient")
+    checks.check_finite(grads, "a per-example gradient")
     tangents = grads if preconditioner is None else {k: preconditioner[k] * grads[k] for k in grads}
 
     forward, _ = hessian_vector_product(f, detached)
@@ -343,12 +330,12 @@ def _terms_forward(
         rows = torch.tensor([j for j, _ in chunk], device=device)
         cols = torch.tensor([i for _, i in chunk], device=device)
         vectors = {k: v[cols] for k, v in tangents.items()}
-        out = vmap(hessian_times)(vectors, *take_all(data, rows))
+        out = vmap(hessian_times)(vectors, *calls.take_all(data, rows))
         for k in products:
             products[k][rows, cols] = out[k]
     if preconditioner is not None:
         products = {k: preconditioner[k] * v for k, v in products.items()}
-    check_finite(products, "a Hessian-vector product")
+    checks.check_finite(products, "a Hessian-vector product")
     return BracketTerms(grads, products)
 
 
@@ -356,7 +343,7 @@ def _graphs_and_tangents(model, loss_fn, params, data, preconditioner, batch_con
     names = list(params)
     graphs = gradients_with_graph(model, loss_fn, params, data, batch_context)
     grads = {k: torch.stack([g[k].detach() for g in graphs]) for k in names}
-    check_finite(grads, "a per-example gradient")
+    checks.check_finite(grads, "a per-example gradient")
     tangents = grads if preconditioner is None else {k: preconditioner[k] * grads[k] for k in names}
     return graphs, grads, tangents
 
@@ -366,7 +353,7 @@ def _terms_double_backward(
 ) -> BracketTerms:
     names = list(params)
     leaves = [params[k] for k in names]
-    n = num_examples(data)
+    n = calls.num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )
@@ -375,7 +362,7 @@ def _terms_double_backward(
         outputs = [graphs[j][k] for k in names]
         for i in range(n):
             # H_j (P g_i): one backward through g_j's retained graph.
-            row = grad_or_zero(
+            row = calls.grad_or_zero(
                 outputs,
                 leaves,
                 grad_outputs=[tangents[k][i] for k in names],
@@ -386,14 +373,14 @@ def _terms_double_backward(
         graphs[j] = None  # each graph is its own forward pass: free it once used
     if preconditioner is not None:
         products = {k: preconditioner[k] * v for k, v in products.items()}
-    check_finite(products, "a Hessian-vector product")
+    checks.check_finite(products, "a Hessian-vector product")
     return BracketTerms(grads, products)
 
 
 def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batch_context):
     names = list(params)
     leaves = [params[k] for k in names]
-    n = num_examples(data)
+    n = calls.num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )
@@ -406,7 +393,7 @@ def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batc
             # [v_i, v_j] = H_j P g_i - H_i P g_j = grad(<g_j, sg(P g_i)> - <g_i, sg(P g_j)>):
             # one backward through both retained graphs.
             last = i == n - 2  # after the pair (n-2, n-1) no graph is needed again
-            value = grad_or_zero(
+            value = calls.grad_or_zero(
                 [graphs[j][k] for k in names] + [graphs[i][k] for k in names],
                 leaves,
                 grad_outputs=[tangents[k][i] for k in names] + [negated[k][j] for k in names],

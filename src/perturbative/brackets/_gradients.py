@@ -11,23 +11,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from perturbative._core.calls import (
-    LossFn,
-    batch_loss,
-    example_loss,
-    fixed_state,
-    grad_or_zero,
-    num_examples,
-    stack,
-    take_all,
-)
-from perturbative._core.checks import (
-    Params,
-    check_data,
-    check_finite,
-    check_params,
-    check_train_mode,
-)
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative._core.engines import run_engine
 
 
@@ -39,13 +25,13 @@ def gradients_with_graph(
     batch_context: Tensor | None = None,
 ) -> list[Params]:
     """Per-example gradients ``g_i`` that keep their autograd graph (for double backward)."""
-    state = fixed_state(model, params)
-    f = example_loss(model, loss_fn, state, batch_context)
+    state = calls.fixed_state(model, params)
+    f = calls.example_loss(model, loss_fn, state, batch_context)
     names = list(params)
     out = []
-    for i in range(num_examples(data)):
-        loss = f(params, *take_all(data, i))
-        grads = grad_or_zero([loss], [params[k] for k in names], create_graph=True)
+    for i in range(calls.num_examples(data)):
+        loss = f(params, *calls.take_all(data, i))
+        grads = calls.grad_or_zero([loss], [params[k] for k in names], create_graph=True)
         out.append(dict(zip(names, grads, strict=True)))
     return out
 
@@ -80,26 +66,26 @@ def per_example_gradients(
         ValueError, TypeError: bad params or data (the message says what to pass).
         FloatingPointError: a gradient is NaN or inf.
     """
-    params = check_params(model, params)
-    data, n = check_data(data)
-    check_train_mode(model, batch_context)
-    state = fixed_state(model, params)
+    params = checks.check_params(model, params)
+    data, n = checks.check_data(data)
+    checks.check_train_mode(model, batch_context)
+    state = calls.fixed_state(model, params)
 
     def forward() -> Params:
-        f = example_loss(model, loss_fn, state)
+        f = calls.example_loss(model, loss_fn, state)
         in_dims = (None,) + (0,) * len(data)
         detached = {k: v.detach() for k, v in params.items()}
         return vmap(grad(f), in_dims=in_dims, chunk_size=chunk_size)(detached, *data)
 
     def double_backward() -> Params:
-        f = example_loss(model, loss_fn, state, batch_context)
+        f = calls.example_loss(model, loss_fn, state, batch_context)
         names = list(params)
         rows = []
         for i in range(n):
-            loss = f(params, *take_all(data, i))
-            row = grad_or_zero([loss], [params[k] for k in names])
+            loss = f(params, *calls.take_all(data, i))
+            row = calls.grad_or_zero([loss], [params[k] for k in names])
             rows.append({k: g.detach() for k, g in zip(names, row, strict=True)})
-        return stack(rows)
+        return calls.stack(rows)
 
     grads = run_engine(
         engine,
@@ -108,7 +94,7 @@ def per_example_gradients(
         double_backward=double_backward,
         batch_context=batch_context,
     )
-    check_finite(grads, "a per-example gradient")
+    checks.check_finite(grads, "a per-example gradient")
     return grads
 
 
@@ -125,12 +111,12 @@ def mean_gradient(
     Returns:
         dict keyed like ``params`` with the parameters' shapes, detached.
     """
-    params = check_params(model, params)
-    data, _ = check_data(data)
-    check_train_mode(model, batch_context)
-    f = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
+    params = checks.check_params(model, params)
+    data, _ = checks.check_data(data)
+    checks.check_train_mode(model, batch_context)
+    f = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
     names = list(params)
-    grads = grad_or_zero([f(params, *data)], [params[k] for k in names])
+    grads = calls.grad_or_zero([f(params, *data)], [params[k] for k in names])
     out = dict(zip(names, (g.detach() for g in grads), strict=True))
-    check_finite(out, "the minibatch gradient")
+    checks.check_finite(out, "the minibatch gradient")
     return out

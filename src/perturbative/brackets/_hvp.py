@@ -20,23 +20,9 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from perturbative._core.calls import (
-    LossFn,
-    batch_loss,
-    example_loss,
-    fixed_state,
-    grad_or_zero,
-    stack,
-    take_all,
-)
-from perturbative._core.checks import (
-    Params,
-    check_data,
-    check_finite,
-    check_params,
-    check_train_mode,
-    check_vector,
-)
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative._core.engines import run_engine
 
 
@@ -57,9 +43,11 @@ def hessian_vector_product(
         return jvp(lambda p: grad(loss)(p, *batch), (detached,), (vector,))
 
     def double_backward(vector: Params, *batch: Tensor) -> tuple[Params, Params]:
-        g = grad_or_zero([loss(params, *batch)], [params[k] for k in names], create_graph=True)
+        g = calls.grad_or_zero(
+            [loss(params, *batch)], [params[k] for k in names], create_graph=True
+        )
         dot = sum((gi * vector[k]).sum() for gi, k in zip(g, names, strict=True))
-        product = grad_or_zero([dot], [params[k] for k in names])
+        product = calls.grad_or_zero([dot], [params[k] for k in names])
         return (
             {k: gi.detach() for k, gi in zip(names, g, strict=True)},
             dict(zip(names, product, strict=True)),
@@ -91,11 +79,11 @@ def hvp(
         For ``L_x(w) = 1/2 (w . x - y)^2`` the Hessian is ``x x^T``, so ``hvp`` returns
         ``x (x . u)``.
     """
-    params = check_params(model, params)
-    data, _ = check_data(data)
-    check_vector(params, vector, "vector")
-    check_train_mode(model, batch_context)
-    loss = batch_loss(model, loss_fn, fixed_state(model, params), batch_context)
+    params = checks.check_params(model, params)
+    data, _ = checks.check_data(data)
+    checks.check_vector(params, vector, "vector")
+    checks.check_train_mode(model, batch_context)
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
     forward, double_backward = hessian_vector_product(loss, params)
     out = run_engine(
         engine,
@@ -105,7 +93,7 @@ def hvp(
         batch_context=batch_context,
     )
     out = {k: v.detach() for k, v in out.items()}
-    check_finite(out, "a Hessian-vector product")
+    checks.check_finite(out, "a Hessian-vector product")
     return out
 
 
@@ -125,21 +113,23 @@ def per_example_hvps(
     Returns:
         ``(gradients, products)``: dicts keyed like ``params`` with shape ``(n, *param.shape)``.
     """
-    params = check_params(model, params)
-    data, n = check_data(data)
-    check_vector(params, vector, "vector")
-    check_train_mode(model, batch_context)
-    state = fixed_state(model, params)
+    params = checks.check_params(model, params)
+    data, n = checks.check_data(data)
+    checks.check_vector(params, vector, "vector")
+    checks.check_train_mode(model, batch_context)
+    state = calls.fixed_state(model, params)
 
     def forward() -> tuple[Params, Params]:
-        one, _ = hessian_vector_product(example_loss(model, loss_fn, state), params)
+        one, _ = hessian_vector_product(calls.example_loss(model, loss_fn, state), params)
         in_dims = (0,) * len(data)
         return vmap(lambda *x: one(vector, *x), in_dims=in_dims, chunk_size=chunk_size)(*data)
 
     def double_backward() -> tuple[Params, Params]:
-        _, one = hessian_vector_product(example_loss(model, loss_fn, state, batch_context), params)
-        pairs = [one(vector, *take_all(data, i)) for i in range(n)]
-        return stack([g for g, _ in pairs]), stack([h for _, h in pairs])
+        _, one = hessian_vector_product(
+            calls.example_loss(model, loss_fn, state, batch_context), params
+        )
+        pairs = [one(vector, *calls.take_all(data, i)) for i in range(n)]
+        return calls.stack([g for g, _ in pairs]), calls.stack([h for _, h in pairs])
 
     grads, products = run_engine(
         engine,
@@ -148,6 +138,6 @@ def per_example_hvps(
         double_backward=double_backward,
         batch_context=batch_context,
     )
-    check_finite(grads, "a per-example gradient")
-    check_finite(products, "a Hessian-vector product")
+    checks.check_finite(grads, "a per-example gradient")
+    checks.check_finite(products, "a Hessian-vector product")
     return grads, products

@@ -21,15 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vmap
 
-from perturbative._core.calls import LossFn, fixed_state, model_outputs, take_all
-from perturbative._core.checks import (
-    Params,
-    check_data,
-    check_finite,
-    check_params,
-    check_train_mode,
-    check_vector,
-)
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative._core.engines import run_engine
 from perturbative.brackets._gradients import per_example_gradients
 from perturbative.brackets._hvp import per_example_hvps
@@ -64,15 +58,15 @@ def output_shift(
     Returns:
         Tensor of shape ``(m, T, *output_shape)``, e.g. ``(pairs, test examples, outputs)``.
     """
-    params = check_params(model, params)
-    check_train_mode(model, None)
-    check_vector(params, directions, "directions", leading=1)
-    (inputs,), _ = check_data(inputs, "inputs")
-    state = fixed_state(model, params)
+    params = checks.check_params(model, params)
+    checks.check_train_mode(model, None)
+    checks.check_vector(params, directions, "directions", leading=1)
+    (inputs,), _ = checks.check_data(inputs, "inputs")
+    state = calls.fixed_state(model, params)
     detached = {k: v.detach() for k, v in params.items()}
 
     def f(p: Params) -> Tensor:
-        return model_outputs(model, p, state, inputs)
+        return calls.model_outputs(model, p, state, inputs)
 
     def jvp_one(d: Params) -> Tensor:
         return jvp(f, (detached,), (d,))[1]
@@ -105,7 +99,7 @@ def output_shift(
         double_backward=one_at_a_time,
     )
     shifts = shifts * lr**2
-    check_finite({"output_shift": shifts}, "the output shift")
+    checks.check_finite({"output_shift": shifts}, "the output shift")
     return shifts.detach()
 
 
@@ -144,10 +138,10 @@ def projected_bracket_matrix(
     Returns:
         Tensor of shape ``(n, n)``, antisymmetric.
     """
-    params = check_params(model, params)
-    data, n = check_data(data)
-    check_vector(params, direction, "direction")
-    check_train_mode(model, None)
+    params = checks.check_params(model, params)
+    data, n = checks.check_data(data)
+    checks.check_vector(params, direction, "direction")
+    checks.check_train_mode(model, None)
     scale = (
         (lambda v: v)
         if preconditioner is None
@@ -159,13 +153,13 @@ def projected_bracket_matrix(
     starts = range(0, n, block)
     a = torch.empty(n, n, dtype=next(iter(params.values())).dtype)
     for y0 in starts:
-        ys = take_all(data, slice(y0, y0 + block))
+        ys = calls.take_all(data, slice(y0, y0 + block))
         g_y, h_y = per_example_hvps(
             model, loss_fn, params, ys, pu, engine=engine, chunk_size=chunk_size
         )
         h_y = {k: v.reshape(v.shape[0], -1) for k, v in h_y.items()}
         for x0 in starts:
-            xs = take_all(data, slice(x0, x0 + block))
+            xs = calls.take_all(data, slice(x0, x0 + block))
             g_x = (
                 g_y
                 if x0 == y0

@@ -49,23 +49,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from perturbative._core.calls import (
-    LossFn,
-    batch_loss,
-    call_model,
-    example_loss,
-    fixed_state,
-    num_examples,
-    take_all,
-)
-from perturbative._core.checks import (
-    Params,
-    check_data,
-    check_finite,
-    check_params,
-    check_train_mode,
-    check_vector,
-)
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative._core.distributed import all_reduce_sum
 from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
@@ -96,7 +82,7 @@ class Observable:
         For a keyword batch ``O = loss_fn(model(**data), data)`` on the whole batch: with a Hugging
         Face model's own loss that is the mean over all of the batch's tokens.
         """
-        data, n = check_data(data, "data")
+        data, n = checks.check_data(data, "data")
         if isinstance(data[0], Mapping):
             batch = data[0]
             return cls(
@@ -116,14 +102,14 @@ class Observable:
         """``O`` at ``params`` (default: the model's own parameters), without a graph."""
         params = dict(model.named_parameters()) if params is None else params
         with torch.no_grad(), differentiable_kernels():
-            outputs = call_model(model, params, fixed_state(model, params), self.inputs)
+            outputs = calls.call_model(model, params, calls.fixed_state(model, params), self.inputs)
             return float(self.fn(outputs))
 
     def gradient(self, model: nn.Module, params: Params) -> Params:
         """``u = grad O`` with respect to ``params``, detached."""
-        params = check_params(model, params)
+        params = checks.check_params(model, params)
         with differentiable_kernels():
-            outputs = call_model(model, params, fixed_state(model, params), self.inputs)
+            outputs = calls.call_model(model, params, calls.fixed_state(model, params), self.inputs)
             value = self.fn(outputs)
             names = list(params)
             grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
@@ -131,7 +117,7 @@ class Observable:
             k: torch.zeros_like(params[k]) if g is None else g.detach()
             for k, g in zip(names, grads, strict=True)
         }
-        check_finite(out, "the observable's gradient")
+        checks.check_finite(out, "the observable's gradient")
         return out
 
 
@@ -224,9 +210,9 @@ class _Window:
 
 def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order) -> _Window:
     names = trained_names(model, optimizer)
-    check_train_mode(model, None)
+    checks.check_train_mode(model, None)
     by_name = dict(model.named_parameters())
-    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
     gradients = [mean_gradient(model, loss_fn, params, b) for b in batches]
     return _Window(
@@ -246,7 +232,7 @@ def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_or
 def _third_derivative(model, loss_fn, theta: Params, batch, d: Params) -> Params:
     """``D^3 L_A[d, d, .]``: the derivative along ``d`` of ``H_A d``, forward over forward over
     reverse, as a vector keyed like ``theta``."""
-    loss = batch_loss(model, loss_fn, fixed_state(model, theta))
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
 
     def hessian_times_d(p: Params) -> Params:
         return jvp(lambda q: grad(loss)(q, *batch), (p,), (d,))[1]
@@ -411,12 +397,12 @@ def order_scores(
     Returns:
         ``(n,)`` tensor of scores, detached.
     """
-    params = check_params(model, params)
-    pool, n = check_data(pool, "pool")
-    check_vector(params, direction, "direction")
-    check_train_mode(model, None)
+    params = checks.check_params(model, params)
+    pool, n = checks.check_data(pool, "pool")
+    checks.check_vector(params, direction, "direction")
+    checks.check_train_mode(model, None)
     if preconditioner is not None:
-        check_vector(params, preconditioner, "preconditioner")
+        checks.check_vector(params, preconditioner, "preconditioner")
     scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
     pu = scale(direction)
     rank, world = (
@@ -429,15 +415,15 @@ def order_scores(
     )
     everything = pool
     if world > 1:
-        pool = take_all(pool, slice(rank, None, world))  # this rank's share
-        if num_examples(pool) == 0:
+        pool = calls.take_all(pool, slice(rank, None, world))  # this rank's share
+        if calls.num_examples(pool) == 0:
             raise ValueError(f"a pool of {n} examples cannot be split over {world} ranks")
     a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size or 64)
     if world > 1:
         all_reduce_sum(a, process_group)
         all_reduce_sum(b, process_group)
     pa, pb = scale(a), scale(b)
-    state = fixed_state(model, params)
+    state = calls.fixed_state(model, params)
     if chunk_size is None:
         size = sum(v.numel() * v.element_size() for v in params.values())
         chunk = max(1, min(64, memory_budget // max(3 * size, 1)))
@@ -451,7 +437,7 @@ def order_scores(
         # derivative of some ops is wrong (layer_norm: 20% off the Hessian in torch 2.13,
         # tests/_core/test_engines_models.py), so the first example is also scored by
         # forward-over-reverse, which is right; if the two disagree, every example is.
-        f = example_loss(model, loss_fn, state)
+        f = calls.example_loss(model, loss_fn, state)
 
         def nested(*example):
             along_a = jvp(lambda p: f(p, *example), (detached,), (pa,))[1]
@@ -464,7 +450,7 @@ def order_scores(
             return along_a - sum((h_u[k] * pb[k]).sum() for k in h_u)
 
         in_dims = (0,) * len(pool)
-        first = take_all(pool, slice(0, 1))
+        first = calls.take_all(pool, slice(0, 1))
         trusted = vmap(over_reverse, in_dims=in_dims)(*first)
         checked = vmap(nested, in_dims=in_dims)(*first)
         tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
@@ -473,12 +459,12 @@ def order_scores(
         return vmap(score, in_dims=in_dims, chunk_size=chunk)(*pool)
 
     def double_backward() -> Tensor:
-        f = example_loss(model, loss_fn, state)
+        f = calls.example_loss(model, loss_fn, state)
         names = list(params)
         out = []
-        for i in range(num_examples(pool)):
+        for i in range(calls.num_examples(pool)):
             g = torch.autograd.grad(
-                f(params, *take_all(pool, i)), [params[k] for k in names], create_graph=True
+                f(params, *calls.take_all(pool, i)), [params[k] for k in names], create_graph=True
             )
             along_a = sum((gi * pa[k]).sum() for gi, k in zip(g, names, strict=True))
             along_b = sum((gi * pb[k]).sum() for gi, k in zip(g, names, strict=True))
@@ -493,10 +479,10 @@ def order_scores(
     if world > 1:
         shares = [torch.empty(0)] * world
         torch.distributed.all_gather_object(shares, scores.cpu(), group=process_group)
-        scores = scores.new_empty(num_examples(everything))
+        scores = scores.new_empty(calls.num_examples(everything))
         for r, share in enumerate(shares):
             scores[r::world] = share.to(scores)
-    check_finite({"scores": scores}, "an order score")
+    checks.check_finite({"scores": scores}, "an order score")
     return scores
 
 
@@ -507,20 +493,20 @@ def _times(p: Params, v: Params) -> Params:
 def _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size) -> tuple[Params, Params]:
     """``a = sum_y H_y pu`` and ``b = sum_y g_y`` over the pool, one gradient-and-HVP pass per
     chunk (the chunk's mean loss, times its size)."""
-    n = num_examples(pool)
-    loss = batch_loss(model, loss_fn, fixed_state(model, params))
+    n = calls.num_examples(pool)
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
     forward, double_backward = hessian_vector_product(loss, params)
     a = {k: torch.zeros_like(v) for k, v in params.items()}
     b = {k: torch.zeros_like(v) for k, v in params.items()}
     for start in range(0, n, chunk_size):
-        chunk = take_all(pool, slice(start, start + chunk_size))
+        chunk = calls.take_all(pool, slice(start, start + chunk_size))
         g, h = run_engine(
             "double_backward" if engine == "double_backward" else "auto",
             params,
             forward=lambda chunk=chunk: forward(pu, *chunk),
             double_backward=lambda chunk=chunk: double_backward(pu, *chunk),
         )
-        m = num_examples(chunk)
+        m = calls.num_examples(chunk)
         for k in a:
             a[k] += m * h[k].detach()
             b[k] += m * g[k].detach()

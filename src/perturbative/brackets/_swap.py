@@ -78,8 +78,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from perturbative._core.calls import LossFn, batch_loss, fixed_state
-from perturbative._core.checks import Params, check_data, check_finite, check_train_mode
+from perturbative._core import calls, checks
+from perturbative._core.calls import LossFn
+from perturbative._core.checks import Params
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hvp
 from perturbative.brackets._norms import vector_norm
@@ -178,21 +179,23 @@ def parameters_after_steps(
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
     names = trained_names(model, optimizer)
-    check_train_mode(model, batch_context)
+    checks.check_train_mode(model, batch_context)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
-    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     if lr is not None:
         for group in optimizer_copy.param_groups:
             group["lr"] = lr
     params = {k: p for k, p in model_copy.named_parameters() if k in names}
-    loss = batch_loss(model_copy, loss_fn, fixed_state(model_copy, params), batch_context)
+    loss = calls.batch_loss(
+        model_copy, loss_fn, calls.fixed_state(model_copy, params), batch_context
+    )
     for i, batch in enumerate(batches):
         optimizer_copy.zero_grad(set_to_none=True)
         if gradients is None:
             loss(params, *batch).backward()
-            check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
+            checks.check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
         else:
             for k, p in params.items():
                 p.grad = gradients[i][k].detach().to(p).clone()
@@ -223,7 +226,7 @@ def values_along_steps(
         One value per entry of ``record_after``.
     """
     names = trained_names(model, optimizer)
-    batches = [check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     if max(record_after, default=0) > len(batches):
         raise ValueError(f"record_after {list(record_after)} goes past {len(batches)} batches")
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
@@ -231,7 +234,7 @@ def values_along_steps(
         for group in optimizer_copy.param_groups:
             group["lr"] = lr
     params = {k: p for k, p in model_copy.named_parameters() if k in names}
-    loss = batch_loss(model_copy, loss_fn, fixed_state(model_copy, params))
+    loss = calls.batch_loss(model_copy, loss_fn, calls.fixed_state(model_copy, params))
     wanted = sorted(set(record_after))
     recorded = {}
     for count in range(len(batches) + 1):
@@ -297,9 +300,9 @@ def swap_check(
         True
     """
     names = trained_names(model, optimizer)
-    check_train_mode(model, batch_context)
-    x, _ = check_data(x, "x")
-    y, _ = check_data(y, "y")
+    checks.check_train_mode(model, batch_context)
+    x, _ = checks.check_data(x, "x")
+    y, _ = checks.check_data(y, "y")
     params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
     params = {k: params[k] for k in names}
     g_x = mean_gradient(model, loss_fn, params, x, batch_context=batch_context)
@@ -317,7 +320,7 @@ def swap_check(
     measured = _difference(theta_xy, theta_yx)
     state_part = _difference(frozen_xy, frozen_yx)
     curvature_part = _difference(measured, state_part)
-    check_finite(measured, "the measured swap difference")
+    checks.check_finite(measured, "the measured swap difference")
 
     by_name = dict(model.named_parameters())
     steps = {k: float(group_of(optimizer, by_name[k])["lr"] if lr is None else lr) for k in names}
