@@ -42,3 +42,17 @@ def test_step_files_are_zero_padded_and_listed_by_step(tmp_path):
     (tmp_path / "step_latest.safetensors").write_bytes(b"")
     assert step_file(tmp_path, 250).name == "step_000250.safetensors"
     assert [s for s, _ in list_step_files(tmp_path)] == [0, 250, 5000]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from perturbative._core.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "report.html", "<p>hi</p>")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
