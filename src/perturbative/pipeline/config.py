@@ -313,7 +313,7 @@ class SweepOptions:
         bracket_examples: 6 held-out examples -> 15 brackets, the original experiment's grid.
         test_examples: 32 held-out examples (one batch) whose outputs the brackets move.
         ranking_examples: 256 training examples ranked by their order score: enough to show a
-            spread in about a minute per checkpoint of the full-width model on a CPU. Memory
+            spread in under half a minute per checkpoint of the full-width model on a CPU. Memory
             does not grow with the pool, so the whole training split works too, at about the
             same cost per example (``benchmarks/order_scores.py``).
         preconditioner: "none" brackets the plain gradient fields, as the original experiment
