@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from perturbative._core import threads
 
@@ -20,6 +21,7 @@ def test_busy_cores_sees_a_busy_loop():
     assert 0.0 <= busy <= threads.usable_cores() + 1e-9
     loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
+        time.sleep(0.5)  # let the interpreter start and spin
         assert threads.busy_cores(0.5) >= 0.8
     finally:
         loop.kill()
