@@ -80,7 +80,11 @@ def tilt_command(args: argparse.Namespace) -> int:
         if n not in helps and getattr(args, n) is not None
     ]
     if foreign:
-        raise InputError(f"{', '.join(foreign)} do not apply to --data {args.data}")
+        verb = "does" if len(foreign) == 1 else "do"
+        raise InputError(
+            f"{', '.join(foreign)} {verb} not apply to --data {args.data} "
+            "(perturbative tilt --help lists each one's data)"
+        )
     given = {name: getattr(args, name) for name in helps if getattr(args, name) is not None}
     for name in ("class_strengths", "ink_strengths"):
         if name in given:
