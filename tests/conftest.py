@@ -8,7 +8,6 @@ from cases import CASES, EVIL_NAMES, least_squares, write_synthetic_results
 
 from perturbative.report import write_report
 
-
 # The command line picks its thread count from the idle cores unless OMP_NUM_THREADS is set;
 # tests that call it in-process must not change the suite's one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
