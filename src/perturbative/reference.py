@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from perturbative._core import calls
 from perturbative._core.calls import LossFn
@@ -23,9 +22,8 @@ def _loss(model: nn.Module, loss_fn: LossFn, params: Params, example) -> Tensor:
     """The loss of one example: a ``(inputs, *targets)`` tuple or a keyword batch (a mapping)."""
     state = calls.fixed_state(model, params)
     if isinstance(example, Mapping):
-        return loss_fn(functional_call(model, (params, state), (), dict(example)), example)
-    outputs = functional_call(model, (params, state), (example[0],))
-    return loss_fn(outputs, *example[1:])
+        return loss_fn(calls.call_model(model, params, state, example), example)
+    return loss_fn(calls.call_model(model, params, state, example[0]), *example[1:])
 
 
 def reference_bracket(

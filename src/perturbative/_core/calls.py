@@ -153,17 +153,20 @@ def batch_loss(
     time, since a model's structured output (or its own loss) cannot be split by rows.
     """
     per_example = example_loss(model, loss_fn, state, batch_context)
+    structured = False  # set once the model is seen to return more than a tensor
 
     def loss(params: Params, *batch: Any) -> Tensor:
+        nonlocal structured
         n = num_examples(batch)
 
         def one_by_one() -> Tensor:
             return torch.stack([per_example(params, *take_all(batch, i)) for i in range(n)]).mean()
 
-        if batch_context is not None or isinstance(batch[0], Mapping):
+        if structured or batch_context is not None or isinstance(batch[0], Mapping):
             return one_by_one()
         outputs = functional_call(model, (params, state), (batch[0],))
         if not isinstance(outputs, Tensor):
+            structured = True  # later calls skip the whole-batch forward pass
             return one_by_one()
         values = [
             _scalar(loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in batch[1:])))

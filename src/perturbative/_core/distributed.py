@@ -15,10 +15,11 @@ import torch
 import torch.distributed as dist
 
 
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of this process; ``(0, 1)`` without a process group."""
+def rank_and_world(group: Any = None) -> tuple[int, int]:
+    """``(rank, world size)`` of this process in ``group`` (default: the whole group);
+    ``(0, 1)`` without a process group."""
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+        return dist.get_rank(group), dist.get_world_size(group)
     return 0, 1
 
 
@@ -50,13 +51,13 @@ def broadcast_object(value: Any, source: int = 0) -> Any:
     return box[0]
 
 
-def all_gather_objects(value: Any) -> list[Any]:
-    """Every rank's ``value``, in rank order (picklable objects)."""
-    world = rank_and_world()[1]
+def all_gather_objects(value: Any, group: Any = None) -> list[Any]:
+    """Every rank's ``value`` in ``group``, in rank order (picklable objects)."""
+    world = rank_and_world(group)[1]
     if world == 1:
         return [value]
     out: list[Any] = [None] * world
-    dist.all_gather_object(out, value)
+    dist.all_gather_object(out, value, group=group)
     return out
 
 

@@ -170,25 +170,29 @@ def forward_ad_failure(err: BaseException) -> str | None:
 
 def _module_in_traceback(err: BaseException) -> str | None:
     """Class name of the innermost ``nn.Module`` whose ``forward`` raised ``err``."""
-    name = None
-    tb = err.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        module = frame.f_locals.get("self") if frame.f_code.co_name == "forward" else None
-        if isinstance(module, torch.nn.Module):
-            name = type(module).__name__
-        tb = tb.tb_next
-    return name
+    module = _innermost_local(err, "forward", "self", lambda v: isinstance(v, torch.nn.Module))
+    return None if module is None else type(module).__name__
 
 
 def _autograd_function_in_traceback(err: BaseException) -> str | None:
     """Name of the innermost ``torch.autograd.Function`` whose ``apply`` raised ``err``."""
-    name = None
+
+    def is_function(value) -> bool:
+        return isinstance(value, type) and issubclass(value, torch.autograd.Function)
+
+    cls = _innermost_local(err, "apply", "cls", is_function)
+    return None if cls is None else cls.__qualname__
+
+
+def _innermost_local(err: BaseException, function: str, name: str, accept) -> object | None:
+    """The local ``name`` of the innermost frame of ``function`` in ``err``'s traceback whose
+    value ``accept`` takes, or ``None``."""
+    found = None
     tb = err.__traceback__
     while tb is not None:
         frame = tb.tb_frame
-        cls = frame.f_locals.get("cls") if frame.f_code.co_name == "apply" else None
-        if isinstance(cls, type) and issubclass(cls, torch.autograd.Function):
-            name = cls.__qualname__
+        value = frame.f_locals.get(name) if frame.f_code.co_name == function else None
+        if accept(value):
+            found = value
         tb = tb.tb_next
-    return name
+    return found

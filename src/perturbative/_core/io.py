@@ -146,6 +146,8 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
         break
+    else:  # a stale lock was taken over, and another process took it first
+        raise InputError(f"{folder} is in use by another job that started just now; try again")
     try:
         yield lock
     finally:

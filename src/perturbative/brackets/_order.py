@@ -52,10 +52,11 @@ from torch.func import grad, jvp, vmap
 from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
-from perturbative._core.distributed import all_reduce_sum
+from perturbative._core.distributed import all_gather_objects, all_reduce_sum, rank_and_world
 from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp
+from perturbative.brackets._norms import vector_norm
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
 from perturbative.brackets._swap import trained_names
 
@@ -304,9 +305,7 @@ def predict_swap(
         state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
         before=observable.value(model, window.theta),
         lr=float(step),
-        gradient_norms=tuple(
-            float(sum(v.double().pow(2).sum() for v in g.values()).sqrt()) for g in (g_x, g_y)
-        ),
+        gradient_norms=(float(vector_norm(g_x)), float(vector_norm(g_y))),
     )
 
 
@@ -405,14 +404,7 @@ def order_scores(
         checks.check_vector(params, preconditioner, "preconditioner")
     scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
     pu = scale(direction)
-    rank, world = (
-        (0, 1)
-        if process_group is None
-        else (
-            torch.distributed.get_rank(process_group),
-            torch.distributed.get_world_size(process_group),
-        )
-    )
+    rank, world = (0, 1) if process_group is None else rank_and_world(process_group)
     everything = pool
     if world > 1:
         pool = calls.take_all(pool, slice(rank, None, world))  # this rank's share
@@ -477,8 +469,7 @@ def order_scores(
 
     scores = run_engine(engine, params, forward=forward, double_backward=double_backward).detach()
     if world > 1:
-        shares = [torch.empty(0)] * world
-        torch.distributed.all_gather_object(shares, scores.cpu(), group=process_group)
+        shares = all_gather_objects(scores.cpu(), process_group)
         scores = scores.new_empty(calls.num_examples(everything))
         for r, share in enumerate(shares):
             scores[r::world] = share.to(scores)

@@ -71,8 +71,9 @@ copies.
 
 from __future__ import annotations
 
+import collections
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -137,17 +138,52 @@ def trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[st
             "the optimizer on model.parameters() of this model, or set requires_grad_(False) on "
             "the parameters to hold fixed"
         )
-    dropout = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0
-    ]
+    dropout = checks.train_mode_dropout(model)
     if dropout:
         raise ValueError(
             f"dropout layers {dropout[:3]} are in train mode, so the two orders would see "
             "different random masks; call model.eval() (BatchNorm then uses running statistics)"
         )
     return names
+
+
+def _steps_on_copies(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    *,
+    lr: float | None = None,
+    gradients: Sequence[Mapping[str, Tensor]] | None = None,
+    batch_context: Tensor | None = None,
+) -> Iterator[tuple[nn.Module, Params]]:
+    """Copies of ``model`` and ``optimizer`` trained one step per batch, in order: yields the
+    model copy and its trained parameters before the first step and after each step (lazily, so
+    a caller that stops early takes no further steps)."""
+    names = trained_names(model, optimizer)
+    checks.check_train_mode(model, batch_context)
+    if gradients is not None and len(gradients) != len(batches):
+        raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
+    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
+    if lr is not None:
+        for group in optimizer_copy.param_groups:
+            group["lr"] = lr
+    params = {k: p for k, p in model_copy.named_parameters() if k in names}
+    loss = calls.batch_loss(
+        model_copy, loss_fn, calls.fixed_state(model_copy, params), batch_context
+    )
+    yield model_copy, params
+    for i, batch in enumerate(batches):
+        optimizer_copy.zero_grad(set_to_none=True)
+        if gradients is None:
+            loss(params, *batch).backward()
+            checks.check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
+        else:
+            for k, p in params.items():
+                p.grad = gradients[i][k].detach().to(p).clone()
+        optimizer_copy.step()
+        yield model_copy, params
 
 
 def parameters_after_steps(
@@ -178,28 +214,16 @@ def parameters_after_steps(
     Returns:
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
-    names = trained_names(model, optimizer)
-    checks.check_train_mode(model, batch_context)
-    if gradients is not None and len(gradients) != len(batches):
-        raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
-    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
-    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
-    if lr is not None:
-        for group in optimizer_copy.param_groups:
-            group["lr"] = lr
-    params = {k: p for k, p in model_copy.named_parameters() if k in names}
-    loss = calls.batch_loss(
-        model_copy, loss_fn, calls.fixed_state(model_copy, params), batch_context
+    steps = _steps_on_copies(
+        model,
+        loss_fn,
+        optimizer,
+        batches,
+        lr=lr,
+        gradients=gradients,
+        batch_context=batch_context,
     )
-    for i, batch in enumerate(batches):
-        optimizer_copy.zero_grad(set_to_none=True)
-        if gradients is None:
-            loss(params, *batch).backward()
-            checks.check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
-        else:
-            for k, p in params.items():
-                p.grad = gradients[i][k].detach().to(p).clone()
-        optimizer_copy.step()
+    _, params = collections.deque(steps, maxlen=1)[0]  # run every step, keep the last
     return {k: p.detach().clone() for k, p in params.items()}
 
 
@@ -225,26 +249,17 @@ def values_along_steps(
     Returns:
         One value per entry of ``record_after``.
     """
-    names = trained_names(model, optimizer)
-    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
     if max(record_after, default=0) > len(batches):
         raise ValueError(f"record_after {list(record_after)} goes past {len(batches)} batches")
-    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
-    if lr is not None:
-        for group in optimizer_copy.param_groups:
-            group["lr"] = lr
-    params = {k: p for k, p in model_copy.named_parameters() if k in names}
-    loss = calls.batch_loss(model_copy, loss_fn, calls.fixed_state(model_copy, params))
-    wanted = sorted(set(record_after))
+    wanted = set(record_after)
     recorded = {}
-    for count in range(len(batches) + 1):
+    for count, (model_copy, _) in enumerate(
+        _steps_on_copies(model, loss_fn, optimizer, batches, lr=lr)
+    ):
         if count in wanted:
             recorded[count] = evaluate(model_copy)
-        if count == len(batches) or count >= wanted[-1]:
-            break
-        optimizer_copy.zero_grad(set_to_none=True)
-        loss(params, *batches[count]).backward()
-        optimizer_copy.step()
+        if len(recorded) == len(wanted):
+            break  # no further steps are taken
     return [recorded[c] for c in record_after]
 
 

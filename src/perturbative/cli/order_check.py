@@ -63,15 +63,17 @@ def order_check_command(args: argparse.Namespace) -> int:
     if args.summary_only:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"
         result = read_order_check_file(folder)
-        path = write_order_check(folder, resummarize(result))
-        for line in summary_lines(json.loads(path.read_text())):
-            print(line)
-        print(f"numbers: {path}")
-        return 0
+        return print_summary(write_order_check(folder, resummarize(result)))
     values = {f.name: getattr(args, f.name) for f in fields(OrderCheckOptions)}
     values["horizons"] = tuple(int(v) for v in str(values["horizons"]).split(","))
     values["lr_scales"] = tuple(float(v) for v in str(values["lr_scales"]).split(","))
-    path = order_check(args.run_dir, OrderCheckOptions(**values), data_root=args.celeba)
+    return print_summary(
+        order_check(args.run_dir, OrderCheckOptions(**values), data_root=args.celeba)
+    )
+
+
+def print_summary(path: Path) -> int:
+    """Print the summary of the check written to ``path``."""
     for line in summary_lines(json.loads(path.read_text())):
         print(line)
     print(f"numbers: {path}")

@@ -146,6 +146,7 @@ def _meta(
     model: nn.Module,
     steps: list[int],
     sources: Mapping[int, str],
+    data_sha256: str,
 ) -> dict:
     named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
     b = settings.bracket_examples
@@ -164,9 +165,7 @@ def _meta(
         "observable": settings.observable,
         "preconditioner": settings.preconditioner,
         "settings": asdict(settings),
-        "data_sha256": tensors_sha256(
-            data.test_inputs, data.test_targets, data.ranking_inputs, data.ranking_targets
-        ),
+        "data_sha256": data_sha256,
         "sources": {str(s): sources[s] for s in sorted(steps) if s in sources},
     }
 
@@ -240,10 +239,13 @@ def bracket_sweep(
         )
     sources = {int(k): str(v) for k, v in (sources or {}).items()}
     rank, world = rank_and_world()
+    examples = tensors_sha256(
+        data.test_inputs, data.test_targets, data.ranking_inputs, data.ranking_targets
+    )
     # Under torch.distributed the checkpoints are dealt out to the ranks; rank 0 holds the lock,
     # checks what is there, and writes meta.json; each step file is written by one rank only.
     with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
-        fresh = _meta(data, settings, model, [], sources)
+        fresh = _meta(data, settings, model, [], sources, examples)
         done = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
         if data.thumbnails is not None and rank == 0:
             write_thumbnails(out_dir, data.thumbnails)
@@ -257,11 +259,11 @@ def bracket_sweep(
             write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
             done.append(step)
             if world == 1:
-                write_meta(out_dir, _meta(data, settings, model, done, sources))
+                write_meta(out_dir, _meta(data, settings, model, done, sources, examples))
         if world > 1:
             finished = sorted({s for steps in all_gather_objects(done) for s in steps})
             if rank == 0:
-                write_meta(out_dir, _meta(data, settings, model, finished, sources))
+                write_meta(out_dir, _meta(data, settings, model, finished, sources, examples))
             barrier()
     return out_dir
 
