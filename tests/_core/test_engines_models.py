@@ -191,6 +191,23 @@ def test_tied_weights_and_frozen_parameters():
     )
 
 
+def test_order_scores_fall_back_loudly_where_forward_over_forward_is_wrong():
+    """torch 2.13's second forward-mode derivative of layer_norm is about 20% off the Hessian;
+    order_scores notices on the first example, says so, and scores by forward-over-reverse."""
+    case = transformer_ce()
+    u = pt.mean_gradient(case.model, case.loss_fn, case.params, case.example(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = pt.order_scores(case.model, case.loss_fn, case.params, case.data, u)
+    fallbacks = [w for w in caught if "forward-over-reverse instead" in str(w.message)]
+    if torch.__version__.startswith("2.13"):
+        assert len(fallbacks) == 1, [str(w.message) for w in caught]
+    matrix = _quiet(
+        pt.projected_bracket_matrix, case.model, case.loss_fn, case.params, case.data, u
+    )
+    torch.testing.assert_close(scores, matrix.sum(1), rtol=1e-9, atol=1e-12)
+
+
 def test_user_attention_settings_are_restored():
     case = transformer_ce()
     fastpath = torch.backends.mha.get_fastpath_enabled()

@@ -74,3 +74,48 @@ def test_bad_options_are_refused():
 
     with pytest.raises(InputError, match="dtype"):
         OrderCheckOptions(dtype="float16")
+    with pytest.raises(InputError, match="batchnorm must be 'batch' or 'running'"):
+        OrderCheckOptions(batchnorm="frozen")
+
+
+def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):
+    """With batchnorm="batch" a minibatch pair's real difference is that of plain train-mode
+    training (a hand-written loop: model.train(), loss.backward(), Adam.step()), the held-out
+    loss taken with the held-out batch's own statistics; with "running" it differs."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from perturbative.pipeline.config import load_run_config
+    from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
+    from perturbative.pipeline.sweep import select_examples
+    from perturbative.pipeline.train import build_dataset
+
+    config = load_run_config(run_dir)
+    dataset = build_dataset(config)
+    heldout = select_examples(dataset.heldout_indices.tolist(), 8, 0)
+    options = OrderCheckOptions(**TINY_CHECK)
+    at = restore(run_dir, 3, config, dataset, heldout, options)
+    generator = torch.Generator().manual_seed(0)
+    ((_, x, y),) = sample_pairs(dataset, 4, 0, 1, generator, "float64")
+    held_inputs, held_targets = at.observable.inputs, dataset.batch(heldout)[1].double()
+
+    def by_hand(first, second):
+        model, optimizer = copy.deepcopy((at.model, at.optimizer))
+        model.train()
+        for inputs, targets in (first, second):
+            optimizer.zero_grad()
+            F.binary_cross_entropy_with_logits(model(inputs), targets).backward()
+            optimizer.step()
+        with torch.no_grad():
+            return float(F.binary_cross_entropy_with_logits(model(held_inputs), held_targets))
+
+    expected = by_hand(x, y) - by_hand(y, x)
+    at.mode_for("batch")
+    assert at.model.training and expected != 0
+    (got,) = real_differences(at, x, y, (0,), config.lr)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    at.mode_for("example")
+    (eval_mode,) = real_differences(at, x, y, (0,), config.lr)
+    assert not at.model.training and eval_mode != pytest.approx(expected, rel=1e-3)

@@ -30,9 +30,12 @@ Everything in the package uses one call shape, ``(model, loss_fn, params, data)`
 BatchNorm: a per-example field needs a per-example loss, and a batch of one has no batch
 statistics (its variance is zero). Fields therefore use BatchNorm in eval mode (running
 statistics), which makes every example's loss independent of the others. A model with BatchNorm
-in train mode is refused unless the caller passes ``batch_context``: inputs of a batch that each
-example joins, so that its loss is computed with that batch's statistics (the running statistics
-updated by that forward pass are discarded).
+in train mode is refused by per-example functions unless the caller passes ``batch_context``:
+inputs of a batch that each example joins, so that its loss is computed with that batch's
+statistics. Functions of whole minibatches (``mean_gradient``, ``hvp``, the order predictions
+and real steps) accept train-mode BatchNorm: each batch is then normalised by its own
+statistics, as a training step does. Running statistics updated by such forward passes are
+discarded.
 """
 
 from __future__ import annotations
@@ -44,14 +47,19 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from perturbative._core.checks import Params
+from perturbative._core.checks import Params, train_mode_batchnorm
 
 LossFn = Callable[..., Tensor]
 
 
 def fixed_state(model: nn.Module, params: Params) -> dict[str, Tensor]:
-    """Buffers and parameters left out of ``params``, detached: held fixed in every call."""
-    state = {k: v.detach() for k, v in model.named_buffers()}
+    """Buffers and parameters left out of ``params``, detached: held fixed in every call.
+
+    With BatchNorm in train mode the buffers are copies: a train-mode forward pass updates the
+    running statistics in place, and the library never changes the user's model.
+    """
+    copies = bool(train_mode_batchnorm(model))
+    state = {k: v.detach().clone() if copies else v.detach() for k, v in model.named_buffers()}
     for name, value in model.named_parameters():
         if name not in params:
             state[name] = value.detach()
@@ -150,10 +158,16 @@ def batch_loss(
     For a tuple batch without a batch context the model runs once on the whole batch (eval-mode
     BatchNorm makes the outputs row-wise independent) and ``loss_fn`` is applied to each row of
     the output tensor; keyword batches and structured outputs are evaluated one example at a
-    time, since a model's structured output (or its own loss) cannot be split by rows.
+    time, since a model's structured output (or its own loss) cannot be split by rows. With
+    BatchNorm in train mode the one forward pass normalises the batch by its own statistics, as
+    a training step does: ``L_A`` is then the loss training computes, no longer a mean of
+    independent per-example losses.
     """
     per_example = example_loss(model, loss_fn, state, batch_context)
     structured = False  # set once the model is seen to return more than a tensor
+    # train-mode BatchNorm: one forward pass of the whole batch normalises it by its own
+    # statistics, exactly as a training step does (checks.check_train_mode allowed it)
+    batch_statistics = batch_context is None and bool(train_mode_batchnorm(model))
 
     def loss(params: Params, *batch: Any) -> Tensor:
         nonlocal structured
@@ -166,6 +180,12 @@ def batch_loss(
             return one_by_one()
         outputs = functional_call(model, (params, state), (batch[0],))
         if not isinstance(outputs, Tensor):
+            if batch_statistics:
+                raise ValueError(
+                    "BatchNorm layers are in train mode but the model returns a "
+                    f"{type(outputs).__name__}, not a tensor, so the batch's loss cannot be "
+                    "split by rows; call model.eval() to use running statistics"
+                )
             structured = True  # later calls skip the whole-batch forward pass
             return one_by_one()
         values = [

@@ -120,9 +120,17 @@ def train_mode_dropout(model: nn.Module) -> list[str]:
     ]
 
 
-def check_train_mode(model: nn.Module, batch_context: Tensor | None) -> None:
+def check_train_mode(
+    model: nn.Module, batch_context: Tensor | None, whole_batches: Sequence[int] = ()
+) -> None:
     """Refuse randomness (dropout in train mode) always, and train-mode BatchNorm unless a batch
-    context is given (see module docstring)."""
+    context is given or the caller takes the loss of whole batches (see module docstring).
+
+    ``whole_batches``: the sizes of the batches a caller evaluates as one forward pass each (the
+    minibatch loss of :func:`perturbative.brackets.mean_gradient`, ``hvp``, the predictions and
+    real steps of ``predict_swap``); train-mode BatchNorm then uses each batch's own statistics,
+    as training does, and needs at least 2 examples in every batch.
+    """
     random = train_mode_dropout(model)
     if random:
         raise ValueError(
@@ -132,12 +140,22 @@ def check_train_mode(model: nn.Module, batch_context: Tensor | None) -> None:
             "or set their p to 0"
         )
     names = train_mode_batchnorm(model)
-    if names and batch_context is None:
+    if not names or batch_context is not None:
+        return
+    listed = f"{names[:3]}{'...' if len(names) > 3 else ''}"
+    if not whole_batches:
         raise ValueError(
-            f"BatchNorm layers {names[:3]}{'...' if len(names) > 3 else ''} are in train mode; a "
-            "single example has no batch statistics. Call model.eval() to use running statistics "
-            "(the usual choice for brackets), or pass batch_context=<a batch of inputs> to "
-            "evaluate each example as a member of that batch"
+            f"BatchNorm layers {listed} are in train mode; a single example has no batch "
+            "statistics. Call model.eval() to use running statistics (the usual choice for "
+            "brackets), or pass batch_context=<a batch of inputs> to evaluate each example as "
+            "a member of that batch"
+        )
+    if min(whole_batches) < 2:
+        raise ValueError(
+            f"BatchNorm layers {listed} are in train mode, so each batch is normalised by its "
+            f"own statistics, but a batch holds {min(whole_batches)} example: a batch of one "
+            "has no batch statistics. Pass batches of at least 2 examples, or call model.eval() "
+            "to use running statistics"
         )
 
 

@@ -35,15 +35,21 @@ ENGINES = ("auto", "forward", "double_backward")
 T = TypeVar("T")
 
 
-def resolve_engine(engine: str, params: Params, batch_context: Tensor | None = None) -> str:
+def resolve_engine(
+    engine: str,
+    params: Params,
+    batch_context: Tensor | None = None,
+    batch_statistics: bool = False,
+) -> str:
     """Turn ``"auto"`` into a concrete engine; validate the name.
 
-    The double-backward engine is used whenever a ``batch_context`` is given: train-mode
-    BatchNorm writes its running statistics in place, which ``vmap`` cannot batch.
+    The double-backward engine is used whenever a ``batch_context`` is given or the model's
+    BatchNorm runs on ``batch_statistics`` (train mode): train-mode BatchNorm writes its running
+    statistics in place, which ``vmap`` and forward mode cannot carry.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
-    if batch_context is not None:
+    if batch_context is not None or batch_statistics:
         return "double_backward"
     if engine == "auto":
         on_cuda = any(p.is_cuda for p in params.values())
@@ -85,6 +91,7 @@ def run_engine(
     forward: Callable[[], T],
     double_backward: Callable[[], T],
     batch_context: Tensor | None = None,
+    batch_statistics: bool = False,
 ) -> T:
     """Run ``forward()`` or ``double_backward()`` as ``engine`` says, falling back when needed.
 
@@ -94,13 +101,14 @@ def run_engine(
         forward: the computation with the forward engine.
         double_backward: the same computation with the double-backward engine.
         batch_context: given, the double-backward engine is used (see :func:`resolve_engine`).
+        batch_statistics: the model's BatchNorm is in train mode; likewise.
 
     Raises:
         ForwardADUnsupportedError: ``engine="forward"`` and an op has no forward-mode derivative
             or no ``torch.func`` support (with ``"auto"`` a ``RuntimeWarning`` names the op and
             ``double_backward()`` runs instead).
     """
-    chosen = resolve_engine(engine, params, batch_context)
+    chosen = resolve_engine(engine, params, batch_context, batch_statistics)
     if chosen == "double_backward":
         with differentiable_kernels():
             return double_backward()

@@ -108,12 +108,15 @@ def mean_gradient(
 ) -> Params:
     """Gradient of the minibatch loss ``mean_x L_x``: minus the mean field ``v_A``.
 
+    With BatchNorm in train mode, the gradient of the batch's loss normalised by its own
+    statistics: the gradient a training step takes.
+
     Returns:
         dict keyed like ``params`` with the parameters' shapes, detached.
     """
     params = checks.check_params(model, params)
-    data, _ = checks.check_data(data)
-    checks.check_train_mode(model, batch_context)
+    data, n = checks.check_data(data)
+    checks.check_train_mode(model, batch_context, whole_batches=(n,))
     f = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
     names = list(params)
     grads = calls.grad_or_zero([f(params, *data)], [params[k] for k in names])

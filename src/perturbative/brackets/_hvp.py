@@ -68,6 +68,9 @@ def hvp(
 ) -> Params:
     """``H_A u``: the Hessian of the minibatch loss ``mean_{x in A} L_x`` times ``vector``.
 
+    With BatchNorm in train mode, ``L_A`` is the loss of the batch normalised by its own
+    statistics, as a training step computes it (double-backward engine).
+
     Args:
         data: the minibatch ``A``, a tuple of tensors with leading dimension ``n``.
         vector: ``u``, a dict keyed and shaped like ``params``.
@@ -80,9 +83,9 @@ def hvp(
         ``x (x . u)``.
     """
     params = checks.check_params(model, params)
-    data, _ = checks.check_data(data)
+    data, n = checks.check_data(data)
     checks.check_vector(params, vector, "vector")
-    checks.check_train_mode(model, batch_context)
+    checks.check_train_mode(model, batch_context, whole_batches=(n,))
     loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
     forward, double_backward = hessian_vector_product(loss, params)
     out = run_engine(
@@ -91,6 +94,7 @@ def hvp(
         forward=lambda: forward(vector, *data)[1],
         double_backward=lambda: double_backward(vector, *data)[1],
         batch_context=batch_context,
+        batch_statistics=bool(checks.train_mode_batchnorm(model)),
     )
     out = {k: v.detach() for k, v in out.items()}
     checks.check_finite(out, "a Hessian-vector product")

@@ -161,10 +161,11 @@ def _steps_on_copies(
     model copy and its trained parameters before the first step and after each step (lazily, so
     a caller that stops early takes no further steps)."""
     names = trained_names(model, optimizer)
-    checks.check_train_mode(model, batch_context)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
-    batches = [checks.check_data(b, f"batches[{i}]")[0] for i, b in enumerate(batches)]
+    checked = [checks.check_data(b, f"batches[{i}]") for i, b in enumerate(batches)]
+    batches = [b for b, _ in checked]
+    checks.check_train_mode(model, batch_context, whole_batches=[n for _, n in checked])
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     if lr is not None:
         for group in optimizer_copy.param_groups:
@@ -315,9 +316,9 @@ def swap_check(
         True
     """
     names = trained_names(model, optimizer)
-    checks.check_train_mode(model, batch_context)
-    x, _ = checks.check_data(x, "x")
-    y, _ = checks.check_data(y, "y")
+    x, n_x = checks.check_data(x, "x")
+    y, n_y = checks.check_data(y, "y")
+    checks.check_train_mode(model, batch_context, whole_batches=(n_x, n_y))
     params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
     params = {k: params[k] for k in names}
     g_x = mean_gradient(model, loss_fn, params, x, batch_context=batch_context)

@@ -23,6 +23,8 @@ HELP = {
     "heldout_examples": "held-out examples in the observable (their mean loss)",
     "batchnorm_examples": "training examples whose statistics replace the checkpoint's "
     "BatchNorm running statistics (0 keeps them)",
+    "batchnorm": "'batch': minibatches use their own BatchNorm statistics, as in training; "
+    "'running': eval mode throughout",
     "dtype": "float64 or float32",
     "floor_pairs": "pairs repeated in float32 to measure its rounding floor",
     "seed": "seed of pairs, windows and held-out examples",

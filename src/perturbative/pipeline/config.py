@@ -323,6 +323,8 @@ class SweepOptions:
         save_brackets: also store the full bracket tensors (each the size of a checkpoint).
         seed: picks the test batch and the ranking pool, deterministically.
         out_dir: results directory; default ``<run>/brackets``.
+        only_steps: sweep only the checkpoints of these steps (default: every checkpoint), e.g.
+            to rank the whole training split at a few of them into a second results directory.
     """
 
     bracket_examples: int = _SETTINGS_DEFAULTS["bracket_examples"]
@@ -333,9 +335,14 @@ class SweepOptions:
     save_brackets: bool = _SETTINGS_DEFAULTS["save_brackets"]
     seed: int = 0
     out_dir: str | None = None
+    only_steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_sweep_choices(self)
+        if self.only_steps is not None:
+            self.only_steps = tuple(int(s) for s in self.only_steps)
+            if not self.only_steps:
+                raise InputError("only_steps is empty: name at least one checkpoint step")
         if self.test_examples < self.bracket_examples:
             raise InputError(
                 f"test_examples={self.test_examples} is fewer than bracket_examples="
@@ -371,6 +378,11 @@ class OrderCheckOptions:
             stale statistics is not the one that trained: on the digits demo at step 50 and
             lr x 0.1, minibatch swaps were predicted in 50% of pairs with the checkpoint's
             statistics and 100% with recomputed ones.
+        batchnorm: how minibatches meet BatchNorm. "batch": minibatch pairs and windows are
+            predicted and really trained in train mode, each batch normalised by its own
+            statistics as in the run, and their observable is the held-out batch's loss with
+            its own statistics; "running": everything in eval mode on the recomputed running
+            statistics. Single examples have no batch statistics and always run in eval mode.
         dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
             floor is measured on `floor_pairs` pairs either way.
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
@@ -388,6 +400,7 @@ class OrderCheckOptions:
     lr_scales: tuple[float, ...] = (1.0, 0.1, 0.01)
     heldout_examples: int = 64
     batchnorm_examples: int = 1024
+    batchnorm: str = "batch"
     dtype: str = "float64"
     floor_pairs: int = 20
     seed: int = 0
@@ -402,5 +415,7 @@ class OrderCheckOptions:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.horizons or min(self.horizons) < 0 or not self.lr_scales:
             raise InputError("need at least one horizon >= 0 and one lr scale")
+        if self.batchnorm not in ("batch", "running"):
+            raise InputError(f"batchnorm must be 'batch' or 'running', not {self.batchnorm!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, not {self.dtype!r}")

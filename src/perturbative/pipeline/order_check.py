@@ -1,10 +1,12 @@
 """Order predictions tested against real reordered training, at checkpoints of a real run.
 
-At each chosen checkpoint the model AND its Adam state are restored (the checkpoint holds both),
-the observable is the mean loss of held-out examples, and BatchNorm runs on its running
-statistics (eval mode) both in the predictions and in the real training, so that a swap changes
-nothing but the order. For random pairs of single examples and of minibatches of the run's batch
-size:
+At each chosen checkpoint the model AND its Adam state are restored (the checkpoint holds both)
+and the observable is the mean loss of held-out examples. BatchNorm is treated the same way in
+the predictions and in the real training, so that a swap changes nothing but the order: single
+examples run in eval mode, on running statistics recomputed for the checkpoint's weights;
+minibatches (with the default ``batchnorm="batch"``) run in train mode, each batch normalised by
+its own statistics exactly as the run trained, with the held-out batch normalised by its own.
+For random pairs of single examples and of minibatches of the run's batch size:
 
 1. predict ``O(x then y) - O(y then x)`` (:func:`perturbative.brackets.predict_swap`);
 2. really train both orders on copies of the model and optimizer, then the run's own next
@@ -95,6 +97,12 @@ class Checkpoint:
     dataset: Any
     batch_size: int
     lr: float
+    batch_statistics: bool = False
+
+    def mode_for(self, kind: str) -> None:
+        """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
+        normalised by its own statistics, as the run trained), in eval mode otherwise."""
+        self.model.train(self.batch_statistics and kind in ("batch", "window"))
 
 
 def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_run_lr) -> dict:
@@ -117,19 +125,23 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     for kind, x, y in bar:
         follow = full and followed[kind] < options.horizon_pairs
         followed[kind] += follow
+        at.mode_for(kind)
         records.append(pair_record(at, x, y, kind, options.horizons if follow else (0,), lr))
+    at.mode_for("example")
     if full:
         floor = rounding_floor(at, pairs, records, options, lr)
     elif floor_at_run_lr is not None:
         floor = {**floor_at_run_lr, "float32": floor_at_run_lr["float32"][:1]}
     else:
         floor = None
+    at.mode_for("window")
     windows = [
         window_record(at, batches, lr)
         for batches in sample_windows(
             at.dataset, at.batch_size, counts[2], generator, options.dtype
         )
     ]
+    at.mode_for("example")
     horizons = options.horizons if full else (0,)
     return {
         "scale": scale,
@@ -172,7 +184,15 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
         per_example_bce, (inputs.to(dtype), targets.to(dtype)), "held-out mean BCE"
     )
     return Checkpoint(
-        step, model, optimizer, observable, continuation, dataset, config.batch_size, config.lr
+        step,
+        model,
+        optimizer,
+        observable,
+        continuation,
+        dataset,
+        config.batch_size,
+        config.lr,
+        batch_statistics=options.batchnorm == "batch",
     )
 
 
