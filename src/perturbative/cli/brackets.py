@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from perturbative.cli._flags import add_sweep_flags, sweep_options
 from perturbative.pipeline.run import sweep_training_run
@@ -15,11 +16,31 @@ def brackets_command_parser(subparsers) -> None:
         "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
     )
     parser.add_argument("--out", default=None, help="results directory (default RUN/brackets)")
+    parser.add_argument(
+        "--only-steps",
+        type=_steps,
+        default=None,
+        help="sweep only these checkpoints, comma-separated (e.g. 0,500,5000; default: all); "
+        "with --ranking-examples at least the training split's size and --out, this ranks the "
+        "whole split at a few checkpoints",
+    )
     add_sweep_flags(parser)
     parser.set_defaults(func=brackets_command)
 
 
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as steps: write comma-separated integers, e.g. 0,500,5000"
+        ) from None
+
+
 def brackets_command(args: argparse.Namespace) -> int:
-    out = sweep_training_run(args.run_dir, sweep_options(args, args.out), args.celeba)
+    options = sweep_options(args, args.out)
+    if args.only_steps is not None:
+        options = dataclasses.replace(options, only_steps=args.only_steps)
+    out = sweep_training_run(args.run_dir, options, args.celeba)
     print(f"results: {out}")
     return 0

@@ -46,6 +46,15 @@ def sweep_training_run(
         raise FileNotFoundError(
             f"no checkpoints in {run_dir / 'checkpoints'}: run `perturbative train` first"
         )
+    if options.only_steps is not None:
+        available = [s for s, _ in checkpoints]
+        missing = sorted(set(options.only_steps) - set(available))
+        if missing:
+            raise InputError(
+                f"{run_dir} has no checkpoint at step(s) {missing}; its checkpoints are at "
+                f"steps {available}"
+            )
+        checkpoints = [(s, p) for s, p in checkpoints if s in options.only_steps]
     if options.preconditioner == "adam":
         checkpoints = [(s, p) for s, p in checkpoints if s > 0]
     dataset = build_dataset(config)
