@@ -393,9 +393,9 @@ def order_scores(
             pool sums use the device's faster engine (``"auto"``) unless this is
             ``"double_backward"``.
         chunk_size: examples per chunk, for the pool sums and the per-example scores (default:
-            as many as fit ``memory_budget`` bytes, counting three parameter-sized tensors per
-            example for the forward-over-reverse fallback, at most 64).
-        memory_budget: bytes the forward engine's chunk of examples may hold.
+            64; for the forward-over-reverse fallback as many as fit ``memory_budget`` bytes,
+            counting three parameter-sized tensors per example, at most 64).
+        memory_budget: bytes the forward-over-reverse fallback's chunk of examples may hold.
         process_group: a ``torch.distributed`` group (e.g. ``torch.distributed.group.WORLD``)
             to split the pool over: rank ``r`` of ``W`` scores examples ``r, r + W, ...``, the
             two pool sums are all-reduced, and every rank returns all ``n`` scores. Every rank
@@ -424,11 +424,12 @@ def order_scores(
         all_reduce_sum(b, process_group)
     pa, pb = scale(a), scale(b)
     state = calls.fixed_state(model, params)
-    if chunk_size is None:
-        size = sum(v.numel() * v.element_size() for v in params.values())
-        chunk = max(1, min(64, memory_budget // max(3 * size, 1)))
-    else:
-        chunk = chunk_size
+    # the nested pass holds activations (with three tangents) per example, no parameter-sized
+    # tensor: 64 examples at a time (on full-width MXResNet-18 at 64x64, 35 ms per example
+    # against 44 at 16); forward-over-reverse holds three parameter-sized tensors per example
+    size = sum(v.numel() * v.element_size() for v in params.values())
+    nested_chunk = chunk_size or 64
+    fallback_chunk = chunk_size or max(1, min(64, memory_budget // max(3 * size, 1)))
     detached = {k: v.detach() for k, v in params.items()}
 
     def forward() -> Tensor:
@@ -465,7 +466,7 @@ def order_scores(
         tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
         difference = float((checked - trusted).abs().max())
         if difference <= tolerance * float(trusted.abs().max()) + 1e-30:
-            return vmap(nested, in_dims=in_dims, chunk_size=chunk)(*pool)
+            return vmap(nested, in_dims=in_dims, chunk_size=nested_chunk)(*pool)
         warnings.warn(
             "order_scores: torch's second forward-mode derivative of an operation in this model "
             f"is wrong (the first example's score is off by {difference:.3g} against "
@@ -474,7 +475,7 @@ def order_scores(
             RuntimeWarning,
             stacklevel=4,
         )
-        return vmap(over_reverse, in_dims=in_dims, chunk_size=chunk)(*pool)
+        return vmap(over_reverse, in_dims=in_dims, chunk_size=fallback_chunk)(*pool)
 
     def double_backward() -> Tensor:
         f = calls.example_loss(model, loss_fn, state)
