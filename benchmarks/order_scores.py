@@ -84,67 +84,51 @@ def main(argv=None) -> None:
         f"pool n={args.n}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     rows = []
-    # where the time goes: the two pool sums alone (a batched gradient and HVP per chunk of 64)
-    with PeakRSS() as rss:
-        start = time.perf_counter()
+
+    def timed(method: str, n: int, run) -> tuple[dict, object]:
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            value = run()
+            seconds = time.perf_counter() - start
+        row = dict(
+            method=method,
+            n=n,
+            seconds=seconds,
+            per_example_ms=1e3 * seconds / n,
+            peak_mib=rss.peak / 2**20,
+        )
+        rows.append(row)
+        print(
+            f"{method:<48} n={n:<5} {seconds:7.1f} s  {row['per_example_ms']:7.1f} ms/example  "
+            f"peak {row['peak_mib']:6.0f} MiB"
+        )
+        return row, value
+
+    def pool_sums():  # where the time goes: the pool sums alone, as order_scores takes them
         for first in range(0, args.n, 64):
             chunk = tuple(t[first : first + 64] for t in pool)
             hvp(model, loss_fn, params, chunk, u)  # its gradient comes with it
-        seconds = time.perf_counter() - start
-    rows.append(
-        dict(
-            method="pool sums only (HVP with its gradient, chunks of 64)",
-            n=args.n,
-            seconds=seconds,
-            per_example_ms=1e3 * seconds / args.n,
-            peak_mib=rss.peak / 2**20,
-        )
-    )
-    print(
-        f"pool sums only (within every engine) {seconds:8.1f} s  "
-        f"{rows[-1]['per_example_ms']:7.1f} ms/example  peak {rows[-1]['peak_mib']:7.0f} MiB"
-    )
+
+    timed("pool sums only (HVP with its gradient, chunks of 64)", args.n, pool_sums)
     for engine in args.engines.split(","):
-        with PeakRSS() as rss:
-            start = time.perf_counter()
-            order_scores(model, loss_fn, params, pool, u, engine=engine, chunk_size=args.chunk)
-            seconds = time.perf_counter() - start
-        rows.append(
-            dict(
-                method=f"order_scores[{engine}]",
-                n=args.n,
-                seconds=seconds,
-                per_example_ms=1e3 * seconds / args.n,
-                peak_mib=rss.peak / 2**20,
-            )
-        )
-        print(
-            f"order_scores engine={engine:<16} {seconds:8.1f} s  {rows[-1]['per_example_ms']:7.1f}"
-            f" ms/example  peak {rows[-1]['peak_mib']:7.0f} MiB"
+        timed(
+            f"order_scores[{engine}]",
+            args.n,
+            lambda engine=engine: order_scores(
+                model, loss_fn, params, pool, u, engine=engine, chunk_size=args.chunk
+            ),
         )
     if args.matrix:
         sub = tuple(t[: args.matrix] for t in pool)
-        with PeakRSS() as rss:
-            start = time.perf_counter()
-            matrix = projected_bracket_matrix(model, loss_fn, params, sub, u)
-            seconds = time.perf_counter() - start
-        rows.append(
-            dict(
-                method="projected_bracket_matrix",
-                n=args.matrix,
-                seconds=seconds,
-                per_example_ms=1e3 * seconds / args.matrix,
-                peak_mib=rss.peak / 2**20,
-            )
+        row, matrix = timed(
+            "projected_bracket_matrix (memory grows with n)",
+            args.matrix,
+            lambda: projected_bracket_matrix(model, loss_fn, params, sub, u),
         )
         check = order_scores(model, loss_fn, params, sub, u, chunk_size=args.chunk)
         err = float((check - matrix.sum(1)).abs().max() / matrix.sum(1).abs().max())
-        rows[-1]["max_rel_difference_to_scores"] = err
-        print(
-            f"projected_bracket_matrix n={args.matrix:<6} {seconds:8.1f} s  "
-            f"{rows[-1]['per_example_ms']:7.1f} ms/example  peak {rows[-1]['peak_mib']:7.0f} MiB"
-            f"  (row sums vs scores: max rel. difference {err:.1e}, fp32)"
-        )
+        row["max_rel_difference_to_scores"] = err
+        print(f"  row sums against scores: max rel. difference {err:.1e} (fp32)")
     out = Path(args.json or Path(__file__).parent / "results" / "order_scores-cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

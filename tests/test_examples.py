@@ -42,3 +42,30 @@ def test_language_model():
 def test_tilted_diffusion(tmp_path):
     out = run_example("tilted_diffusion.py", str(tmp_path / "tilt"))
     assert "predicted -0.200" in out
+
+
+def test_reference_summary_prints_every_readme_figure(tmp_path):
+    from cases import TINY_RUN, TINY_SWEEP
+
+    from perturbative.cli import main
+
+    run = tmp_path / "run"
+    assert main(["demo", *TINY_RUN, *TINY_SWEEP, "--run-dir", str(run)]) == 0
+    full = run / "brackets-full"
+    args = ["--only-steps", "0,4", "--ranking-examples", "100000", "--out", str(full)]
+    assert main(["brackets", str(run), *TINY_SWEEP, *args]) == 0
+    out = run_example(
+        "reference_summary.py", str(run), "--full-split", str(full), "--pair", "digit_0", "digit_1"
+    )
+    for expected in (
+        "training:",
+        "held-out mean attribute accuracy",
+        "sweep (",
+        "Pearson r =",
+        "strongest co-moving pair",
+        "digit_0 / digit_1: output-shift correlation",
+        "| rank |",
+        "whole training split ranked",
+        "step 4: |S| max",
+    ):
+        assert expected in out, (expected, out)

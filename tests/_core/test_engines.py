@@ -73,7 +73,7 @@ def test_forward_engine_names_the_function_without_jvp(function):
 def test_auto_falls_back_to_double_backward_with_a_warning(monkeypatch):
     model, params, data = problem_without_jvp()
     # Pretend the parameters are on a GPU, where "auto" means the forward engine.
-    monkeypatch.setattr(engines, "resolve_engine", lambda engine, params, ctx=None: "forward")
+    monkeypatch.setattr(engines, "resolve_engine", lambda engine, params, *context: "forward")
     with pytest.warns(RuntimeWarning, match="SineNoJvp.*falling back"):
         got = bracket_matrix(model, loss_fn, params, data, engine="auto")
     with pytest.warns(RuntimeWarning, match="SineNoJvp"):
