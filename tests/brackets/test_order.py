@@ -280,3 +280,27 @@ def test_train_mode_batchnorm_refuses_what_has_no_batch_statistics():
         predict_swap(
             model, _bce, optimizer, x, batch(4), Observable.mean_loss(_bce, x), third_order=True
         )
+
+
+def test_order_scores_in_float32_do_not_fall_back_on_rounding():
+    """In float32 the score g.a - u^T H b may cancel; the self-check measures rounding against
+    the two terms, so an MXResNet (no op with a wrong second forward derivative) keeps the
+    nested pass."""
+    from perturbative.models import mxresnet
+
+    torch.manual_seed(0)
+    model = mxresnet(18, num_outputs=4, width=0.0625).eval()
+    params = dict(model.named_parameters())
+    pool = (torch.randn(6, 3, 16, 16), (torch.rand(6, 4) < 0.5).float())
+
+    def loss_fn(outputs, targets):
+        return torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
+
+    u = mean_gradient(model, loss_fn, params, pool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        scores = order_scores(model, loss_fn, params, pool, u, engine="forward")
+    reference = order_scores(model, loss_fn, params, pool, u, engine="double_backward")
+    torch.testing.assert_close(
+        scores, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max())
+    )
