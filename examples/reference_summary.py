@@ -58,7 +58,8 @@ def training(run: Path) -> None:
         )
 
 
-def sweep(results: Path, pair: list[str]) -> None:
+def sweep(results: Path, pair: list[str]):
+    """Prints the sweep's figures; returns its data for :func:`full_split`."""
     data = load_report_data(results)
     times = written(results, "step_*.safetensors")
     start = (results / "thumbnails.safetensors").stat().st_mtime
@@ -79,7 +80,7 @@ def sweep(results: Path, pair: list[str]) -> None:
         f"{names[strongest[1]]} (mean r {corr[:, strongest[0], strongest[1]].mean():+.2f})"
     )
     if not all(name in names for name in pair):
-        return
+        return data
     a, b = (names.index(n) for n in pair)
     upper = np.triu_indices(len(names), 1)
     ranks = [int((np.abs(m[upper]) > abs(m[a, b])).sum()) + 1 for m in corr]
@@ -98,10 +99,11 @@ def sweep(results: Path, pair: list[str]) -> None:
         print(
             f"  in the top {top} at {len(leading)} of {len(ranks)} checkpoints ({first}); {since}"
         )
+    return data
 
 
-def full_split(run_results: Path, full: Path) -> None:
-    data, pooled = load_report_data(full), load_report_data(run_results)
+def full_split(pooled, full: Path) -> None:
+    data = load_report_data(full)
     times = written(full, "step_*.safetensors")
     start = (full / "thumbnails.safetensors").stat().st_mtime
     spans = np.diff([start, *times])
@@ -139,9 +141,9 @@ def main() -> None:
     args = parser.parse_args()
     results = args.results or args.run / "brackets"
     training(args.run)
-    sweep(results, args.pair)
+    pooled = sweep(results, args.pair)
     if args.full_split is not None:
-        full_split(results, args.full_split)
+        full_split(pooled, args.full_split)
 
 
 if __name__ == "__main__":

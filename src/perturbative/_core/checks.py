@@ -159,6 +159,16 @@ def check_train_mode(
         )
 
 
+def check_batches(
+    model: nn.Module, batches: Sequence[Any], batch_context: Tensor | None = None
+) -> list[tuple[Any, ...]]:
+    """:func:`check_data` of each batch of consecutive steps, then :func:`check_train_mode` for
+    losses of whole batches; returns the packed batches."""
+    checked = [check_data(b, f"batches[{i}]") for i, b in enumerate(batches)]
+    check_train_mode(model, batch_context, whole_batches=[n for _, n in checked])
+    return [b for b, _ in checked]
+
+
 def _all_finite(v: Tensor) -> bool:
     """Exact and cheap: a NaN or inf anywhere makes the sum non-finite, so a finite sum proves
     every entry finite without a bool tensor the size of ``v``; only a non-finite sum (which

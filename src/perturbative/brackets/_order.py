@@ -214,9 +214,7 @@ class _Window:
 def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order) -> _Window:
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
-    checked = [checks.check_data(b, f"batches[{i}]") for i, b in enumerate(batches)]
-    batches = [b for b, _ in checked]
-    checks.check_train_mode(model, None, whole_batches=[n for _, n in checked])
+    batches = checks.check_batches(model, batches)
     if third_order and checks.train_mode_batchnorm(model):
         raise ValueError(
             "third_order=True runs in forward mode, which cannot carry train-mode BatchNorm's "

@@ -163,9 +163,7 @@ def _steps_on_copies(
     names = trained_names(model, optimizer)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
-    checked = [checks.check_data(b, f"batches[{i}]") for i, b in enumerate(batches)]
-    batches = [b for b, _ in checked]
-    checks.check_train_mode(model, batch_context, whole_batches=[n for _, n in checked])
+    batches = checks.check_batches(model, batches, batch_context)
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     if lr is not None:
         for group in optimizer_copy.param_groups:
