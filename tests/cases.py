@@ -91,6 +91,25 @@ def bce_loss(outputs, targets):
 DTYPE = torch.float64
 
 
+def train_mode_batchnorm_net():
+    """A tiny float64 net with BatchNorm in train mode: each batch is normalised by its own
+    statistics, so a batch's loss is not a mean of independent per-example losses."""
+    torch.manual_seed(11)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
+    )
+    model = model.double().train()
+    g = torch.Generator().manual_seed(12)
+
+    def batch(n):
+        return (
+            torch.randn(n, 3, generator=g, dtype=torch.float64),
+            torch.rand(n, 2, generator=g, dtype=torch.float64).round(),
+        )
+
+    return model, batch
+
+
 @dataclass
 class Case:
     """One problem: ``(model, loss_fn, params, data)`` plus uneven minibatch sizes.
@@ -436,6 +455,7 @@ def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
                     {
                         "kind": "example" if n % 3 else "batch",
                         "predicted": predicted,
+                        "second_order": 0.9 * predicted,
                         "sgd_bracket": predicted * float(rng.uniform(-1, 1)),
                         "state_part": 0.0,
                         "gradient_norms": [float(rng.uniform(1, 2)), float(rng.uniform(1, 2))],
@@ -450,6 +470,7 @@ def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
                 {
                     "k": k,
                     "best_is_real_best": bool(i % 4),
+                    "second_order_best_is_real_best": bool(i % 2),
                     "gap_share": 0.9,
                     "real_gap": 1.0,
                     "predicted": [],

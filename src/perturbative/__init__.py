@@ -45,6 +45,7 @@ from perturbative.brackets import (
     predict_swap,
     projected_bracket_matrix,
     swap_check,
+    third_derivative,
     upper_pairs,
     vector_norm,
     vector_rms,
@@ -83,6 +84,7 @@ __all__ = [
     "mean_gradient",
     "hvp",
     "per_example_hvps",
+    "third_derivative",
     # effects on predictions
     "output_shift",
     "projected_bracket_matrix",

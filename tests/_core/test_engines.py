@@ -90,3 +90,42 @@ def test_failure_parsing_names_aten_ops_and_ignores_other_errors():
     )
     assert engines.forward_ad_failure(err) == "the op _embedding_bag"
     assert engines.forward_ad_failure(RuntimeError("shape mismatch")) is None
+
+
+NORMALIZATIONS = {
+    "layer_norm": lambda: nn.LayerNorm([3, 4]),
+    "batch_norm_train": lambda: nn.BatchNorm2d(3).train(),
+    "batch_norm_no_running": lambda: nn.BatchNorm2d(3, track_running_stats=False),
+    "instance_norm": lambda: nn.InstanceNorm2d(3, affine=True),
+    "instance_norm_running": lambda: nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZATIONS))
+def test_elementary_normalization_computes_what_torch_computes(name):
+    torch.manual_seed(0)
+    layer = NORMALIZATIONS[name]().double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(0.5, 1.5)
+        if getattr(layer, "running_var", None) is not None:
+            layer.running_mean.normal_()
+            layer.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(5, 3, 3, 4, dtype=torch.float64) * 2 + 1
+    for mode in ("train", "eval"):
+        getattr(layer, mode)()
+        saved = {k: v.clone() for k, v in layer.named_buffers()}
+        with engines.elementary_normalization():
+            written_out = layer(x)
+        for k in ("running_mean", "running_var"):  # left alone in the block
+            if saved.get(k) is not None:
+                torch.testing.assert_close(getattr(layer, k), saved[k], rtol=0, atol=0)
+        torch.testing.assert_close(written_out, layer(x), rtol=1e-12, atol=1e-12)
+
+
+def test_elementary_normalization_leaves_other_functions_alone():
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with engines.elementary_normalization():
+        got = torch.nn.functional.group_norm(x.reshape(4, 6, 1), 2).reshape(4, 6).softmax(-1)
+    expected = torch.nn.functional.group_norm(x.reshape(4, 6, 1), 2).reshape(4, 6).softmax(-1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

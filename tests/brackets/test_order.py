@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from cases import CASES, ENGINES, mlp_bce
+from cases import CASES, ENGINES, bce_loss, mlp_bce, train_mode_batchnorm_net
 
 from perturbative.brackets import (
     Observable,
@@ -176,34 +176,11 @@ def test_best_order_beyond_the_budget_is_a_tournament():
     assert not got.exhaustive and got.orders[1] == got.orders[0][::-1]
 
 
-def _batchnorm_net():
-    """A tiny float64 net with BatchNorm in train mode: each batch is normalised by its own
-    statistics, so a batch's loss is not a mean of independent per-example losses."""
-    torch.manual_seed(11)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
-    )
-    model = model.double().train()
-    g = torch.Generator().manual_seed(12)
-
-    def batch(n):
-        return (
-            torch.randn(n, 3, generator=g, dtype=torch.float64),
-            torch.rand(n, 2, generator=g, dtype=torch.float64).round(),
-        )
-
-    return model, batch
-
-
-def _bce(outputs, targets):
-    return torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
-
-
 def test_train_mode_batchnorm_batches_use_their_own_statistics_like_training():
     """mean_gradient and hvp of a batch are those of the train-mode loss training computes
     (checked against autograd on the model itself and a finite difference), and the model's
     running statistics are left alone."""
-    model, batch = _batchnorm_net()
+    model, batch = train_mode_batchnorm_net()
     x = batch(6)
     running = model[1].running_mean.clone()
     params = dict(model.named_parameters())
@@ -212,21 +189,24 @@ def test_train_mode_batchnorm_batches_use_their_own_statistics_like_training():
 
     def train_loss(p):
         outputs = torch.func.functional_call(model, (p, buffers), (x[0],))
-        return torch.stack([_bce(outputs[i : i + 1], x[1][i : i + 1]) for i in range(6)]).mean()
+        return torch.stack([bce_loss(outputs[i : i + 1], x[1][i : i + 1]) for i in range(6)]).mean()
 
     expected = torch.autograd.grad(train_loss(params), [params[k] for k in names])
-    got = mean_gradient(model, _bce, params, x)
+    got = mean_gradient(model, bce_loss, params, x)
     for k, e in zip(names, expected, strict=True):
         torch.testing.assert_close(got[k], e, rtol=1e-12, atol=1e-14)
 
     u = random_preconditioner(params, seed=3)
-    h = hvp(model, _bce, params, x, u)
+    h = hvp(model, bce_loss, params, x, u)
     eps = 1e-5
 
     def moved(sign):
         return {k: (v + sign * eps * u[k]).detach().requires_grad_() for k, v in params.items()}
 
-    plus, minus = mean_gradient(model, _bce, moved(1), x), mean_gradient(model, _bce, moved(-1), x)
+    plus, minus = (
+        mean_gradient(model, bce_loss, moved(1), x),
+        mean_gradient(model, bce_loss, moved(-1), x),
+    )
     for k in names:
         torch.testing.assert_close(h[k], (plus[k] - minus[k]) / (2 * eps), rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(model[1].running_mean, running, rtol=0, atol=0)
@@ -237,9 +217,9 @@ def test_train_mode_batchnorm_swaps_are_predicted_like_eval_mode_ones(name):
     """Minibatch swaps with batch statistics, against real train-mode steps: the prediction's
     error shrinks like lr^3 for SGD, and for Adam (with a real state) faster than the swap's
     difference itself."""
-    model, batch = _batchnorm_net()
+    model, batch = train_mode_batchnorm_net()
     x, y, held_out = batch(5), batch(5), batch(8)
-    observable = Observable.mean_loss(_bce, held_out)  # evaluated with its own batch statistics
+    observable = Observable.mean_loss(bce_loss, held_out)  # evaluated with its own batch statistics
     if name == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=4e-3)
     else:
@@ -247,13 +227,13 @@ def test_train_mode_batchnorm_swaps_are_predicted_like_eval_mode_ones(name):
         for _ in range(3):  # a real Adam state
             optimizer.zero_grad()
             b = batch(5)
-            _bce(model(b[0]), b[1]).backward()
+            bce_loss(model(b[0]), b[1]).backward()
             optimizer.step()
     errors, sizes = [], []
     for lr in (4e-3, 2e-3, 1e-3):
-        prediction = predict_swap(model, _bce, optimizer, x, y, observable, lr=lr)
+        prediction = predict_swap(model, bce_loss, optimizer, x, y, observable, lr=lr)
         xy, yx = (
-            values_along_steps(model, _bce, optimizer, order, observable.value, [2], lr=lr)[0]
+            values_along_steps(model, bce_loss, optimizer, order, observable.value, [2], lr=lr)[0]
             for order in ([x, y], [y, x])
         )
         errors.append(abs(prediction.predicted - (xy - yx)))
@@ -266,20 +246,53 @@ def test_train_mode_batchnorm_swaps_are_predicted_like_eval_mode_ones(name):
         assert relative[0] > relative[1] > relative[2] and relative[2] < 1e-2, relative
 
 
+def test_third_order_predictions_keep_the_second_order_one_beside_them():
+    case = mlp_bce()
+    optimizer = warmed(case, OPTIMIZERS["adam"])
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    x, y = case.example(0), case.example(1)
+    args = (case.model, case.loss_fn, optimizer)
+    second = predict_swap(*args, x, y, observable, lr=0.05)
+    third = predict_swap(*args, x, y, observable, lr=0.05, third_order=True)
+    assert second.second_order == second.predicted
+    assert third.second_order == pytest.approx(second.predicted, rel=1e-12)
+    assert third.predicted != pytest.approx(second.predicted, rel=1e-6)
+    batches = case.minibatches()
+    plain = best_order(*args, batches, observable, lr=0.05)
+    both = best_order(*args, batches, observable, lr=0.05, third_order=True)
+    assert plain.second_order is None
+    torch.testing.assert_close(both.second_order, plain.predicted, rtol=1e-12, atol=0)
+
+
+def test_third_order_with_train_mode_batchnorm_shrinks_the_residual_to_lr_to_the_fourth():
+    model, batch = train_mode_batchnorm_net()
+    batches = [batch(5), batch(5), batch(5)]
+    observable = Observable.mean_loss(bce_loss, batch(8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    residual = {}
+    for third in (False, True):
+        residual[third] = []
+        for lr in (2e-2, 1e-2):
+            real = values_along_steps(
+                model, bce_loss, optimizer, batches, observable.value, [3], lr=lr
+            )[0]
+            predicted = predict_order(
+                model, bce_loss, optimizer, batches, observable, lr=lr, third_order=third
+            )
+            residual[third].append(abs(real - predicted))
+    assert residual[True][1] < residual[False][1] / 10
+    assert 12.0 < residual[True][0] / residual[True][1] < 20.0, residual
+
+
 def test_train_mode_batchnorm_refuses_what_has_no_batch_statistics():
-    model, batch = _batchnorm_net()
+    model, batch = train_mode_batchnorm_net()
     x = batch(4)
     params = dict(model.named_parameters())
     with pytest.raises(ValueError, match="a batch of one has no batch statistics"):
-        mean_gradient(model, _bce, params, batch(1))
-    u = mean_gradient(model, _bce, params, x)
+        mean_gradient(model, bce_loss, params, batch(1))
+    u = mean_gradient(model, bce_loss, params, x)
     with pytest.raises(ValueError, match=r"single example has no batch statistics.*model.eval"):
-        order_scores(model, _bce, params, x, u)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    with pytest.raises(ValueError, match="third_order"):
-        predict_swap(
-            model, _bce, optimizer, x, batch(4), Observable.mean_loss(_bce, x), third_order=True
-        )
+        order_scores(model, bce_loss, params, x, u)
 
 
 def test_order_scores_in_float32_do_not_fall_back_on_rounding():

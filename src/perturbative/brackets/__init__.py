@@ -5,7 +5,7 @@ Example ``x`` is the field ``v_x = -grad L_x = -g_x``; the Lie bracket
 then y and on y then x. One module per object:
 
 * ``_gradients``: per-example gradients and minibatch gradients (the fields);
-* ``_hvp``: Hessian-vector products, one factory for both engines;
+* ``_hvp``: Hessian-vector products, one factory for both engines, and third derivatives;
 * ``_bracket``: pairwise, minibatch, all-pairs and preconditioned brackets;
 * ``_preconditioners``: Adam's diagonal preconditioner from its state;
 * ``_observables``: what a bracket does to the model's outputs and to a scalar observable;
@@ -27,6 +27,7 @@ from perturbative.brackets._gradients import mean_gradient as mean_gradient
 from perturbative.brackets._gradients import per_example_gradients as per_example_gradients
 from perturbative.brackets._hvp import hvp as hvp
 from perturbative.brackets._hvp import per_example_hvps as per_example_hvps
+from perturbative.brackets._hvp import third_derivative as third_derivative
 from perturbative.brackets._norms import cancellation_ratio as cancellation_ratio
 from perturbative.brackets._norms import layer_norms as layer_norms
 from perturbative.brackets._norms import layer_rms as layer_rms

@@ -10,7 +10,8 @@ compute ``H u`` exactly, both without forming ``H``:
 
 Both give the same numbers up to rounding; the tests check them against each other and against
 dense Hessians. :func:`hessian_vector_product` is the one factory of both: every function in the
-package that needs ``H u`` builds it here.
+package that needs ``H u`` builds it here. :func:`third_derivative` is the next derivative,
+``D^3 L_A[u, u, .]``, the change of ``H_A u`` along ``u`` (for expansions to third order).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.func import grad, jvp, vmap
 from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
-from perturbative._core.engines import run_engine
+from perturbative._core.engines import elementary_normalization, run_engine
 
 
 def hessian_vector_product(
@@ -98,6 +99,66 @@ def hvp(
     )
     out = {k: v.detach() for k, v in out.items()}
     checks.check_finite(out, "a Hessian-vector product")
+    return out
+
+
+def third_derivative(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    data: tuple[Tensor, ...],
+    vector: Params,
+    *,
+    engine: str = "auto",
+) -> Params:
+    """``D^3 L_A[u, u, .]``: the derivative of ``H_A u`` along ``u``, a vector like ``params``.
+
+    ``g_A(theta + u) = g_A + H_A u + 1/2 D^3 L_A[u, u, .] + O(|u|^3)``. Forward engine: forward
+    over forward over reverse. Double-backward engine (and train-mode BatchNorm, whose loss is
+    the batch's with its own statistics, as in :func:`hvp`): the gradient of ``u . H_A u``, three
+    reverse passes. Both run with normalisation layers written out in elementary ops
+    (:func:`perturbative._core.engines.elementary_normalization`): torch's fused kernels get
+    third derivatives wrong.
+
+    Args:
+        data: the minibatch ``A``.
+        vector: ``u``, a dict keyed and shaped like ``params``.
+
+    Example:
+        For ``L(w) = 1/6 (w . x)^3`` the result is ``(u . x)^2 x``.
+    """
+    params = checks.check_params(model, params)
+    data, n = checks.check_data(data)
+    checks.check_vector(params, vector, "vector")
+    checks.check_train_mode(model, None, whole_batches=(n,))
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
+    theta = {k: v.detach() for k, v in params.items()}
+    names = list(params)
+
+    def forward() -> Params:
+        def hessian_times_u(p: Params) -> Params:
+            return jvp(lambda q: grad(loss)(q, *data), (p,), (vector,))[1]
+
+        return jvp(hessian_times_u, (theta,), (vector,))[1]
+
+    def double_backward() -> Params:
+        leaves = [params[k] for k in names]
+        g = calls.grad_or_zero([loss(params, *data)], leaves, create_graph=True)
+        along = sum((gi * vector[k]).sum() for gi, k in zip(g, names, strict=True))
+        h = calls.grad_or_zero([along], leaves, create_graph=True)
+        curvature = sum((hi * vector[k]).sum() for hi, k in zip(h, names, strict=True))
+        return dict(zip(names, calls.grad_or_zero([curvature], leaves), strict=True))
+
+    with elementary_normalization():
+        out = run_engine(
+            engine,
+            params,
+            forward=forward,
+            double_backward=double_backward,
+            batch_statistics=bool(checks.train_mode_batchnorm(model)),
+        )
+    out = {k: v.detach() for k, v in out.items()}
+    checks.check_finite(out, "a third derivative")
     return out
 
 

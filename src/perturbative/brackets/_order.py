@@ -21,7 +21,7 @@ to it (Adam's update is far from linear on coordinates whose second moment is sm
 
 ``third_order=True`` adds the next term of the gradient's expansion,
 ``1/2 D^3 L_j[theta_j - theta, theta_j - theta]``, a nested directional derivative that forward
-mode computes without forming a Hessian.
+mode computes without forming a Hessian (reverse mode, three times, under train-mode BatchNorm).
 
 :func:`order_scores` ranks a whole pool by ``S_x = sum_y u . [v_x, v_y]``: ``lr^2 S_x`` is how much
 ``O`` changes (plain SGD, second order) when ``x`` is trained first rather than last among the
@@ -57,7 +57,7 @@ from perturbative._core.checks import Params
 from perturbative._core.distributed import all_gather_objects, all_reduce_sum, rank_and_world
 from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
-from perturbative.brackets._hvp import hessian_vector_product, hvp
+from perturbative.brackets._hvp import hessian_vector_product, hvp, third_derivative
 from perturbative.brackets._norms import vector_norm
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
 from perturbative.brackets._swap import trained_names
@@ -131,6 +131,8 @@ class SwapPrediction:
     Attributes:
         predicted: with the optimizer's exact steps and the gradient expanded to second order
             (third with ``third_order``) at ``theta`` (module docstring).
+        second_order: the same with the gradient expanded to second order only (equal to
+            ``predicted`` unless ``third_order``): what the third-order term adds.
         sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, whatever the optimizer (a
             baseline: what ignoring the optimizer predicts).
         state_part: the part from the optimizer's state alone (both orders fed the gradients at
@@ -141,6 +143,7 @@ class SwapPrediction:
     """
 
     predicted: float
+    second_order: float
     sgd_bracket: float
     state_part: float
     before: float
@@ -157,6 +160,8 @@ class OrderPrediction:
         predicted: ``O`` predicted after each order, shape ``(len(orders),)``.
         best: the order with the lowest predicted ``O``; ``worst`` the highest.
         exhaustive: all ``k!`` orders were evaluated (else a tournament order and its reverse).
+        second_order: with ``third_order``, ``O`` predicted after each order with the gradients
+            expanded to second order only (else ``None``).
     """
 
     orders: list[tuple[int, ...]]
@@ -164,6 +169,7 @@ class OrderPrediction:
     best: tuple[int, ...]
     worst: tuple[int, ...]
     exhaustive: bool
+    second_order: Tensor | None = None
 
 
 @dataclass
@@ -181,7 +187,7 @@ class _Window:
     engine: str
     third_order: bool
 
-    def gradient_at(self, index: int, displacement: Params | None) -> Params:
+    def gradient_at(self, index: int, displacement: Params | None, third_order: bool) -> Params:
         """``g_i(theta + d)`` expanded at ``theta`` to second (third) order in ``d``."""
         g = self.gradients[index]
         if displacement is None:
@@ -189,21 +195,27 @@ class _Window:
         batch = self.batches[index]
         h = hvp(self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine)
         out = {k: g[k] + h[k] for k in g}
-        if self.third_order:
-            t = _third_derivative(self.model, self.loss_fn, self.theta, batch, displacement)
+        if third_order:
+            t = third_derivative(
+                self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine
+            )
             out = {k: out[k] + 0.5 * t[k] for k in out}
         return out
 
-    def predicted_endpoint(self, order: Sequence[int]) -> Params:
+    def predicted_endpoint(self, order: Sequence[int], third_order: bool) -> Params:
         """Parameters after the optimizer's steps on ``order`` with expanded gradients."""
         current, state = self.theta, self.optimizer.state
         for position, index in enumerate(order):
             d = None if position == 0 else {k: current[k] - self.theta[k] for k in current}
-            current, state = self.optimizer.step(current, self.gradient_at(index, d), state)
+            gradient = self.gradient_at(index, d, third_order)
+            current, state = self.optimizer.step(current, gradient, state)
         return current
 
-    def predicted_value(self, order: Sequence[int]) -> float:
-        return self.observable.value(self.model, {**self.theta, **self.predicted_endpoint(order)})
+    def predicted_value(self, order: Sequence[int], third_order: bool | None = None) -> float:
+        """``O`` after ``order``, with the window's expansion unless ``third_order`` is given."""
+        third_order = self.third_order if third_order is None else third_order
+        endpoint = self.predicted_endpoint(order, third_order)
+        return self.observable.value(self.model, {**self.theta, **endpoint})
 
     def frozen_value(self, order: Sequence[int]) -> float:
         """``O`` after the optimizer's steps fed the gradients at ``theta`` (the state part)."""
@@ -215,11 +227,6 @@ def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_or
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
-    if third_order and checks.train_mode_batchnorm(model):
-        raise ValueError(
-            "third_order=True runs in forward mode, which cannot carry train-mode BatchNorm's "
-            "in-place running statistics: call model.eval() or leave third_order off"
-        )
     params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
     gradients = [mean_gradient(model, loss_fn, params, b) for b in batches]
     return _Window(
@@ -234,18 +241,6 @@ def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_or
         engine=engine,
         third_order=third_order,
     )
-
-
-def _third_derivative(model, loss_fn, theta: Params, batch, d: Params) -> Params:
-    """``D^3 L_A[d, d, .]``: the derivative along ``d`` of ``H_A d``, forward over forward over
-    reverse, as a vector keyed like ``theta``."""
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
-
-    def hessian_times_d(p: Params) -> Params:
-        return jvp(lambda q: grad(loss)(q, *batch), (p,), (d,))[1]
-
-    with differentiable_kernels():
-        return jvp(hessian_times_d, (theta,), (d,))[1]
 
 
 def predict_order(
@@ -305,8 +300,14 @@ def predict_swap(
     g_x, g_y = window.gradients
     step = next(iter(window.optimizer.hyper.values()))["lr"]
     bracket = sum(float((g_x[k] * h_y_u[k]).sum() - (g_y[k] * h_x_u[k]).sum()) for k in u)
+    predicted = window.predicted_value((0, 1)) - window.predicted_value((1, 0))
     return SwapPrediction(
-        predicted=window.predicted_value((0, 1)) - window.predicted_value((1, 0)),
+        predicted=predicted,
+        second_order=(
+            window.predicted_value((0, 1), False) - window.predicted_value((1, 0), False)
+            if third_order
+            else predicted
+        ),
         sgd_bracket=float(step) ** 2 * bracket,
         state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
         before=observable.value(model, window.theta),
@@ -351,12 +352,18 @@ def best_order(
         first = tuple(int(i) for i in torch.argsort(wins))
         orders = [first, first[::-1]]
     values = torch.tensor([window.predicted_value(o) for o in orders], dtype=torch.float64)
+    second = (
+        torch.tensor([window.predicted_value(o, False) for o in orders], dtype=torch.float64)
+        if third_order
+        else None
+    )
     return OrderPrediction(
         orders=orders,
         predicted=values,
         best=orders[int(values.argmin())],
         worst=orders[int(values.argmax())],
         exhaustive=exhaustive,
+        second_order=second,
     )
 
 
