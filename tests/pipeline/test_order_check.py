@@ -59,6 +59,25 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
     (row,) = small["summary"]["example"]
     assert row["accuracy"] == 1.0 and row["calibration_slope"] == pytest.approx(1.0, abs=0.05)
     assert any("sign acc" in line for line in summary_lines(result))
+    # the default third-order prediction keeps the second-order one beside it
+    assert result["options"]["expansion"] == 3
+    assert all(p["second_order"] != p["predicted"] for p in full["pairs"])
+    assert (
+        "second_order" in row["baselines"]
+        and "second_order_best_picked" in (full["summary"]["windows_3"])
+    )
+    assert any("2nd-order" in line for line in summary_lines(result))
+
+
+def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_path):
+    options = OrderCheckOptions(
+        **{**TINY_CHECK, "windows": 0, "horizons": (0,), "lr_scales": (1.0,), "floor_pairs": 0},
+        expansion=2,
+        out_dir=str(tmp_path / "check2"),
+    )
+    result = json.loads(order_check(run_dir, options, progress=False).read_text())
+    pairs = result["checkpoints"][0]["scales"][0]["pairs"]
+    assert pairs and all(p["second_order"] == p["predicted"] for p in pairs)
 
 
 def test_statistics_and_checkpoint_choice(run_dir):
@@ -76,6 +95,8 @@ def test_bad_options_are_refused():
         OrderCheckOptions(dtype="float16")
     with pytest.raises(InputError, match="batchnorm must be 'batch' or 'running'"):
         OrderCheckOptions(batchnorm="frozen")
+    with pytest.raises(InputError, match="expansion must be 2 or 3"):
+        OrderCheckOptions(expansion=4)
 
 
 def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):

@@ -174,3 +174,4 @@ def test_order_check_section_shows_predictions_against_real_training(tmp_path):
     data = load_report_data(written["dir"])
     assert data.order_check["checkpoints"][0]["step"] == 100
     assert text.count("<tr><td>100</td><td>x1</td><td>example</td>") == 3  # h = 0, 1, 5
+    assert "<th>2nd order</th>" in text and "<th>2nd order: best is real best</th>" in text

@@ -25,6 +25,8 @@ HELP = {
     "BatchNorm running statistics (0 keeps them)",
     "batchnorm": "'batch': minibatches use their own BatchNorm statistics, as in training; "
     "'running': eval mode throughout",
+    "expansion": "each gradient expanded to order 2 or 3 along the predicted path (3 also "
+    "records the second-order prediction beside it)",
     "dtype": "float64 or float32",
     "floor_pairs": "pairs repeated in float32 to measure its rounding floor",
     "seed": "seed of pairs, windows and held-out examples",

@@ -383,6 +383,10 @@ class OrderCheckOptions:
             statistics as in the run, and their observable is the held-out batch's loss with
             its own statistics; "running": everything in eval mode on the recomputed running
             statistics. Single examples have no batch statistics and always run in eval mode.
+        expansion: the order to which the predictions expand each gradient along the path
+            of the earlier predicted steps: 2 (Hessian) or 3 (adds the third derivative; the
+            second-order prediction is then recorded beside it, so one run shows what the
+            third-order term buys).
         dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
             floor is measured on `floor_pairs` pairs either way.
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
@@ -401,6 +405,7 @@ class OrderCheckOptions:
     heldout_examples: int = 64
     batchnorm_examples: int = 1024
     batchnorm: str = "batch"
+    expansion: int = 3
     dtype: str = "float64"
     floor_pairs: int = 20
     seed: int = 0
@@ -417,5 +422,7 @@ class OrderCheckOptions:
             raise InputError("need at least one horizon >= 0 and one lr scale")
         if self.batchnorm not in ("batch", "running"):
             raise InputError(f"batchnorm must be 'batch' or 'running', not {self.batchnorm!r}")
+        if self.expansion not in (2, 3):
+            raise InputError(f"expansion must be 2 or 3, not {self.expansion!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, not {self.dtype!r}")

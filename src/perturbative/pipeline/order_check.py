@@ -98,6 +98,7 @@ class Checkpoint:
     batch_size: int
     lr: float
     batch_statistics: bool = False
+    third_order: bool = False
 
     def mode_for(self, kind: str) -> None:
         """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
@@ -193,6 +194,7 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
         config.batch_size,
         config.lr,
         batch_statistics=options.batchnorm == "batch",
+        third_order=options.expansion == 3,
     )
 
 
@@ -254,10 +256,20 @@ def _as(batch, dtype):
 
 def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
     """Prediction and real differences of one swap at every horizon."""
-    prediction = predict_swap(at.model, per_example_bce, at.optimizer, x, y, at.observable, lr=lr)
+    prediction = predict_swap(
+        at.model,
+        per_example_bce,
+        at.optimizer,
+        x,
+        y,
+        at.observable,
+        lr=lr,
+        third_order=at.third_order,
+    )
     return {
         "kind": kind,
         "predicted": prediction.predicted,
+        "second_order": prediction.second_order,
         "sgd_bracket": prediction.sgd_bracket,
         "state_part": prediction.state_part,
         "gradient_norms": list(prediction.gradient_norms),
@@ -320,7 +332,15 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
 
 def window_record(at: Checkpoint, batches, lr: float) -> dict:
     """Predicted best order of a window against all ``k!`` orders really trained."""
-    prediction = best_order(at.model, per_example_bce, at.optimizer, batches, at.observable, lr=lr)
+    prediction = best_order(
+        at.model,
+        per_example_bce,
+        at.optimizer,
+        batches,
+        at.observable,
+        lr=lr,
+        third_order=at.third_order,
+    )
     real = [
         values_along_steps(
             at.model,
@@ -335,12 +355,15 @@ def window_record(at: Checkpoint, batches, lr: float) -> dict:
     ]
     best, worst = min(real), max(real)
     picked = real[prediction.orders.index(prediction.best)]
+    second = prediction.predicted if prediction.second_order is None else prediction.second_order
     return {
         "k": len(batches),
         "best_is_real_best": picked == best,
         "gap_share": (worst - picked) / (worst - best) if worst > best else 1.0,
+        "second_order_best_is_real_best": real[int(second.argmin())] == best,
         "real_gap": worst - best,
         "predicted": prediction.predicted.tolist(),
+        "second_order": second.tolist(),
         "real": real,
     }
 
@@ -354,6 +377,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
         if not chosen:
             continue
         predicted_all = np.array([r["predicted"] for r in chosen])
+        second_all = np.array([r.get("second_order", r["predicted"]) for r in chosen])
         sgd_all = np.array([r["sgd_bracket"] for r in chosen])
         norms = np.array([r["gradient_norms"] for r in chosen])
         heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
@@ -364,8 +388,9 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
             real = np.array(
                 [r["real"][r["horizons"].index(h)] for r in chosen if h in r["horizons"]]
             )
-            predicted, sgd, heuristic, random_sign = (
+            predicted, second, sgd, heuristic, random_sign = (
                 predicted_all[has],
+                second_all[has],
                 sgd_all[has],
                 heuristic_all[has],
                 random_all[has],
@@ -378,6 +403,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                     "horizon": h,
                     # which term dominates: medians over pairs, relative to the real difference
                     "relative_error": _median(np.abs(predicted - real) / size),
+                    "second_order_relative_error": _median(np.abs(second - real) / size),
                     "state_share": _median(np.abs(state) / size),
                     "curvature_share": _median(np.abs(predicted - state) / size),
                     "pairs": len(real),
@@ -389,6 +415,8 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                     "baselines": {
                         "random": sign_accuracy(random_sign, real),
                         "gradient_norm": sign_accuracy(heuristic, real),
+                        "second_order": sign_accuracy(second, real),
+                        "second_order_above_floor": sign_accuracy(second[above], real[above]),
                         "sgd_bracket": sign_accuracy(sgd, real),
                         "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
                     },
@@ -402,6 +430,14 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                 "windows": len(chosen),
                 "best_picked": float(np.mean([w["best_is_real_best"] for w in chosen])),
                 "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+                "second_order_best_picked": float(
+                    np.mean(
+                        [
+                            w.get("second_order_best_is_real_best", w["best_is_real_best"])
+                            for w in chosen
+                        ]
+                    )
+                ),
             }
     return out
 
@@ -451,12 +487,15 @@ def summary_lines(result: dict) -> list[str]:
                         f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
                         f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
                         f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
-                        f"sgd-bracket {_f(b['sgd_bracket'])}"
+                        f"sgd-bracket {_f(b['sgd_bracket'])}  "
+                        f"2nd-order {_f(b.get('second_order'))}"
                     )
                     lines.append(
                         f"  {'':7s}        median |pred - real| / |real| "
-                        f"{_f(row.get('relative_error'))}; state part {_f(row.get('state_share'))}"
-                        f", curvature part {_f(row.get('curvature_share'))} of |real|"
+                        f"{_f(row.get('relative_error'))} (2nd order "
+                        f"{_f(row.get('second_order_relative_error'))}); state part "
+                        f"{_f(row.get('state_share'))}, curvature part "
+                        f"{_f(row.get('curvature_share'))} of |real|"
                     )
             for k in (3, 4):
                 w = s.get(f"windows_{k}")
@@ -464,7 +503,8 @@ def summary_lines(result: dict) -> list[str]:
                     lines.append(
                         f"  k={k} windows: predicted best is the real best in "
                         f"{_f(w['best_picked'])} of {w['windows']}, captures "
-                        f"{_f(w['gap_share'])} of the real best-to-worst gap"
+                        f"{_f(w['gap_share'])} of the real best-to-worst gap (2nd order: best in "
+                        f"{_f(w.get('second_order_best_picked'))})"
                     )
     return lines
 

@@ -69,12 +69,14 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         f"<td>{_num(r['accuracy_above_floor'])} ({r['above_floor']})</td>"
         f"<td>{_num(r['spearman'])}</td><td>{_num(r['calibration_slope'])}</td>"
         f"<td>{_num(r['baselines']['random'])}</td><td>{_num(r['baselines']['gradient_norm'])}</td>"
-        f"<td>{_num(r['baselines']['sgd_bracket'])}</td></tr>"
+        f"<td>{_num(r['baselines']['sgd_bracket'])}</td>"
+        f"<td>{_num(r['baselines'].get('second_order'))}</td></tr>"
         for r in order_check_rows(data.order_check)
     )
     windows = "".join(
         f"<tr><td>{w['step']}</td><td>x{w['scale']:g}</td><td>{w['k']}</td><td>{w['windows']}</td>"
-        f"<td>{_num(w['best_picked'])}</td><td>{_num(w['gap_share'])}</td></tr>"
+        f"<td>{_num(w['best_picked'])}</td><td>{_num(w['gap_share'])}</td>"
+        f"<td>{_num(w.get('second_order_best_picked'))}</td></tr>"
         for w in order_check_windows(data.order_check)
     )
     images = "".join(f'<img alt="{html.escape(k)}" src="{v}">' for k, v in plots.items())
@@ -82,18 +84,22 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "<h2>Order predictions against real reordered training</h2>"
         '<p class="hint">At checkpoints of this run, with the model and its optimizer state '
         "restored: O(x then y) - O(y then x) predicted (the optimizer's own steps, gradients "
-        "expanded to second order at the checkpoint) against really training both orders and h "
-        "further identical steps. O is the held-out mean loss; sign accuracy over all pairs and "
+        "expanded to third order at the checkpoint, or second with --expansion 2) against "
+        "really training both orders and h further identical steps. O is the held-out mean "
+        "loss; sign accuracy over all pairs and "
         "over pairs whose real difference is above the float32 rounding floor; calibration "
         "slope 1 means right on average. Baselines: a fair coin, larger gradient first, and the "
-        "plain-SGD bracket lr^2 u . [v_x, v_y] that ignores the optimizer.</p>"
+        "plain-SGD bracket lr^2 u . [v_x, v_y] that ignores the optimizer; beside them the "
+        "prediction with the gradients expanded to second order only.</p>"
         f'<div class="plots">{images}</div>'
         '<table class="data"><thead><tr><th>step</th><th>lr</th><th>pairs of</th><th>h</th>'
         "<th>n</th><th>sign accuracy</th><th>above floor (n)</th><th>Spearman</th>"
-        "<th>slope</th><th>coin</th><th>grad norm</th><th>SGD bracket</th></tr></thead>"
+        "<th>slope</th><th>coin</th><th>grad norm</th><th>SGD bracket</th>"
+        "<th>2nd order</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         '<table class="data"><thead><tr><th>step</th><th>lr</th><th>k</th><th>windows</th>'
-        "<th>predicted best is real best</th><th>share of best-to-worst gap</th></tr></thead>"
+        "<th>predicted best is real best</th><th>share of best-to-worst gap</th>"
+        "<th>2nd order: best is real best</th></tr></thead>"
         f"<tbody>{windows}</tbody></table>"
     )
 
