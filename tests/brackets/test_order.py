@@ -12,10 +12,12 @@ from cases import CASES, ENGINES, bce_loss, mlp_bce, train_mode_batchnorm_net
 from perturbative.brackets import (
     Observable,
     best_order,
+    exchanged,
     hvp,
     mean_gradient,
     order_scores,
     parameters_after_steps,
+    predict_exchange,
     predict_order,
     predict_swap,
     projected_bracket_matrix,
@@ -317,3 +319,67 @@ def test_order_scores_in_float32_do_not_fall_back_on_rounding():
     torch.testing.assert_close(
         scores, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max())
     )
+
+
+def test_exchanged_swaps_one_row_of_each_batch():
+    a = (torch.arange(6.0).reshape(3, 2), torch.tensor([0, 1, 2]))
+    b = (10 + torch.arange(4.0).reshape(2, 2), torch.tensor([10, 11]))
+    a2, b2 = exchanged(a, b, 1, 0)
+    assert a2[0].tolist() == [[0, 1], [10, 11], [4, 5]] and a2[1].tolist() == [0, 10, 2]
+    assert b2[0].tolist() == [[2, 3], [12, 13]] and b2[1].tolist() == [1, 11]
+    assert a[1].tolist() == [0, 1, 2]  # the inputs are left alone
+    keyword = exchanged(({"ids": torch.tensor([1, 2])},), ({"ids": torch.tensor([3, 4])},), 0, 1)
+    assert keyword[0][0]["ids"].tolist() == [4, 2] and keyword[1][0]["ids"].tolist() == [3, 1]
+
+
+def _real_exchange(model, loss_fn, optimizer, a, b, i, j, observable, lr):
+    a2, b2 = exchanged(a, b, i, j)
+    return (
+        values_along_steps(model, loss_fn, optimizer, [a, b], observable.value, [2], lr=lr)[0]
+        - values_along_steps(model, loss_fn, optimizer, [a2, b2], observable.value, [2], lr=lr)[0]
+    )
+
+
+def test_exchange_prediction_residual_shrinks_like_lr_cubed_for_sgd():
+    """Eval-mode (no BatchNorm) plain SGD: the exchange is second order in lr, its prediction
+    is the plain-SGD baseline itself, and the residual shrinks like lr^3."""
+    case = mlp_bce()
+    optimizer = torch.optim.SGD(case.model.parameters(), lr=0.1)
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    a, b = case.minibatches()[:2]
+    residuals = []
+    for lr in (0.04, 0.02, 0.01):
+        got = predict_exchange(case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr=lr)
+        assert got.sgd_bracket == pytest.approx(got.predicted, rel=1e-12)
+        real = _real_exchange(case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr)
+        residuals.append(abs(real - got.predicted))
+    ratios = [residuals[0] / residuals[1], residuals[1] / residuals[2]]
+    assert all(6.0 < r < 10.0 for r in ratios), (residuals, ratios)
+
+
+def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
+    """Two examples change places between minibatches that keep their own batch statistics,
+    trained with Adam from a real state: the relative error of the prediction falls with lr,
+    and faster with the third-order expansion."""
+    model, batch = train_mode_batchnorm_net()
+    a, b, held_out = batch(5), batch(5), batch(8)
+    observable = Observable.mean_loss(bce_loss, held_out)
+    optimizer = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.8, 0.999))
+    for _ in range(3):
+        optimizer.zero_grad()
+        c = batch(5)
+        bce_loss(model(c[0]), c[1]).backward()
+        optimizer.step()
+    relative = {False: [], True: []}
+    for lr in (4e-3, 2e-3, 1e-3):
+        real = _real_exchange(model, bce_loss, optimizer, a, b, 2, 3, observable, lr)
+        got = predict_exchange(
+            model, bce_loss, optimizer, a, b, 2, 3, observable, lr=lr, third_order=True
+        )
+        relative[False].append(abs(got.second_order - real) / abs(real))
+        relative[True].append(abs(got.predicted - real) / abs(real))
+    for errors in relative.values():
+        assert errors[0] > errors[1] > errors[2], relative
+    assert relative[True][2] < relative[False][2] < 1e-2, relative
+    with pytest.raises(IndexError, match=r"example \(5, 0\) is not in minibatches of 5 and 5"):
+        predict_exchange(model, bce_loss, optimizer, a, b, 5, 0, observable)

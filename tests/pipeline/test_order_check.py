@@ -18,6 +18,7 @@ TINY_CHECK = dict(
     checkpoints=1,
     example_pairs=6,
     batch_pairs=3,
+    exchanges=2,
     windows=1,
     horizons=(0, 2),
     horizon_pairs=2,
@@ -48,11 +49,9 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
     (entry,) = result["checkpoints"]
     assert entry["step"] == 3
     full, small = entry["scales"]
-    assert [len([p for p in full["pairs"] if p["kind"] == k]) for k in ("example", "batch")] == [
-        6,
-        3,
-    ]
-    assert sum(len(p["horizons"]) == 2 for p in full["pairs"]) == 4  # followed pairs
+    kinds = ("example", "batch", "exchange")
+    assert [len([p for p in full["pairs"] if p["kind"] == k]) for k in kinds] == [6, 3, 2]
+    assert sum(len(p["horizons"]) == 2 for p in full["pairs"]) == 6  # followed pairs
     assert len(full["floor"]["float32"]) == 2 and full["floor"]["repeat"] == 0.0
     assert {w["k"] for w in full["windows"]} == {3, 4}
     # at lr x 0.01 the second-order prediction is the real difference
@@ -108,6 +107,7 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     import torch
     import torch.nn.functional as F
 
+    from perturbative.brackets import exchanged
     from perturbative.pipeline.config import load_run_config
     from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
     from perturbative.pipeline.sweep import select_examples
@@ -119,7 +119,7 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     options = OrderCheckOptions(**TINY_CHECK)
     at = restore(run_dir, 3, config, dataset, heldout, options)
     generator = torch.Generator().manual_seed(0)
-    ((_, x, y),) = sample_pairs(dataset, 4, 0, 1, generator, "float64")
+    ((_, x, y),) = sample_pairs(dataset, 4, 0, 1, 0, generator, "float64")
     held_inputs, held_targets = at.observable.inputs, dataset.batch(heldout)[1].double()
 
     def by_hand(first, second):
@@ -135,8 +135,15 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     expected = by_hand(x, y) - by_hand(y, x)
     at.mode_for("batch")
     assert at.model.training and expected != 0
-    (got,) = real_differences(at, x, y, (0,), config.lr)
+    (got,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
     at.mode_for("example")
-    (eval_mode,) = real_differences(at, x, y, (0,), config.lr)
+    (eval_mode,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
     assert not at.model.training and eval_mode != pytest.approx(expected, rel=1e-3)
+    # an exchange: the first examples of x and y change places, both batches in train mode
+    x2, y2 = exchanged(x, y, 0, 0)
+    expected = by_hand(x, y) - by_hand(x2, y2)
+    at.mode_for("exchange")
+    assert at.model.training and expected != 0
+    (got,) = real_differences(at, (x, y), (x2, y2), (0,), config.lr)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)

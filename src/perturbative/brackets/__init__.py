@@ -41,7 +41,9 @@ from perturbative.brackets._order import Observable as Observable
 from perturbative.brackets._order import OrderPrediction as OrderPrediction
 from perturbative.brackets._order import SwapPrediction as SwapPrediction
 from perturbative.brackets._order import best_order as best_order
+from perturbative.brackets._order import exchanged as exchanged
 from perturbative.brackets._order import order_scores as order_scores
+from perturbative.brackets._order import predict_exchange as predict_exchange
 from perturbative.brackets._order import predict_order as predict_order
 from perturbative.brackets._order import predict_swap as predict_swap
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner

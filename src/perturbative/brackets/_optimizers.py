@@ -143,6 +143,15 @@ def functional_optimizer(
     return FunctionalOptimizer(UPDATE_RULES[kind], hyper, state)
 
 
+def plain_sgd(names: list[str], lr: float) -> FunctionalOptimizer:
+    """Plain SGD at ``lr`` on ``names`` (no momentum, no weight decay, no state): what a
+    prediction that ignores the run's optimizer assumes."""
+    hyper = {"lr": float(lr), "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
+    return FunctionalOptimizer(
+        sgd_update, {k: {**hyper, "nesterov": False} for k in names}, {k: {} for k in names}
+    )
+
+
 def _hyperparameters(kind: type, group: dict) -> dict:
     if kind is torch.optim.SGD:
         keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov")

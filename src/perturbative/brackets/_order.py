@@ -40,6 +40,7 @@ With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) .
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import warnings
@@ -59,7 +60,7 @@ from perturbative._core.engines import differentiable_kernels, run_engine
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp, third_derivative
 from perturbative.brackets._norms import vector_norm
-from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
+from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
 from perturbative.brackets._swap import trained_names
 
 
@@ -313,6 +314,85 @@ def predict_swap(
         before=observable.value(model, window.theta),
         lr=float(step),
         gradient_norms=(float(vector_norm(g_x)), float(vector_norm(g_y))),
+    )
+
+
+def exchanged(
+    first: tuple[Tensor, ...], second: tuple[Tensor, ...], i: int, j: int
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """The two minibatches with example ``i`` of ``first`` and example ``j`` of ``second``
+    changing places (every other row, and the row positions, kept)."""
+
+    def swap(ta: Tensor, tb: Tensor) -> tuple[Tensor, Tensor]:
+        ta, tb = ta.clone(), tb.clone()
+        ta[i], tb[j] = tb[j].clone(), ta[i].clone()
+        return ta, tb
+
+    a, b = [], []
+    for fa, fb in zip(first, second, strict=True):
+        if isinstance(fa, Mapping):
+            pairs = {k: swap(fa[k], fb[k]) for k in fa}
+            a.append({k: v[0] for k, v in pairs.items()})
+            b.append({k: v[1] for k, v in pairs.items()})
+        else:
+            ta, tb = swap(fa, fb)
+            a.append(ta)
+            b.append(tb)
+    return tuple(a), tuple(b)
+
+
+def predict_exchange(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    first: tuple[Tensor, ...],
+    second: tuple[Tensor, ...],
+    i: int,
+    j: int,
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    third_order: bool = False,
+) -> SwapPrediction:
+    """Predict what training example ``x`` one step earlier than example ``y`` does to ``O``,
+    where the run trains them in minibatches.
+
+    ``x`` is example ``i`` of ``first`` and ``y`` example ``j`` of ``second``, two minibatches
+    trained on in consecutive steps. The prediction is ``O(first, second) - O(first', second')``
+    where ``x`` and ``y`` change places (:func:`exchanged`): the single-example swap of
+    :func:`predict_swap` as it happens inside minibatch training, where the examples keep their
+    batch companions' statistics (train-mode BatchNorm: batches of at least 2). Costs four
+    gradients and two HVPs (plus two third derivatives); arguments as :func:`predict_order`.
+    The answer's ``sgd_bracket`` is the same prediction for plain SGD at the same ``lr``, to
+    second order; ``gradient_norms`` are those of the two minibatches ``first`` and ``first'``.
+    """
+    first, second = checks.check_batches(model, [first, second])
+    sizes = (calls.num_examples(first), calls.num_examples(second))
+    if not (0 <= i < sizes[0] and 0 <= j < sizes[1]):
+        raise IndexError(
+            f"example ({i}, {j}) is not in minibatches of {sizes[0]} and {sizes[1]} examples"
+        )
+    batches = [first, second, *exchanged(first, second, i, j)]
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+
+    def difference(w: _Window, third: bool | None = None) -> float:
+        return w.predicted_value((0, 1), third) - w.predicted_value((2, 3), third)
+
+    step = float(next(iter(window.optimizer.hyper.values()))["lr"])
+    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step))
+    predicted = difference(window)
+    return SwapPrediction(
+        predicted=predicted,
+        second_order=difference(window, False) if third_order else predicted,
+        sgd_bracket=difference(sgd, False),
+        state_part=window.frozen_value((0, 1)) - window.frozen_value((2, 3)),
+        before=observable.value(model, window.theta),
+        lr=step,
+        gradient_norms=(
+            float(vector_norm(window.gradients[0])),
+            float(vector_norm(window.gradients[2])),
+        ),
     )
 
 

@@ -15,6 +15,7 @@ HELP = {
     "checkpoints": "checkpoints checked, spread over the run after step 0",
     "example_pairs": "random pairs of single examples",
     "batch_pairs": "random pairs of minibatches of the run's batch size",
+    "exchanges": "random pairs of examples exchanged between two consecutive minibatches",
     "windows": "random windows of k=3 and of k=4 minibatches (all k! orders trained)",
     "horizons": "comma-separated further identical steps after the swap",
     "horizon_pairs": "pairs of each kind followed past h=0",

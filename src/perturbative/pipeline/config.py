@@ -362,6 +362,10 @@ class OrderCheckOptions:
         example_pairs: random pairs of single training examples, swapped; 200 gives a sign
             accuracy to about +-3% (binomial standard error at 90%).
         batch_pairs: random pairs of minibatches of the run's batch size, swapped.
+        exchanges: random pairs of examples exchanged between two consecutive minibatches of the
+            run's batch size (x in the first and y in the second change places): single
+            examples swapped as the run trains them, in minibatches, with batch statistics
+            under ``batchnorm="batch"``.
         windows: random windows of k = 3 and of k = 4 minibatches whose k! orders are all
             really trained, to check the predicted best order.
         horizons: further identical steps (the run's own next batches) after the swap, at which
@@ -397,6 +401,7 @@ class OrderCheckOptions:
     checkpoints: int = 3
     example_pairs: int = 200
     batch_pairs: int = 100
+    exchanges: int = 100
     windows: int = 10
     horizons: tuple[int, ...] = (0, 1, 5, 20)
     horizon_pairs: int = 20
@@ -414,7 +419,14 @@ class OrderCheckOptions:
     def __post_init__(self) -> None:
         self.horizons = tuple(int(h) for h in self.horizons)
         self.lr_scales = tuple(float(s) for s in self.lr_scales)
-        counts = ("checkpoints", "example_pairs", "batch_pairs", "windows", "heldout_examples")
+        counts = (
+            "checkpoints",
+            "example_pairs",
+            "batch_pairs",
+            "exchanges",
+            "windows",
+            "heldout_examples",
+        )
         for name in counts:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -6,9 +6,13 @@ the predictions and in the real training, so that a swap changes nothing but the
 examples run in eval mode, on running statistics recomputed for the checkpoint's weights;
 minibatches (with the default ``batchnorm="batch"``) run in train mode, each batch normalised by
 its own statistics exactly as the run trained, with the held-out batch normalised by its own.
-For random pairs of single examples and of minibatches of the run's batch size:
+For random pairs of single examples and of minibatches of the run's batch size, and for
+random pairs of examples exchanged between two consecutive minibatches (example ``x`` of the
+first and ``y`` of the second change places, so each keeps batch companions, as single
+examples do in the run):
 
-1. predict ``O(x then y) - O(y then x)`` (:func:`perturbative.brackets.predict_swap`);
+1. predict ``O(x then y) - O(y then x)`` (:func:`perturbative.brackets.predict_swap`,
+   :func:`perturbative.brackets.predict_exchange`);
 2. really train both orders on copies of the model and optimizer, then the run's own next
    batches for ``h`` further identical steps, and measure the real difference of ``O`` at each
    horizon ``h``;
@@ -40,7 +44,14 @@ from tqdm.auto import tqdm
 
 from perturbative._core.errors import InputError
 from perturbative._core.stats import spearman
-from perturbative.brackets import Observable, best_order, predict_swap, values_along_steps
+from perturbative.brackets import (
+    Observable,
+    best_order,
+    exchanged,
+    predict_exchange,
+    predict_swap,
+    values_along_steps,
+)
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
 from perturbative.pipeline.results import write_order_check
@@ -48,6 +59,9 @@ from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: What a pair swaps: two single examples, two minibatches, or two examples exchanged between
+#: consecutive minibatches.
+PAIR_KINDS = ("example", "batch", "exchange")
 
 
 def order_check(
@@ -103,7 +117,7 @@ class Checkpoint:
     def mode_for(self, kind: str) -> None:
         """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
         normalised by its own statistics, as the run trained), in eval mode otherwise."""
-        self.model.train(self.batch_statistics and kind in ("batch", "window"))
+        self.model.train(self.batch_statistics and kind in ("batch", "exchange", "window"))
 
 
 def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_run_lr) -> dict:
@@ -111,16 +125,17 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     pairs of each kind), ``h = 0`` on fewer pairs at smaller scales."""
     lr, full = at.lr * scale, scale == 1.0
     counts = (
-        (options.example_pairs, options.batch_pairs, options.windows)
+        (options.example_pairs, options.batch_pairs, options.exchanges, options.windows)
         if full
         else (
             min(options.example_pairs, options.scaled_pairs),
             min(options.batch_pairs, options.scaled_pairs // 2),
+            min(options.exchanges, options.scaled_pairs // 2),
             options.windows // 2,
         )
     )
-    pairs = sample_pairs(at.dataset, at.batch_size, *counts[:2], generator, options.dtype)
-    followed = {"example": 0, "batch": 0}
+    pairs = sample_pairs(at.dataset, at.batch_size, *counts[:3], generator, options.dtype)
+    followed = dict.fromkeys(PAIR_KINDS, 0)
     records = []
     bar = tqdm(pairs, desc=f"step {at.step} lr x{scale:g}", leave=False, disable=not progress)
     for kind, x, y in bar:
@@ -139,7 +154,7 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     windows = [
         window_record(at, batches, lr)
         for batches in sample_windows(
-            at.dataset, at.batch_size, counts[2], generator, options.dtype
+            at.dataset, at.batch_size, counts[3], generator, options.dtype
         )
     ]
     at.mode_for("example")
@@ -218,14 +233,18 @@ def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -
                 values[key] = value.to(dtype)
 
 
-def sample_pairs(dataset, batch_size, examples, batches, generator, dtype) -> list[tuple]:
-    """Random pairs: ``example_pairs`` of single training examples, ``batch_pairs`` of
-    minibatches of ``batch_size`` (disjoint within a pair)."""
+def sample_pairs(
+    dataset, batch_size, examples, batches, exchanges, generator, dtype
+) -> list[tuple]:
+    """Random pairs: ``examples`` of single training examples, ``batches`` of minibatches of
+    ``batch_size`` (disjoint within a pair), and ``exchanges`` of two such minibatches whose
+    first examples change places."""
     train = dataset.train_indices
     pairs = []
     for kind, count, size in (
         ("example", examples, 1),
         ("batch", batches, batch_size),
+        ("exchange", exchanges, batch_size),
     ):
         for _ in range(count):
             chosen = train[torch.randperm(len(train), generator=generator)[: 2 * size]]
@@ -256,16 +275,15 @@ def _as(batch, dtype):
 
 def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
     """Prediction and real differences of one swap at every horizon."""
-    prediction = predict_swap(
-        at.model,
-        per_example_bce,
-        at.optimizer,
-        x,
-        y,
-        at.observable,
-        lr=lr,
-        third_order=at.third_order,
-    )
+    args = (at.model, per_example_bce, at.optimizer)
+    if kind == "exchange":  # the first examples of x and y change places
+        prediction = predict_exchange(
+            *args, x, y, 0, 0, at.observable, lr=lr, third_order=at.third_order
+        )
+        orders = ((x, y), exchanged(x, y, 0, 0))
+    else:
+        prediction = predict_swap(*args, x, y, at.observable, lr=lr, third_order=at.third_order)
+        orders = ((x, y), (y, x))
     return {
         "kind": kind,
         "predicted": prediction.predicted,
@@ -274,21 +292,22 @@ def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
         "state_part": prediction.state_part,
         "gradient_norms": list(prediction.gradient_norms),
         "horizons": list(horizons),
-        "real": real_differences(at, x, y, horizons, lr),
+        "real": real_differences(at, *orders, horizons, lr),
     }
 
 
-def real_differences(at: Checkpoint, x, y, horizons, lr: float) -> list[float]:
-    """``O(x, y, next h batches) - O(y, x, next h batches)`` for each ``h`` of ``horizons``."""
+def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
+    """``O(one, next h batches) - O(other, next h batches)`` for each ``h`` of ``horizons``,
+    ``one`` and ``other`` two steps each (``(x, y)`` and ``(y, x)`` for a swap)."""
     after = [2 + h for h in horizons]
 
-    def run(first, second):
-        batches = [first, second, *at.continuation]
+    def run(steps):
+        batches = [*steps, *at.continuation]
         return values_along_steps(
             at.model, per_example_bce, at.optimizer, batches, at.observable.value, after, lr=lr
         )
 
-    return [a - b for a, b in zip(run(x, y), run(y, x), strict=True)]
+    return [a - b for a, b in zip(run(one), run(other), strict=True)]
 
 
 def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
@@ -320,10 +339,11 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
     )
     gaps = []
     for (_, x, y), record in chosen:
-        other_real = real_differences(twin, _as(x, other), _as(y, other), options.horizons, lr)
+        x2, y2 = _as(x, other), _as(y, other)
+        other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, lr)
         gaps.append([abs(a - b) for a, b in zip(other_real, record["real"], strict=True)])
     (_, x, y), record = chosen[0]
-    again = real_differences(at, x, y, options.horizons, lr)
+    again = real_differences(at, (x, y), (y, x), options.horizons, lr)
     return {
         "float32": np.quantile(np.asarray(gaps), 0.9, axis=0).tolist(),
         "repeat": max(abs(a - b) for a, b in zip(again, record["real"], strict=True)),
@@ -372,7 +392,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
     """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
     coin = np.random.default_rng(seed)
     out: dict[str, Any] = {}
-    for kind in ("example", "batch", "all"):
+    for kind in (*PAIR_KINDS, "all"):
         chosen = [r for r in records if kind == "all" or r["kind"] == kind]
         if not chosen:
             continue
@@ -478,11 +498,11 @@ def summary_lines(result: dict) -> list[str]:
         for scale in entry["scales"]:
             s = scale["summary"]
             lines.append(f"step {entry['step']}, lr {scale['lr']:.3g} (x{scale['scale']:g}):")
-            for kind in ("example", "batch"):
+            for kind in PAIR_KINDS:
                 for row in s.get(kind, []):
                     b = row["baselines"]
                     lines.append(
-                        f"  {kind:7s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
+                        f"  {kind:8s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
                         f"sign acc {_f(row['accuracy'])} (above fp32 floor "
                         f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
                         f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
@@ -491,7 +511,7 @@ def summary_lines(result: dict) -> list[str]:
                         f"2nd-order {_f(b.get('second_order'))}"
                     )
                     lines.append(
-                        f"  {'':7s}        median |pred - real| / |real| "
+                        f"  {'':8s}        median |pred - real| / |real| "
                         f"{_f(row.get('relative_error'))} (2nd order "
                         f"{_f(row.get('second_order_relative_error'))}); state part "
                         f"{_f(row.get('state_share'))}, curvature part "

@@ -124,7 +124,7 @@ def order_check_figures(check: dict) -> dict:
     everything = []
     for n, entry in enumerate(check["checkpoints"]):
         scale = next(s for s in entry["scales"] if s["scale"] == 1.0)
-        for kind, marker in (("example", "o"), ("batch", "s")):
+        for kind, marker in (("example", "o"), ("batch", "s"), ("exchange", "^")):
             pairs = [p for p in scale["pairs"] if p["kind"] == kind]
             x = np.array([p["predicted"] for p in pairs])
             y = np.array([p["real"][0] for p in pairs])
@@ -179,7 +179,7 @@ def order_check_figures(check: dict) -> dict:
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for n, entry in enumerate(check["checkpoints"]):
-        for kind, style in (("example", "o-"), ("batch", "s--")):
+        for kind, style in (("example", "o-"), ("batch", "s--"), ("exchange", "^:")):
             points = sorted(
                 (s["lr"], _nan(s["summary"][kind][0]["accuracy"]))
                 for s in entry["scales"]

@@ -289,7 +289,7 @@ def order_check_rows(check: dict) -> list[dict]:
     rows = []
     for entry in check["checkpoints"]:
         for scale in entry["scales"]:
-            for kind in ("example", "batch"):
+            for kind in ("example", "batch", "exchange"):
                 for row in scale["summary"].get(kind, []):
                     rows.append(
                         {"step": entry["step"], "scale": scale["scale"], "kind": kind, **row}
