@@ -9,6 +9,7 @@ in float64. The Hugging Face cases are tiny random-init configurations (nothing 
 skip when ``transformers`` is not installed.
 """
 
+import contextlib
 import warnings
 
 import pytest
@@ -191,16 +192,27 @@ def test_tied_weights_and_frozen_parameters():
     )
 
 
-def test_order_scores_fall_back_loudly_where_forward_over_forward_is_wrong():
-    """torch 2.13's second forward-mode derivative of layer_norm is about 20% off the Hessian;
-    order_scores notices on the first example, says so, and scores by forward-over-reverse."""
+@pytest.mark.parametrize("elementary", [True, False])
+def test_order_scores_on_layer_norm_are_right_and_fall_back_loudly_where_needed(
+    elementary, monkeypatch
+):
+    """torch 2.13's second forward-mode derivative of its fused layer_norm is about 20% off the
+    Hessian. Written out in elementary ops (the default) the nested pass is right and runs;
+    with the fused kernel (patched back in) order_scores notices on the first example, says
+    so, and scores by forward-over-reverse. Either way the scores are the matrix's row sums."""
+    if not elementary:
+        monkeypatch.setattr(
+            "perturbative.brackets._order.elementary_normalization", contextlib.nullcontext
+        )
     case = transformer_ce()
     u = pt.mean_gradient(case.model, case.loss_fn, case.params, case.example(2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = pt.order_scores(case.model, case.loss_fn, case.params, case.data, u)
     fallbacks = [w for w in caught if "forward-over-reverse instead" in str(w.message)]
-    if torch.__version__.startswith("2.13"):
+    if elementary:
+        assert not fallbacks, [str(w.message) for w in fallbacks]
+    elif torch.__version__.startswith("2.13"):
         assert len(fallbacks) == 1, [str(w.message) for w in caught]
     matrix = _quiet(
         pt.projected_bracket_matrix, case.model, case.loss_fn, case.params, case.data, u

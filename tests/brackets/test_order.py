@@ -20,6 +20,7 @@ from perturbative.brackets import (
     predict_exchange,
     predict_order,
     predict_swap,
+    predicted_values_along_steps,
     projected_bracket_matrix,
     values_along_steps,
 )
@@ -383,3 +384,25 @@ def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
     assert relative[True][2] < relative[False][2] < 1e-2, relative
     with pytest.raises(IndexError, match=r"example \(5, 0\) is not in minibatches of 5 and 5"):
         predict_exchange(model, bce_loss, optimizer, a, b, 5, 0, observable)
+
+
+def test_predicted_values_along_steps_follow_real_training():
+    """O predicted along four Adam steps: the last value is predict_order's, and the error
+    against really training shrinks like lr^3 at every step count (lr^4 with third order)."""
+    case = mlp_bce()
+    optimizer = warmed(case, OPTIMIZERS["adam"])
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    batches = [case.example(i) for i in (0, 1, 2, 3)]
+    args = (case.model, case.loss_fn, optimizer, batches)
+    along = predicted_values_along_steps(*args, observable, [2, 4], lr=0.01)
+    assert along[1] == pytest.approx(predict_order(*args, observable, lr=0.01), rel=1e-14)
+    for third, expected in ((False, 8.0), (True, 16.0)):
+        errors = []
+        for lr in (0.004, 0.002):
+            real = values_along_steps(*args, observable.value, [2, 4], lr=lr)
+            got = predicted_values_along_steps(*args, observable, [2, 4], lr=lr, third_order=third)
+            errors.append([abs(a - b) for a, b in zip(got, real, strict=True)])
+        ratios = [errors[0][i] / errors[1][i] for i in range(2)]
+        assert all(0.7 * expected < r < 1.3 * expected for r in ratios), (third, ratios)
+    with pytest.raises(ValueError, match="step counts from 1 to 4"):
+        predicted_values_along_steps(*args, observable, [5])

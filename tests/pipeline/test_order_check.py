@@ -1,6 +1,7 @@
 """The order check on a tiny real run: predictions against real reordered training."""
 
 import json
+import math
 
 import pytest
 
@@ -66,17 +67,30 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
         and "second_order_best_picked" in (full["summary"]["windows_3"])
     )
     assert any("2nd-order" in line for line in summary_lines(result))
+    # followed pairs are predicted at every horizon, the swap's own prediction at h = 0
+    followed = [p for p in full["pairs"] if len(p["horizons"]) == 2]
+    assert all(p["predicted_horizons"][0] == p["predicted"] for p in followed)
+    assert all(math.isfinite(p["predicted_horizons"][1]) for p in followed)
+    later = full["summary"]["all"][1]
+    assert later["horizon"] == 2 and "h0_prediction" in later["baselines"]
+    assert any("h=0 prediction" in line for line in summary_lines(result))
 
 
 def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_path):
     options = OrderCheckOptions(
-        **{**TINY_CHECK, "windows": 0, "horizons": (0,), "lr_scales": (1.0,), "floor_pairs": 0},
+        **{**TINY_CHECK, "windows": 0, "lr_scales": (1.0,), "floor_pairs": 0},
         expansion=2,
+        horizon_predictions=0,
         out_dir=str(tmp_path / "check2"),
     )
     result = json.loads(order_check(run_dir, options, progress=False).read_text())
-    pairs = result["checkpoints"][0]["scales"][0]["pairs"]
-    assert pairs and all(p["second_order"] == p["predicted"] for p in pairs)
+    (scale,) = result["checkpoints"][0]["scales"]
+    assert scale["pairs"] and all(p["second_order"] == p["predicted"] for p in scale["pairs"])
+    # followed but not predicted past h = 0: only the h = 0 prediction's sign is scored there
+    assert not any("predicted_horizons" in p for p in scale["pairs"])
+    later = scale["summary"]["all"][1]
+    assert later["predicted_pairs"] == 0 and later["accuracy"] is None
+    assert later["baselines"]["h0_prediction"] is not None
 
 
 def test_statistics_and_checkpoint_choice(run_dir):

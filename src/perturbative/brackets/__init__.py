@@ -46,6 +46,9 @@ from perturbative.brackets._order import order_scores as order_scores
 from perturbative.brackets._order import predict_exchange as predict_exchange
 from perturbative.brackets._order import predict_order as predict_order
 from perturbative.brackets._order import predict_swap as predict_swap
+from perturbative.brackets._order import (
+    predicted_values_along_steps as predicted_values_along_steps,
+)
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps

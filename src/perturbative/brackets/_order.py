@@ -31,9 +31,10 @@ pool. Since ``[v_x, v_x] = 0`` the sum may include ``x``, and
 
 one batched HVP and one batched gradient of the pool, then per example a directional derivative
 along ``a`` and a second directional derivative along ``(u, b)``, both from one nested forward
-pass whose inner tangent ``b - s a`` moves with the outer scalar ``s`` (checked
-against forward-over-reverse, which replaces it where torch's second forward-mode derivatives
-are wrong), in chunks of examples: memory independent of the pool.
+pass whose inner tangent ``b - s a`` moves with the outer scalar ``s`` (normalisation layers
+written out in elementary ops, since torch's fused kernels have wrong second forward-mode
+derivatives; checked against forward-over-reverse, which replaces it where another op's are
+wrong), in chunks of examples: memory independent of the pool.
 With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) . a' - (Pu)^T H_x
 (P b)``, ``a' = sum_y H_y P u``.
 """
@@ -44,7 +45,7 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,11 @@ from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.distributed import all_gather_objects, all_reduce_sum, rank_and_world
-from perturbative._core.engines import differentiable_kernels, run_engine
+from perturbative._core.engines import (
+    differentiable_kernels,
+    elementary_normalization,
+    run_engine,
+)
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hessian_vector_product, hvp, third_derivative
 from perturbative.brackets._norms import vector_norm
@@ -203,14 +208,19 @@ class _Window:
             out = {k: out[k] + 0.5 * t[k] for k in out}
         return out
 
-    def predicted_endpoint(self, order: Sequence[int], third_order: bool) -> Params:
-        """Parameters after the optimizer's steps on ``order`` with expanded gradients."""
+    def predicted_path(self, order: Sequence[int], third_order: bool) -> Iterator[Params]:
+        """Parameters after each of the optimizer's steps on ``order``, expanded gradients."""
         current, state = self.theta, self.optimizer.state
         for position, index in enumerate(order):
             d = None if position == 0 else {k: current[k] - self.theta[k] for k in current}
             gradient = self.gradient_at(index, d, third_order)
             current, state = self.optimizer.step(current, gradient, state)
-        return current
+            yield current
+
+    def predicted_endpoint(self, order: Sequence[int], third_order: bool) -> Params:
+        """Parameters after the optimizer's steps on ``order`` with expanded gradients."""
+        *_, last = self.predicted_path(order, third_order)
+        return last
 
     def predicted_value(self, order: Sequence[int], third_order: bool | None = None) -> float:
         """``O`` after ``order``, with the window's expansion unless ``third_order`` is given."""
@@ -271,6 +281,40 @@ def predict_order(
     """
     window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
     return window.predicted_value(range(len(window.batches)))
+
+
+def predicted_values_along_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    observable: Observable,
+    record_after: Sequence[int],
+    *,
+    lr: float | None = None,
+    engine: str = "auto",
+    third_order: bool = False,
+) -> list[float]:
+    """``O`` predicted after each step count of ``record_after`` along ``batches`` in order: the
+    prediction of :func:`perturbative.brackets.values_along_steps` (which really trains), every
+    gradient expanded at ``theta`` as in :func:`predict_order` (one HVP, with ``third_order``
+    also one third derivative, per step after the first).
+
+    The expansion is in the distance travelled, so it degrades along many steps; the difference
+    of two such predictions for schedules that differ only early (a swap followed by the same
+    steps) keeps much of its accuracy, since their expansion errors are nearly the same.
+    """
+    if not record_after or max(record_after) > len(batches) or min(record_after) < 1:
+        raise ValueError(
+            f"record_after {list(record_after)} must hold step counts from 1 to {len(batches)}"
+        )
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    values, wanted = {}, set(record_after)
+    path = window.predicted_path(range(max(record_after)), third_order)
+    for count, point in enumerate(path, start=1):
+        if count in wanted:
+            values[count] = observable.value(model, {**window.theta, **point})
+    return [values[c] for c in record_after]
 
 
 def predict_swap(
@@ -520,9 +564,10 @@ def order_scores(
     def forward() -> Tensor:
         # Nested forward mode: a directional derivative along P a and a second one along
         # (P b, P u), no parameter-sized tensor per example. torch's second forward-mode
-        # derivative of some ops is wrong (layer_norm: 20% off the Hessian in torch 2.13,
-        # tests/_core/test_engines_models.py), so the first example is also scored by
-        # forward-over-reverse, which is right; if the two disagree, every example is.
+        # derivative of its fused normalisation kernels is wrong (layer_norm: 20% off the
+        # Hessian in torch 2.13), so they run written out in elementary ops; against any other
+        # such op the first example is also scored by forward-over-reverse, which is right,
+        # and if the two disagree, every example is.
         f = calls.example_loss(model, loss_fn, state)
 
         # One nested forward pass gives both terms: the inner tangent pb - s pa depends on an
@@ -551,13 +596,15 @@ def order_scores(
         in_dims = (0,) * len(pool)
         first = calls.take_all(pool, slice(0, 1))
         trusted = vmap(terms, in_dims=in_dims)(*first)[0]
-        checked = vmap(nested, in_dims=in_dims)(*first)[0]
+        with elementary_normalization():
+            checked = vmap(nested, in_dims=in_dims)(*first)[0]
         # rounding is relative to the two terms, which may cancel in their difference
         scale = float(trusted.abs().sum())
         tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
         difference = float((checked - (trusted[0] - trusted[1])).abs())
         if difference <= tolerance * scale + 1e-30:
-            return vmap(nested, in_dims=in_dims, chunk_size=nested_chunk)(*pool)
+            with elementary_normalization():
+                return vmap(nested, in_dims=in_dims, chunk_size=nested_chunk)(*pool)
         warnings.warn(
             "order_scores: torch's second forward-mode derivative of an operation in this model "
             f"is wrong (the first example's score is off by {difference:.3g} against "

@@ -19,6 +19,7 @@ HELP = {
     "windows": "random windows of k=3 and of k=4 minibatches (all k! orders trained)",
     "horizons": "comma-separated further identical steps after the swap",
     "horizon_pairs": "pairs of each kind followed past h=0",
+    "horizon_predictions": "of those, pairs of each kind also predicted past h=0",
     "scaled_pairs": "example pairs at each smaller lr scale (half as many batch pairs)",
     "lr_scales": "comma-separated multiples of the run's lr",
     "heldout_examples": "held-out examples in the observable (their mean loss)",

@@ -372,6 +372,10 @@ class OrderCheckOptions:
             the observable is compared; 0 is right after the two swapped steps.
         horizon_pairs: pairs of each kind followed past ``h = 0`` (each horizon step is a real
             step of both orders, the dominant cost).
+        horizon_predictions: of those, pairs of each kind whose difference at ``h > 0`` is also
+            predicted, by following both schedules with every gradient expanded at the
+            checkpoint (one HVP and, at third order, one third derivative per step and order:
+            the dominant cost where it is on).
         scaled_pairs: example pairs at each smaller lr scale (half as many minibatch pairs, and
             half the windows); ``h = 0`` only.
         lr_scales: the run's lr times these; the expansion holds better at smaller lr.
@@ -405,6 +409,7 @@ class OrderCheckOptions:
     windows: int = 10
     horizons: tuple[int, ...] = (0, 1, 5, 20)
     horizon_pairs: int = 20
+    horizon_predictions: int = 2
     scaled_pairs: int = 40
     lr_scales: tuple[float, ...] = (1.0, 0.1, 0.01)
     heldout_examples: int = 64
@@ -425,6 +430,7 @@ class OrderCheckOptions:
             "batch_pairs",
             "exchanges",
             "windows",
+            "horizon_predictions",
             "heldout_examples",
         )
         for name in counts:

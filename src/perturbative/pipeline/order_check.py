@@ -50,6 +50,7 @@ from perturbative.brackets import (
     exchanged,
     predict_exchange,
     predict_swap,
+    predicted_values_along_steps,
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
@@ -85,6 +86,7 @@ def order_check(
     generator = torch.Generator().manual_seed(options.seed)
     result: dict[str, Any] = {"run": str(run_dir.resolve()), "lr": config.lr, "checkpoints": []}
     result["options"] = {k: getattr(options, k) for k in options.__dataclass_fields__}
+    out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
     for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
         at = restore(run_dir, step, config, dataset, heldout, options)
         entry = {"step": step, "scales": []}
@@ -94,7 +96,7 @@ def order_check(
             floor = floor or checked["floor"]
             entry["scales"].append(checked)
         result["checkpoints"].append(entry)
-    out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
+        write_order_check(out, result)  # each checkpoint's numbers kept as they come
     return write_order_check(out, result)
 
 
@@ -140,9 +142,11 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     bar = tqdm(pairs, desc=f"step {at.step} lr x{scale:g}", leave=False, disable=not progress)
     for kind, x, y in bar:
         follow = full and followed[kind] < options.horizon_pairs
+        predict = follow and followed[kind] < options.horizon_predictions
         followed[kind] += follow
         at.mode_for(kind)
-        records.append(pair_record(at, x, y, kind, options.horizons if follow else (0,), lr))
+        horizons = options.horizons if follow else (0,)
+        records.append(pair_record(at, x, y, kind, horizons, lr, predict_later=predict))
     at.mode_for("example")
     if full:
         floor = rounding_floor(at, pairs, records, options, lr)
@@ -273,8 +277,11 @@ def _as(batch, dtype):
     return tuple(t.to(dtype) for t in batch)
 
 
-def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
-    """Prediction and real differences of one swap at every horizon."""
+def pair_record(
+    at: Checkpoint, x, y, kind: str, horizons, lr: float, predict_later: bool = True
+) -> dict:
+    """Prediction and real differences of one swap at every horizon (predicted at ``h > 0``
+    only with ``predict_later``)."""
     args = (at.model, per_example_bce, at.optimizer)
     if kind == "exchange":  # the first examples of x and y change places
         prediction = predict_exchange(
@@ -284,7 +291,7 @@ def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
     else:
         prediction = predict_swap(*args, x, y, at.observable, lr=lr, third_order=at.third_order)
         orders = ((x, y), (y, x))
-    return {
+    record = {
         "kind": kind,
         "predicted": prediction.predicted,
         "second_order": prediction.second_order,
@@ -294,6 +301,37 @@ def pair_record(at: Checkpoint, x, y, kind: str, horizons, lr: float) -> dict:
         "horizons": list(horizons),
         "real": real_differences(at, *orders, horizons, lr),
     }
+    if predict_later:
+        record["predicted_horizons"] = [
+            prediction.predicted if h == 0 else p
+            for h, p in zip(horizons, predicted_differences(at, *orders, horizons, lr), strict=True)
+        ]
+    return record
+
+
+def predicted_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
+    """The prediction of :func:`real_differences` at each horizon ``h > 0`` (``nan`` at
+    ``h = 0``, which :func:`pair_record` takes from the swap's own prediction): both schedules
+    expanded at the checkpoint (:func:`perturbative.brackets.predicted_values_along_steps`)."""
+    later = [h for h in horizons if h > 0]
+    if not later:
+        return [math.nan] * len(horizons)
+    after = [2 + h for h in later]
+
+    def run(steps):
+        return predicted_values_along_steps(
+            at.model,
+            per_example_bce,
+            at.optimizer,
+            [*steps, *at.continuation[: max(later)]],
+            at.observable,
+            after,
+            lr=lr,
+            third_order=at.third_order,
+        )
+
+    by_h = dict(zip(later, (a - b for a, b in zip(run(one), run(other), strict=True)), strict=True))
+    return [by_h.get(h, math.nan) for h in horizons]
 
 
 def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
@@ -417,26 +455,41 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
             )
             above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
             state = np.array([r["state_part"] for r in chosen])[has]
-            size = np.where(np.abs(real) > 0, np.abs(real), np.nan)
+            # the prediction at this horizon, where one was made (at h = 0 every pair's own)
+            carried = predicted
+            predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
+            made = np.isfinite(predicted)
+            p, r, ab = predicted[made], real[made], above[made]
+            size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
             per_h.append(
                 {
                     "horizon": h,
                     # which term dominates: medians over pairs, relative to the real difference
-                    "relative_error": _median(np.abs(predicted - real) / size),
-                    "second_order_relative_error": _median(np.abs(second - real) / size),
-                    "state_share": _median(np.abs(state) / size),
-                    "curvature_share": _median(np.abs(predicted - state) / size),
+                    "relative_error": _median(np.abs(p - r) / size),
+                    "second_order_relative_error": (
+                        _median(np.abs(second - real) / np.where(real != 0, np.abs(real), np.nan))
+                        if h == 0
+                        else math.nan
+                    ),
+                    "state_share": _median(np.abs(state[made]) / size),
+                    "curvature_share": _median(np.abs(p - state[made]) / size),
                     "pairs": len(real),
+                    "predicted_pairs": int(made.sum()),
                     "above_floor": int(above.sum()),
-                    "accuracy": sign_accuracy(predicted, real),
-                    "accuracy_above_floor": sign_accuracy(predicted[above], real[above]),
-                    "spearman": spearman(predicted, real),
-                    "calibration_slope": calibration_slope(predicted, real),
+                    "accuracy": sign_accuracy(p, r),
+                    "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
+                    "spearman": spearman(p, r) if len(p) > 1 else math.nan,
+                    "calibration_slope": calibration_slope(p, r),
                     "baselines": {
                         "random": sign_accuracy(random_sign, real),
                         "gradient_norm": sign_accuracy(heuristic, real),
-                        "second_order": sign_accuracy(second, real),
-                        "second_order_above_floor": sign_accuracy(second[above], real[above]),
+                        # the second-order expansion is recorded for the swap itself (h = 0)
+                        "second_order": sign_accuracy(second, real) if h == 0 else math.nan,
+                        "second_order_above_floor": (
+                            sign_accuracy(second[above], real[above]) if h == 0 else math.nan
+                        ),
+                        # does the sign of the swap's own prediction persist?
+                        "h0_prediction": sign_accuracy(carried, real),
                         "sgd_bracket": sign_accuracy(sgd, real),
                         "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
                     },
@@ -460,6 +513,14 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                 ),
             }
     return out
+
+
+def _prediction_at(record: dict, h: int) -> float:
+    """A pair's predicted difference at horizon ``h`` (NaN where none was made)."""
+    if h == 0:
+        return record["predicted"]
+    later = record.get("predicted_horizons")
+    return later[record["horizons"].index(h)] if later else math.nan
 
 
 def _median(values: np.ndarray) -> float:
@@ -503,12 +564,21 @@ def summary_lines(result: dict) -> list[str]:
                     b = row["baselines"]
                     lines.append(
                         f"  {kind:8s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
-                        f"sign acc {_f(row['accuracy'])} (above fp32 floor "
+                        + (
+                            f"(predicted {row.get('predicted_pairs')}) "
+                            if row["horizon"] > 0
+                            else ""
+                        )
+                        + f"sign acc {_f(row['accuracy'])} (above fp32 floor "
                         f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
                         f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
                         f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
                         f"sgd-bracket {_f(b['sgd_bracket'])}  "
-                        f"2nd-order {_f(b.get('second_order'))}"
+                        + (
+                            f"2nd-order {_f(b.get('second_order'))}"
+                            if row["horizon"] == 0
+                            else f"h=0 prediction {_f(b.get('h0_prediction'))}"
+                        )
                     )
                     lines.append(
                         f"  {'':8s}        median |pred - real| / |real| "

@@ -168,10 +168,10 @@ def order_check_figures(check: dict) -> dict:
         )
         ax.plot(
             h,
-            [_nan(r["baselines"]["sgd_bracket"]) for r in rows],
+            [_nan(r["baselines"].get("h0_prediction")) for r in rows],
             "x:",
             color=f"C{n}",
-            label=f"step {entry['step']}: plain-SGD bracket",
+            label=f"step {entry['step']}: sign of the h = 0 prediction",
         )
     _accuracy_axes(ax, "symlog", "further identical steps h", "accuracy against horizon (run's lr)")
     plots["order_horizon"] = png_uri(fig)

@@ -85,7 +85,10 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         '<p class="hint">At checkpoints of this run, with the model and its optimizer state '
         "restored: O(x then y) - O(y then x) predicted (the optimizer's own steps, gradients "
         "expanded to third order at the checkpoint, or second with --expansion 2) against "
-        "really training both orders and h further identical steps. O is the held-out mean "
+        "really training both orders and h further identical steps (predicted by following both "
+        "schedules through those steps, still expanded at the checkpoint). Pairs are two "
+        "examples, two minibatches, or two examples exchanged between consecutive minibatches. "
+        "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
         "over pairs whose real difference is above the float32 rounding floor; calibration "
         "slope 1 means right on average. Baselines: a fair coin, larger gradient first, and the "
