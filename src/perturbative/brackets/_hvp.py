@@ -83,11 +83,7 @@ def hvp(
         For ``L_x(w) = 1/2 (w . x - y)^2`` the Hessian is ``x x^T``, so ``hvp`` returns
         ``x (x . u)``.
     """
-    params = checks.check_params(model, params)
-    data, n = checks.check_data(data)
-    checks.check_vector(params, vector, "vector")
-    checks.check_train_mode(model, batch_context, whole_batches=(n,))
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
+    params, data, loss = _checked_batch_loss(model, loss_fn, params, data, vector, batch_context)
     forward, double_backward = hessian_vector_product(loss, params)
     out = run_engine(
         engine,
@@ -100,6 +96,17 @@ def hvp(
     out = {k: v.detach() for k, v in out.items()}
     checks.check_finite(out, "a Hessian-vector product")
     return out
+
+
+def _checked_batch_loss(model, loss_fn, params, data, vector, batch_context=None):
+    """Checked ``params`` and ``data`` and the minibatch loss ``L_A(params, *data)`` that
+    :func:`hvp` and :func:`third_derivative` differentiate."""
+    params = checks.check_params(model, params)
+    data, n = checks.check_data(data)
+    checks.check_vector(params, vector, "vector")
+    checks.check_train_mode(model, batch_context, whole_batches=(n,))
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params), batch_context)
+    return params, data, loss
 
 
 def third_derivative(
@@ -127,11 +134,7 @@ def third_derivative(
     Example:
         For ``L(w) = 1/6 (w . x)^3`` the result is ``(u . x)^2 x``.
     """
-    params = checks.check_params(model, params)
-    data, n = checks.check_data(data)
-    checks.check_vector(params, vector, "vector")
-    checks.check_train_mode(model, None, whole_batches=(n,))
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
+    params, data, loss = _checked_batch_loss(model, loss_fn, params, data, vector)
     theta = {k: v.detach() for k, v in params.items()}
     names = list(params)
 

@@ -192,14 +192,25 @@ class _Window:
     observable: Observable
     engine: str
     third_order: bool
+    # H_i d after one step on batch j, by (j, i): the same for both expansions, and for every
+    # order that starts with j (a window with another optimizer needs its own)
+    first_products: dict[tuple[int, int], Params] = dataclasses.field(default_factory=dict)
 
-    def gradient_at(self, index: int, displacement: Params | None, third_order: bool) -> Params:
-        """``g_i(theta + d)`` expanded at ``theta`` to second (third) order in ``d``."""
+    def gradient_at(
+        self, index: int, displacement: Params | None, third_order: bool, after: int | None = None
+    ) -> Params:
+        """``g_i(theta + d)`` expanded at ``theta`` to second (third) order in ``d``; ``after``
+        names the one batch whose step made ``d`` (its HVP is then kept for reuse)."""
         g = self.gradients[index]
         if displacement is None:
             return g
         batch = self.batches[index]
-        h = hvp(self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine)
+        key = None if after is None else (after, index)
+        h = self.first_products.get(key) if key else None
+        if h is None:
+            h = hvp(self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine)
+            if key:
+                self.first_products[key] = h
         out = {k: g[k] + h[k] for k in g}
         if third_order:
             t = third_derivative(
@@ -213,7 +224,8 @@ class _Window:
         current, state = self.theta, self.optimizer.state
         for position, index in enumerate(order):
             d = None if position == 0 else {k: current[k] - self.theta[k] for k in current}
-            gradient = self.gradient_at(index, d, third_order)
+            after = order[0] if position == 1 else None
+            gradient = self.gradient_at(index, d, third_order, after)
             current, state = self.optimizer.step(current, gradient, state)
             yield current
 
@@ -424,7 +436,9 @@ def predict_exchange(
         return w.predicted_value((0, 1), third) - w.predicted_value((2, 3), third)
 
     step = float(next(iter(window.optimizer.hyper.values()))["lr"])
-    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step))
+    sgd = dataclasses.replace(
+        window, optimizer=plain_sgd(list(window.theta), step), first_products={}
+    )
     predicted = difference(window)
     return SwapPrediction(
         predicted=predicted,
