@@ -36,6 +36,9 @@ def test_readme_api_snippet_runs():
         "x_test": x[6:],
         "held_out": (x[6:], y[6:]),
         "pool": (x[:6], y[:6]),
+        "next_batches": [
+            (x[i % 4 * 2 : i % 4 * 2 + 2], y[i % 4 * 2 : i % 4 * 2 + 2]) for i in range(20)
+        ],
     }
     exec(compile(blocks[0], str(README), "exec"), scope)
     assert scope["B"]["0.weight"].shape == (6, 6, 5, 4)
@@ -44,6 +47,7 @@ def test_readme_api_snippet_runs():
     assert scope["check"].measured["0.weight"].shape == (5, 4)
     torch.testing.assert_close(scope["S"], scope["M"].sum(1), rtol=1e-4, atol=1e-6)
     assert isinstance(scope["swap"].predicted, float) and len(scope["window"].orders) == 6
+    assert len(scope["later"]) == 3 and scope["later"][0] == scope["swap"].predicted
 
 
 def test_readme_hugging_face_snippet_runs():

@@ -22,7 +22,11 @@ def test_command_prints_the_summary(tmp_path, capsys):
         "--batch-pairs",
         "1",
         "--windows",
-        "0",
+        "2",
+        "--window-sizes",
+        "2",
+        "--steps",
+        "2",
         "--horizons",
         "0",
         "--lr-scales",
@@ -35,3 +39,7 @@ def test_command_prints_the_summary(tmp_path, capsys):
     assert main(["order-check", str(run_dir), "--out-dir", str(tmp_path / "c"), *flags]) == 0
     out = capsys.readouterr().out
     assert "sign acc" in out and (tmp_path / "c" / "order_check.json").is_file()
+    assert "step 2," in out and "k=2 windows" in out
+    # a step with no checkpoint is refused with what the run has
+    assert main(["order-check", str(run_dir), "--steps", "3"]) == 2
+    assert "no checkpoint at step [3]; it has steps [2]" in capsys.readouterr().err

@@ -78,13 +78,18 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
 
 def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_path):
     options = OrderCheckOptions(
-        **{**TINY_CHECK, "windows": 0, "lr_scales": (1.0,), "floor_pairs": 0},
+        **{**TINY_CHECK, "windows": 1, "lr_scales": (1.0,), "floor_pairs": 0},
+        window_sizes=(2,),
+        steps=(6,),
         expansion=2,
         horizon_predictions=0,
         out_dir=str(tmp_path / "check2"),
     )
     result = json.loads(order_check(run_dir, options, progress=False).read_text())
+    assert [c["step"] for c in result["checkpoints"]] == [6]
     (scale,) = result["checkpoints"][0]["scales"]
+    assert [w["k"] for w in scale["windows"]] == [2] and "windows_2" in scale["summary"]
+    assert any("k=2 windows" in line for line in summary_lines(result))
     assert scale["pairs"] and all(p["second_order"] == p["predicted"] for p in scale["pairs"])
     # followed but not predicted past h = 0: only the h = 0 prediction's sign is scored there
     assert not any("predicted_horizons" in p for p in scale["pairs"])
@@ -99,6 +104,13 @@ def test_statistics_and_checkpoint_choice(run_dir):
     assert sign_accuracy(np.array([1.0, -2.0, 3.0]), np.array([2.0, -1.0, -1.0])) == 2 / 3
     assert calibration_slope(np.array([1.0, 2.0]), np.array([2.0, 4.0])) == 2.0
     assert choose_checkpoints(run_dir, 5) == [3, 6] and choose_checkpoints(run_dir, 1) == [3]
+    assert choose_checkpoints(run_dir, 1, (6,)) == [6]
+    from perturbative import InputError
+
+    with pytest.raises(InputError, match=r"no checkpoint at step \[4\]; it has steps \[3, 6\]"):
+        choose_checkpoints(run_dir, 1, (4, 6))
+    with pytest.raises(InputError, match="step 0 has no optimizer state"):
+        OrderCheckOptions(steps=(0,))
 
 
 def test_bad_options_are_refused():
@@ -110,6 +122,8 @@ def test_bad_options_are_refused():
         OrderCheckOptions(batchnorm="frozen")
     with pytest.raises(InputError, match="expansion must be 2 or 3"):
         OrderCheckOptions(expansion=4)
+    with pytest.raises(InputError, match=r"window_sizes \[5\]: each k must be 2 to 4"):
+        OrderCheckOptions(window_sizes=(5,))
 
 
 def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):

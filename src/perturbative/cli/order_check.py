@@ -13,10 +13,12 @@ from perturbative.pipeline.results import read_order_check_file, write_order_che
 
 HELP = {
     "checkpoints": "checkpoints checked, spread over the run after step 0",
+    "steps": "comma-separated checkpoint steps to check instead (overrides --checkpoints)",
     "example_pairs": "random pairs of single examples",
     "batch_pairs": "random pairs of minibatches of the run's batch size",
     "exchanges": "random pairs of examples exchanged between two consecutive minibatches",
-    "windows": "random windows of k=3 and of k=4 minibatches (all k! orders trained)",
+    "windows": "random windows of each size k (all k! orders trained)",
+    "window_sizes": "comma-separated window sizes k, 2 to 4",
     "horizons": "comma-separated further identical steps after the swap",
     "horizon_pairs": "pairs of each kind followed past h=0",
     "horizon_predictions": "of those, pairs of each kind also predicted past h=0",
@@ -72,6 +74,8 @@ def order_check_command(args: argparse.Namespace) -> int:
         return print_summary(write_order_check(folder, resummarize(result)))
     values = {f.name: getattr(args, f.name) for f in fields(OrderCheckOptions)}
     values["horizons"] = tuple(int(v) for v in str(values["horizons"]).split(","))
+    values["steps"] = tuple(int(v) for v in str(values["steps"]).split(",") if v.strip())
+    values["window_sizes"] = tuple(int(v) for v in str(values["window_sizes"]).split(","))
     values["lr_scales"] = tuple(float(v) for v in str(values["lr_scales"]).split(","))
     return print_summary(
         order_check(args.run_dir, OrderCheckOptions(**values), data_root=args.celeba)

@@ -352,6 +352,11 @@ class SweepOptions:
             raise InputError(f"ranking_examples must be >= 0, got {self.ranking_examples}")
 
 
+#: The window sizes an order check may have: all ``k!`` orders are predicted (``best_order``
+#: predicts every order up to 24) and really trained.
+WINDOW_SIZES = range(2, 5)
+
+
 @dataclass
 class OrderCheckOptions:
     """How ``perturbative order-check`` tests order predictions against real reordered training.
@@ -359,6 +364,7 @@ class OrderCheckOptions:
     Attributes:
         checkpoints: how many checkpoints of the run, spread from the first after step 0 to the
             last (step 0 has no optimizer state yet); 3 shows early, middle and late training.
+        steps: check exactly these checkpoint steps instead (``checkpoints`` is then ignored).
         example_pairs: random pairs of single training examples, swapped; 200 gives a sign
             accuracy to about +-3% (binomial standard error at 90%).
         batch_pairs: random pairs of minibatches of the run's batch size, swapped.
@@ -366,16 +372,17 @@ class OrderCheckOptions:
             run's batch size (x in the first and y in the second change places): single
             examples swapped as the run trains them, in minibatches, with batch statistics
             under ``batchnorm="batch"``.
-        windows: random windows of k = 3 and of k = 4 minibatches whose k! orders are all
+        windows: random windows of each size in ``window_sizes`` whose k! orders are all
             really trained, to check the predicted best order.
+        window_sizes: the window sizes ``k`` (2 to 4; 3 and 4 by default).
         horizons: further identical steps (the run's own next batches) after the swap, at which
             the observable is compared; 0 is right after the two swapped steps.
         horizon_pairs: pairs of each kind followed past ``h = 0`` (each horizon step is a real
             step of both orders, the dominant cost).
         horizon_predictions: of those, pairs of each kind whose difference at ``h > 0`` is also
-            predicted, by following both schedules with every gradient expanded at the
-            checkpoint (one HVP and, at third order, one third derivative per step and order:
-            the dominant cost where it is on).
+            predicted, by following the run that took the first order and carrying the
+            predicted difference along it (one gradient and one HVP per later step; see
+            :func:`perturbative.brackets.predict_swap`).
         scaled_pairs: example pairs at each smaller lr scale (half as many minibatch pairs, and
             half the windows); ``h = 0`` only.
         lr_scales: the run's lr times these; the expansion holds better at smaller lr.
@@ -403,13 +410,15 @@ class OrderCheckOptions:
     """
 
     checkpoints: int = 3
+    steps: tuple[int, ...] = ()
     example_pairs: int = 200
     batch_pairs: int = 100
     exchanges: int = 100
     windows: int = 10
+    window_sizes: tuple[int, ...] = (3, 4)
     horizons: tuple[int, ...] = (0, 1, 5, 20)
     horizon_pairs: int = 20
-    horizon_predictions: int = 2
+    horizon_predictions: int = 20
     scaled_pairs: int = 40
     lr_scales: tuple[float, ...] = (1.0, 0.1, 0.01)
     heldout_examples: int = 64
@@ -423,6 +432,8 @@ class OrderCheckOptions:
 
     def __post_init__(self) -> None:
         self.horizons = tuple(int(h) for h in self.horizons)
+        self.steps = tuple(int(s) for s in self.steps)
+        self.window_sizes = tuple(int(k) for k in self.window_sizes)
         self.lr_scales = tuple(float(s) for s in self.lr_scales)
         counts = (
             "checkpoints",
@@ -436,6 +447,15 @@ class OrderCheckOptions:
         for name in counts:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if any(k not in WINDOW_SIZES for k in self.window_sizes):
+            raise InputError(
+                f"window_sizes {list(self.window_sizes)}: each k must be 2 to 4 (all k! orders are "
+                "really trained)"
+            )
+        if any(s <= 0 for s in self.steps):
+            raise InputError(
+                f"steps {list(self.steps)}: step 0 has no optimizer state; name later checkpoints"
+            )
         if not self.horizons or min(self.horizons) < 0 or not self.lr_scales:
             raise InputError("need at least one horizon >= 0 and one lr scale")
         if self.batchnorm not in ("batch", "running"):

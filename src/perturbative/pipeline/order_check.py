@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,10 @@ from perturbative.brackets import (
     exchanged,
     predict_exchange,
     predict_swap,
-    predicted_values_along_steps,
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
-from perturbative.pipeline.config import OrderCheckOptions, load_run_config
+from perturbative.pipeline.config import WINDOW_SIZES, OrderCheckOptions, load_run_config
 from perturbative.pipeline.results import write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
@@ -79,7 +79,7 @@ def order_check(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir, data_root)
     dataset = build_dataset(config)
-    steps = choose_checkpoints(run_dir, options.checkpoints)
+    steps = choose_checkpoints(run_dir, options.checkpoints, options.steps)
     heldout = select_examples(
         dataset.heldout_indices.tolist(), options.heldout_examples, options.seed
     )
@@ -158,7 +158,7 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     windows = [
         window_record(at, batches, lr)
         for batches in sample_windows(
-            at.dataset, at.batch_size, counts[3], generator, options.dtype
+            at.dataset, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
         )
     ]
     at.mode_for("example")
@@ -174,11 +174,17 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     }
 
 
-def choose_checkpoints(run_dir: Path, count: int) -> list[int]:
-    """``count`` checkpoint steps after step 0, spread evenly from the first to the last."""
+def choose_checkpoints(run_dir: Path, count: int, wanted: Sequence[int] = ()) -> list[int]:
+    """``count`` checkpoint steps after step 0, spread evenly from the first to the last, or
+    exactly the steps ``wanted`` (each must have a checkpoint)."""
     steps = [s for s, _ in list_checkpoints(run_dir) if s > 0]
     if not steps:
         raise InputError(f"{run_dir} has no checkpoint after step 0: train it first")
+    if wanted:
+        missing = sorted(set(wanted) - set(steps))
+        if missing:
+            raise InputError(f"{run_dir} has no checkpoint at step {missing}; it has steps {steps}")
+        return sorted(set(wanted))
     if count >= len(steps):
         return steps
     picks = np.linspace(0, len(steps) - 1, count).round().astype(int)
@@ -257,10 +263,10 @@ def sample_pairs(
     return pairs
 
 
-def sample_windows(dataset, batch_size, count, generator, dtype) -> list[list[tuple]]:
-    """``windows`` random windows of 3 and as many of 4 disjoint minibatches."""
+def sample_windows(dataset, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list[tuple]]:
+    """``count`` random windows of ``k`` disjoint minibatches for each ``k`` of ``sizes``."""
     train, windows = dataset.train_indices, []
-    for k in (3, 4):
+    for k in sizes:
         for _ in range(count):
             chosen = train[torch.randperm(len(train), generator=generator)[: k * batch_size]]
             windows.append(
@@ -281,15 +287,18 @@ def pair_record(
     at: Checkpoint, x, y, kind: str, horizons, lr: float, predict_later: bool = True
 ) -> dict:
     """Prediction and real differences of one swap at every horizon (predicted at ``h > 0``
-    only with ``predict_later``)."""
+    only with ``predict_later``, by following the run that took ``x`` then ``y``)."""
     args = (at.model, per_example_bce, at.optimizer)
+    later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
     if kind == "exchange":  # the first examples of x and y change places
         prediction = predict_exchange(
-            *args, x, y, 0, 0, at.observable, lr=lr, third_order=at.third_order
+            *args, x, y, 0, 0, at.observable, lr=lr, third_order=at.third_order, **later
         )
         orders = ((x, y), exchanged(x, y, 0, 0))
     else:
-        prediction = predict_swap(*args, x, y, at.observable, lr=lr, third_order=at.third_order)
+        prediction = predict_swap(
+            *args, x, y, at.observable, lr=lr, third_order=at.third_order, **later
+        )
         orders = ((x, y), (y, x))
     record = {
         "kind": kind,
@@ -302,36 +311,8 @@ def pair_record(
         "real": real_differences(at, *orders, horizons, lr),
     }
     if predict_later:
-        record["predicted_horizons"] = [
-            prediction.predicted if h == 0 else p
-            for h, p in zip(horizons, predicted_differences(at, *orders, horizons, lr), strict=True)
-        ]
+        record["predicted_horizons"] = prediction.later
     return record
-
-
-def predicted_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
-    """The prediction of :func:`real_differences` at each horizon ``h > 0`` (``nan`` at
-    ``h = 0``, which :func:`pair_record` takes from the swap's own prediction): both schedules
-    expanded at the checkpoint (:func:`perturbative.brackets.predicted_values_along_steps`)."""
-    later = [h for h in horizons if h > 0]
-    if not later:
-        return [math.nan] * len(horizons)
-    after = [2 + h for h in later]
-
-    def run(steps):
-        return predicted_values_along_steps(
-            at.model,
-            per_example_bce,
-            at.optimizer,
-            [*steps, *at.continuation[: max(later)]],
-            at.observable,
-            after,
-            lr=lr,
-            third_order=at.third_order,
-        )
-
-    by_h = dict(zip(later, (a - b for a, b in zip(run(one), run(other), strict=True)), strict=True))
-    return [by_h.get(h, math.nan) for h in horizons]
 
 
 def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
@@ -496,7 +477,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                 }
             )
         out[kind] = per_h
-    for k in (3, 4):
+    for k in sorted({w["k"] for w in windows}):
         chosen = [w for w in windows if w["k"] == k]
         if chosen:
             out[f"windows_{k}"] = {
@@ -587,7 +568,7 @@ def summary_lines(result: dict) -> list[str]:
                         f"{_f(row.get('state_share'))}, curvature part "
                         f"{_f(row.get('curvature_share'))} of |real|"
                     )
-            for k in (3, 4):
+            for k in WINDOW_SIZES:
                 w = s.get(f"windows_{k}")
                 if w:
                     lines.append(

@@ -20,6 +20,7 @@ import numpy as np
 
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
+from perturbative.pipeline.config import WINDOW_SIZES
 from perturbative.pipeline.results import (
     RERUN,
     load_results,
@@ -303,6 +304,6 @@ def order_check_windows(check: dict) -> list[dict]:
         {"step": entry["step"], "scale": scale["scale"], "k": k, **scale["summary"][f"windows_{k}"]}
         for entry in check["checkpoints"]
         for scale in entry["scales"]
-        for k in (3, 4)
+        for k in WINDOW_SIZES
         if f"windows_{k}" in scale["summary"]
     ]
