@@ -358,6 +358,17 @@ def test_exchange_prediction_residual_shrinks_like_lr_cubed_for_sgd():
     assert all(6.0 < r < 10.0 for r in ratios), (residuals, ratios)
 
 
+def adam_with_state(model, batch):
+    """Adam after three train-mode steps on fresh batches of 5 (moments, step count)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.8, 0.999))
+    for _ in range(3):
+        optimizer.zero_grad()
+        c = batch(5)
+        bce_loss(model(c[0]), c[1]).backward()
+        optimizer.step()
+    return optimizer
+
+
 def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
     """Two examples change places between minibatches that keep their own batch statistics,
     trained with Adam from a real state: the relative error of the prediction falls with lr,
@@ -365,12 +376,7 @@ def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
     model, batch = train_mode_batchnorm_net()
     a, b, held_out = batch(5), batch(5), batch(8)
     observable = Observable.mean_loss(bce_loss, held_out)
-    optimizer = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.8, 0.999))
-    for _ in range(3):
-        optimizer.zero_grad()
-        c = batch(5)
-        bce_loss(model(c[0]), c[1]).backward()
-        optimizer.step()
+    optimizer = adam_with_state(model, batch)
     relative = {False: [], True: []}
     for lr in (4e-3, 2e-3, 1e-3):
         real = _real_exchange(model, bce_loss, optimizer, a, b, 2, 3, observable, lr)
@@ -445,12 +451,7 @@ def test_later_differences_with_adam_and_batch_statistics_follow_real_training()
     a, b, held_out = batch(5), batch(5), batch(8)
     later = [batch(5) for _ in range(8)]
     observable = Observable.mean_loss(bce_loss, held_out)
-    optimizer = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.8, 0.999))
-    for _ in range(3):
-        optimizer.zero_grad()
-        c = batch(5)
-        bce_loss(model(c[0]), c[1]).backward()
-        optimizer.step()
+    optimizer = adam_with_state(model, batch)
     args, horizons = (model, bce_loss, optimizer), (0, 2, 8)
     errors = []
     for lr in (4e-3, 1e-3):
