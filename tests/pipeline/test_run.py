@@ -111,6 +111,27 @@ def test_results_are_tied_to_their_checkpoints(tmp_path):
     assert producing_run_metrics(run_b / "copied", meta) is None
 
 
+def test_sweeping_some_steps_keeps_the_steps_swept_before(tmp_path):
+    """``--only-steps`` into a folder that holds other steps of the same run adds to them; the
+    steps not asked for are still checked against their checkpoints (another run is refused)."""
+    run = train(TrainConfig.demo(**{**vars(_tiny(tmp_path / "r")), "steps": 4}), progress=False)
+    first = SweepOptions(**{**vars(TINY_SWEEP), "only_steps": (0, 2)})
+    out = sweep_training_run(run, first)
+    before = {s: (out / f"step_{s:06d}.safetensors").read_bytes() for s in (0, 2)}
+    meta, _ = load_results(
+        sweep_training_run(run, SweepOptions(**{**vars(first), "only_steps": (4,)}))
+    )
+    assert meta["steps"] == [0, 2, 4] and sorted(meta["sources"]) == ["0", "2", "4"]
+    assert all((out / f"step_{s:06d}.safetensors").read_bytes() == before[s] for s in (0, 2))
+    other = train(
+        TrainConfig.demo(**{**vars(_tiny(tmp_path / "o", seed=3)), "steps": 4}), progress=False
+    )
+    into = SweepOptions(**{**vars(first), "only_steps": (4,), "out_dir": str(out)})
+    with pytest.raises(FileExistsError, match="other checkpoints"):
+        sweep_training_run(other, into)
+    assert load_results(out)[0]["steps"] == [0, 2, 4]
+
+
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
     run = train(_tiny(tmp_path / "r"), progress=False)
     lock = run / "brackets" / ".lock"

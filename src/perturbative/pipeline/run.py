@@ -46,6 +46,9 @@ def sweep_training_run(
         raise FileNotFoundError(
             f"no checkpoints in {run_dir / 'checkpoints'}: run `perturbative train` first"
         )
+    # every checkpoint's identity, also of steps not swept now, so that results swept from
+    # them earlier are checked, and kept, rather than taken for stale
+    sources = {s: file_sha256(p) for s, p in checkpoints}
     if options.only_steps is not None:
         available = [s for s, _ in checkpoints]
         missing = sorted(set(options.only_steps) - set(available))
@@ -119,6 +122,6 @@ def sweep_training_run(
         out_dir,
         settings,
         preconditioner_at=adam_at if options.preconditioner == "adam" else None,
-        sources={s: file_sha256(p) for s, p in checkpoints},
+        sources=sources,
         replace_stale=inside,
     )

@@ -200,7 +200,9 @@ def bracket_sweep(
         settings: see :class:`SweepSettings`.
         preconditioner_at: ``(step, model) -> P`` for ``settings.preconditioner == "adam"``.
         sources: ``{step: identity}`` of the checkpoints (their content hashes); steps whose
-            recorded identity differs are stale.
+            recorded identity differs are stale. Give every checkpoint of the run, not only
+            those swept now: a step swept earlier is checked only where its identity is given
+            (and kept as recorded otherwise).
         replace_stale: recompute stale steps (the directory belongs to this run, retrained
             since); ``False`` refuses instead, so another run's results are never overwritten.
 
@@ -247,6 +249,9 @@ def bracket_sweep(
     with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
         fresh = _meta(data, settings, model, [], sources, examples)
         done = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
+        if done and rank == 0:  # the steps kept carry their recorded checkpoints into meta.json
+            recorded = read_meta(out_dir).get("sources", {})
+            sources = {**{int(k): v for k, v in recorded.items() if int(k) in done}, **sources}
         if data.thumbnails is not None and rank == 0:
             write_thumbnails(out_dir, data.thumbnails)
         model.eval()
@@ -306,7 +311,9 @@ def _steps_already_done(
         )
     done = finished_steps(out_dir, old)
     recorded = old.get("sources", {})
-    stale = [s for s in done if recorded.get(str(s)) != sources.get(s)]
+    # a step is checked against its checkpoint where that is given; one swept earlier whose
+    # checkpoint is not (not asked for now, or deleted since) is kept as it was recorded
+    stale = [s for s in done if s in sources and recorded.get(str(s)) != sources[s]]
     if stale and not replace_stale:
         raise FileExistsError(
             f"{out_dir} holds results of other checkpoints (steps {stale[:5]}: the recorded "
