@@ -104,13 +104,19 @@ def sweep(results: Path, pair: list[str]):
 
 def full_split(pooled, full: Path) -> None:
     data = load_report_data(full)
-    times = written(full, "step_*.safetensors")
+    # a sweep writes the thumbnails, then one step file per checkpoint; a sweep that adds steps
+    # later writes the thumbnails again, so only the latest sweep's start is known, and the
+    # first step of an earlier one has no start to time it from
+    steps = written(full, "step_*.safetensors")
     start = (full / "thumbnails.safetensors").stat().st_mtime
-    spans = np.diff([start, *times])
+    spans = [b - a for a, b in zip(steps, steps[1:], strict=False) if not a < start < b]
+    spans += [t - start for t in steps if t > start][:1]
+    spans = np.array(spans)
     print(
         f"  whole training split ranked ({full}): {data.meta['ranking_examples']} examples at "
         f"steps {[int(s) for s in data.steps]}, {minutes(spans.mean())} per checkpoint on "
-        f"average (brackets and shifts included; longest {minutes(spans.max())})"
+        f"average over the {len(spans)} checkpoints whose start is known (brackets and shifts "
+        f"included; longest {minutes(spans.max())})"
     )
     for s, step in enumerate(data.steps):
         if step not in pooled.steps:

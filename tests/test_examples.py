@@ -54,6 +54,9 @@ def test_reference_summary_prints_every_readme_figure(tmp_path):
     full = run / "brackets-full"
     args = ["--only-steps", "0,4", "--ranking-examples", "100000", "--out", str(full)]
     assert main(["brackets", str(run), *TINY_SWEEP, *args]) == 0
+    # a later sweep adds a step to the same folder: the earlier steps stay
+    args[1] = "2"
+    assert main(["brackets", str(run), *TINY_SWEEP, *args]) == 0
     out = run_example(
         "reference_summary.py", str(run), "--full-split", str(full), "--pair", "digit_0", "digit_1"
     )
@@ -66,6 +69,8 @@ def test_reference_summary_prints_every_readme_figure(tmp_path):
         "digit_0 / digit_1: output-shift correlation",
         "| rank |",
         "whole training split ranked",
+        "at steps [0, 2, 4]",
+        "over the 2 checkpoints whose start is known",
         "step 4: |S| max",
     ):
         assert expected in out, (expected, out)
