@@ -83,19 +83,38 @@ def hvp(
         For ``L_x(w) = 1/2 (w . x - y)^2`` the Hessian is ``x x^T``, so ``hvp`` returns
         ``x (x . u)``.
     """
+    return gradient_and_hvp(
+        model, loss_fn, params, data, vector, engine=engine, batch_context=batch_context
+    )[1]
+
+
+def gradient_and_hvp(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    data: tuple[Tensor, ...],
+    vector: Params,
+    *,
+    engine: str = "auto",
+    batch_context: Tensor | None = None,
+) -> tuple[Params, Params]:
+    """``(g_A, H_A u)``: the minibatch gradient (as :func:`mean_gradient` gives it) and
+    :func:`hvp`, from one pass (an HVP computes the gradient on its way). Arguments as
+    :func:`hvp`."""
     params, data, loss = _checked_batch_loss(model, loss_fn, params, data, vector, batch_context)
     forward, double_backward = hessian_vector_product(loss, params)
-    out = run_engine(
+    g, h = run_engine(
         engine,
         params,
-        forward=lambda: forward(vector, *data)[1],
-        double_backward=lambda: double_backward(vector, *data)[1],
+        forward=lambda: forward(vector, *data),
+        double_backward=lambda: double_backward(vector, *data),
         batch_context=batch_context,
         batch_statistics=bool(checks.train_mode_batchnorm(model)),
     )
-    out = {k: v.detach() for k, v in out.items()}
-    checks.check_finite(out, "a Hessian-vector product")
-    return out
+    g, h = ({k: v.detach() for k, v in d.items()} for d in (g, h))
+    checks.check_finite(g, "the minibatch gradient")
+    checks.check_finite(h, "a Hessian-vector product")
+    return g, h
 
 
 def _checked_batch_loss(model, loss_fn, params, data, vector, batch_context=None):

@@ -63,7 +63,12 @@ from perturbative._core.engines import (
     run_engine,
 )
 from perturbative.brackets._gradients import mean_gradient
-from perturbative.brackets._hvp import hessian_vector_product, hvp, third_derivative
+from perturbative.brackets._hvp import (
+    gradient_and_hvp,
+    hessian_vector_product,
+    hvp,
+    third_derivative,
+)
 from perturbative.brackets._norms import vector_norm
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
 from perturbative.brackets._swap import trained_names
@@ -195,11 +200,11 @@ class _Window:
     observable: Observable
     engine: str
     third_order: bool
-    # H_i d and D^3 L_i[d, d] after one step on batch j, by (j, i): the same for both
-    # expansions, and for every order that starts with j (a window with another optimizer
-    # needs its own)
-    first_products: dict[tuple[int, int], Params] = dataclasses.field(default_factory=dict)
-    first_thirds: dict[tuple[int, int], Params] = dataclasses.field(default_factory=dict)
+    # what depends on the optimizer, computed once (a window with another optimizer needs its
+    # own): ("hvp" | "third", j, i) H_i d and D^3 L_i[d, d] after one step on batch j, the same
+    # for both expansions and every order that starts with j; ("end", order, third_order) the
+    # parameters, optimizer state and O after an order
+    cache: dict[tuple, Any] = dataclasses.field(default_factory=dict)
 
     def gradient_at(
         self, index: int, displacement: Params | None, third_order: bool, after: int | None = None
@@ -209,22 +214,20 @@ class _Window:
         g = self.gradients[index]
         if displacement is None:
             return g
-        batch = self.batches[index]
-        key = None if after is None else (after, index)
-        h = self.first_products.get(key) if key else None
-        if h is None:
-            h = hvp(self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine)
-            if key:
-                self.first_products[key] = h
+        args = (self.model, self.loss_fn, self.params, self.batches[index], displacement)
+
+        def derivative(kind: str, fn: Callable[..., Params]) -> Params:
+            if after is None:
+                return fn(*args, engine=self.engine)
+            key = (kind, after, index)
+            if key not in self.cache:
+                self.cache[key] = fn(*args, engine=self.engine)
+            return self.cache[key]
+
+        h = derivative("hvp", hvp)
         out = {k: g[k] + h[k] for k in g}
         if third_order:
-            t = self.first_thirds.get(key) if key else None
-            if t is None:
-                t = third_derivative(
-                    self.model, self.loss_fn, self.params, batch, displacement, engine=self.engine
-                )
-                if key:
-                    self.first_thirds[key] = t
+            t = derivative("third", third_derivative)
             out = {k: out[k] + 0.5 * t[k] for k in out}
         return out
 
@@ -241,16 +244,22 @@ class _Window:
             current, state = self.optimizer.step(current, gradient, state)
             yield current, state
 
-    def predicted_endpoint(self, order: Sequence[int], third_order: bool) -> Params:
-        """Parameters after the optimizer's steps on ``order`` with expanded gradients."""
-        *_, (last, _) = self.predicted_path(order, third_order)
-        return last
+    def predicted_end(
+        self, order: Sequence[int], third_order: bool | None = None
+    ) -> tuple[Params, dict[str, dict], float]:
+        """Parameters, optimizer state and ``O`` after the optimizer's steps on ``order`` with
+        expanded gradients (the window's expansion unless ``third_order`` is given)."""
+        third_order = self.third_order if third_order is None else third_order
+        key = ("end", tuple(order), third_order)
+        if key not in self.cache:
+            *_, (params, state) = self.predicted_path(order, third_order)
+            value = self.observable.value(self.model, {**self.theta, **params})
+            self.cache[key] = (params, state, value)
+        return self.cache[key]
 
     def predicted_value(self, order: Sequence[int], third_order: bool | None = None) -> float:
         """``O`` after ``order``, with the window's expansion unless ``third_order`` is given."""
-        third_order = self.third_order if third_order is None else third_order
-        endpoint = self.predicted_endpoint(order, third_order)
-        return self.observable.value(self.model, {**self.theta, **endpoint})
+        return self.predicted_end(order, third_order)[2]
 
     def frozen_value(self, order: Sequence[int]) -> float:
         """``O`` after the optimizer's steps fed the gradients at ``theta`` (the state part)."""
@@ -294,11 +303,12 @@ def _later_differences(
     the two schedules' parameters and optimizer state (so that the expansion errors the two
     predicted schedules share cancel), and takes the optimizer's own steps too, each fed the
     gradient expanded to first order at the point the first run reached: ``g_b + H_b d`` with
-    ``d`` the distance between the two runs, one HVP per later step. Only the gradient is
-    expanded, in the small ``d`` (not in the distance travelled, as
+    ``d`` the distance between the two runs, one HVP (with the gradient) per later step. Only
+    the gradient is expanded, in the small ``d`` (not in the distance travelled, as
     :func:`predicted_values_along_steps` does); Adam's state, whose two copies differ by a
     finite amount after a swap, and its update, far from linear where the second moment is
-    small, are exact. Costs per later step a gradient and an HVP, per horizon two values of ``O``.
+    small, are exact. Costs per later step one pass for the gradient and its HVP, per horizon two
+    values of ``O``.
     """
     horizons = [int(h) for h in horizons]
     if not horizons or min(horizons) < 0 or max(horizons) > len(later):
@@ -307,11 +317,8 @@ def _later_differences(
         )
     later = checks.check_batches(window.model, later) if later else []
     model, optimizer, theta = window.model, window.optimizer, window.theta
-    ends = [list(window.predicted_path(order, window.third_order))[-1] for order in (one, other)]
-    values = {
-        0: window.observable.value(model, {**theta, **ends[0][0]})
-        - window.observable.value(model, {**theta, **ends[1][0]})
-    }
+    ends = [window.predicted_end(order) for order in (one, other)]
+    values = {0: ends[0][2] - ends[1][2]}
     current, state = theta, optimizer.state
     for position, index in enumerate(one):  # the run's own steps on `one`
         gradient = window.gradients[index] if position == 0 else None
@@ -328,10 +335,10 @@ def _later_differences(
     }
     wanted = set(horizons)
     for h, batch in enumerate(later[: max(horizons)], start=1):
-        leaf = _leaf(current)
-        gradient = mean_gradient(model, window.loss_fn, leaf, batch)
         distance = {k: shifted[k] - current[k] for k in current}
-        curvature = hvp(model, window.loss_fn, leaf, batch, distance, engine=window.engine)
+        gradient, curvature = gradient_and_hvp(
+            model, window.loss_fn, _leaf(current), batch, distance, engine=window.engine
+        )
         expanded = {k: gradient[k] + curvature[k] for k in gradient}
         current, state = optimizer.step(current, gradient, state)
         shifted, shifted_state = optimizer.step(shifted, expanded, shifted_state)
@@ -542,9 +549,7 @@ def predict_exchange(
         return w.predicted_value((0, 1), third) - w.predicted_value((2, 3), third)
 
     step = float(next(iter(window.optimizer.hyper.values()))["lr"])
-    sgd = dataclasses.replace(
-        window, optimizer=plain_sgd(list(window.theta), step), first_products={}, first_thirds={}
-    )
+    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step), cache={})
     predicted = difference(window)
     return SwapPrediction(
         predicted=predicted,

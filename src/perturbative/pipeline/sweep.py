@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,8 @@ from perturbative.pipeline.results import (
     write_step,
     write_thumbnails,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -248,10 +251,10 @@ def bracket_sweep(
     # checks what is there, and writes meta.json; each step file is written by one rank only.
     with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
         fresh = _meta(data, settings, model, [], sources, examples)
-        done = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
-        if done and rank == 0:  # the steps kept carry their recorded checkpoints into meta.json
-            recorded = read_meta(out_dir).get("sources", {})
-            sources = {**{int(k): v for k, v in recorded.items() if int(k) in done}, **sources}
+        kept = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
+        done = list(kept)
+        # the steps kept carry their recorded checkpoints into meta.json
+        sources = {**{s: v for s, v in kept.items() if v is not None}, **sources}
         if data.thumbnails is not None and rank == 0:
             write_thumbnails(out_dir, data.thumbnails)
         model.eval()
@@ -273,7 +276,7 @@ def bracket_sweep(
     return out_dir
 
 
-def _agreed(check: Callable[[], list[int]]) -> list[int]:
+def _agreed(check: Callable[[], T]) -> T:
     """``check()`` run on rank 0 and its answer, or its error, given to every rank."""
     rank, world = rank_and_world()
     answer: list[int] | BaseException | None = None
@@ -286,21 +289,21 @@ def _agreed(check: Callable[[], list[int]]) -> list[int]:
         answer = broadcast_object(answer)
     if isinstance(answer, BaseException):
         raise answer
-    return list(answer)
+    return answer
 
 
 def _steps_already_done(
     out_dir: Path, fresh: dict, sources: Mapping[int, str], replace_stale: bool
-) -> list[int]:
+) -> dict[int, str | None]:
     """Steps a previous sweep of the same settings, data and checkpoints finished in
-    ``out_dir`` (to skip them).
+    ``out_dir`` (to skip them), with the checkpoint identity recorded for each.
 
     Raises:
         FileExistsError: ``out_dir`` holds a sweep of other settings or data, or of other
             checkpoints while ``replace_stale`` is false.
     """
     if not (out_dir / META).exists():
-        return []
+        return {}
     old = read_meta(out_dir)
     keys = ("settings", "attribute_names", "param_names", "data_sha256")
     differ = [k for k in keys if old.get(k) != fresh[k]]
@@ -322,7 +325,7 @@ def _steps_already_done(
         )
     if stale:
         print(f"{out_dir}: {len(stale)} step(s) came from earlier checkpoints; recomputing them")
-    return [s for s in done if s not in stale]
+    return {s: recorded.get(str(s)) for s in done if s not in stale}
 
 
 def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
