@@ -11,6 +11,7 @@ from perturbative.pipeline.order_check import (
     choose_checkpoints,
     order_check,
     sign_accuracy,
+    summarize,
     summary_lines,
 )
 from perturbative.pipeline.train import train
@@ -67,6 +68,12 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
         and "second_order_best_picked" in (full["summary"]["windows_3"])
     )
     assert any("2nd-order" in line for line in summary_lines(result))
+    h0 = full["summary"]["all"][0]
+    assert (
+        0 <= h0["settled_pairs"] <= h0["pairs"]
+        and full["summary"]["all"][1]["settled_pairs"] is None
+    )
+    assert any("settled (3rd-order term < |pred|)" in line for line in summary_lines(result))
     # followed pairs are predicted at every horizon, the swap's own prediction at h = 0
     followed = [p for p in full["pairs"] if len(p["horizons"]) == 2]
     assert all(p["predicted_horizons"][0] == p["predicted"] for p in followed)
@@ -96,6 +103,34 @@ def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_p
     later = scale["summary"]["all"][1]
     assert later["predicted_pairs"] == 0 and later["accuracy"] is None
     assert later["baselines"]["h0_prediction"] is not None
+    # with no third-order term there is no error estimate, so no pair is called settled
+    assert scale["summary"]["all"][0]["settled_pairs"] is None
+    assert not any("settled" in line for line in summary_lines(result))
+
+
+def test_settled_pairs_are_those_whose_third_order_term_is_smaller_than_the_prediction():
+    def pair(predicted, second_order, real):
+        return {
+            "kind": "batch",
+            "predicted": predicted,
+            "second_order": second_order,
+            "sgd_bracket": 0.0,
+            "state_part": 0.0,
+            "gradient_norms": [1.0, 1.0],
+            "horizons": [0],
+            "real": [real],
+        }
+
+    records = [
+        pair(1.0, 0.8, 2.0),  # term 0.2 < 1: settled, right
+        pair(-1.0, -1.5, 1.0),  # term 0.5 < 1: settled, wrong
+        pair(0.5, -1.0, 1.0),  # term 1.5 > 0.5: not settled, right
+        pair(0.1, 0.5, -1.0),  # term 0.4 > 0.1: not settled, wrong
+        pair(2.0, 1.0, 3.0),  # term 1 < 2: settled, right
+    ]
+    (row,) = summarize(records, (0,), None, [], seed=0)["batch"]
+    assert row["accuracy"] == 3 / 5
+    assert row["settled_pairs"] == 3 and row["accuracy_settled"] == 2 / 3
 
 
 def test_statistics_and_checkpoint_choice(run_dir):

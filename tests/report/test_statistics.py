@@ -1,5 +1,10 @@
 """The HTML report: self-contained, escaped, and its numbers equal direct numpy computations."""
 
+import json
+import runpy
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cases import EVIL_NAMES as EVIL
@@ -9,6 +14,7 @@ from perturbative.report.statistics import (
     attribute_comovement,
     bracket_gradient_correlation,
     layer_rms_table,
+    pooled_order_checks,
     top_attribute_pairs,
 )
 
@@ -75,3 +81,58 @@ def test_layer_rms_table_is_rms_over_pairs(synthetic):
 def test_constant_norms_have_no_correlation():
     flat = bracket_gradient_correlation(np.ones((2, 3)), np.ones((2, 3)), np.array([[0, 1]] * 3))
     assert np.isnan(flat.pearson) and flat.count == 6
+
+
+def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, capsys):
+    def pair(kind, predicted, second_order, real):
+        return {"kind": kind, "predicted": predicted, "second_order": second_order,
+                "horizons": [0, 5], "real": [real, 9.0]}  # fmt: skip
+
+    def check(expansion, pairs, windows, run="r", lr_scale_pairs=()):
+        scales = [
+            {"scale": 1.0, "horizons": [0, 5], "floor": {"float32": [0.5, 0.5]},
+             "pairs": pairs, "windows": windows},
+            {"scale": 0.1, "horizons": [0], "floor": None, "pairs": list(lr_scale_pairs),
+             "windows": []},
+        ]  # fmt: skip
+        return {"run": run, "options": {"expansion": expansion},
+                "checkpoints": [{"step": 10, "scales": scales}]}  # fmt: skip
+
+    window = {"k": 3, "best_is_real_best": True, "gap_share": 0.5, "real": [1.0, 2.0]}
+    first = check(
+        3,
+        [pair("batch", 1.0, 0.9, 2.0), pair("batch", -1.0, 0.5, 1.0), pair("exchange", 1, 1, 0.1)],
+        [window],
+        lr_scale_pairs=[pair("batch", 1.0, 1.0, -1.0)],  # another lr: not pooled
+    )
+    again = check(3, [pair("batch", 1.0, 0.9, 2.0), pair("batch", 2.0, 1.9, -3.0)], [window])
+    second_order = check(2, [pair("batch", 1.0, 1.0, -1.0)], [])
+    other_run = check(3, [pair("batch", 1.0, 0.9, 2.0)], [], run="s")
+    pooled = pooled_order_checks([first, again, second_order, other_run])
+    r = pooled["r"]
+    assert (r["checks"], r["skipped"], r["duplicates"], r["steps"]) == (2, 1, 2, [10])
+    batch = r["kinds"]["batch"]  # 2.0 (right, settled), 1.0 (wrong), -3.0 (wrong, settled)
+    assert (batch["pairs"], batch["right"], batch["settled"]) == (3, 1, 2)
+    assert batch["accuracy_settled"] == 0.5 and batch["above_floor"] == 3
+    assert batch["standard_error"] == pytest.approx((1 / 3 * 2 / 3 / 3) ** 0.5)
+    exchange = r["kinds"]["exchange"]  # below the floor 0.5; third-order term 0: settled
+    assert exchange["above_floor"] == 0 and exchange["settled"] == 1
+    assert r["windows"] == {3: {"windows": 1, "picked": 1, "gap_share": 0.5}}
+    assert pooled["s"]["kinds"]["batch"]["pairs"] == 1
+
+    folders = []
+    for n, result in enumerate((first, again)):
+        folders.append(tmp_path / f"check{n}")
+        folders[-1].mkdir()
+        (folders[-1] / "order_check.json").write_text(json.dumps(result))
+    script = str(Path(__file__).parents[2] / "benchmarks" / "order_targets.py")
+    argv, sys.argv = sys.argv, [script, *map(str, folders)]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        assert done.code == 0
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "minibatch pairs            1 of 3 = 0.333 +- 0.272 (target 0.98: not met)" in out
+    assert "best of 3! picked           1 of 1 = 1.000 (target 0.9: met)" in out

@@ -143,7 +143,9 @@ class SwapPrediction:
         predicted: with the optimizer's exact steps and the gradient expanded to second order
             (third with ``third_order``) at ``theta`` (module docstring).
         second_order: the same with the gradient expanded to second order only (equal to
-            ``predicted`` unless ``third_order``): what the third-order term adds.
+            ``predicted`` unless ``third_order``): what the third-order term adds. Where that
+            term is smaller than ``predicted`` the expansion's own error estimate leaves the
+            sign safe (``order-check`` calls such pairs settled).
         sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, whatever the optimizer (a
             baseline: what ignoring the optimizer predicts).
         state_part: the part from the optimizer's state alone (both orders fed the gradients at

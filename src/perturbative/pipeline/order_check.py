@@ -17,7 +17,8 @@ examples do in the run):
    batches for ``h`` further identical steps, and measure the real difference of ``O`` at each
    horizon ``h``;
 3. compare: sign accuracy (over all pairs, and over pairs above the float32 rounding floor,
-   measured by repeating pairs in float32), Spearman correlation and calibration slope
+   measured by repeating pairs in float32, and at third order over the settled pairs, whose
+   third-order term is smaller than the prediction), Spearman correlation and calibration slope
    ``sum(p r) / sum(p^2)`` (1 when predictions are right on average), and the same for
    baselines: a fair coin, the descending-gradient-norm heuristic (the larger gradient first is
    taken to lower ``O``), and the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` ignoring Adam.
@@ -421,6 +422,11 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
         norms = np.array([r["gradient_norms"] for r in chosen])
         heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
         random_all = coin.choice([-1.0, 1.0], size=len(chosen))
+        # the expansion's own error estimate: a pair is settled where the third-order term is
+        # smaller than the whole prediction (none is, with --expansion 2: the term is zero)
+        third_term = np.abs(predicted_all - second_all)
+        estimated = bool(np.any(third_term > 0))
+        settled_all = third_term < np.abs(predicted_all)
         per_h = []
         for n, h in enumerate(horizons):
             has = np.array([h in r["horizons"] for r in chosen])
@@ -441,6 +447,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
             predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
             made = np.isfinite(predicted)
             p, r, ab = predicted[made], real[made], above[made]
+            settled = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
             size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
             per_h.append(
                 {
@@ -459,6 +466,8 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                     "above_floor": int(above.sum()),
                     "accuracy": sign_accuracy(p, r),
                     "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
+                    "settled_pairs": int(settled.sum()) if h == 0 and estimated else None,
+                    "accuracy_settled": sign_accuracy(predicted[settled], real[settled]),
                     "spearman": spearman(p, r) if len(p) > 1 else math.nan,
                     "calibration_slope": calibration_slope(p, r),
                     "baselines": {
@@ -561,6 +570,12 @@ def summary_lines(result: dict) -> list[str]:
                             else f"h=0 prediction {_f(b.get('h0_prediction'))}"
                         )
                     )
+                    if row.get("settled_pairs") is not None:
+                        lines.append(
+                            f"  {'':8s}        settled (3rd-order term < |pred|): "
+                            f"{row['settled_pairs']} of {row['pairs']}, sign acc "
+                            f"{_f(row['accuracy_settled'])}"
+                        )
                     lines.append(
                         f"  {'':8s}        median |pred - real| / |real| "
                         f"{_f(row.get('relative_error'))} (2nd order "

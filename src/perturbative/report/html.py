@@ -67,7 +67,12 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         f"<tr><td>{r['step']}</td><td>x{r['scale']:g}</td><td>{r['kind']}</td>"
         f"<td>{r['horizon']}</td><td>{r['pairs']}</td><td>{_num(r['accuracy'])}</td>"
         f"<td>{_num(r['accuracy_above_floor'])} ({r['above_floor']})</td>"
-        f"<td>{_num(r['spearman'])}</td><td>{_num(r['calibration_slope'])}</td>"
+        + (
+            f"<td>{_num(r['accuracy_settled'])} ({r['settled_pairs']})</td>"
+            if r.get("settled_pairs") is not None
+            else "<td></td>"
+        )
+        + f"<td>{_num(r['spearman'])}</td><td>{_num(r['calibration_slope'])}</td>"
         f"<td>{_num(r['baselines']['random'])}</td><td>{_num(r['baselines']['gradient_norm'])}</td>"
         f"<td>{_num(r['baselines']['sgd_bracket'])}</td>"
         f"<td>{_num(r['baselines'].get('second_order'))}</td></tr>"
@@ -85,18 +90,23 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         '<p class="hint">At checkpoints of this run, with the model and its optimizer state '
         "restored: O(x then y) - O(y then x) predicted (the optimizer's own steps, gradients "
         "expanded to third order at the checkpoint, or second with --expansion 2) against "
-        "really training both orders and h further identical steps (predicted by following both "
-        "schedules through those steps, still expanded at the checkpoint). Pairs are two "
+        "really training both orders and h further identical steps (predicted by really "
+        "following the first order's run and starting the other from it minus the predicted "
+        "difference of parameters and optimizer state, each of its steps fed the gradient "
+        "expanded at the first run's point). Pairs are two "
         "examples, two minibatches, or two examples exchanged between consecutive minibatches. "
         "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
-        "over pairs whose real difference is above the float32 rounding floor; calibration "
+        "over pairs whose real difference is above the float32 rounding floor; settled: pairs "
+        "whose third-order term is smaller than the prediction (the expansion's own error "
+        "estimate says its sign is safe); calibration "
         "slope 1 means right on average. Baselines: a fair coin, larger gradient first, and the "
         "plain-SGD bracket lr^2 u . [v_x, v_y] that ignores the optimizer; beside them the "
         "prediction with the gradients expanded to second order only.</p>"
         f'<div class="plots">{images}</div>'
         '<table class="data"><thead><tr><th>step</th><th>lr</th><th>pairs of</th><th>h</th>'
-        "<th>n</th><th>sign accuracy</th><th>above floor (n)</th><th>Spearman</th>"
+        "<th>n</th><th>sign accuracy</th><th>above floor (n)</th><th>settled (n)</th>"
+        "<th>Spearman</th>"
         "<th>slope</th><th>coin</th><th>grad norm</th><th>SGD bracket</th>"
         "<th>2nd order</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"

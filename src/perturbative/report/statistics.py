@@ -307,3 +307,135 @@ def order_check_windows(check: dict) -> list[dict]:
         for k in WINDOW_SIZES
         if f"windows_{k}" in scale["summary"]
     ]
+
+
+KIND_NAMES = {
+    "batch": "minibatch pairs",
+    "exchange": "exchanges",
+    "example": "example pairs (eval mode)",
+}
+
+
+def pooled_order_checks(checks: list[dict]) -> dict[str, dict]:
+    """Sign accuracy at ``h = 0`` and best-of-``k!`` picks at the run's own lr, pooled per run
+    over several order checks (``order_check.json`` as dicts).
+
+    Two checks with the same seed draw the same pairs: a pair met twice (same run, step, kind
+    and real difference, bit for bit; a window likewise by its real values) counts once. Only
+    third-order checks are pooled; others (``--expansion 2``, or written before the option) are
+    counted as skipped.
+
+    Returns:
+        ``{run: {"checks", "skipped", "duplicates", "steps", "kinds", "windows"}}``: ``kinds``
+        maps each pair kind to ``pairs``, ``right``, ``accuracy``, ``standard_error``
+        (binomial), ``above_floor``, ``accuracy_above_floor`` (real difference above the check's
+        float32 floor), ``settled`` and ``accuracy_settled``; ``windows`` maps ``k`` to
+        ``windows``, ``picked`` and ``gap_share`` (mean).
+    """
+    seen: dict[str, dict] = {}
+    for check in checks:
+        run = seen.setdefault(
+            check["run"],
+            {
+                "checks": 0,
+                "skipped": 0,
+                "duplicates": 0,
+                "steps": set(),
+                "pairs": {},
+                "windows": {},
+            },
+        )
+        if check.get("options", {}).get("expansion") != 3:
+            run["skipped"] += 1
+            continue
+        run["checks"] += 1
+        for entry in check["checkpoints"]:
+            for scale in entry["scales"]:
+                if scale["scale"] != 1.0 or 0 not in scale["horizons"]:
+                    continue
+                run["steps"].add(entry["step"])
+                floor = (scale["floor"] or {}).get("float32") or [0.0]
+                floor = floor[scale["horizons"].index(0)]
+                for pair in scale["pairs"]:
+                    real = pair["real"][pair["horizons"].index(0)]
+                    key = (entry["step"], pair["kind"], real)
+                    run["duplicates"] += key in run["pairs"]
+                    run["pairs"][key] = (pair, real, abs(real) > floor)
+                for window in scale["windows"]:
+                    key = (entry["step"], window["k"], tuple(window["real"]))
+                    run["duplicates"] += key in run["windows"]
+                    run["windows"][key] = window
+    return {name: _pooled(run) for name, run in seen.items()}
+
+
+def _pooled(run: dict) -> dict:
+    kinds = {}
+    for kind in KIND_NAMES:
+        chosen = [(p, r, above) for (_, k, _), (p, r, above) in run["pairs"].items() if k == kind]
+        if not chosen:
+            continue
+        right = np.array([np.sign(p["predicted"]) == np.sign(r) for p, r, _ in chosen])
+        above = np.array([a for *_, a in chosen])
+        settled = np.array(
+            [abs(p["predicted"] - p["second_order"]) < abs(p["predicted"]) for p, *_ in chosen]
+        )
+        accuracy = float(right.mean())
+        kinds[kind] = {
+            "pairs": len(chosen),
+            "right": int(right.sum()),
+            "accuracy": accuracy,
+            "standard_error": math.sqrt(accuracy * (1 - accuracy) / len(chosen)),
+            "above_floor": int(above.sum()),
+            "accuracy_above_floor": float(right[above].mean()) if above.any() else math.nan,
+            "settled": int(settled.sum()),
+            "accuracy_settled": float(right[settled].mean()) if settled.any() else math.nan,
+        }
+    windows = {}
+    for k in WINDOW_SIZES:
+        chosen = [w for (_, size, _), w in run["windows"].items() if size == k]
+        if chosen:
+            windows[k] = {
+                "windows": len(chosen),
+                "picked": sum(bool(w["best_is_real_best"]) for w in chosen),
+                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+            }
+    return {
+        "checks": run["checks"],
+        "skipped": run["skipped"],
+        "duplicates": run["duplicates"],
+        "steps": sorted(run["steps"]),
+        "kinds": kinds,
+        "windows": windows,
+    }
+
+
+def pooled_lines(pooled: dict[str, dict], sign_target: float, best_target: float) -> list[str]:
+    """:func:`pooled_order_checks` as printable lines, each figure beside its target."""
+    lines = []
+    for name, run in pooled.items():
+        lines.append(
+            f"{name}: {run['checks']} third-order checks at steps "
+            f"{', '.join(map(str, run['steps'])) or 'none'}; {run['duplicates']} pairs or "
+            f"windows met twice, counted once; {run['skipped']} other checks skipped"
+        )
+        for kind, c in run["kinds"].items():
+            lines.append(
+                f"  {KIND_NAMES[kind]:26s} {c['right']} of {c['pairs']} = {c['accuracy']:.3f} "
+                f"+- {c['standard_error']:.3f} (target {sign_target:g}: "
+                f"{'met' if c['accuracy'] >= sign_target else 'not met'}); above the float32 "
+                f"floor {c['accuracy_above_floor']:.3f} ({c['above_floor']}); settled "
+                f"{c['accuracy_settled']:.3f} ({c['settled']})"
+            )
+        for k, w in run["windows"].items():
+            met = (
+                ""
+                if k != 3
+                else f" (target {best_target:g}: "
+                + ("met)" if w["picked"] >= best_target * w["windows"] else "not met)")
+            )
+            lines.append(
+                f"  best of {k}! picked           {w['picked']} of {w['windows']} = "
+                f"{w['picked'] / w['windows']:.3f}{met}; share of the real best-to-worst gap "
+                f"{w['gap_share']:.3f}"
+            )
+    return lines
