@@ -8,8 +8,8 @@ sweep writes its thumbnails before its first checkpoint); held-out accuracy; the
 bracket norms with gradient-norm products; the Black_Hair / Brown_Hair output-shift correlation
 and its rank among all attribute pairs at every checkpoint; and, with ``--full-split`` (a second
 sweep ranking the whole training split at a few checkpoints, ``perturbative brackets RUN
---only-steps ... --ranking-examples 100000 --out DIR``), how long each full ranking took and how
-well the default pool's ranking agrees with it.
+--only-steps ... --ranking-examples 100000 --out DIR``), how long each full ranking took (as the
+sweep recorded it) and how well the default pool's ranking agrees with it.
 """
 
 from __future__ import annotations
@@ -104,19 +104,21 @@ def sweep(results: Path, pair: list[str]):
 
 def full_split(pooled, full: Path) -> None:
     data = load_report_data(full)
-    # a sweep writes the thumbnails, then one step file per checkpoint; a sweep that adds steps
-    # later writes the thumbnails again, so only the latest sweep's start is known, and the
-    # first step of an earlier one has no start to time it from
-    steps = written(full, "step_*.safetensors")
-    start = (full / "thumbnails.safetensors").stat().st_mtime
-    spans = [b - a for a, b in zip(steps, steps[1:], strict=False) if not a < start < b]
-    spans += [t - start for t in steps if t > start][:1]
-    spans = np.array(spans)
+    # the sweep records each step's wall time (steps swept by older versions have none)
+    timed = {int(s): t for s, t in data.meta.get("seconds", {}).items()}
+    took = (
+        f"{minutes(np.mean(list(timed.values())))} per checkpoint on average over the "
+        f"{len(timed)} checkpoints whose time the sweep recorded (brackets and shifts included; "
+        f"longest {minutes(max(timed.values()))}, at step {max(timed, key=timed.get)})"
+        if timed
+        else "no step times recorded"
+    )
+    peaks = [g for g in data.meta.get("peak_memory_gib", {}).values() if g is not None]
+    if peaks:
+        took += f"; peak resident memory {max(peaks):.1f} GiB over {len(peaks)} checkpoints"
     print(
         f"  whole training split ranked ({full}): {data.meta['ranking_examples']} examples at "
-        f"steps {[int(s) for s in data.steps]}, {minutes(spans.mean())} per checkpoint on "
-        f"average over the {len(spans)} checkpoints whose start is known (brackets and shifts "
-        f"included; longest {minutes(spans.max())})"
+        f"{len(data.steps)} checkpoints, steps {[int(s) for s in data.steps]}; {took}"
     )
     for s, step in enumerate(data.steps):
         if step not in pooled.steps:

@@ -69,8 +69,9 @@ def test_reference_summary_prints_every_readme_figure(tmp_path):
         "digit_0 / digit_1: output-shift correlation",
         "| rank |",
         "whole training split ranked",
-        "at steps [0, 2, 4]",
-        "over the 2 checkpoints whose start is known",
+        "at 3 checkpoints, steps [0, 2, 4]",
+        "over the 3 checkpoints whose time the sweep recorded",
+        "GiB over 3 checkpoints",
         "step 4: |S| max",
     ):
         assert expected in out, (expected, out)

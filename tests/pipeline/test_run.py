@@ -118,10 +118,16 @@ def test_sweeping_some_steps_keeps_the_steps_swept_before(tmp_path):
     first = SweepOptions(**{**vars(TINY_SWEEP), "only_steps": (0, 2)})
     out = sweep_training_run(run, first)
     before = {s: (out / f"step_{s:06d}.safetensors").read_bytes() for s in (0, 2)}
+    timed = load_results(out)[0]["seconds"]
     meta, _ = load_results(
         sweep_training_run(run, SweepOptions(**{**vars(first), "only_steps": (4,)}))
     )
     assert meta["steps"] == [0, 2, 4] and sorted(meta["sources"]) == ["0", "2", "4"]
+    # each step's time is recorded when it is swept and kept when later steps are added
+    assert sorted(timed) == ["0", "2"] and all(t > 0 for t in timed.values())
+    assert meta["seconds"] == {**timed, "4": meta["seconds"]["4"]} and meta["seconds"]["4"] > 0
+    assert sorted(meta["peak_memory_gib"]) == ["0", "2", "4"]
+    assert all(0 < gib < 64 for gib in meta["peak_memory_gib"].values())
     assert all((out / f"step_{s:06d}.safetensors").read_bytes() == before[s] for s in (0, 2))
     other = train(
         TrainConfig.demo(**{**vars(_tiny(tmp_path / "o", seed=3)), "steps": 4}), progress=False

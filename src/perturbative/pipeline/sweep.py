@@ -13,6 +13,8 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +57,11 @@ from perturbative.pipeline.results import (
 )
 
 T = TypeVar("T")
+
+# what a sweep measures of each step it computes, recorded in meta.json beside its source:
+# wall-clock seconds (loading, brackets, shifts, ranking, writing) and the sweeping process's
+# peak resident memory so far, in GiB
+MEASURED = ("seconds", "peak_memory_gib")
 
 
 @dataclass
@@ -150,6 +157,7 @@ def _meta(
     steps: list[int],
     sources: Mapping[int, str],
     data_sha256: str,
+    measured: Mapping[str, Mapping[int, float]],
 ) -> dict:
     named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
     b = settings.bracket_examples
@@ -170,6 +178,10 @@ def _meta(
         "settings": asdict(settings),
         "data_sha256": data_sha256,
         "sources": {str(s): sources[s] for s in sorted(steps) if s in sources},
+        **{
+            key: {str(s): values[s] for s in sorted(steps) if s in values}
+            for key, values in measured.items()
+        },
     }
 
 
@@ -250,10 +262,12 @@ def bracket_sweep(
     # Under torch.distributed the checkpoints are dealt out to the ranks; rank 0 holds the lock,
     # checks what is there, and writes meta.json; each step file is written by one rank only.
     with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
-        fresh = _meta(data, settings, model, [], sources, examples)
-        kept = _agreed(lambda: _steps_already_done(out_dir, fresh, sources, replace_stale))
+        fresh = _meta(data, settings, model, [], sources, examples, {})
+        kept, measured = _agreed(
+            lambda: _steps_already_done(out_dir, fresh, sources, replace_stale)
+        )
         done = list(kept)
-        # the steps kept carry their recorded checkpoints into meta.json
+        # the steps kept carry their recorded checkpoints and times into meta.json
         sources = {**{s: v for s, v in kept.items() if v is not None}, **sources}
         if data.thumbnails is not None and rank == 0:
             write_thumbnails(out_dir, data.thumbnails)
@@ -261,17 +275,26 @@ def bracket_sweep(
         todo = [(s, load) for s, load in checkpoints if s not in done][rank::world]
         bar = tqdm(todo, desc="brackets", unit="ckpt", disable=not progress or rank != 0)
         for step, load in bar:
+            started = time.perf_counter()
             model.load_state_dict(load())
             model.eval()
             precond = preconditioner_at(step, model) if preconditioner_at is not None else None
             write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
+            measured["seconds"][step] = round(time.perf_counter() - started, 3)
+            measured["peak_memory_gib"][step] = _peak_memory_gib()
             done.append(step)
             if world == 1:
-                write_meta(out_dir, _meta(data, settings, model, done, sources, examples))
+                write_meta(out_dir, _meta(data, settings, model, done, sources, examples, measured))
         if world > 1:
             finished = sorted({s for steps in all_gather_objects(done) for s in steps})
+            measured = {
+                key: {s: v for part in all_gather_objects(values) for s, v in part.items()}
+                for key, values in measured.items()
+            }
             if rank == 0:
-                write_meta(out_dir, _meta(data, settings, model, finished, sources, examples))
+                write_meta(
+                    out_dir, _meta(data, settings, model, finished, sources, examples, measured)
+                )
             barrier()
     return out_dir
 
@@ -294,16 +317,18 @@ def _agreed(check: Callable[[], T]) -> T:
 
 def _steps_already_done(
     out_dir: Path, fresh: dict, sources: Mapping[int, str], replace_stale: bool
-) -> dict[int, str | None]:
+) -> tuple[dict[int, str | None], dict[str, dict[int, float]]]:
     """Steps a previous sweep of the same settings, data and checkpoints finished in
-    ``out_dir`` (to skip them), with the checkpoint identity recorded for each.
+    ``out_dir`` (to skip them), with the checkpoint identity recorded for each, and what was
+    measured of each (``{key: {step: value}}`` for the keys of :data:`MEASURED`, where
+    recorded).
 
     Raises:
         FileExistsError: ``out_dir`` holds a sweep of other settings or data, or of other
             checkpoints while ``replace_stale`` is false.
     """
     if not (out_dir / META).exists():
-        return {}
+        return {}, {key: {} for key in MEASURED}
     old = read_meta(out_dir)
     keys = ("settings", "attribute_names", "param_names", "data_sha256")
     differ = [k for k in keys if old.get(k) != fresh[k]]
@@ -325,7 +350,22 @@ def _steps_already_done(
         )
     if stale:
         print(f"{out_dir}: {len(stale)} step(s) came from earlier checkpoints; recomputing them")
-    return {s: recorded.get(str(s)) for s in done if s not in stale}
+    kept = {s: recorded.get(str(s)) for s in done if s not in stale}
+    measured = {key: old.get(key, {}) for key in MEASURED}
+    return kept, {
+        key: {s: values[str(s)] for s in kept if values.get(str(s)) is not None}
+        for key, values in measured.items()
+    }
+
+
+def _peak_memory_gib() -> float | None:
+    """The process's peak resident memory so far, in GiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
 
 
 def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
