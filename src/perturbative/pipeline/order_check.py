@@ -424,9 +424,8 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
         random_all = coin.choice([-1.0, 1.0], size=len(chosen))
         # the expansion's own error estimate: a pair is settled where the third-order term is
         # smaller than the whole prediction (none is, with --expansion 2: the term is zero)
-        third_term = np.abs(predicted_all - second_all)
-        estimated = bool(np.any(third_term > 0))
-        settled_all = third_term < np.abs(predicted_all)
+        estimated = bool(np.any(predicted_all != second_all))
+        settled_all = settled(predicted_all, second_all)
         per_h = []
         for n, h in enumerate(horizons):
             has = np.array([h in r["horizons"] for r in chosen])
@@ -447,7 +446,7 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
             predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
             made = np.isfinite(predicted)
             p, r, ab = predicted[made], real[made], above[made]
-            settled = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
+            trusted = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
             size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
             per_h.append(
                 {
@@ -466,8 +465,8 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                     "above_floor": int(above.sum()),
                     "accuracy": sign_accuracy(p, r),
                     "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
-                    "settled_pairs": int(settled.sum()) if h == 0 and estimated else None,
-                    "accuracy_settled": sign_accuracy(predicted[settled], real[settled]),
+                    "settled_pairs": int(trusted.sum()) if h == 0 and estimated else None,
+                    "accuracy_settled": sign_accuracy(predicted[trusted], real[trusted]),
                     "spearman": spearman(p, r) if len(p) > 1 else math.nan,
                     "calibration_slope": calibration_slope(p, r),
                     "baselines": {
@@ -527,6 +526,12 @@ def resummarize(result: dict) -> dict:
                 scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
             )
     return result
+
+
+def settled(predicted: np.ndarray, second_order: np.ndarray) -> np.ndarray:
+    """Which third-order predictions the expansion's own error estimate trusts: those whose
+    third-order term ``predicted - second_order`` is smaller than the prediction."""
+    return np.abs(predicted - second_order) < np.abs(predicted)
 
 
 def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.config import WINDOW_SIZES
+from perturbative.pipeline.order_check import settled
 from perturbative.pipeline.results import (
     RERUN,
     load_results,
@@ -374,11 +375,10 @@ def _pooled(run: dict) -> dict:
         chosen = [(p, r, above) for (_, k, _), (p, r, above) in run["pairs"].items() if k == kind]
         if not chosen:
             continue
-        right = np.array([np.sign(p["predicted"]) == np.sign(r) for p, r, _ in chosen])
+        predicted = np.array([p["predicted"] for p, *_ in chosen])
+        right = np.sign(predicted) == np.sign([r for _, r, _ in chosen])
         above = np.array([a for *_, a in chosen])
-        settled = np.array(
-            [abs(p["predicted"] - p["second_order"]) < abs(p["predicted"]) for p, *_ in chosen]
-        )
+        trusted = settled(predicted, np.array([p["second_order"] for p, *_ in chosen]))
         accuracy = float(right.mean())
         kinds[kind] = {
             "pairs": len(chosen),
@@ -387,8 +387,8 @@ def _pooled(run: dict) -> dict:
             "standard_error": math.sqrt(accuracy * (1 - accuracy) / len(chosen)),
             "above_floor": int(above.sum()),
             "accuracy_above_floor": float(right[above].mean()) if above.any() else math.nan,
-            "settled": int(settled.sum()),
-            "accuracy_settled": float(right[settled].mean()) if settled.any() else math.nan,
+            "settled": int(trusted.sum()),
+            "accuracy_settled": float(right[trusted].mean()) if trusted.any() else math.nan,
         }
     windows = {}
     for k in WINDOW_SIZES:
