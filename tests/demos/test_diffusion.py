@@ -1,17 +1,21 @@
 """The denoising diffusion model: schedule, sampler, losses and the batching schemes."""
 
+import inspect
+
 import pytest
 import torch
 
 from perturbative.demos.diffusion import (
     Denoiser,
+    denoiser_settings,
     energy_distance,
     importance_resample,
     noise_schedule,
     sample_denoiser,
     train_denoiser,
 )
-from perturbative.demos.two_moons import two_moons
+from perturbative.demos.digits_tilt import DigitsTiltConfig
+from perturbative.demos.two_moons import TiltDemoConfig, two_moons
 from perturbative.tilt import tilt_weights
 
 
@@ -81,3 +85,13 @@ def test_denoiser_shapes():
     model = Denoiser(50, hidden=8)
     out = model(torch.randn(5, 2), torch.randint(1, 51, (5,)))
     assert out.shape == (5, 2)
+
+
+def test_both_demos_hand_their_own_training_settings_to_the_trainer():
+    moons = TiltDemoConfig(steps=7, batch_size=5, lr=1e-3, hidden=9, diffusion_steps=11, seed=3)
+    digits = DigitsTiltConfig(steps=8, batch_size=6, lr=2e-3, hidden=10, diffusion_steps=12)
+    assert denoiser_settings(moons) == dict(
+        steps=7, batch_size=5, lr=1e-3, hidden=9, num_steps=11, seed=3
+    )
+    assert denoiser_settings(digits)["num_steps"] == 12
+    assert set(denoiser_settings(digits)) <= set(inspect.signature(train_denoiser).parameters)

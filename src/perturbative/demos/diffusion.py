@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,6 +188,20 @@ def _batches(batching: str, weights: Tensor, batch_size: int, seed: int):
         base = RandomSampler(range(n), generator=generator)
     while True:
         yield from BatchSampler(base, batch_size, drop_last=True)
+
+
+def denoiser_settings(config: Any) -> dict[str, Any]:
+    """The :func:`train_denoiser` keywords a demo's settings carry: ``steps``, ``batch_size``,
+    ``lr``, ``hidden``, ``diffusion_steps`` (passed as ``num_steps``) and ``seed``. Each demo keeps
+    its own defaults and the reasons for them; the mapping onto the trainer lives here once."""
+    return {
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "hidden": config.hidden,
+        "num_steps": config.diffusion_steps,
+        "seed": config.seed,
+    }
 
 
 def train_denoiser(

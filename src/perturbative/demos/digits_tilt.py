@@ -38,7 +38,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from perturbative._core.io import write_json
-from perturbative.demos.diffusion import DenoiserRun, sample_denoiser, train_denoiser
+from perturbative.demos.diffusion import (
+    DenoiserRun,
+    denoiser_settings,
+    sample_denoiser,
+    train_denoiser,
+)
 from perturbative.tilt import TiltWarning, check_tilt, first_order_shift, tilt_weights
 
 SCHEMES = ("weighted", "adjusted", "resample")
@@ -173,12 +178,7 @@ def train_scheme(
         data.train,
         weights,
         batching="plain" if weights is None else scheme,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        hidden=config.hidden,
-        num_steps=config.diffusion_steps,
-        seed=config.seed,
+        **denoiser_settings(config),
         point_frequencies=0,
         on_step=lambda: bar.update(1),
     )

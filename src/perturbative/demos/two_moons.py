@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from perturbative._core.io import write_json
 from perturbative.demos.diffusion import (
+    denoiser_settings,
     energy_distance,
     importance_resample,
     sample_denoiser,
@@ -156,15 +157,7 @@ def run_tilt_demo(config: TiltDemoConfig, progress: bool = False) -> dict[str, A
     diagnostics = check_tilt(weights, target_batch_size=config.batch_size, batches=batches)
 
     bar = tqdm(total=3 * config.steps, desc="tilt demo", unit="step", disable=not progress)
-    train = dict(
-        on_step=lambda: bar.update(1),
-        steps=config.steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        hidden=config.hidden,
-        num_steps=config.diffusion_steps,
-        seed=config.seed,
-    )
+    train = dict(denoiser_settings(config), on_step=lambda: bar.update(1))
     plain = train_denoiser(data, batching="plain", **train)
     tilted = train_denoiser(data, weights, batching="adjusted", **train)
     small_w = tilt_weights(dH, config.small_strength).float()
