@@ -40,6 +40,12 @@ def test_command_prints_the_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sign acc" in out and (tmp_path / "c" / "order_check.json").is_file()
     assert "step 2," in out and "k=2 windows" in out
+    # the same command again keeps the finished check and says what to do instead
+    assert main(["order-check", str(run_dir), "--out-dir", str(tmp_path / "c"), *flags]) == 2
+    assert "--out-dir for a new one" in capsys.readouterr().err
+    assert (
+        main(["order-check", str(run_dir), "--out-dir", str(tmp_path / "c"), "--summary-only"]) == 0
+    )
     # a step with no checkpoint is refused with what the run has
     assert main(["order-check", str(run_dir), "--steps", "3"]) == 2
     assert "no checkpoint at step [3]; it has steps [2]" in capsys.readouterr().err

@@ -1,12 +1,16 @@
 """The order check on a tiny real run: predictions against real reordered training."""
 
+import dataclasses
 import json
 import math
 
 import pytest
 
+from perturbative._core.errors import InputError
+from perturbative.pipeline import order_check as order_check_module
 from perturbative.pipeline.config import OrderCheckOptions, TrainConfig
 from perturbative.pipeline.order_check import (
+    PROGRESS,
     calibration_slope,
     choose_checkpoints,
     order_check,
@@ -106,6 +110,57 @@ def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_p
     # with no third-order term there is no error estimate, so no pair is called settled
     assert scale["summary"]["all"][0]["settled_pairs"] is None
     assert not any("settled" in line for line in summary_lines(result))
+
+
+def test_a_stopped_check_continues_where_it_stopped_and_a_finished_one_is_kept(
+    run_dir, tmp_path, monkeypatch
+):
+    small = dict(example_pairs=3, batch_pairs=2, exchanges=1, horizons=(0,), lr_scales=(1.0,))
+    options = OrderCheckOptions(
+        **{**TINY_CHECK, **small}, window_sizes=(2,), out_dir=str(tmp_path / "check")
+    )
+    whole = order_check(
+        run_dir, dataclasses.replace(options, out_dir=str(tmp_path / "whole")), progress=False
+    )
+    real_pair_record, computed = order_check_module.pair_record, []
+
+    def pair_record(*args, stop_after=None, **kwargs):
+        if len(computed) == stop_after:
+            raise KeyboardInterrupt  # the check stops here, as under Ctrl-C or a time limit
+        computed.append(args[3])
+        return real_pair_record(*args, **kwargs)
+
+    monkeypatch.setattr(
+        order_check_module, "pair_record", lambda *a, **k: pair_record(*a, stop_after=4, **k)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        order_check(run_dir, options, progress=False)
+    progress = tmp_path / "check" / PROGRESS
+    assert len(progress.read_text().splitlines()) == 1 + 4  # the settings, then 4 pairs
+    with progress.open("a") as handle:
+        handle.write('{"key": "3/1.0/pair/4", "val')  # a line the stop cut short
+    computed.clear()
+    monkeypatch.setattr(order_check_module, "pair_record", pair_record)
+    resumed = order_check(run_dir, options, progress=False)
+    # only the missing pairs were trained again, and the numbers are those of an unbroken check
+    assert computed == ["batch", "exchange"]
+    assert (
+        json.loads(resumed.read_text())["checkpoints"]
+        == json.loads(whole.read_text())["checkpoints"]
+    )
+    assert not progress.exists()
+    # a finished check is never overwritten, and an unfinished one is not mixed with others
+    with pytest.raises(InputError, match="already holds a finished order check"):
+        order_check(run_dir, options, progress=False)
+    monkeypatch.setattr(
+        order_check_module, "pair_record", lambda *a, **k: pair_record(*a, stop_after=0, **k)
+    )
+    computed.clear()
+    other = dataclasses.replace(options, out_dir=str(tmp_path / "other"))
+    with pytest.raises(KeyboardInterrupt):
+        order_check(run_dir, other, progress=False)
+    with pytest.raises(InputError, match="example_pairs: 3 there, 5 now"):
+        order_check(run_dir, dataclasses.replace(other, example_pairs=5), progress=False)
 
 
 def test_settled_pairs_are_those_whose_third_order_term_is_smaller_than_the_prediction():

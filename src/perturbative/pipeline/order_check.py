@@ -28,14 +28,18 @@ predicted best order (:func:`perturbative.brackets.best_order`) is the real best
 of the real best-to-worst gap it captures. Everything is repeated at smaller learning rates.
 
 Writes ``<out>/order_check.json`` (every pair's numbers and the summaries), read by the report.
+A check that stops continues where it stopped when run again (:class:`PartialCheck`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from perturbative._core.errors import InputError
+from perturbative._core.io import file_sha256, folder_lock, write_text
 from perturbative._core.stats import spearman
 from perturbative.brackets import (
     Observable,
@@ -56,7 +61,7 @@ from perturbative.brackets import (
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import WINDOW_SIZES, OrderCheckOptions, load_run_config
-from perturbative.pipeline.results import write_order_check
+from perturbative.pipeline.results import ORDER_CHECK, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
 
@@ -64,6 +69,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: What a pair swaps: two single examples, two minibatches, or two examples exchanged between
 #: consecutive minibatches.
 PAIR_KINDS = ("example", "batch", "exchange")
+#: The finished pairs, floors and windows of an unfinished check (:class:`PartialCheck`).
+PROGRESS = "order_check.progress.jsonl"
 
 
 def order_check(
@@ -88,17 +95,109 @@ def order_check(
     result: dict[str, Any] = {"run": str(run_dir.resolve()), "lr": config.lr, "checkpoints": []}
     result["options"] = {k: getattr(options, k) for k in options.__dataclass_fields__}
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
-    for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
-        at = restore(run_dir, step, config, dataset, heldout, options)
-        entry = {"step": step, "scales": []}
-        floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
-        for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
-            checked = check_scale(at, scale, options, generator, progress, floor)
-            floor = floor or checked["floor"]
-            entry["scales"].append(checked)
-        result["checkpoints"].append(entry)
-        write_order_check(out, result)  # each checkpoint's numbers kept as they come
-    return write_order_check(out, result)
+    with folder_lock(out, "an order check"):
+        unfinished = PartialCheck.open(out, partial_header(run_dir, steps, options))
+        for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
+            at = restore(run_dir, step, config, dataset, heldout, options)
+            entry = {"step": step, "scales": []}
+            floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
+            for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
+                checked = check_scale(at, scale, options, generator, progress, floor, unfinished)
+                floor = floor or checked["floor"]
+                entry["scales"].append(checked)
+            result["checkpoints"].append(entry)
+            write_order_check(out, result)  # each checkpoint's numbers kept as they come
+        path = write_order_check(out, result)
+        unfinished.finish()
+    return path
+
+
+class PartialCheck:
+    """The pairs, floors and windows an unfinished check has finished, one JSON line each in
+    ``<out>/order_check.progress.jsonl``, so that a check that stops (interrupted, killed, out
+    of time) continues where it stopped when the same command runs again: pairs and windows are
+    drawn from the seed alone, so the rerun draws the same ones and computes only those missing.
+
+    The first line holds the settings and the checkpoints' hashes; a rerun with other settings
+    or on changed checkpoints is refused rather than mixed in. The file goes when the check
+    finishes; a folder holding a finished check is never overwritten.
+    """
+
+    def __init__(self, path: Path, done: dict[str, Any]):
+        self.path, self.done = path, done
+
+    @classmethod
+    def open(cls, out: Path, header: dict[str, Any]) -> PartialCheck:
+        """Continue the unfinished check in ``out``, or begin one.
+
+        Raises:
+            InputError: ``out`` holds a finished check, or an unfinished one with other
+                settings or on other checkpoints.
+        """
+        path = out / PROGRESS
+        if not path.exists():
+            if (out / ORDER_CHECK).exists():
+                raise InputError(
+                    f"{out} already holds a finished order check: pass --out-dir for a new one "
+                    "(or --summary-only to print this one again)"
+                )
+            write_text(path, json.dumps(header) + "\n")
+            return cls(path, {})
+        lines = path.read_text().splitlines()
+        saved = _json_line(lines[0]) if lines else None
+        if saved != header:
+            raise InputError(
+                f"{out} holds an unfinished order check {_differences(saved, header)}: rerun "
+                f"with its settings to continue it, pass --out-dir for a new check, or delete "
+                f"{path} to start this one over"
+            )
+        items = [item for item in map(_json_line, lines[1:]) if item is not None]
+        # a line cut short when the check stopped is dropped, and recomputed
+        write_text(path, "".join(json.dumps(x) + "\n" for x in [header, *items]))
+        return cls(path, {item["key"]: item["value"] for item in items})
+
+    def get(self, key: tuple, compute):
+        """The saved value of ``key``, or ``compute()`` saved at once."""
+        key = "/".join(map(str, key))
+        if key not in self.done:
+            self.done[key] = compute()
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"key": key, "value": self.done[key]}) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        return self.done[key]
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def partial_header(run_dir: Path, steps: Sequence[int], options: OrderCheckOptions) -> dict:
+    """What a continued check must share with the one it continues: every setting but the
+    output folder, and the hash of each checkpoint checked."""
+    files = dict(list_checkpoints(run_dir))
+    header = {
+        "options": {k: getattr(options, k) for k in options.__dataclass_fields__ if k != "out_dir"},
+        "checkpoints": {str(step): file_sha256(files[step]) for step in steps},
+    }
+    return json.loads(json.dumps(header))  # tuples as lists, as read back
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def _differences(saved: Any, header: dict) -> str:
+    if not isinstance(saved, dict):
+        return "whose settings cannot be read"
+    if saved.get("options") != header["options"]:
+        old = saved.get("options") or {}
+        names = [k for k in header["options"] if old.get(k) != header["options"][k]]
+        changed = ", ".join(f"{k}: {old.get(k)} there, {header['options'][k]} now" for k in names)
+        return f"with other settings ({changed})"
+    return "on checkpoints that have changed since (their hashes differ)"
 
 
 @dataclass
@@ -123,9 +222,13 @@ class Checkpoint:
         self.model.train(self.batch_statistics and kind in ("batch", "exchange", "window"))
 
 
-def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_run_lr) -> dict:
+def check_scale(
+    at: Checkpoint, scale, options, generator, progress, floor_at_run_lr, unfinished=None
+) -> dict:
     """Pairs and windows at one lr scale: all horizons at the run's lr (on ``horizon_pairs``
-    pairs of each kind), ``h = 0`` on fewer pairs at smaller scales."""
+    pairs of each kind), ``h = 0`` on fewer pairs at smaller scales. Each pair, floor and
+    window already in ``unfinished`` (a :class:`PartialCheck`) is taken from it."""
+    saved = unfinished.get if unfinished else (lambda key, compute: compute())
     lr, full = at.lr * scale, scale == 1.0
     counts = (
         (options.example_pairs, options.batch_pairs, options.exchanges, options.windows)
@@ -141,26 +244,34 @@ def check_scale(at: Checkpoint, scale, options, generator, progress, floor_at_ru
     followed = dict.fromkeys(PAIR_KINDS, 0)
     records = []
     bar = tqdm(pairs, desc=f"step {at.step} lr x{scale:g}", leave=False, disable=not progress)
-    for kind, x, y in bar:
+    for index, (kind, x, y) in enumerate(bar):
         follow = full and followed[kind] < options.horizon_pairs
         predict = follow and followed[kind] < options.horizon_predictions
         followed[kind] += follow
         at.mode_for(kind)
         horizons = options.horizons if follow else (0,)
-        records.append(pair_record(at, x, y, kind, horizons, lr, predict_later=predict))
+        records.append(
+            saved(
+                (at.step, scale, "pair", index),
+                partial(pair_record, at, x, y, kind, horizons, lr, predict_later=predict),
+            )
+        )
     at.mode_for("example")
     if full:
-        floor = rounding_floor(at, pairs, records, options, lr)
+        floor = saved(
+            (at.step, scale, "floor"), lambda: rounding_floor(at, pairs, records, options, lr)
+        )
     elif floor_at_run_lr is not None:
         floor = {**floor_at_run_lr, "float32": floor_at_run_lr["float32"][:1]}
     else:
         floor = None
     at.mode_for("window")
+    drawn = sample_windows(
+        at.dataset, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
+    )
     windows = [
-        window_record(at, batches, lr)
-        for batches in sample_windows(
-            at.dataset, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
-        )
+        saved((at.step, scale, "window", index), partial(window_record, at, batches, lr))
+        for index, batches in enumerate(drawn)
     ]
     at.mode_for("example")
     horizons = options.horizons if full else (0,)
