@@ -712,22 +712,30 @@ def order_scores(
 
             return -jvp(along_inner, (detached, zero), (pu, one))[1]
 
-        def terms(*example):  # (g_x . pa, pu^T H_x pb) by forward-over-reverse
+        def products(*example):  # g_x * pa and (H_x pu) * pb by forward-over-reverse
             g, h_u = jvp(lambda p: grad(f)(p, *example), (detached,), (pu,))
-            along_a = sum((g[k] * pa[k]).sum() for k in g)
-            return torch.stack([along_a, sum((h_u[k] * pb[k]).sum() for k in h_u)])
+            return [g[k] * pa[k] for k in g], [h_u[k] * pb[k] for k in h_u]
 
         def over_reverse(*example):
-            along_a, cross = terms(*example)
-            return along_a - cross
+            along_a, cross = products(*example)
+            return sum(x.sum() for x in along_a) - sum(x.sum() for x in cross)
+
+        def terms_and_sizes(*example):  # both terms, and the sums of their products' sizes
+            parts = products(*example)
+            return torch.stack(
+                [sum(x.sum() for x in part) for part in parts]
+                + [sum(x.abs().sum() for x in part) for part in parts]
+            )
 
         in_dims = (0,) * len(pool)
         first = calls.take_all(pool, slice(0, 1))
-        trusted = vmap(terms, in_dims=in_dims)(*first)[0]
+        trusted = vmap(terms_and_sizes, in_dims=in_dims)(*first)[0]
         with elementary_normalization():
             checked = vmap(nested, in_dims=in_dims)(*first)[0]
-        # rounding is relative to the two terms, which may cancel in their difference
-        scale = float(trusted.abs().sum())
+        # rounding is relative to the sizes of what the two dot products add up, which may
+        # cancel within each term and between them: on the float32 digits demo the terms sum
+        # to 0.0284 and the two passes still differed by 3e-5, rounding and nothing more
+        scale = float(trusted[2:].sum())
         tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
         difference = float((checked - (trusted[0] - trusted[1])).abs())
         if difference <= tolerance * scale + 1e-30:
@@ -736,7 +744,7 @@ def order_scores(
         warnings.warn(
             "order_scores: torch's second forward-mode derivative of an operation in this model "
             f"is wrong (the first example's score is off by {difference:.3g} against "
-            f"forward-over-reverse, whose two terms add up to {scale:.3g}); scoring every "
+            f"forward-over-reverse, whose products add up to {scale:.3g} in size); scoring every "
             "example by forward-over-reverse instead, which is right and slower",
             RuntimeWarning,
             stacklevel=4,
