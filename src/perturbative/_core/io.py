@@ -67,6 +67,27 @@ def write_json(path: str | os.PathLike, value: Any, indent: int | None = 1) -> P
     return write_text(path, json.dumps(json_safe(value), indent=indent, allow_nan=False) + "\n")
 
 
+def append_json_line(path: str | os.PathLike, value: Any, allow_nan: bool = False) -> None:
+    """Add ``value`` to ``path`` as one JSON line, flushed before returning."""
+    with Path(path).open("a") as handle:
+        handle.write(json.dumps(value, allow_nan=allow_nan) + "\n")
+
+
+def read_json_lines(path: str | os.PathLike) -> list[Any]:
+    """The value of each line of ``path`` (none if it is missing); a line still being written,
+    or cut short when its writer stopped, is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    values = []
+    for line in path.read_text().splitlines():
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return values
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float replaced by ``None``, so it is valid JSON."""
     if isinstance(value, float):

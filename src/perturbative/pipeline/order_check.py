@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -49,7 +48,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from perturbative._core.errors import InputError
-from perturbative._core.io import file_sha256, folder_lock, write_text
+from perturbative._core.io import (
+    append_json_line,
+    file_sha256,
+    folder_lock,
+    read_json_lines,
+    write_text,
+)
 from perturbative._core.stats import spearman
 from perturbative.brackets import (
     Observable,
@@ -96,7 +101,7 @@ def order_check(
     result["options"] = {k: getattr(options, k) for k in options.__dataclass_fields__}
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
     with folder_lock(out, "an order check"):
-        unfinished = PartialCheck.open(out, partial_header(run_dir, steps, options))
+        unfinished = PartialCheck.open(out, partial_header(run_dir, steps, result["options"]))
         for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
             at = restore(run_dir, step, config, dataset, heldout, options)
             entry = {"step": step, "scales": []}
@@ -143,15 +148,13 @@ class PartialCheck:
                 )
             write_text(path, json.dumps(header) + "\n")
             return cls(path, {})
-        lines = path.read_text().splitlines()
-        saved = _json_line(lines[0]) if lines else None
+        saved, *items = read_json_lines(path) or [None]
         if saved != header:
             raise InputError(
                 f"{out} holds an unfinished order check {_differences(saved, header)}: rerun "
                 f"with its settings to continue it, pass --out-dir for a new check, or delete "
                 f"{path} to start this one over"
             )
-        items = [item for item in map(_json_line, lines[1:]) if item is not None]
         # a line cut short when the check stopped is dropped, and recomputed
         write_text(path, "".join(json.dumps(x) + "\n" for x in [header, *items]))
         return cls(path, {item["key"]: item["value"] for item in items})
@@ -161,32 +164,22 @@ class PartialCheck:
         key = "/".join(map(str, key))
         if key not in self.done:
             self.done[key] = compute()
-            with self.path.open("a") as handle:
-                handle.write(json.dumps({"key": key, "value": self.done[key]}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_json_line(self.path, {"key": key, "value": self.done[key]}, allow_nan=True)
         return self.done[key]
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
-def partial_header(run_dir: Path, steps: Sequence[int], options: OrderCheckOptions) -> dict:
+def partial_header(run_dir: Path, steps: Sequence[int], settings: dict[str, Any]) -> dict:
     """What a continued check must share with the one it continues: every setting but the
     output folder, and the hash of each checkpoint checked."""
     files = dict(list_checkpoints(run_dir))
     header = {
-        "options": {k: getattr(options, k) for k in options.__dataclass_fields__ if k != "out_dir"},
+        "options": {k: v for k, v in settings.items() if k != "out_dir"},
         "checkpoints": {str(step): file_sha256(files[step]) for step in steps},
     }
     return json.loads(json.dumps(header))  # tuples as lists, as read back
-
-
-def _json_line(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
 
 
 def _differences(saved: Any, header: dict) -> str:

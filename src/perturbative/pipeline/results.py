@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from perturbative._core.errors import InputError
-from perturbative._core.io import file_sha256, save_tensors, step_file, write_json, write_text
+from perturbative._core.io import (
+    append_json_line,
+    file_sha256,
+    read_json_lines,
+    save_tensors,
+    step_file,
+    write_json,
+    write_text,
+)
 
 RESULTS_FORMAT_VERSION = 1
 META = "meta.json"
@@ -155,24 +163,12 @@ def write_metrics(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
 
 def append_metrics(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Add one line to a ``metrics.jsonl``."""
-    with Path(path).open("a") as handle:
-        handle.write(json.dumps(row, allow_nan=False) + "\n")
+    append_json_line(path, row)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` with a ``step``; a line still being written is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
+    return [row for row in read_json_lines(path) if isinstance(row, dict) and "step" in row]
 
 
 def producing_run_metrics(results_dir: str | os.PathLike, meta: dict[str, Any]) -> list | None:
