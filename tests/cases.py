@@ -200,6 +200,22 @@ def convnet_ce() -> Case:
     return Case("convnet_ce", model, cross_entropy, (x, y), (3, 2))
 
 
+def pooled_relu_convnet() -> Case:
+    """A convnet with ReLU and max pooling: piecewise smooth, its kinks crossed by real steps
+    (40 examples of 1x8x8, two minibatches of 10 after 20 for warming up, MSE)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 1),
+    ).to(DTYPE)
+    x = torch.randn(40, 1, 8, 8, dtype=DTYPE)
+    y = torch.randn(40, 1, dtype=DTYPE)
+    return Case("pooled_relu_convnet", model, mean_squared_error, (x, y), (20, 10, 10))
+
+
 def least_squares() -> Case:
     """``L_x(w) = 1/2 (w . x - y)^2``: ``A_x = x x^T``, ``b_x = y x`` (closed-form brackets)."""
     torch.manual_seed(4)

@@ -7,7 +7,15 @@ import warnings
 
 import pytest
 import torch
-from cases import CASES, ENGINES, bce_loss, linear_mse, mlp_bce, train_mode_batchnorm_net
+from cases import (
+    CASES,
+    ENGINES,
+    bce_loss,
+    linear_mse,
+    mlp_bce,
+    pooled_relu_convnet,
+    train_mode_batchnorm_net,
+)
 
 from perturbative.brackets import (
     Observable,
@@ -148,6 +156,40 @@ def test_third_order_expansion_shrinks_the_residual_to_lr_to_the_fourth():
         ]
     assert residual[True][1] < residual[False][1]
     assert 12.0 < residual[True][0] / residual[True][1] < 20.0, residual
+
+
+def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_pool_kinks():
+    # Adam steps at lr 1e-2 flip ReLU signs and pooling winners: expanded on the piece of the
+    # start point, the third-order prediction is barely better than the second-order one;
+    # expanded on the piece each gradient's point lies on, it converges like a smooth one
+    case = pooled_relu_convnet()
+    warm, first, second = case.minibatches()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=0.01)
+    for _ in range(20):
+        optimizer.zero_grad()
+        case.loss_fn(case.model(warm[0]), warm[1]).backward()
+        optimizer.step()
+    observable = Observable.mean_loss(case.loss_fn, warm)
+    error = {}
+    for lr in (0.01, 0.001):
+        real = real_value(case, optimizer, [first, second], observable, lr) - real_value(
+            case, optimizer, [second, first], observable, lr
+        )
+        for follow in (False, True):
+            got = predict_swap(
+                case.model,
+                case.loss_fn,
+                optimizer,
+                first,
+                second,
+                observable,
+                lr=lr,
+                third_order=True,
+                follow_pieces=follow,
+            )
+            error[follow, lr] = abs(got.predicted - real) / abs(real)
+    assert error[True, 0.01] < 1e-4 < 1e-3 < error[False, 0.01], error
+    assert error[True, 0.001] < 1e-6 and error[True, 0.001] < error[False, 0.001] / 100, error
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -463,3 +505,36 @@ def test_later_differences_with_adam_and_batch_statistics_follow_real_training()
     # the relative error falls like lr^2 (about 16x here) at every horizon
     assert all(e1 < e0 / 8 for e0, e1 in zip(*errors, strict=True)), errors
     assert max(errors[1]) < 1e-3, errors
+
+
+def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
+    """Past the swap the second run's gradient is expanded at the first run's point in the
+    small distance between them; on the piece the second run's point lies on, the error at
+    h = 2 and 6 steps later is several times smaller than on the first run's piece."""
+    case = pooled_relu_convnet()
+    warm, first, second = case.minibatches()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=0.01)
+    for _ in range(20):
+        optimizer.zero_grad()
+        case.loss_fn(case.model(warm[0]), warm[1]).backward()
+        optimizer.step()
+    observable = Observable.mean_loss(case.loss_fn, warm)
+    g = torch.Generator().manual_seed(5)
+    later = [case.rows(torch.randperm(40, generator=g)[:10]) for _ in range(6)]
+    args, horizons = (case.model, case.loss_fn, optimizer), (0, 2, 6)
+    real = _real_later(args, [first, second], [second, first], later, observable, horizons, 0.01)
+    error = {}
+    for follow in (False, True):
+        got = predict_swap(
+            *args,
+            first,
+            second,
+            observable,
+            lr=0.01,
+            third_order=True,
+            later=later,
+            horizons=horizons,
+            follow_pieces=follow,
+        )
+        error[follow] = [abs(p - r) / abs(r) for p, r in zip(got.later, real, strict=True)]
+    assert all(f < i / 3 for f, i in zip(error[True], error[False], strict=True)), error

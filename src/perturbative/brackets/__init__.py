@@ -10,7 +10,9 @@ then y and on y then x. One module per object:
 * ``_preconditioners``: Adam's diagonal preconditioner from its state;
 * ``_observables``: what a bracket does to the model's outputs and to a scalar observable;
 * ``_norms``: norms, per-tensor RMS and the cancellation ratio;
-* ``_swap``: the real two-step swap experiment with any optimizer.
+* ``_swap``: the real two-step swap experiment with any optimizer;
+* ``_order``: what the order does to an observable: predictions, best orders, order scores;
+* ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
 from perturbative._core.engines import ForwardADUnsupportedError as ForwardADUnsupportedError
@@ -49,6 +51,10 @@ from perturbative.brackets._order import predict_swap as predict_swap
 from perturbative.brackets._order import (
     predicted_values_along_steps as predicted_values_along_steps,
 )
+from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
+from perturbative.brackets._pieces import Selection as Selection
+from perturbative.brackets._pieces import on_pieces as on_pieces
+from perturbative.brackets._pieces import record_pieces as record_pieces
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps

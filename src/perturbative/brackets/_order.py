@@ -19,6 +19,12 @@ this is exactly ``lr^2 u . [v_x, v_y]`` plus the order-independent part; for Ada
 leading-order formula of :mod:`perturbative.brackets._swap` and the optimizer's exact response
 to it (Adam's update is far from linear on coordinates whose second moment is small).
 
+Max pooling and ReLU make the loss only piecewise smooth, and a step at a run's lr crosses piece
+boundaries (on the reference MXResNet about 1.4% of the stem's pooling windows change winner in
+one Adam step): the expansion at ``theta`` would then err in proportion to the step whatever its
+order. So each gradient is expanded on the piece its point lies on (``follow_pieces=True``,
+:func:`perturbative.brackets.on_pieces`), whose winners and signs one forward pass there reads.
+
 ``third_order=True`` adds the next term of the gradient's expansion,
 ``1/2 D^3 L_j[theta_j - theta, theta_j - theta]``, a nested directional derivative that forward
 mode computes without forming a Hessian (reverse mode, three times, under train-mode BatchNorm).
@@ -71,6 +77,7 @@ from perturbative.brackets._hvp import (
 )
 from perturbative.brackets._norms import vector_norm
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
+from perturbative.brackets._pieces import Selection, on_pieces, record_pieces
 from perturbative.brackets._swap import trained_names
 
 
@@ -202,6 +209,7 @@ class _Window:
     observable: Observable
     engine: str
     third_order: bool
+    pieces: bool = True
     # what depends on the optimizer, computed once (a window with another optimizer needs its
     # own): ("hvp" | "third", j, i) H_i d and D^3 L_i[d, d] after one step on batch j, the same
     # for both expansions and every order that starts with j; ("end", order, third_order) the
@@ -212,26 +220,58 @@ class _Window:
         self, index: int, displacement: Params | None, third_order: bool, after: int | None = None
     ) -> Params:
         """``g_i(theta + d)`` expanded at ``theta`` to second (third) order in ``d``; ``after``
-        names the one batch whose step made ``d`` (its HVP is then kept for reuse)."""
-        g = self.gradients[index]
+        names the one batch whose step made ``d`` (its derivatives are then kept for reuse).
+
+        With ``pieces`` the expansion is that of the smooth piece ``theta + d`` lies on (its
+        pooling winners and ReLU signs, read from a forward pass there:
+        :func:`perturbative.brackets.on_pieces`), which equals the network there; a model without
+        piecewise ops has one piece, and the expansion is the plain one."""
         if displacement is None:
-            return g
-        args = (self.model, self.loss_fn, self.params, self.batches[index], displacement)
+            return self.gradients[index]
+        batch = self.batches[index]
 
-        def derivative(kind: str, fn: Callable[..., Params]) -> Params:
+        def cached(kind: str, compute: Callable[[], Any]) -> Any:
             if after is None:
-                return fn(*args, engine=self.engine)
-            key = (kind, after, index)
-            if key not in self.cache:
-                self.cache[key] = fn(*args, engine=self.engine)
-            return self.cache[key]
+                return compute()
+            if (kind, after, index) not in self.cache:
+                self.cache[kind, after, index] = compute()
+            return self.cache[kind, after, index]
 
-        h = derivative("hvp", hvp)
+        point = {k: self.theta[k] + displacement[k] for k in self.theta}
+        selections = cached("pieces", lambda: self.pieces_at(batch, point))
+
+        def on_piece(fn: Callable[..., Any]) -> Callable[[], Any]:
+            def compute() -> Any:
+                with on_pieces(selections):
+                    return fn(
+                        self.model,
+                        self.loss_fn,
+                        self.params,
+                        batch,
+                        displacement,
+                        engine=self.engine,
+                    )
+
+            return compute
+
+        if selections:  # the piece's own gradient at theta, with its HVP
+            g, h = cached("hvp", on_piece(gradient_and_hvp))
+        else:
+            g, h = self.gradients[index], cached("hvp", on_piece(hvp))
         out = {k: g[k] + h[k] for k in g}
         if third_order:
-            t = derivative("third", third_derivative)
+            t = cached("third", on_piece(third_derivative))
             out = {k: out[k] + 0.5 * t[k] for k in out}
         return out
+
+    def pieces_at(self, batch: tuple[Tensor, ...], point: Params) -> list[Selection]:
+        """What the piecewise ops select on ``batch`` at ``point`` (empty without ``pieces``)."""
+        if not self.pieces:
+            return []
+        loss = calls.batch_loss(
+            self.model, self.loss_fn, calls.fixed_state(self.model, self.params)
+        )
+        return record_pieces(lambda: loss(point, *batch))
 
     def predicted_path(
         self, order: Sequence[int], third_order: bool
@@ -269,7 +309,9 @@ class _Window:
         return self.observable.value(self.model, {**self.theta, **path[-1]})
 
 
-def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order) -> _Window:
+def _window(
+    model, loss_fn, optimizer, batches, observable, lr, engine, third_order, pieces=True
+) -> _Window:
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
@@ -286,6 +328,7 @@ def _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_or
         observable=observable,
         engine=engine,
         third_order=third_order,
+        pieces=pieces,
     )
 
 
@@ -305,7 +348,9 @@ def _later_differences(
     the two schedules' parameters and optimizer state (so that the expansion errors the two
     predicted schedules share cancel), and takes the optimizer's own steps too, each fed the
     gradient expanded to first order at the point the first run reached: ``g_b + H_b d`` with
-    ``d`` the distance between the two runs, one HVP (with the gradient) per later step. Only
+    ``d`` the distance between the two runs, one HVP (with the gradient) per later step, on the
+    smooth piece the second run's point lies on (one more gradient per step where the model has
+    piecewise ops: the first run's own). Only
     the gradient is expanded, in the small ``d`` (not in the distance travelled, as
     :func:`predicted_values_along_steps` does); Adam's state, whose two copies differ by a
     finite amount after a swap, and its update, far from linear where the second moment is
@@ -338,10 +383,14 @@ def _later_differences(
     wanted = set(horizons)
     for h, batch in enumerate(later[: max(horizons)], start=1):
         distance = {k: shifted[k] - current[k] for k in current}
-        gradient, curvature = gradient_and_hvp(
-            model, window.loss_fn, _leaf(current), batch, distance, engine=window.engine
-        )
+        selections = window.pieces_at(batch, shifted)  # expanded on the piece `shifted` is on
+        with on_pieces(selections):
+            gradient, curvature = gradient_and_hvp(
+                model, window.loss_fn, _leaf(current), batch, distance, engine=window.engine
+            )
         expanded = {k: gradient[k] + curvature[k] for k in gradient}
+        if selections:  # the run's own step takes the network's gradient
+            gradient = mean_gradient(model, window.loss_fn, _leaf(current), batch)
         current, state = optimizer.step(current, gradient, state)
         shifted, shifted_state = optimizer.step(shifted, expanded, shifted_state)
         if h in wanted:
@@ -379,6 +428,7 @@ def predict_order(
     lr: float | None = None,
     engine: str = "auto",
     third_order: bool = False,
+    follow_pieces: bool = True,
 ) -> float:
     """``O`` predicted after training on ``batches`` in the given order (module docstring).
 
@@ -393,8 +443,15 @@ def predict_order(
         lr: the learning rate of the steps (default: the optimizer's).
         engine: HVP engine.
         third_order: also expand the gradients to third order.
+        follow_pieces: expand each gradient on the smooth piece of the network that the point
+            it is wanted at lies on (the winners of every max-pooling window and the signs of
+            every ReLU input there, read from a forward pass;
+            :func:`perturbative.brackets.on_pieces`) rather than on the piece ``theta`` lies
+            on. A model without max pooling or ReLU is one piece, and the two agree.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    window = _window(
+        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
+    )
     return window.predicted_value(range(len(window.batches)))
 
 
@@ -409,6 +466,7 @@ def predicted_values_along_steps(
     lr: float | None = None,
     engine: str = "auto",
     third_order: bool = False,
+    follow_pieces: bool = True,
 ) -> list[float]:
     """``O`` predicted after each step count of ``record_after`` along ``batches`` in order: the
     prediction of :func:`perturbative.brackets.values_along_steps` (which really trains), every
@@ -425,7 +483,9 @@ def predicted_values_along_steps(
         raise ValueError(
             f"record_after {list(record_after)} must hold step counts from 1 to {len(batches)}"
         )
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    window = _window(
+        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
+    )
     values, wanted = {}, set(record_after)
     path = window.predicted_path(range(max(record_after)), third_order)
     for count, (point, _) in enumerate(path, start=1):
@@ -447,6 +507,7 @@ def predict_swap(
     third_order: bool = False,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
+    follow_pieces: bool = True,
 ) -> SwapPrediction:
     """Predict ``O(x then y) - O(y then x)`` for two examples or minibatches in consecutive steps.
 
@@ -460,7 +521,9 @@ def predict_swap(
         Plain SGD at small ``lr`` gives ``lr^2 u . [v_x, v_y]``:
         ``predict_swap(...).predicted`` equals ``.sgd_bracket`` up to ``O(lr^3)``.
     """
-    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, engine, third_order)
+    window = _window(
+        model, loss_fn, optimizer, [x, y], observable, lr, engine, third_order, follow_pieces
+    )
     u = observable.gradient(model, window.params)
     h_y_u = hvp(model, loss_fn, window.params, window.batches[1], u, engine=engine)
     h_x_u = hvp(model, loss_fn, window.params, window.batches[0], u, engine=engine)
@@ -523,6 +586,7 @@ def predict_exchange(
     third_order: bool = False,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
+    follow_pieces: bool = True,
 ) -> SwapPrediction:
     """Predict what training example ``x`` one step earlier than example ``y`` does to ``O``,
     where the run trains them in minibatches.
@@ -545,7 +609,9 @@ def predict_exchange(
             f"example ({i}, {j}) is not in minibatches of {sizes[0]} and {sizes[1]} examples"
         )
     batches = [first, second, *exchanged(first, second, i, j)]
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    window = _window(
+        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
+    )
 
     def difference(w: _Window, third: bool | None = None) -> float:
         return w.predicted_value((0, 1), third) - w.predicted_value((2, 3), third)
@@ -579,6 +645,7 @@ def best_order(
     engine: str = "auto",
     max_orders: int = 24,
     third_order: bool = False,
+    follow_pieces: bool = True,
 ) -> OrderPrediction:
     """The predicted best and worst orders of a window of ``k`` minibatches for ``O``.
 
@@ -588,7 +655,9 @@ def best_order(
     their total score (the ones whose going first lowers ``O`` most come first), and that order
     and its reverse are predicted. Arguments as :func:`predict_order`.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, engine, third_order)
+    window = _window(
+        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
+    )
     k = len(window.batches)
     if k < 2:
         raise ValueError(f"best_order needs at least 2 batches, got {k}")
