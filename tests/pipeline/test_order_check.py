@@ -65,7 +65,7 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
     assert row["accuracy"] == 1.0 and row["calibration_slope"] == pytest.approx(1.0, abs=0.05)
     assert any("sign acc" in line for line in summary_lines(result))
     # the default third-order prediction keeps the second-order one beside it
-    assert result["options"]["expansion"] == 3
+    assert result["options"]["expansion"] == 3 and result["options"]["pieces"] == "follow"
     assert all(p["second_order"] != p["predicted"] for p in full["pairs"])
     assert (
         "second_order" in row["baselines"]
@@ -93,10 +93,12 @@ def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_p
         window_sizes=(2,),
         steps=(6,),
         expansion=2,
+        pieces="ignore",
         horizon_predictions=0,
         out_dir=str(tmp_path / "check2"),
     )
     result = json.loads(order_check(run_dir, options, progress=False).read_text())
+    assert result["options"]["pieces"] == "ignore"
     assert [c["step"] for c in result["checkpoints"]] == [6]
     (scale,) = result["checkpoints"][0]["scales"]
     assert [w["k"] for w in scale["windows"]] == [2] and "windows_2" in scale["summary"]
@@ -212,6 +214,8 @@ def test_bad_options_are_refused():
         OrderCheckOptions(batchnorm="frozen")
     with pytest.raises(InputError, match="expansion must be 2 or 3"):
         OrderCheckOptions(expansion=4)
+    with pytest.raises(InputError, match="pieces must be 'follow' or 'ignore'"):
+        OrderCheckOptions(pieces="smooth")
     with pytest.raises(InputError, match=r"window_sizes \[5\]: each k must be 2 to 4"):
         OrderCheckOptions(window_sizes=(5,))
 

@@ -88,14 +88,15 @@ def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, c
         return {"kind": kind, "predicted": predicted, "second_order": second_order,
                 "horizons": [0, 5], "real": [real, 9.0]}  # fmt: skip
 
-    def check(expansion, pairs, windows, run="r", lr_scale_pairs=()):
+    def check(expansion, pairs, windows, run="r", lr_scale_pairs=(), pieces="follow"):
         scales = [
             {"scale": 1.0, "horizons": [0, 5], "floor": {"float32": [0.5, 0.5]},
              "pairs": pairs, "windows": windows},
             {"scale": 0.1, "horizons": [0], "floor": None, "pairs": list(lr_scale_pairs),
              "windows": []},
         ]  # fmt: skip
-        return {"run": run, "options": {"expansion": expansion},
+        options = {"expansion": expansion} | ({"pieces": pieces} if pieces else {})
+        return {"run": run, "options": options,
                 "checkpoints": [{"step": 10, "scales": scales}]}  # fmt: skip
 
     window = {"k": 3, "best_is_real_best": True, "gap_share": 0.5, "real": [1.0, 2.0]}
@@ -108,9 +109,13 @@ def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, c
     again = check(3, [pair("batch", 1.0, 0.9, 2.0), pair("batch", 2.0, 1.9, -3.0)], [window])
     second_order = check(2, [pair("batch", 1.0, 1.0, -1.0)], [])
     other_run = check(3, [pair("batch", 1.0, 0.9, 2.0)], [], run="s")
-    pooled = pooled_order_checks([first, again, second_order, other_run])
+    # the same pair predicted ignoring pieces, by a check written before the option
+    ignored = check(3, [pair("batch", -1.0, -1.0, 2.0)], [], pieces=None)
+    pooled = pooled_order_checks([first, again, second_order, other_run, ignored], "follow")
     r = pooled["r"]
-    assert (r["checks"], r["skipped"], r["duplicates"], r["steps"]) == (2, 1, 2, [10])
+    assert (r["checks"], r["skipped"], r["duplicates"], r["steps"]) == (2, 2, 2, [10])
+    alone = pooled_order_checks([first, ignored], "ignore")["r"]
+    assert (alone["checks"], alone["kinds"]["batch"]["right"]) == (1, 0)
     batch = r["kinds"]["batch"]  # 2.0 (right, settled), 1.0 (wrong), -3.0 (wrong, settled)
     assert (batch["pairs"], batch["right"], batch["settled"]) == (3, 1, 2)
     assert batch["accuracy_settled"] == 0.5 and batch["above_floor"] == 3

@@ -31,6 +31,8 @@ HELP = {
     "'running': eval mode throughout",
     "expansion": "each gradient expanded to order 2 or 3 along the predicted path (3 also "
     "records the second-order prediction beside it)",
+    "pieces": "'follow': expand each gradient on the piece (max-pool winners, ReLU signs) its "
+    "point lies on; 'ignore': on the piece of the checkpoint",
     "dtype": "float64 or float32",
     "floor_pairs": "pairs repeated in float32 to measure its rounding floor",
     "seed": "seed of pairs, windows and held-out examples",

@@ -402,6 +402,11 @@ class OrderCheckOptions:
             of the earlier predicted steps: 2 (Hessian) or 3 (adds the third derivative; the
             second-order prediction is then recorded beside it, so one run shows what the
             third-order term buys).
+        pieces: "follow": each gradient is expanded on the smooth piece of the network that the
+            point it is wanted at lies on (its max-pooling winners and ReLU signs there;
+            :func:`perturbative.brackets.on_pieces`), "ignore": on the piece ``theta`` lies on. The
+            MXResNet stem's max pool changes winners along every step at the run's lr, and the
+            expansion that ignores this errs in proportion to the step.
         dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
             floor is measured on `floor_pairs` pairs either way.
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
@@ -425,6 +430,7 @@ class OrderCheckOptions:
     batchnorm_examples: int = 1024
     batchnorm: str = "batch"
     expansion: int = 3
+    pieces: str = "follow"
     dtype: str = "float64"
     floor_pairs: int = 20
     seed: int = 0
@@ -462,5 +468,7 @@ class OrderCheckOptions:
             raise InputError(f"batchnorm must be 'batch' or 'running', not {self.batchnorm!r}")
         if self.expansion not in (2, 3):
             raise InputError(f"expansion must be 2 or 3, not {self.expansion!r}")
+        if self.pieces not in ("follow", "ignore"):
+            raise InputError(f"pieces must be 'follow' or 'ignore', not {self.pieces!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, not {self.dtype!r}")

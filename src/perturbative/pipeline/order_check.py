@@ -208,6 +208,7 @@ class Checkpoint:
     lr: float
     batch_statistics: bool = False
     third_order: bool = False
+    follow_pieces: bool = True
 
     def mode_for(self, kind: str) -> None:
         """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
@@ -325,6 +326,7 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
         config.lr,
         batch_statistics=options.batchnorm == "batch",
         third_order=options.expansion == 3,
+        follow_pieces=options.pieces == "follow",
     )
 
 
@@ -397,12 +399,28 @@ def pair_record(
     later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
     if kind == "exchange":  # the first examples of x and y change places
         prediction = predict_exchange(
-            *args, x, y, 0, 0, at.observable, lr=lr, third_order=at.third_order, **later
+            *args,
+            x,
+            y,
+            0,
+            0,
+            at.observable,
+            lr=lr,
+            third_order=at.third_order,
+            follow_pieces=at.follow_pieces,
+            **later,
         )
         orders = ((x, y), exchanged(x, y, 0, 0))
     else:
         prediction = predict_swap(
-            *args, x, y, at.observable, lr=lr, third_order=at.third_order, **later
+            *args,
+            x,
+            y,
+            at.observable,
+            lr=lr,
+            third_order=at.third_order,
+            follow_pieces=at.follow_pieces,
+            **later,
         )
         orders = ((x, y), (y, x))
     record = {
@@ -484,6 +502,7 @@ def window_record(at: Checkpoint, batches, lr: float) -> dict:
         at.observable,
         lr=lr,
         third_order=at.third_order,
+        follow_pieces=at.follow_pieces,
     )
     real = [
         values_along_steps(

@@ -317,9 +317,13 @@ KIND_NAMES = {
 }
 
 
-def pooled_order_checks(checks: list[dict]) -> dict[str, dict]:
+def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[str, dict]:
     """Sign accuracy at ``h = 0`` and best-of-``k!`` picks at the run's own lr, pooled per run
     over several order checks (``order_check.json`` as dicts).
+
+    With ``pieces`` (``"follow"`` or ``"ignore"``) only checks whose predictions took that
+    setting are pooled (checks written before the option ignored pieces); the others are counted
+    as skipped. The same pairs predicted both ways are never pooled together.
 
     Two checks with the same seed draw the same pairs: a pair met twice (same run, step, kind
     and real difference, bit for bit; a window likewise by its real values) counts once. Only
@@ -346,7 +350,10 @@ def pooled_order_checks(checks: list[dict]) -> dict[str, dict]:
                 "windows": {},
             },
         )
-        if check.get("options", {}).get("expansion") != 3:
+        options = check.get("options", {})
+        if options.get("expansion") != 3 or (
+            pieces is not None and options.get("pieces", "ignore") != pieces
+        ):
             run["skipped"] += 1
             continue
         run["checks"] += 1
