@@ -211,8 +211,9 @@ class _Window:
     third_order: bool
     pieces: bool = True
     # what depends on the optimizer, computed once (a window with another optimizer needs its
-    # own): ("hvp" | "third", j, i) H_i d and D^3 L_i[d, d] after one step on batch j, the same
-    # for both expansions and every order that starts with j; ("end", order, third_order) the
+    # own), after one step on batch j, the same for both expansions and every order that starts
+    # with j: ("pieces", j, i) the piece theta + d lies on for batch i, ("hvp", j, i) that
+    # piece's (g_i, H_i d) and ("third", j, i) its D^3 L_i[d, d]; ("end", order, third_order) the
     # parameters, optimizer state and O after an order
     cache: dict[tuple, Any] = dataclasses.field(default_factory=dict)
 
@@ -254,10 +255,10 @@ class _Window:
 
             return compute
 
-        if selections:  # the piece's own gradient at theta, with its HVP
+        if selections:  # the piece's own gradient at theta comes with its HVP
             g, h = cached("hvp", on_piece(gradient_and_hvp))
         else:
-            g, h = self.gradients[index], cached("hvp", on_piece(hvp))
+            g, h = cached("hvp", lambda: (self.gradients[index], on_piece(hvp)()))
         out = {k: g[k] + h[k] for k in g}
         if third_order:
             t = cached("third", on_piece(third_derivative))
@@ -350,11 +351,10 @@ def _later_differences(
     gradient expanded to first order at the point the first run reached: ``g_b + H_b d`` with
     ``d`` the distance between the two runs, one HVP (with the gradient) per later step, on the
     smooth piece the second run's point lies on (one more gradient per step where the model has
-    piecewise ops: the first run's own). Only
-    the gradient is expanded, in the small ``d`` (not in the distance travelled, as
-    :func:`predicted_values_along_steps` does); Adam's state, whose two copies differ by a
-    finite amount after a swap, and its update, far from linear where the second moment is
-    small, are exact. Costs per later step one pass for the gradient and its HVP, per horizon two
+    piecewise ops: the first run's own). Only the gradient is expanded, in the small ``d`` (not
+    in the distance travelled, as :func:`predicted_values_along_steps` does); Adam's state,
+    whose two copies differ by a finite amount after a swap, and its update, far from linear
+    where the second moment is small, are exact. Costs per later step one pass for the gradient and its HVP, per horizon two
     values of ``O``.
     """
     horizons = [int(h) for h in horizons]
