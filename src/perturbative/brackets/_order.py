@@ -354,8 +354,8 @@ def _later_differences(
     piecewise ops: the first run's own). Only the gradient is expanded, in the small ``d`` (not
     in the distance travelled, as :func:`predicted_values_along_steps` does); Adam's state,
     whose two copies differ by a finite amount after a swap, and its update, far from linear
-    where the second moment is small, are exact. Costs per later step one pass for the gradient and its HVP, per horizon two
-    values of ``O``.
+    where the second moment is small, are exact. Costs per later step one pass for the gradient
+    and its HVP, per horizon two values of ``O``.
     """
     horizons = [int(h) for h in horizons]
     if not horizons or min(horizons) < 0 or max(horizons) > len(later):
