@@ -29,6 +29,7 @@ from perturbative.brackets import (
     parameters_after_steps,
     record_pieces,
     third_derivative,
+    vector_norm,
 )
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
 from perturbative.pipeline.order_check import restore, sample_pairs
@@ -39,7 +40,7 @@ SCALES = (1.0, 0.25, 0.0625)
 
 
 def norm(v: dict) -> float:
-    return float(sum((t * t).sum() for t in v.values())) ** 0.5
+    return float(vector_norm(v))
 
 
 def main(argv=None) -> int:

@@ -158,10 +158,9 @@ def test_third_order_expansion_shrinks_the_residual_to_lr_to_the_fourth():
     assert 12.0 < residual[True][0] / residual[True][1] < 20.0, residual
 
 
-def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_pool_kinks():
-    # Adam steps at lr 1e-2 flip ReLU signs and pooling winners: expanded on the piece of the
-    # start point, the third-order prediction is barely better than the second-order one;
-    # expanded on the piece each gradient's point lies on, it converges like a smooth one
+def warmed_pooled_convnet():
+    """The ReLU and max-pool convnet after 20 Adam steps on its first minibatch, whose loss is
+    the observable, and the two minibatches to swap."""
     case = pooled_relu_convnet()
     warm, first, second = case.minibatches()
     optimizer = torch.optim.Adam(case.model.parameters(), lr=0.01)
@@ -169,7 +168,14 @@ def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_poo
         optimizer.zero_grad()
         case.loss_fn(case.model(warm[0]), warm[1]).backward()
         optimizer.step()
-    observable = Observable.mean_loss(case.loss_fn, warm)
+    return case, optimizer, Observable.mean_loss(case.loss_fn, warm), first, second
+
+
+def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_pool_kinks():
+    # Adam steps at lr 1e-2 flip ReLU signs and pooling winners: expanded on the piece of the
+    # start point, the third-order prediction is barely better than the second-order one;
+    # expanded on the piece each gradient's point lies on, it converges like a smooth one
+    case, optimizer, observable, first, second = warmed_pooled_convnet()
     error = {}
     for lr in (0.01, 0.001):
         real = real_value(case, optimizer, [first, second], observable, lr) - real_value(
@@ -511,14 +517,7 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
     """Past the swap the second run's gradient is expanded at the first run's point in the
     small distance between them; on the piece the second run's point lies on, the error at
     h = 2 and 6 steps later is several times smaller than on the first run's piece."""
-    case = pooled_relu_convnet()
-    warm, first, second = case.minibatches()
-    optimizer = torch.optim.Adam(case.model.parameters(), lr=0.01)
-    for _ in range(20):
-        optimizer.zero_grad()
-        case.loss_fn(case.model(warm[0]), warm[1]).backward()
-        optimizer.step()
-    observable = Observable.mean_loss(case.loss_fn, warm)
+    case, optimizer, observable, first, second = warmed_pooled_convnet()
     g = torch.Generator().manual_seed(5)
     later = [case.rows(torch.randperm(40, generator=g)[:10]) for _ in range(6)]
     args, horizons = (case.model, case.loss_fn, optimizer), (0, 2, 6)
