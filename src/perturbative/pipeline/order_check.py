@@ -210,6 +210,10 @@ class Checkpoint:
     third_order: bool = False
     follow_pieces: bool = True
 
+    def expansion(self, lr: float) -> dict[str, Any]:
+        """The keywords every prediction of the check takes: its lr and how it expands."""
+        return {"lr": lr, "third_order": self.third_order, "follow_pieces": self.follow_pieces}
+
     def mode_for(self, kind: str) -> None:
         """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
         normalised by its own statistics, as the run trained), in eval mode otherwise."""
@@ -398,30 +402,10 @@ def pair_record(
     args = (at.model, per_example_bce, at.optimizer)
     later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
     if kind == "exchange":  # the first examples of x and y change places
-        prediction = predict_exchange(
-            *args,
-            x,
-            y,
-            0,
-            0,
-            at.observable,
-            lr=lr,
-            third_order=at.third_order,
-            follow_pieces=at.follow_pieces,
-            **later,
-        )
+        prediction = predict_exchange(*args, x, y, 0, 0, at.observable, **at.expansion(lr), **later)
         orders = ((x, y), exchanged(x, y, 0, 0))
     else:
-        prediction = predict_swap(
-            *args,
-            x,
-            y,
-            at.observable,
-            lr=lr,
-            third_order=at.third_order,
-            follow_pieces=at.follow_pieces,
-            **later,
-        )
+        prediction = predict_swap(*args, x, y, at.observable, **at.expansion(lr), **later)
         orders = ((x, y), (y, x))
     record = {
         "kind": kind,
@@ -500,9 +484,7 @@ def window_record(at: Checkpoint, batches, lr: float) -> dict:
         at.optimizer,
         batches,
         at.observable,
-        lr=lr,
-        third_order=at.third_order,
-        follow_pieces=at.follow_pieces,
+        **at.expansion(lr),
     )
     real = [
         values_along_steps(
