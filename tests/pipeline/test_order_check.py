@@ -216,6 +216,8 @@ def test_bad_options_are_refused():
         OrderCheckOptions(expansion=4)
     with pytest.raises(InputError, match="pieces must be 'follow' or 'ignore'"):
         OrderCheckOptions(pieces="smooth")
+    with pytest.raises(InputError, match="examples must be 'in-batch' or 'alone'"):
+        OrderCheckOptions(examples="together")
     with pytest.raises(InputError, match=r"window_sizes \[5\]: each k must be 2 to 4"):
         OrderCheckOptions(window_sizes=(5,))
 
@@ -259,9 +261,9 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     assert at.model.training and expected != 0
     (got,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
-    at.mode_for("example")
+    at.model.eval()
     (eval_mode,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
-    assert not at.model.training and eval_mode != pytest.approx(expected, rel=1e-3)
+    assert eval_mode != pytest.approx(expected, rel=1e-3)
     # an exchange: the first examples of x and y change places, both batches in train mode
     x2, y2 = exchanged(x, y, 0, 0)
     expected = by_hand(x, y) - by_hand(x2, y2)
@@ -269,3 +271,53 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     assert at.model.training and expected != 0
     (got,) = real_differences(at, (x, y), (x2, y2), (0,), config.lr)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_statistics(run_dir):
+    """``examples="in-batch"``: each single example is the first row of a minibatch of the run's
+    batch size whose other rows weigh 0, in train mode; a real step is then a hand-written step
+    on that example's own BCE with BatchNorm normalising the whole minibatch. ``"alone"`` (or
+    ``batchnorm="running"``) keeps a batch of one in eval mode."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from perturbative.pipeline.config import load_run_config
+    from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
+    from perturbative.pipeline.sweep import select_examples
+    from perturbative.pipeline.train import build_dataset
+
+    config = load_run_config(run_dir)
+    dataset = build_dataset(config)
+    heldout = select_examples(dataset.heldout_indices.tolist(), 8, 0)
+    at = restore(run_dir, 3, config, dataset, heldout, OrderCheckOptions(**TINY_CHECK))
+    assert at.example_batch == config.batch_size == 4
+    generator = torch.Generator().manual_seed(1)
+    ((kind, x, y),) = sample_pairs(dataset, 4, 1, 0, 0, generator, "float64", at.example_batch)
+    assert kind == "example" and len(x) == 3 and x[2].tolist() == [4.0, 0.0, 0.0, 0.0]
+    assert not torch.equal(x[0][1:], y[0][1:])  # each example has its own companions
+    held_inputs, held_targets = at.observable.inputs, dataset.batch(heldout)[1].double()
+
+    def by_hand(first, second):
+        model, optimizer = copy.deepcopy((at.model, at.optimizer))
+        model.train()
+        for inputs, targets, _ in (first, second):
+            optimizer.zero_grad()
+            outputs = model(inputs)  # BatchNorm over the whole minibatch
+            F.binary_cross_entropy_with_logits(outputs[:1], targets[:1]).backward()
+            optimizer.step()
+        with torch.no_grad():
+            return float(F.binary_cross_entropy_with_logits(model(held_inputs), held_targets))
+
+    expected = by_hand(x, y) - by_hand(y, x)
+    at.mode_for("example")
+    assert at.model.training and expected != 0
+    (got,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    for options in (dict(examples="alone"), dict(batchnorm="running")):
+        alone = restore(
+            run_dir, 3, config, dataset, heldout, OrderCheckOptions(**TINY_CHECK, **options)
+        )
+        alone.mode_for("example")
+        assert alone.example_batch == 1 and not alone.model.training

@@ -141,3 +141,26 @@ def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, c
     out = capsys.readouterr().out
     assert "minibatch pairs            1 of 3 = 0.333 +- 0.272 (target 0.98: not met)" in out
     assert "best of 3! picked           1 of 1 = 1.000 (target 0.9: met)" in out
+
+
+def test_single_examples_pool_apart_by_how_they_were_trained():
+    """Single examples trained inside a batch (``--examples in-batch``) and alone in eval mode
+    (``alone``, ``--batchnorm running``, or a check made before the option) are other kinds."""
+
+    def check(seed, real, **options):
+        pairs = [{"kind": "example", "predicted": 1.0, "second_order": 1.0, "horizons": [0],
+                  "real": [real]}]  # fmt: skip
+        scale = {"scale": 1.0, "horizons": [0], "floor": None, "pairs": pairs, "windows": []}
+        return {"run": "r", "options": {"expansion": 3, "seed": seed, **options},
+                "checkpoints": [{"step": 10, "scales": [scale]}]}  # fmt: skip
+
+    kinds = pooled_order_checks(
+        [
+            check(0, 1.0, batchnorm="batch", examples="in-batch"),
+            check(1, -1.0, batchnorm="batch", examples="alone"),
+            check(2, -2.0, batchnorm="running", examples="in-batch"),
+            check(3, 3.0, batchnorm="batch"),
+        ]
+    )["r"]["kinds"]
+    assert kinds["example_in_batch"]["right"] == kinds["example_in_batch"]["pairs"] == 1
+    assert (kinds["example"]["pairs"], kinds["example"]["right"]) == (3, 1)

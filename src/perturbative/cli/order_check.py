@@ -29,6 +29,9 @@ HELP = {
     "BatchNorm running statistics (0 keeps them)",
     "batchnorm": "'batch': minibatches use their own BatchNorm statistics, as in training; "
     "'running': eval mode throughout",
+    "examples": "'in-batch': a single example is trained inside a minibatch whose other "
+    "examples weigh 0, with its BatchNorm statistics, as in training; 'alone': a batch of one in "
+    "eval mode",
     "expansion": "each gradient expanded to order 2 or 3 along the predicted path (3 also "
     "records the second-order prediction beside it)",
     "pieces": "'follow': expand each gradient on the piece (max-pool winners, ReLU signs) its "

@@ -397,7 +397,18 @@ class OrderCheckOptions:
             predicted and really trained in train mode, each batch normalised by its own
             statistics as in the run, and their observable is the held-out batch's loss with
             its own statistics; "running": everything in eval mode on the recomputed running
-            statistics. Single examples have no batch statistics and always run in eval mode.
+            statistics.
+        examples: how a single example is trained alone under ``batchnorm="batch"`` (a batch
+            of one has no batch statistics). "in-batch": inside a random minibatch of the run's
+            batch size whose other examples weigh 0 in the loss, in train mode, so BatchNorm
+            normalises it by batch statistics at the current weights, as the run did (the
+            example's field is its gradient in that batch; it costs a minibatch's pass);
+            "alone": a batch of one in eval mode, on the recomputed running statistics, frozen
+            while the steps move the weights. Adam moves every weight by about ``lr`` whatever
+            its gradient, and with frozen statistics early in the digits demo run one such step
+            on one example raised the held-out loss 2-160 times
+            (``benchmarks/example_steps.py``); the expansion cannot follow that. Under
+            ``batchnorm="running"`` examples are alone.
         expansion: the order to which the predictions expand each gradient along the path
             of the earlier predicted steps: 2 (Hessian) or 3 (adds the third derivative; the
             second-order prediction is then recorded beside it, so one run shows what the
@@ -429,6 +440,7 @@ class OrderCheckOptions:
     heldout_examples: int = 64
     batchnorm_examples: int = 1024
     batchnorm: str = "batch"
+    examples: str = "in-batch"
     expansion: int = 3
     pieces: str = "follow"
     dtype: str = "float64"
@@ -466,6 +478,8 @@ class OrderCheckOptions:
             raise InputError("need at least one horizon >= 0 and one lr scale")
         if self.batchnorm not in ("batch", "running"):
             raise InputError(f"batchnorm must be 'batch' or 'running', not {self.batchnorm!r}")
+        if self.examples not in ("in-batch", "alone"):
+            raise InputError(f"examples must be 'in-batch' or 'alone', not {self.examples!r}")
         if self.expansion not in (2, 3):
             raise InputError(f"expansion must be 2 or 3, not {self.expansion!r}")
         if self.pieces not in ("follow", "ignore"):

@@ -2,10 +2,12 @@
 
 At each chosen checkpoint the model AND its Adam state are restored (the checkpoint holds both)
 and the observable is the mean loss of held-out examples. BatchNorm is treated the same way in
-the predictions and in the real training, so that a swap changes nothing but the order: single
-examples run in eval mode, on running statistics recomputed for the checkpoint's weights;
-minibatches (with the default ``batchnorm="batch"``) run in train mode, each batch normalised by
-its own statistics exactly as the run trained, with the held-out batch normalised by its own.
+the predictions and in the real training, so that a swap changes nothing but the order: with
+the default ``batchnorm="batch"`` minibatches run in train mode, each batch normalised by its
+own statistics exactly as the run trained, with the held-out batch normalised by its own, and a
+single example is trained inside a minibatch of the run's batch size whose other examples weigh
+0 (``examples="in-batch"``); with ``examples="alone"`` or ``batchnorm="running"`` it runs alone
+in eval mode, on running statistics recomputed for the checkpoint's weights.
 For random pairs of single examples and of minibatches of the run's batch size, and for
 random pairs of examples exchanged between two consecutive minibatches (example ``x`` of the
 first and ``y`` of the second change places, so each keeps batch companions, as single
@@ -37,7 +39,7 @@ import copy
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -196,7 +198,8 @@ def _differences(saved: Any, header: dict) -> str:
 @dataclass
 class Checkpoint:
     """A checkpoint restored for the check: model (eval mode) and optimizer in the working
-    precision, the observable, the run's next batches, and what sampling needs."""
+    precision, the observable, the run's next batches, what sampling needs, and the check's
+    options (how BatchNorm is met, how predictions expand)."""
 
     step: int
     model: nn.Module
@@ -206,18 +209,31 @@ class Checkpoint:
     dataset: Any
     batch_size: int
     lr: float
-    batch_statistics: bool = False
-    third_order: bool = False
-    follow_pieces: bool = True
+    options: OrderCheckOptions = field(default_factory=OrderCheckOptions)
 
     def expansion(self, lr: float) -> dict[str, Any]:
         """The keywords every prediction of the check takes: its lr and how it expands."""
-        return {"lr": lr, "third_order": self.third_order, "follow_pieces": self.follow_pieces}
+        return {
+            "lr": lr,
+            "third_order": self.options.expansion == 3,
+            "follow_pieces": self.options.pieces == "follow",
+        }
+
+    @property
+    def example_batch(self) -> int:
+        """The size of the minibatch a single example is trained in: the run's under
+        ``examples="in-batch"`` (with batch statistics), 1 (alone, eval mode) otherwise."""
+        in_batch = self.options.batchnorm == "batch" and self.options.examples == "in-batch"
+        return self.batch_size if in_batch else 1
 
     def mode_for(self, kind: str) -> None:
-        """Put the model in train mode for minibatches under ``batchnorm="batch"`` (each batch
-        normalised by its own statistics, as the run trained), in eval mode otherwise."""
-        self.model.train(self.batch_statistics and kind in ("batch", "exchange", "window"))
+        """Put the model in train mode where batches meet BatchNorm with their own statistics
+        (minibatches under ``batchnorm="batch"``, single examples trained in one), in eval mode
+        otherwise."""
+        if kind == "example":
+            self.model.train(self.example_batch > 1)
+        else:
+            self.model.train(self.options.batchnorm == "batch")
 
 
 def check_scale(
@@ -238,7 +254,9 @@ def check_scale(
             options.windows // 2,
         )
     )
-    pairs = sample_pairs(at.dataset, at.batch_size, *counts[:3], generator, options.dtype)
+    pairs = sample_pairs(
+        at.dataset, at.batch_size, *counts[:3], generator, options.dtype, at.example_batch
+    )
     followed = dict.fromkeys(PAIR_KINDS, 0)
     records = []
     bar = tqdm(pairs, desc=f"step {at.step} lr x{scale:g}", leave=False, disable=not progress)
@@ -271,7 +289,7 @@ def check_scale(
         saved((at.step, scale, "window", index), partial(window_record, at, batches, lr))
         for index, batches in enumerate(drawn)
     ]
-    at.mode_for("example")
+    at.model.eval()
     horizons = options.horizons if full else (0,)
     return {
         "scale": scale,
@@ -328,9 +346,7 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
         dataset,
         config.batch_size,
         config.lr,
-        batch_statistics=options.batchnorm == "batch",
-        third_order=options.expansion == 3,
-        follow_pieces=options.pieces == "follow",
+        options,
     )
 
 
@@ -355,21 +371,31 @@ def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -
 
 
 def sample_pairs(
-    dataset, batch_size, examples, batches, exchanges, generator, dtype
+    dataset, batch_size, examples, batches, exchanges, generator, dtype, example_batch=1
 ) -> list[tuple]:
     """Random pairs: ``examples`` of single training examples, ``batches`` of minibatches of
     ``batch_size`` (disjoint within a pair), and ``exchanges`` of two such minibatches whose
-    first examples change places."""
+    first examples change places.
+
+    With ``example_batch > 1`` each single example is the first row of a minibatch of that size
+    whose other rows are random training examples weighing 0 in the loss: a third column of
+    weights, ``example_batch`` for the example and 0 for the rest, makes the batch's mean loss
+    the example's own (:func:`perturbative.pipeline.train.per_example_bce`), with BatchNorm's
+    statistics taken over the whole minibatch."""
     train = dataset.train_indices
     pairs = []
     for kind, count, size in (
-        ("example", examples, 1),
+        ("example", examples, example_batch),
         ("batch", batches, batch_size),
         ("exchange", exchanges, batch_size),
     ):
         for _ in range(count):
             chosen = train[torch.randperm(len(train), generator=generator)[: 2 * size]]
             x, y = (_as(dataset.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1))
+            if kind == "example" and size > 1:
+                weight = torch.zeros(size, dtype=x[1].dtype)
+                weight[0] = size
+                x, y = (*x, weight), (*y, weight)
             pairs.append((kind, x, y))
     return pairs
 
@@ -462,6 +488,7 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
         at.dataset,
         at.batch_size,
         at.lr,
+        at.options,
     )
     gaps = []
     for (_, x, y), record in chosen:

@@ -153,10 +153,13 @@ def evaluate(
     return {"heldout_loss": loss_sum / count, "heldout_accuracy": correct / count}
 
 
-def per_example_bce(outputs: Tensor, targets: Tensor) -> Tensor:
+def per_example_bce(outputs: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
     """``L_x``: mean BCE over the attributes of one example (batch of one) -> scalar; the
-    ``loss_fn`` the bracket engine takes for these models."""
-    return attribute_bce(outputs, targets).sum()
+    ``loss_fn`` the bracket engine takes for these models. A ``weight`` (shape ``(1,)``, a third
+    column of the batch) scales it: ``order-check`` trains a single example inside a minibatch
+    whose other rows weigh 0."""
+    loss = attribute_bce(outputs, targets).sum()
+    return loss if weight is None else loss * weight.reshape(())
 
 
 class TrainingState:

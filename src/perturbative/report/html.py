@@ -95,6 +95,7 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "difference of parameters and optimizer state, each of its steps fed the gradient "
         "expanded at the first run's point). Pairs are two "
         "examples, two minibatches, or two examples exchanged between consecutive minibatches. "
+        f"{_single_examples(data.order_check.get('options', {}))} "
         "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
         "over pairs whose real difference is above the float32 rounding floor; settled: pairs "
@@ -115,6 +116,17 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "<th>2nd order: best is real best</th></tr></thead>"
         f"<tbody>{windows}</tbody></table>"
     )
+
+
+def _single_examples(options: dict) -> str:
+    """How the check trained a single example (checks made before the setting: alone)."""
+    if options.get("batchnorm") == "batch" and options.get("examples", "alone") == "in-batch":
+        return (
+            "A single example is trained inside a minibatch of the run's batch size whose other "
+            "examples weigh 0, so BatchNorm normalises it by that batch's statistics, as in "
+            "training."
+        )
+    return "A single example is trained alone, BatchNorm in eval mode (running statistics)."
 
 
 def _sig4(values: np.ndarray) -> list:

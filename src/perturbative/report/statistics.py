@@ -314,6 +314,7 @@ KIND_NAMES = {
     "batch": "minibatch pairs",
     "exchange": "exchanges",
     "example": "example pairs (eval mode)",
+    "example_in_batch": "example pairs (in a batch)",
 }
 
 
@@ -366,7 +367,7 @@ def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[s
                 floor = floor[scale["horizons"].index(0)]
                 for pair in scale["pairs"]:
                     real = pair["real"][pair["horizons"].index(0)]
-                    key = (entry["step"], pair["kind"], real)
+                    key = (entry["step"], _pooled_kind(pair["kind"], options), real)
                     run["duplicates"] += key in run["pairs"]
                     run["pairs"][key] = (pair, real, abs(real) > floor)
                 for window in scale["windows"]:
@@ -374,6 +375,13 @@ def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[s
                     run["duplicates"] += key in run["windows"]
                     run["windows"][key] = window
     return {name: _pooled(run) for name, run in seen.items()}
+
+
+def _pooled_kind(kind: str, options: dict) -> str:
+    """A pair's kind for pooling: single examples trained in a batch (``--examples in-batch``)
+    apart from those trained alone in eval mode (``alone``, and checks made before the option)."""
+    in_batch = options.get("batchnorm") == "batch" and options.get("examples") == "in-batch"
+    return "example_in_batch" if kind == "example" and in_batch else kind
 
 
 def _pooled(run: dict) -> dict:
