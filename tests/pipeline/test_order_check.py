@@ -321,3 +321,21 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
         )
         alone.mode_for("example")
         assert alone.example_batch == 1 and not alone.model.training
+
+
+def test_example_steps_benchmark_prints_both_ways_of_training_an_example(run_dir, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).parents[2] / "benchmarks" / "example_steps.py")
+    argv, sys.argv = sys.argv, [script, str(run_dir), "--steps", "3", "--examples", "2"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        assert done.code == 0
+    finally:
+        sys.argv = argv
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["3", "3"] and rows[0][1] == "alone"
+    assert all(float(row[-3]) > 0 and float(row[-1]) > 0 for row in rows)

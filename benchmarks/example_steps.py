@@ -1,0 +1,88 @@
+"""What one real Adam step on one training example does to the held-out loss, alone or in a batch.
+
+    python benchmarks/example_steps.py runs/demo --steps 50,350,600
+
+At each checkpoint (model and Adam state restored, float64, BatchNorm running statistics
+recomputed as `order-check` does) it takes the run's own Adam step on each of `--examples`
+random training examples, twice:
+
+- alone: a batch of one in eval mode, BatchNorm frozen at the running statistics
+  (`order-check --examples alone`);
+- in a batch: the example is the first row of a minibatch of the run's batch size whose other
+  examples weigh 0, in train mode, BatchNorm normalising by the batch's statistics
+  (`order-check --examples in-batch`, the default).
+
+It prints the held-out mean loss after the step over the loss before (each in its own mode: the
+held-out batch with running statistics, or with its own), median and largest over the examples,
+and the median length of the step. A swap prediction expands the second step's gradient along
+the first step; where one step multiplies the loss, no expansion in `lr` can follow it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perturbative.brackets import parameters_after_steps, vector_norm
+from perturbative.pipeline.config import OrderCheckOptions, load_run_config
+from perturbative.pipeline.order_check import restore, sample_pairs
+from perturbative.pipeline.sweep import select_examples
+from perturbative.pipeline.train import build_dataset, per_example_bce
+
+
+def step_effects(at, batches) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out loss after / before one Adam step on each batch, and each step's length."""
+    model = at.model
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+    before = at.observable.value(model, theta)
+    ratios, lengths = [], []
+    for batch in batches:
+        after = parameters_after_steps(model, per_example_bce, at.optimizer, [batch])
+        ratios.append(at.observable.value(model, {**theta, **after}) / before)
+        lengths.append(float(vector_norm({k: after[k] - theta[k] for k in theta})))
+    return np.array(ratios), np.array(lengths)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", default="runs/demo")
+    parser.add_argument("--steps", default="50,350,600", help="comma-separated checkpoint steps")
+    parser.add_argument("--examples", type=int, default=20, help="random training examples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    run = Path(args.run_dir)
+    config = load_run_config(run, None)
+    dataset = build_dataset(config)
+    options = OrderCheckOptions(horizons=(0,), seed=args.seed)
+    heldout = select_examples(dataset.heldout_indices.tolist(), options.heldout_examples, 0)
+    print(f"{run}: held-out loss after / before one Adam step on one example (lr {config.lr:g})")
+    print(f"{'step':>6}  {'trained':>10}  {'median':>8}  {'largest':>8}  {'median |step|':>13}")
+    for step in (int(s) for s in args.steps.split(",")):
+        at = restore(run, step, config, dataset, heldout, options)
+        generator = torch.Generator().manual_seed(args.seed)
+        pairs = sample_pairs(
+            dataset, config.batch_size, args.examples, 0, 0, generator, "float64", at.example_batch
+        )
+        in_batch = [x for _, x, _ in pairs]
+        alone = [tuple(t[:1] for t in x[:2]) for x in in_batch]  # the same examples, no weight
+        for label, batches, train in (("alone", alone, False), ("in a batch", in_batch, True)):
+            at.model.train(train)
+            ratios, lengths = step_effects(at, batches)
+            print(
+                f"{step:6d}  {label:>10}  {np.median(ratios):8.3g}  {ratios.max():8.3g}  "
+                f"{np.median(lengths):13.3g}",
+                flush=True,
+            )
+        at.model.eval()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
