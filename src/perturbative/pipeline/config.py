@@ -13,6 +13,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,14 @@ class SweepOptions:
 #: The window sizes an order check may have: all ``k!`` orders are predicted (``best_order``
 #: predicts every order up to 24) and really trained.
 WINDOW_SIZES = range(2, 5)
+
+
+def examples_in_batch(options: Mapping[str, Any]) -> bool:
+    """Whether an order check with these options (as ``order_check.json`` saves them) trained
+    each single example inside a minibatch (``examples="in-batch"`` under
+    ``batchnorm="batch"``) rather than alone in eval mode. Checks saved before the setting
+    trained them alone."""
+    return options.get("batchnorm") == "batch" and options.get("examples", "alone") == "in-batch"
 
 
 @dataclass

@@ -67,7 +67,12 @@ from perturbative.brackets import (
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
-from perturbative.pipeline.config import WINDOW_SIZES, OrderCheckOptions, load_run_config
+from perturbative.pipeline.config import (
+    WINDOW_SIZES,
+    OrderCheckOptions,
+    examples_in_batch,
+    load_run_config,
+)
 from perturbative.pipeline.results import ORDER_CHECK, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
@@ -223,8 +228,7 @@ class Checkpoint:
     def example_batch(self) -> int:
         """The size of the minibatch a single example is trained in: the run's under
         ``examples="in-batch"`` (with batch statistics), 1 (alone, eval mode) otherwise."""
-        in_batch = self.options.batchnorm == "batch" and self.options.examples == "in-batch"
-        return self.batch_size if in_batch else 1
+        return self.batch_size if examples_in_batch(vars(self.options)) else 1
 
     def mode_for(self, kind: str) -> None:
         """Put the model in train mode where batches meet BatchNorm with their own statistics

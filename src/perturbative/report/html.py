@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from perturbative._core.io import write_text
+from perturbative.pipeline.config import examples_in_batch
 from perturbative.report.figures import image_uri, report_figures
 from perturbative.report.statistics import (
     ReportData,
@@ -120,7 +121,7 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
 
 def _single_examples(options: dict) -> str:
     """How the check trained a single example (checks made before the setting: alone)."""
-    if options.get("batchnorm") == "batch" and options.get("examples", "alone") == "in-batch":
+    if examples_in_batch(options):
         return (
             "A single example is trained inside a minibatch of the run's batch size whose other "
             "examples weigh 0, so BatchNorm normalises it by that batch's statistics, as in "

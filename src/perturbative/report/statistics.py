@@ -20,7 +20,7 @@ import numpy as np
 
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
-from perturbative.pipeline.config import WINDOW_SIZES
+from perturbative.pipeline.config import WINDOW_SIZES, examples_in_batch
 from perturbative.pipeline.order_check import settled
 from perturbative.pipeline.results import (
     RERUN,
@@ -380,8 +380,7 @@ def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[s
 def _pooled_kind(kind: str, options: dict) -> str:
     """A pair's kind for pooling: single examples trained in a batch (``--examples in-batch``)
     apart from those trained alone in eval mode (``alone``, and checks made before the option)."""
-    in_batch = options.get("batchnorm") == "batch" and options.get("examples") == "in-batch"
-    return "example_in_batch" if kind == "example" and in_batch else kind
+    return "example_in_batch" if kind == "example" and examples_in_batch(options) else kind
 
 
 def _pooled(run: dict) -> dict:
