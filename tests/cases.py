@@ -36,6 +36,23 @@ TINY_RUN = ["--steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--i
 TINY_SWEEP = ["--ranking-examples", "6", "--test-examples", "8"]
 
 
+def run_benchmark(name: str, *argv: str) -> None:
+    """Run ``benchmarks/<name>`` as ``python benchmarks/<name> *argv`` would, in this process
+    (pytest's ``capsys`` then holds what it printed); a nonzero exit fails."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).parents[1] / "benchmarks" / name)
+    saved, sys.argv = sys.argv, [script, *argv]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        assert done.code == 0, f"{name} exited with {done.code}"
+    finally:
+        sys.argv = saved
+
+
 def assert_dicts_close(actual, expected, **kw):
     """Two parameter dicts have the same keys and close values."""
     assert set(actual) == set(expected)

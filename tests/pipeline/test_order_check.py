@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from cases import run_benchmark
 
 from perturbative._core.errors import InputError
 from perturbative.pipeline import order_check as order_check_module
@@ -222,14 +223,32 @@ def test_bad_options_are_refused():
         OrderCheckOptions(window_sizes=(5,))
 
 
-def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):
-    """With batchnorm="batch" a minibatch pair's real difference is that of plain train-mode
-    training (a hand-written loop: model.train(), loss.backward(), Adam.step()), the held-out
-    loss taken with the held-out batch's own statistics; with "running" it differs."""
+def trained_by_hand(at, batches, held_targets, rows=None) -> float:
+    """The held-out BCE (held-out batch in train mode) after a hand-written loop on copies of the
+    checkpoint's model and Adam: ``model.train()``, the BCE of each batch's first ``rows`` rows
+    (all by default) with BatchNorm over the whole batch, ``backward()``, ``Adam.step()``."""
     import copy
 
     import torch
     import torch.nn.functional as F
+
+    model, optimizer = copy.deepcopy((at.model, at.optimizer))
+    model.train()
+    for inputs, targets in batches:
+        optimizer.zero_grad()
+        outputs = model(inputs)
+        F.binary_cross_entropy_with_logits(outputs[:rows], targets[:rows]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float(F.binary_cross_entropy_with_logits(model(at.observable.inputs), held_targets))
+
+
+def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):
+    """With batchnorm="batch" a minibatch pair's real difference is that of plain train-mode
+    training (a hand-written loop: model.train(), loss.backward(), Adam.step()), the held-out
+    loss taken with the held-out batch's own statistics; with "running" it differs."""
+
+    import torch
 
     from perturbative.brackets import exchanged
     from perturbative.pipeline.config import load_run_config
@@ -244,17 +263,10 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     at = restore(run_dir, 3, config, dataset, heldout, options)
     generator = torch.Generator().manual_seed(0)
     ((_, x, y),) = sample_pairs(dataset, 4, 0, 1, 0, generator, "float64")
-    held_inputs, held_targets = at.observable.inputs, dataset.batch(heldout)[1].double()
+    held_targets = dataset.batch(heldout)[1].double()
 
     def by_hand(first, second):
-        model, optimizer = copy.deepcopy((at.model, at.optimizer))
-        model.train()
-        for inputs, targets in (first, second):
-            optimizer.zero_grad()
-            F.binary_cross_entropy_with_logits(model(inputs), targets).backward()
-            optimizer.step()
-        with torch.no_grad():
-            return float(F.binary_cross_entropy_with_logits(model(held_inputs), held_targets))
+        return trained_by_hand(at, (first, second), held_targets)
 
     expected = by_hand(x, y) - by_hand(y, x)
     at.mode_for("batch")
@@ -278,10 +290,8 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
     batch size whose other rows weigh 0, in train mode; a real step is then a hand-written step
     on that example's own BCE with BatchNorm normalising the whole minibatch. ``"alone"`` (or
     ``batchnorm="running"``) keeps a batch of one in eval mode."""
-    import copy
 
     import torch
-    import torch.nn.functional as F
 
     from perturbative.pipeline.config import load_run_config
     from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
@@ -297,18 +307,10 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
     ((kind, x, y),) = sample_pairs(dataset, 4, 1, 0, 0, generator, "float64", at.example_batch)
     assert kind == "example" and len(x) == 3 and x[2].tolist() == [4.0, 0.0, 0.0, 0.0]
     assert not torch.equal(x[0][1:], y[0][1:])  # each example has its own companions
-    held_inputs, held_targets = at.observable.inputs, dataset.batch(heldout)[1].double()
+    held_targets = dataset.batch(heldout)[1].double()
 
-    def by_hand(first, second):
-        model, optimizer = copy.deepcopy((at.model, at.optimizer))
-        model.train()
-        for inputs, targets, _ in (first, second):
-            optimizer.zero_grad()
-            outputs = model(inputs)  # BatchNorm over the whole minibatch
-            F.binary_cross_entropy_with_logits(outputs[:1], targets[:1]).backward()
-            optimizer.step()
-        with torch.no_grad():
-            return float(F.binary_cross_entropy_with_logits(model(held_inputs), held_targets))
+    def by_hand(first, second):  # BatchNorm over the whole minibatch, the loss of its first row
+        return trained_by_hand(at, (first[:2], second[:2]), held_targets, rows=1)
 
     expected = by_hand(x, y) - by_hand(y, x)
     at.mode_for("example")
@@ -324,18 +326,7 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
 
 
 def test_example_steps_benchmark_prints_both_ways_of_training_an_example(run_dir, capsys):
-    import runpy
-    import sys
-    from pathlib import Path
-
-    script = str(Path(__file__).parents[2] / "benchmarks" / "example_steps.py")
-    argv, sys.argv = sys.argv, [script, str(run_dir), "--steps", "3", "--examples", "2"]
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as done:
-        assert done.code == 0
-    finally:
-        sys.argv = argv
+    run_benchmark("example_steps.py", str(run_dir), "--steps", "3", "--examples", "2")
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[0] for row in rows] == ["3", "3"] and rows[0][1] == "alone"
     assert all(float(row[-3]) > 0 and float(row[-1]) > 0 for row in rows)

@@ -1,13 +1,11 @@
 """The HTML report: self-contained, escaped, and its numbers equal direct numpy computations."""
 
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from cases import EVIL_NAMES as EVIL
+from cases import run_benchmark
 
 from perturbative.report import load_report_data
 from perturbative.report.statistics import (
@@ -130,14 +128,7 @@ def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, c
         folders.append(tmp_path / f"check{n}")
         folders[-1].mkdir()
         (folders[-1] / "order_check.json").write_text(json.dumps(result))
-    script = str(Path(__file__).parents[2] / "benchmarks" / "order_targets.py")
-    argv, sys.argv = sys.argv, [script, *map(str, folders)]
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as done:
-        assert done.code == 0
-    finally:
-        sys.argv = argv
+    run_benchmark("order_targets.py", *map(str, folders))
     out = capsys.readouterr().out
     assert "minibatch pairs            1 of 3 = 0.333 +- 0.272 (target 0.98: not met)" in out
     assert "best of 3! picked           1 of 1 = 1.000 (target 0.9: met)" in out
