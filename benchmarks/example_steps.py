@@ -80,7 +80,6 @@ def main(argv=None) -> int:
                 f"{np.median(lengths):13.3g}",
                 flush=True,
             )
-        at.model.eval()
     return 0
 
 
