@@ -17,8 +17,10 @@ trains, checkpoints and sweeps a run into files, ``report`` renders them, ``cli`
 
 from perturbative._core.engines import ForwardADUnsupportedError
 from perturbative._core.errors import InputError
+from perturbative._core.extras import MissingExtraError
 from perturbative.brackets import (
     BracketTerms,
+    Expansion,
     Observable,
     OrderPrediction,
     PieceMismatchError,
@@ -34,7 +36,6 @@ from perturbative.brackets import (
     layer_norms,
     layer_rms,
     mean_gradient,
-    minibatch_bracket,
     on_pieces,
     order_scores,
     order_sensitivity,
@@ -42,11 +43,9 @@ from perturbative.brackets import (
     pair_indices,
     per_example_gradients,
     per_example_hvps,
-    preconditioned_bracket,
     predict_exchange,
     predict_order,
     predict_swap,
-    predicted_values_along_steps,
     projected_bracket_matrix,
     record_pieces,
     swap_check,
@@ -70,13 +69,11 @@ from perturbative.tilt import (
     weighted_loss,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     # brackets of training examples
     "bracket",
-    "minibatch_bracket",
-    "preconditioned_bracket",
     "adam_preconditioner",
     "bracket_matrix",
     "bracket_terms",
@@ -99,10 +96,10 @@ __all__ = [
     "order_sensitivity",
     # order effects on an observable, with the real optimizer
     "Observable",
+    "Expansion",
     "order_scores",
     "predict_swap",
     "predict_exchange",
-    "predicted_values_along_steps",
     "predict_order",
     "best_order",
     "SwapPrediction",
@@ -134,4 +131,5 @@ __all__ = [
     "first_order_shift",
     # errors
     "InputError",
+    "MissingExtraError",
 ]

@@ -9,7 +9,6 @@ from torch import nn
 from perturbative.brackets import (
     bracket,
     bracket_matrix,
-    minibatch_bracket,
 )
 
 
@@ -38,8 +37,6 @@ def test_shape_mismatches_are_refused():
     with pytest.raises(ValueError, match="preconditioner"):
         pre = {k: torch.ones(3, dtype=DTYPE) for k in case.params}
         bracket_matrix(case.model, case.loss_fn, case.params, case.data, preconditioner=pre)
-    with pytest.raises(ValueError, match="one example each"):
-        bracket(case.model, case.loss_fn, case.params, case.data, case.example(0))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -59,7 +56,7 @@ def test_empty_example_sets_are_refused():
     with pytest.raises(ValueError, match="holds no examples"):
         bracket_matrix(case.model, case.loss_fn, case.params, empty)
     with pytest.raises(ValueError, match="holds no examples"):
-        minibatch_bracket(case.model, case.loss_fn, case.params, case.data, empty)
+        bracket(case.model, case.loss_fn, case.params, case.data, empty)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -11,8 +11,6 @@ from perturbative.brackets import (
     bracket_matrix,
     bracket_terms,
     cancellation_ratio,
-    minibatch_bracket,
-    preconditioned_bracket,
 )
 from perturbative.reference import (
     dense_hessian,
@@ -57,7 +55,7 @@ def test_preconditioned_bracket_matrix_matches_reference(case, engine):
     expected = reference_bracket_matrix(case.model, case.loss_fn, case.params, case.data, pre)
     assert_dicts_close(got, expected, rtol=1e-9, atol=1e-12)
     x, y = case.example(0), case.example(2)
-    single = preconditioned_bracket(case.model, case.loss_fn, case.params, x, y, pre, engine=engine)
+    single = bracket(case.model, case.loss_fn, case.params, x, y, preconditioner=pre, engine=engine)
     assert_dicts_close(single, {k: v[0, 2] for k, v in expected.items()}, rtol=1e-9, atol=1e-12)
 
 
@@ -124,7 +122,7 @@ def test_minibatch_bracket_is_mean_of_pairwise_brackets(case, engine):
     n = case.data[0].shape[0]
     rows, cols = range(n_a), range(n - n_b, n)
     expected = {k: v[rows][:, cols].mean(dim=(0, 1)) for k, v in matrix.items()}
-    got = minibatch_bracket(case.model, case.loss_fn, case.params, a, b, engine=engine)
+    got = bracket(case.model, case.loss_fn, case.params, a, b, engine=engine)
     assert_dicts_close(got, expected, rtol=1e-9, atol=1e-12)
 
 

@@ -18,6 +18,7 @@ from cases import (
 )
 
 from perturbative.brackets import (
+    Expansion,
     Observable,
     best_order,
     exchanged,
@@ -28,10 +29,10 @@ from perturbative.brackets import (
     predict_exchange,
     predict_order,
     predict_swap,
-    predicted_values_along_steps,
     projected_bracket_matrix,
     values_along_steps,
 )
+from perturbative.brackets._order import expanded_values_along_steps
 
 
 def random_preconditioner(params, seed=0):
@@ -113,7 +114,9 @@ def test_swap_prediction_residual_shrinks_like_lr_cubed(name):
         real = real_value(case, optimizer, [x, y], observable, lr) - real_value(
             case, optimizer, [y, x], observable, lr
         )
-        predicted = predict_swap(case.model, case.loss_fn, optimizer, x, y, observable, lr=lr)
+        predicted = predict_swap(
+            case.model, case.loss_fn, optimizer, x, y, observable, lr=lr, expansion=2
+        )
         residuals.append(abs(real - predicted.predicted))
         if name == "sgd":
             assert predicted.state_part == pytest.approx(0.0, abs=1e-15)
@@ -126,7 +129,13 @@ def test_sgd_swap_prediction_is_the_bracket_at_small_lr():
     optimizer = torch.optim.SGD(case.model.parameters(), lr=1e-4)
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     got = predict_swap(
-        case.model, case.loss_fn, optimizer, case.example(0), case.example(3), observable
+        case.model,
+        case.loss_fn,
+        optimizer,
+        case.example(0),
+        case.example(3),
+        observable,
+        expansion=2,
     )
     assert got.predicted == pytest.approx(got.sgd_bracket, rel=1e-3)
     assert got.lr == 1e-4 and got.before == pytest.approx(observable.value(case.model))
@@ -149,7 +158,7 @@ def test_third_order_expansion_shrinks_the_residual_to_lr_to_the_fourth():
                     batches,
                     observable,
                     lr=lr,
-                    third_order=third,
+                    expansion=3 if third else 2,
                 )
             )
             for lr in (0.02, 0.01)
@@ -190,8 +199,7 @@ def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_poo
                 second,
                 observable,
                 lr=lr,
-                third_order=True,
-                follow_pieces=follow,
+                expansion=Expansion(order=3, follow_pieces=follow),
             )
             error[follow, lr] = abs(got.predicted - real) / abs(real)
     assert error[True, 0.01] < 1e-4 < 1e-3 < error[False, 0.01], error
@@ -205,7 +213,7 @@ def test_best_order_of_three_minibatches_is_the_real_best(name):
     observable = Observable.mean_loss(case.loss_fn, case.example(5))
     batches = case.minibatches()
     lr = 0.05 if name != "adam" else 0.02
-    got = best_order(case.model, case.loss_fn, optimizer, batches, observable, lr=lr)
+    got = best_order(case.model, case.loss_fn, optimizer, batches, observable, lr=lr, expansion=2)
     assert got.exhaustive and sorted(got.orders) == list(itertools.permutations(range(3)))
     real = torch.tensor(
         [real_value(case, optimizer, [batches[i] for i in o], observable, lr) for o in got.orders],
@@ -223,7 +231,9 @@ def test_best_order_beyond_the_budget_is_a_tournament():
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.05)
     observable = Observable.mean_loss(case.loss_fn, case.example(4))
     batches = [case.example(i) for i in range(4)]
-    got = best_order(case.model, case.loss_fn, optimizer, batches, observable, max_orders=6)
+    got = best_order(
+        case.model, case.loss_fn, optimizer, batches, observable, max_orders=6, expansion=2
+    )
     assert not got.exhaustive and got.orders[1] == got.orders[0][::-1]
 
 
@@ -282,7 +292,7 @@ def test_train_mode_batchnorm_swaps_are_predicted_like_eval_mode_ones(name):
             optimizer.step()
     errors, sizes = [], []
     for lr in (4e-3, 2e-3, 1e-3):
-        prediction = predict_swap(model, bce_loss, optimizer, x, y, observable, lr=lr)
+        prediction = predict_swap(model, bce_loss, optimizer, x, y, observable, lr=lr, expansion=2)
         xy, yx = (
             values_along_steps(model, bce_loss, optimizer, order, observable.value, [2], lr=lr)[0]
             for order in ([x, y], [y, x])
@@ -303,14 +313,14 @@ def test_third_order_predictions_keep_the_second_order_one_beside_them():
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     x, y = case.example(0), case.example(1)
     args = (case.model, case.loss_fn, optimizer)
-    second = predict_swap(*args, x, y, observable, lr=0.05)
-    third = predict_swap(*args, x, y, observable, lr=0.05, third_order=True)
+    second = predict_swap(*args, x, y, observable, lr=0.05, expansion=2)
+    third = predict_swap(*args, x, y, observable, lr=0.05, expansion=3)
     assert second.second_order == second.predicted
     assert third.second_order == pytest.approx(second.predicted, rel=1e-12)
     assert third.predicted != pytest.approx(second.predicted, rel=1e-6)
     batches = case.minibatches()
-    plain = best_order(*args, batches, observable, lr=0.05)
-    both = best_order(*args, batches, observable, lr=0.05, third_order=True)
+    plain = best_order(*args, batches, observable, lr=0.05, expansion=2)
+    both = best_order(*args, batches, observable, lr=0.05, expansion=3)
     assert plain.second_order is None
     torch.testing.assert_close(both.second_order, plain.predicted, rtol=1e-12, atol=0)
 
@@ -328,7 +338,7 @@ def test_third_order_with_train_mode_batchnorm_shrinks_the_residual_to_lr_to_the
                 model, bce_loss, optimizer, batches, observable.value, [3], lr=lr
             )[0]
             predicted = predict_order(
-                model, bce_loss, optimizer, batches, observable, lr=lr, third_order=third
+                model, bce_loss, optimizer, batches, observable, lr=lr, expansion=3 if third else 2
             )
             residual[third].append(abs(real - predicted))
     assert residual[True][1] < residual[False][1] / 10
@@ -398,7 +408,9 @@ def test_exchange_prediction_residual_shrinks_like_lr_cubed_for_sgd():
     a, b = case.minibatches()[:2]
     residuals = []
     for lr in (0.04, 0.02, 0.01):
-        got = predict_exchange(case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr=lr)
+        got = predict_exchange(
+            case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr=lr, expansion=2
+        )
         assert got.sgd_bracket == pytest.approx(got.predicted, rel=1e-12)
         real = _real_exchange(case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr)
         residuals.append(abs(real - got.predicted))
@@ -429,7 +441,7 @@ def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
     for lr in (4e-3, 2e-3, 1e-3):
         real = _real_exchange(model, bce_loss, optimizer, a, b, 2, 3, observable, lr)
         got = predict_exchange(
-            model, bce_loss, optimizer, a, b, 2, 3, observable, lr=lr, third_order=True
+            model, bce_loss, optimizer, a, b, 2, 3, observable, lr=lr, expansion=3
         )
         relative[False].append(abs(got.second_order - real) / abs(real))
         relative[True].append(abs(got.predicted - real) / abs(real))
@@ -440,7 +452,7 @@ def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
         predict_exchange(model, bce_loss, optimizer, a, b, 5, 0, observable)
 
 
-def test_predicted_values_along_steps_follow_real_training():
+def test_expanded_values_along_steps_follow_real_training():
     """O predicted along four Adam steps: the last value is predict_order's, and the error
     against really training shrinks like lr^3 at every step count (lr^4 with third order)."""
     case = mlp_bce()
@@ -448,18 +460,22 @@ def test_predicted_values_along_steps_follow_real_training():
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     batches = [case.example(i) for i in (0, 1, 2, 3)]
     args = (case.model, case.loss_fn, optimizer, batches)
-    along = predicted_values_along_steps(*args, observable, [2, 4], lr=0.01)
-    assert along[1] == pytest.approx(predict_order(*args, observable, lr=0.01), rel=1e-14)
+    along = expanded_values_along_steps(*args, observable, [2, 4], lr=0.01, expansion=2)
+    assert along[1] == pytest.approx(
+        predict_order(*args, observable, lr=0.01, expansion=2), rel=1e-14
+    )
     for third, expected in ((False, 8.0), (True, 16.0)):
         errors = []
         for lr in (0.004, 0.002):
             real = values_along_steps(*args, observable.value, [2, 4], lr=lr)
-            got = predicted_values_along_steps(*args, observable, [2, 4], lr=lr, third_order=third)
+            got = expanded_values_along_steps(
+                *args, observable, [2, 4], lr=lr, expansion=3 if third else 2
+            )
             errors.append([abs(a - b) for a, b in zip(got, real, strict=True)])
         ratios = [errors[0][i] / errors[1][i] for i in range(2)]
         assert all(0.7 * expected < r < 1.3 * expected for r in ratios), (third, ratios)
     with pytest.raises(ValueError, match="step counts from 1 to 4"):
-        predicted_values_along_steps(*args, observable, [5])
+        expanded_values_along_steps(*args, observable, [5])
 
 
 def _real_later(args, one, other, later, observable, horizons, lr):
@@ -481,7 +497,9 @@ def test_later_differences_are_exact_for_a_quadratic_loss_with_momentum():
     x, y = case.example(0), case.example(1)
     later, horizons = [case.example(i) for i in (2, 3, 4, 2)], (0, 1, 4)
     args = (case.model, case.loss_fn, optimizer)
-    got = predict_swap(*args, x, y, observable, lr=0.05, later=later, horizons=horizons)
+    got = predict_swap(
+        *args, x, y, observable, lr=0.05, later=later, horizons=horizons, expansion=2
+    )
     real = _real_later(args, [x, y], [y, x], later, observable, horizons, 0.05)
     assert got.later[0] == got.predicted
     torch.testing.assert_close(torch.tensor(got.later), torch.tensor(real), rtol=1e-9, atol=1e-15)
@@ -503,7 +521,9 @@ def test_later_differences_with_adam_and_batch_statistics_follow_real_training()
     args, horizons = (model, bce_loss, optimizer), (0, 2, 8)
     errors = []
     for lr in (4e-3, 1e-3):
-        got = predict_exchange(*args, a, b, 2, 3, observable, lr=lr, later=later, horizons=horizons)
+        got = predict_exchange(
+            *args, a, b, 2, 3, observable, lr=lr, later=later, horizons=horizons, expansion=2
+        )
         real = _real_later(
             args, [a, b], list(exchanged(a, b, 2, 3)), later, observable, horizons, lr
         )
@@ -530,10 +550,9 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
             second,
             observable,
             lr=0.01,
-            third_order=True,
+            expansion=Expansion(order=3, follow_pieces=follow),
             later=later,
             horizons=horizons,
-            follow_pieces=follow,
         )
         error[follow] = [abs(p - r) / abs(r) for p, r in zip(got.later, real, strict=True)]
     assert all(f < i / 3 for f, i in zip(error[True], error[False], strict=True)), error

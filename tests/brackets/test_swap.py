@@ -11,7 +11,6 @@ from perturbative.brackets import (
     adam_preconditioner,
     bracket,
     parameters_after_steps,
-    preconditioned_bracket,
     swap_check,
     vector_norm,
 )
@@ -141,7 +140,7 @@ def test_adam_with_zero_first_moment_follows_the_preconditioned_bracket_scaled()
     pre = adam_preconditioner(optimizer, params)
     t = float(next(iter(optimizer.state.values()))["step"])
     scale = (1 - b1) ** 2 / ((1 - b1 ** (t + 1)) * (1 - b1 ** (t + 2)))
-    bracket_p = preconditioned_bracket(model, mean_squared_error, params, x, y, pre)
+    bracket_p = bracket(model, mean_squared_error, params, x, y, preconditioner=pre)
     lr = 2.5e-3
     check = swap_check(model, mean_squared_error, optimizer, x, y, lr=lr)
     predicted = {k: lr**2 * scale * v for k, v in bracket_p.items()}

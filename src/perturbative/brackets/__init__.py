@@ -6,7 +6,9 @@ then y and on y then x. One module per object:
 
 * ``_gradients``: per-example gradients and minibatch gradients (the fields);
 * ``_hvp``: Hessian-vector products, one factory for both engines, and third derivatives;
-* ``_bracket``: pairwise, minibatch, all-pairs and preconditioned brackets;
+* ``_bracket``: the bracket of two examples or minibatches, and of all pairs;
+* ``_expansion``: how an order prediction expands each gradient (:class:`Expansion`);
+* ``_optimizers``: the one reader of a ``torch.optim`` optimizer, and its update as a function;
 * ``_preconditioners``: Adam's diagonal preconditioner from its state;
 * ``_observables``: what a bracket does to the model's outputs and to a scalar observable;
 * ``_norms``: norms, per-tensor RMS and the cancellation ratio;
@@ -20,11 +22,10 @@ from perturbative.brackets._bracket import BracketTerms as BracketTerms
 from perturbative.brackets._bracket import bracket as bracket
 from perturbative.brackets._bracket import bracket_matrix as bracket_matrix
 from perturbative.brackets._bracket import bracket_terms as bracket_terms
-from perturbative.brackets._bracket import minibatch_bracket as minibatch_bracket
 from perturbative.brackets._bracket import pair_indices as pair_indices
 from perturbative.brackets._bracket import pairs_per_chunk as pairs_per_chunk
-from perturbative.brackets._bracket import preconditioned_bracket as preconditioned_bracket
 from perturbative.brackets._bracket import upper_pairs as upper_pairs
+from perturbative.brackets._expansion import Expansion as Expansion
 from perturbative.brackets._gradients import mean_gradient as mean_gradient
 from perturbative.brackets._gradients import per_example_gradients as per_example_gradients
 from perturbative.brackets._hvp import hvp as hvp
@@ -48,9 +49,6 @@ from perturbative.brackets._order import order_scores as order_scores
 from perturbative.brackets._order import predict_exchange as predict_exchange
 from perturbative.brackets._order import predict_order as predict_order
 from perturbative.brackets._order import predict_swap as predict_swap
-from perturbative.brackets._order import (
-    predicted_values_along_steps as predicted_values_along_steps,
-)
 from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
 from perturbative.brackets._pieces import Selection as Selection
 from perturbative.brackets._pieces import on_pieces as on_pieces

@@ -37,7 +37,7 @@ from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.engines import run_engine
 from perturbative.brackets._gradients import gradients_with_graph, mean_gradient
-from perturbative.brackets._hvp import hessian_vector_product, hvp
+from perturbative.brackets._hvp import hessian_vector_product, hvp, retained_hvp
 
 
 @dataclass
@@ -58,60 +58,6 @@ class BracketTerms:
         return {k: h.transpose(0, 1) - h for k, h in self.hessian_gradients.items()}
 
 
-def _one_example(data, what: str) -> tuple[Tensor, ...]:
-    data, n = checks.check_data(data, what)
-    if n != 1:
-        raise ValueError(
-            f"{what} holds {n} examples; bracket() takes one example each (leading dimension 1). "
-            "Use minibatch_bracket() for batches or bracket_matrix() for all pairs"
-        )
-    return data
-
-
-def minibatch_bracket(
-    model: nn.Module,
-    loss_fn: LossFn,
-    params: Params,
-    batch_a: tuple[Tensor, ...],
-    batch_b: tuple[Tensor, ...],
-    *,
-    preconditioner: Params | None = None,
-    engine: str = "auto",
-    batch_context: Tensor | None = None,
-) -> Params:
-    """``[v_A, v_B] = H_B g_A - H_A g_B`` for the mean fields of two minibatches.
-
-    Equal to the mean over ``x in A, y in B`` of ``[v_x, v_y]``; costs two gradients and two
-    Hessian-vector products.
-
-    Args:
-        batch_a, batch_b: tuples of tensors with leading dimensions ``n_A``, ``n_B``.
-        preconditioner: optional frozen diagonal ``P`` keyed and shaped like ``params``.
-
-    Returns:
-        dict keyed and shaped like ``params``.
-    """
-    params = checks.check_params(model, params)
-    batch_a, _ = checks.check_data(batch_a, "batch_a")
-    batch_b, _ = checks.check_data(batch_b, "batch_b")
-    if preconditioner is not None:
-        checks.check_vector(params, preconditioner, "preconditioner")
-    one = preconditioner if preconditioner is not None else None
-    kw = dict(engine=engine, batch_context=batch_context)
-    g_a = mean_gradient(model, loss_fn, params, batch_a, batch_context=batch_context)
-    g_b = mean_gradient(model, loss_fn, params, batch_b, batch_context=batch_context)
-    if one is not None:
-        g_a = {k: one[k] * v for k, v in g_a.items()}
-        g_b = {k: one[k] * v for k, v in g_b.items()}
-    h_b_ga = hvp(model, loss_fn, params, batch_b, g_a, **kw)
-    h_a_gb = hvp(model, loss_fn, params, batch_a, g_b, **kw)
-    out = {k: h_b_ga[k] - h_a_gb[k] for k in params}
-    if one is not None:
-        out = {k: one[k] * v for k, v in out.items()}
-    checks.check_finite(out, "the bracket")
-    return out
-
-
 def bracket(
     model: nn.Module,
     loss_fn: LossFn,
@@ -119,55 +65,54 @@ def bracket(
     x: tuple[Tensor, ...],
     y: tuple[Tensor, ...],
     *,
+    preconditioner: Params | None = None,
     engine: str = "auto",
     batch_context: Tensor | None = None,
 ) -> Params:
-    """``[v_x, v_y] = H_y g_x - H_x g_y`` for two single examples.
+    """``[v_x, v_y] = H_y g_x - H_x g_y`` for two examples or two minibatches.
+
+    Convention: ``v = -grad L``; ``x`` then ``y`` minus ``y`` then ``x`` moves the parameters by
+    ``lr^2 [v_x, v_y] + O(lr^3)`` under plain SGD. For minibatches ``A, B`` the fields are the
+    mean fields, and ``[v_A, v_B]`` is the mean over ``x in A, y in B`` of ``[v_x, v_y]``
+    (bilinearity); a model in train mode normalises each minibatch by its own BatchNorm
+    statistics, as a training step does. With a frozen diagonal ``preconditioner`` ``P``
+    (:func:`perturbative.adam_preconditioner`) the fields are ``-P g`` and the bracket is
+    ``P H_y P g_x - P H_x P g_y``; the learning rate is not part of ``P``.
+
+    Costs two gradients and two Hessian-vector products, whatever the batch sizes.
 
     Args:
-        x, y: data tuples holding one example each (leading dimension 1).
+        x, y: data tuples (or keyword batches) with leading dimensions ``n_x``, ``n_y``: one
+            example each, or minibatches.
+        preconditioner: optional frozen diagonal ``P`` keyed and shaped like ``params``.
+        engine: ``"auto"``, ``"forward"`` or ``"double_backward"``.
+        batch_context: inputs of a batch each single example joins (train-mode BatchNorm; see
+            :mod:`perturbative._core.calls`).
 
     Returns:
-        dict keyed and shaped like ``params``.
+        dict keyed and shaped like ``params``, detached.
 
     Example:
         For least squares ``L_x(w) = 1/2 (w . a - b)^2`` with ``A_x = a a^T``, ``b_x = b a``:
         ``[v_x, v_y](w) = (A_y A_x - A_x A_y) w - A_y b_x + A_x b_y``.
     """
-    x, y = _one_example(x, "x"), _one_example(y, "y")
-    return minibatch_bracket(
-        model, loss_fn, params, x, y, engine=engine, batch_context=batch_context
-    )
+    params = checks.check_params(model, params)
+    x, _ = checks.check_data(x, "x")
+    y, _ = checks.check_data(y, "y")
+    if preconditioner is not None:
+        checks.check_vector(params, preconditioner, "preconditioner")
 
+    def scaled(v: Params) -> Params:
+        return v if preconditioner is None else {k: preconditioner[k] * v[k] for k in v}
 
-def preconditioned_bracket(
-    model: nn.Module,
-    loss_fn: LossFn,
-    params: Params,
-    x: tuple[Tensor, ...],
-    y: tuple[Tensor, ...],
-    preconditioner: Params,
-    *,
-    engine: str = "auto",
-    batch_context: Tensor | None = None,
-) -> Params:
-    """Bracket of the preconditioned fields ``-P g``: ``P H_y P g_x - P H_x P g_y``.
-
-    ``P`` is a frozen positive diagonal, e.g. :func:`adam_preconditioner`; the learning rate is
-    not part of ``P`` (x-then-y minus y-then-x is ``lr^2`` times this, to leading order, for a
-    preconditioned method whose preconditioner does not change between the two steps).
-    """
-    x, y = _one_example(x, "x"), _one_example(y, "y")
-    return minibatch_bracket(
-        model,
-        loss_fn,
-        params,
-        x,
-        y,
-        preconditioner=preconditioner,
-        engine=engine,
-        batch_context=batch_context,
-    )
+    kw = dict(engine=engine, batch_context=batch_context)
+    g_x = scaled(mean_gradient(model, loss_fn, params, x, batch_context=batch_context))
+    g_y = scaled(mean_gradient(model, loss_fn, params, y, batch_context=batch_context))
+    h_y_gx = hvp(model, loss_fn, params, y, g_x, **kw)
+    h_x_gy = hvp(model, loss_fn, params, x, g_y, **kw)
+    out = scaled({k: h_y_gx[k] - h_x_gy[k] for k in params})
+    checks.check_finite(out, "the bracket")
+    return out
 
 
 def bracket_terms(
@@ -351,24 +296,16 @@ def _graphs_and_tangents(model, loss_fn, params, data, preconditioner, batch_con
 def _terms_double_backward(
     model, loss_fn, params, data, preconditioner, batch_context
 ) -> BracketTerms:
-    names = list(params)
-    leaves = [params[k] for k in names]
     n = calls.num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )
     products = {k: v.new_empty((n, *v.shape)) for k, v in grads.items()}
     for j in range(n):
-        outputs = [graphs[j][k] for k in names]
         for i in range(n):
             # H_j (P g_i): one backward through g_j's retained graph.
-            row = calls.grad_or_zero(
-                outputs,
-                leaves,
-                grad_outputs=[tangents[k][i] for k in names],
-                retain_graph=i < n - 1,
-            )
-            for k, value in zip(names, row, strict=True):
+            row = retained_hvp([(graphs[j], _row(tangents, i))], params, retain_graph=i < n - 1)
+            for k, value in row.items():
                 products[k][j, i] = value
         graphs[j] = None  # each graph is its own forward pass: free it once used
     if preconditioner is not None:
@@ -377,29 +314,28 @@ def _terms_double_backward(
     return BracketTerms(grads, products)
 
 
+def _row(vectors: Params, i: int, sign: float = 1.0) -> Params:
+    return {k: sign * v[i] for k, v in vectors.items()}
+
+
 def _brackets_double_backward(model, loss_fn, params, data, preconditioner, batch_context):
-    names = list(params)
-    leaves = [params[k] for k in names]
     n = calls.num_examples(data)
     graphs, grads, tangents = _graphs_and_tangents(
         model, loss_fn, params, data, preconditioner, batch_context
     )
-    negated = {k: -v for k, v in tangents.items()}
     out = {k: v.new_empty((n, n, *v.shape[1:])) for k, v in grads.items()}
     for value in out.values():  # every off-diagonal entry is written below
         value.diagonal(dim1=0, dim2=1).zero_()
     for i in range(n):
         for j in range(i + 1, n):
-            # [v_i, v_j] = H_j P g_i - H_i P g_j = grad(<g_j, sg(P g_i)> - <g_i, sg(P g_j)>):
-            # one backward through both retained graphs.
+            # [v_i, v_j] = H_j P g_i - H_i P g_j: one backward through both retained graphs.
             last = i == n - 2  # after the pair (n-2, n-1) no graph is needed again
-            value = calls.grad_or_zero(
-                [graphs[j][k] for k in names] + [graphs[i][k] for k in names],
-                leaves,
-                grad_outputs=[tangents[k][i] for k in names] + [negated[k][j] for k in names],
+            value = retained_hvp(
+                [(graphs[j], _row(tangents, i)), (graphs[i], _row(tangents, j, -1.0))],
+                params,
                 retain_graph=not last,
             )
-            for k, b in zip(names, value, strict=True):
+            for k, b in value.items():
                 b = b if preconditioner is None else preconditioner[k] * b
                 out[k][i, j] = b
                 out[k][j, i] = -b

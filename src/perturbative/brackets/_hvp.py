@@ -9,9 +9,11 @@ compute ``H u`` exactly, both without forming ``H``:
   with ``create_graph=True``; the graph can be reused for many ``u``.
 
 Both give the same numbers up to rounding; the tests check them against each other and against
-dense Hessians. :func:`hessian_vector_product` is the one factory of both: every function in the
-package that needs ``H u`` builds it here. :func:`third_derivative` is the next derivative,
-``D^3 L_A[u, u, .]``, the change of ``H_A u`` along ``u`` (for expansions to third order).
+dense Hessians. :func:`hessian_vector_product` is the one factory of both, and
+:func:`retained_hvp` the double-backward product through gradient graphs kept for reuse: every
+function in the package that needs ``H u`` builds it here. :func:`third_derivative` is the next
+derivative, ``D^3 L_A[u, u, .]``, the change of ``H_A u`` along ``u`` (for third-order
+expansions).
 """
 
 from __future__ import annotations
@@ -55,6 +57,33 @@ def hessian_vector_product(
         )
 
     return forward, double_backward
+
+
+def retained_hvp(
+    products: list[tuple[Params, Params]], params: Params, *, retain_graph: bool = True
+) -> Params:
+    """``sum_k H_k u_k`` by one backward pass through gradients built with ``create_graph=True``.
+
+    The double-backward engine's reuse of a gradient graph: ``H_k u_k`` is the vector-Jacobian
+    product of the gradient ``g_k`` (its graph kept) with ``u_k``, so many vectors, or the two
+    halves of a bracket, cost one backward each instead of a fresh gradient pass.
+
+    Args:
+        products: pairs ``(g_k, u_k)``: a gradient keyed like ``params`` that carries its graph
+            (:func:`perturbative.brackets._gradients.gradients_with_graph`) and a vector.
+        params: the leaves the gradients were taken with respect to.
+        retain_graph: keep the graphs for further products.
+
+    Returns:
+        dict keyed and shaped like ``params`` (not detached from nothing: plain tensors).
+    """
+    names = list(params)
+    outputs = [graph[k] for graph, _ in products for k in names]
+    vectors = [vector[k] for _, vector in products for k in names]
+    out = calls.grad_or_zero(
+        outputs, [params[k] for k in names], grad_outputs=vectors, retain_graph=retain_graph
+    )
+    return dict(zip(names, out, strict=True))
 
 
 def hvp(

@@ -5,8 +5,14 @@ take the optimizer's own steps: momentum carries a gradient into later steps, Ad
 second moment and corrects its bias. These functions reproduce ``torch.optim``'s update rules on
 dicts of tensors (no ``nn.Module``, no in-place writes into the caller's tensors), so a prediction
 can run many orders from one state, and ``torch.func`` can differentiate through them. One small
-function per optimizer and a registry, :data:`UPDATE_RULES`; :func:`functional_optimizer` reads an
-optimizer's hyperparameters and state into one. Tests check each rule against ``optimizer.step()``.
+function per optimizer and a registry, :data:`UPDATE_RULES`. Tests check each rule against
+``optimizer.step()``.
+
+:func:`functional_optimizer` is the one place that reads a ``torch.optim`` optimizer: its kind,
+each parameter's group hyperparameters and its state. Everything else derives from what it
+returns: the functional steps of the predictions, Adam's preconditioner
+(:func:`adam_denominator`, :func:`perturbative.brackets.adam_preconditioner`) and the leading-order
+swap coefficients of :func:`perturbative.brackets.swap_check`.
 
 Supported: ``SGD`` (momentum, dampening, Nesterov, weight decay) and ``Adam``/``AdamW`` (weight
 decay coupled or decoupled), not ``amsgrad``, ``maximize`` or other optimizers.
@@ -70,11 +76,23 @@ class FunctionalOptimizer:
         rule: the update of one tensor (from :data:`UPDATE_RULES`).
         hyper: per parameter name, the hyperparameters of its group.
         state: per parameter name, the state to start from (tensors detached and copied).
+        name: the optimizer's class name (``"SGD"``, ``"Adam"``, ``"AdamW"``).
     """
 
     rule: UpdateRule
     hyper: dict[str, dict]
     state: dict[str, dict] = field(default_factory=dict)
+    name: str = "SGD"
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first parameter's group."""
+        return float(next(iter(self.hyper.values()))["lr"])
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the update divides by a second moment (Adam, AdamW)."""
+        return self.rule is adam_update
 
     def step(self, params: Params, grads: Params, state: dict[str, dict]):
         """``(params, grads, state) -> (params, state)`` for every name of ``params``."""
@@ -99,7 +117,7 @@ class FunctionalOptimizer:
         if lr is None:
             return self
         hyper = {name: {**h, "lr": float(lr)} for name, h in self.hyper.items()}
-        return FunctionalOptimizer(self.rule, hyper, self.state)
+        return FunctionalOptimizer(self.rule, hyper, self.state, self.name)
 
 
 def functional_optimizer(
@@ -140,7 +158,7 @@ def functional_optimizer(
         }
         if "step" in state[name]:
             state[name]["step"] = int(float(state[name]["step"]))
-    return FunctionalOptimizer(UPDATE_RULES[kind], hyper, state)
+    return FunctionalOptimizer(UPDATE_RULES[kind], hyper, state, kind.__name__)
 
 
 def plain_sgd(names: list[str], lr: float) -> FunctionalOptimizer:
@@ -150,6 +168,36 @@ def plain_sgd(names: list[str], lr: float) -> FunctionalOptimizer:
     return FunctionalOptimizer(
         sgd_update, {k: {**hyper, "nesterov": False} for k in names}, {k: {} for k in names}
     )
+
+
+def adam_denominator(
+    hyper: dict, state: dict, gradient: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Adam's diagonal preconditioner ``P = 1 / (sqrt(v_hat) + eps)`` of one tensor, and where
+    its second moment is zero.
+
+    ``v_hat = exp_avg_sq / (1 - b2^t)`` from ``state``; with ``gradient`` (the next step's) the
+    denominator of that next step, ``v' = b2 v + (1-b2) g^2`` at step ``t + 1``. Where ``v`` is
+    zero (no gradient has reached the coordinate yet) ``P`` is set to 0: Adam's next step moves
+    such a coordinate by a fixed-size sign step, which no ``1/eps`` describes.
+
+    Returns:
+        ``(P, zero)``: ``P`` shaped like the tensor, and the boolean mask of zero second moments
+        (all False with ``gradient``).
+
+    Raises:
+        ValueError: the state has no second moment yet (no step taken).
+    """
+    if "exp_avg_sq" not in state:
+        raise ValueError("no second-moment state yet: take at least one optimizer step first")
+    b2, step = hyper["betas"][1], float(state["step"])
+    v = state["exp_avg_sq"]
+    if gradient is not None:
+        v = b2 * v + (1 - b2) * gradient.detach().to(v) ** 2
+        step += 1
+    pre = 1.0 / ((v / (1 - b2**step)).sqrt() + hyper["eps"])
+    zero = v == 0 if gradient is None else torch.zeros_like(v, dtype=torch.bool)
+    return torch.where(zero, torch.zeros_like(pre), pre), zero
 
 
 def _hyperparameters(kind: type, group: dict) -> dict:

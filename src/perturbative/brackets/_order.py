@@ -10,24 +10,23 @@ observable (:class:`Observable`: by default the mean loss of a held-out batch) w
 *first* order in ``lr`` (momentum carries the first gradient into the second step, Adam's bias
 correction weights the two steps differently), and the curvature term is reshaped by Adam's
 preconditioner. :func:`predict_order` handles every optimizer in one way, exact in the optimizer
-and second order in the curvature: it takes the optimizer's own steps (the functional copies of
+and expanded in the curvature: it takes the optimizer's own steps (the functional copies of
 :mod:`perturbative.brackets._optimizers`, from the optimizer's real state), feeding step ``j`` the
-gradient ``g_j(theta) + H_j (theta_j - theta)``, the first-order Taylor expansion at ``theta`` of
-the gradient at the point ``theta_j`` the earlier predicted steps reached, and evaluates ``O``
+gradient ``g_j(theta) + H_j (theta_j - theta) + 1/2 D^3 L_j[theta_j - theta, theta_j - theta]``,
+the Taylor expansion at ``theta`` of the gradient at the point ``theta_j`` the earlier predicted
+steps reached (to the order of :class:`~perturbative.brackets.Expansion`), and evaluates ``O``
 there. Every derivative is taken at ``theta``; nothing is trained. For plain SGD and two steps
 this is exactly ``lr^2 u . [v_x, v_y]`` plus the order-independent part; for Adam it contains the
 leading-order formula of :mod:`perturbative.brackets._swap` and the optimizer's exact response
 to it (Adam's update is far from linear on coordinates whose second moment is small).
 
 Max pooling and ReLU make the loss only piecewise smooth, and a step at a run's lr crosses piece
-boundaries (on the reference MXResNet about 1.4% of the stem's pooling windows change winner in
-one Adam step): the expansion at ``theta`` would then err in proportion to the step whatever its
-order. So each gradient is expanded on the piece its point lies on (``follow_pieces=True``,
-:func:`perturbative.brackets.on_pieces`), whose winners and signs one forward pass there reads.
-
-``third_order=True`` adds the next term of the gradient's expansion,
-``1/2 D^3 L_j[theta_j - theta, theta_j - theta]``, a nested directional derivative that forward
-mode computes without forming a Hessian (reverse mode, three times, under train-mode BatchNorm).
+boundaries: the expansion at ``theta`` would then err in proportion to the step whatever its
+order. So each gradient is expanded on the piece its point lies on
+(``Expansion.follow_pieces``, :func:`perturbative.brackets.on_pieces`), whose winners and signs
+one forward pass there reads. The third-order term is a nested directional derivative that
+forward mode computes without forming a Hessian (reverse mode, three times, under train-mode
+BatchNorm).
 
 :func:`order_scores` ranks a whole pool by ``S_x = sum_y u . [v_x, v_y]``: ``lr^2 S_x`` is how much
 ``O`` changes (plain SGD, second order) when ``x`` is trained first rather than last among the
@@ -57,7 +56,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jvp, vmap
+from torch.func import jvp, vmap
 
 from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
@@ -68,6 +67,7 @@ from perturbative._core.engines import (
     elementary_normalization,
     run_engine,
 )
+from perturbative.brackets._expansion import Expansion, as_expansion
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import (
     gradient_and_hvp,
@@ -207,9 +207,7 @@ class _Window:
     batches: list[tuple[Tensor, ...]]
     gradients: list[Params]
     observable: Observable
-    engine: str
-    third_order: bool
-    pieces: bool = True
+    expansion: Expansion
     # what depends on the optimizer, computed once (a window with another optimizer needs its
     # own), after one step on batch j, the same for both expansions and every order that starts
     # with j: ("pieces", j, i) the piece theta + d lies on for batch i, ("hvp", j, i) that
@@ -250,7 +248,7 @@ class _Window:
                         self.params,
                         batch,
                         displacement,
-                        engine=self.engine,
+                        engine=self.expansion.engine,
                     )
 
             return compute
@@ -267,7 +265,7 @@ class _Window:
 
     def pieces_at(self, batch: tuple[Tensor, ...], point: Params) -> list[Selection]:
         """What the piecewise ops select on ``batch`` at ``point`` (empty without ``pieces``)."""
-        if not self.pieces:
+        if not self.expansion.follow_pieces:
             return []
         loss = calls.batch_loss(
             self.model, self.loss_fn, calls.fixed_state(self.model, self.params)
@@ -292,7 +290,7 @@ class _Window:
     ) -> tuple[Params, dict[str, dict], float]:
         """Parameters, optimizer state and ``O`` after the optimizer's steps on ``order`` with
         expanded gradients (the window's expansion unless ``third_order`` is given)."""
-        third_order = self.third_order if third_order is None else third_order
+        third_order = self.expansion.third_order if third_order is None else third_order
         key = ("end", tuple(order), third_order)
         if key not in self.cache:
             *_, (params, state) = self.predicted_path(order, third_order)
@@ -310,9 +308,7 @@ class _Window:
         return self.observable.value(self.model, {**self.theta, **path[-1]})
 
 
-def _window(
-    model, loss_fn, optimizer, batches, observable, lr, engine, third_order, pieces=True
-) -> _Window:
+def _window(model, loss_fn, optimizer, batches, observable, lr, expansion) -> _Window:
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
@@ -327,9 +323,7 @@ def _window(
         batches=batches,
         gradients=gradients,
         observable=observable,
-        engine=engine,
-        third_order=third_order,
-        pieces=pieces,
+        expansion=as_expansion(expansion),
     )
 
 
@@ -386,7 +380,12 @@ def _later_differences(
         selections = window.pieces_at(batch, shifted)  # expanded on the piece `shifted` is on
         with on_pieces(selections):
             gradient, curvature = gradient_and_hvp(
-                model, window.loss_fn, _leaf(current), batch, distance, engine=window.engine
+                model,
+                window.loss_fn,
+                _leaf(current),
+                batch,
+                distance,
+                engine=window.expansion.engine,
             )
         expanded = {k: gradient[k] + curvature[k] for k in gradient}
         if selections:  # the run's own step takes the network's gradient
@@ -426,9 +425,7 @@ def predict_order(
     observable: Observable,
     *,
     lr: float | None = None,
-    engine: str = "auto",
-    third_order: bool = False,
-    follow_pieces: bool = True,
+    expansion: Expansion | int = Expansion(),
 ) -> float:
     """``O`` predicted after training on ``batches`` in the given order (module docstring).
 
@@ -441,21 +438,20 @@ def predict_order(
         batches: data tuples, one optimizer step each (a batch of one is one example).
         observable: ``O``.
         lr: the learning rate of the steps (default: the optimizer's).
-        engine: HVP engine.
-        third_order: also expand the gradients to third order.
-        follow_pieces: expand each gradient on the smooth piece of the network that the point
-            it is wanted at lies on (the winners of every max-pooling window and the signs of
-            every ReLU input there, read from a forward pass;
-            :func:`perturbative.brackets.on_pieces`) rather than on the piece ``theta`` lies
-            on. A model without max pooling or ReLU is one piece, and the two agree.
+        expansion: how each gradient is expanded (:class:`Expansion`; ``2`` or ``3`` is short
+            for ``Expansion(order=...)``). The default, third order on each point's own piece,
+            is what every figure in ``docs/results/`` was measured with.
+
+    Returns:
+        The predicted ``O`` after the last step. Costs ``k`` gradients, ``k - 1`` HVPs (and
+        ``k - 1`` third derivatives at third order) for ``k`` batches, and one evaluation of
+        ``O``.
     """
-    window = _window(
-        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
-    )
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
     return window.predicted_value(range(len(window.batches)))
 
 
-def predicted_values_along_steps(
+def expanded_values_along_steps(
     model: nn.Module,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
@@ -464,30 +460,26 @@ def predicted_values_along_steps(
     record_after: Sequence[int],
     *,
     lr: float | None = None,
-    engine: str = "auto",
-    third_order: bool = False,
-    follow_pieces: bool = True,
+    expansion: Expansion | int = Expansion(),
 ) -> list[float]:
     """``O`` predicted after each step count of ``record_after`` along ``batches`` in order: the
     prediction of :func:`perturbative.brackets.values_along_steps` (which really trains), every
-    gradient expanded at ``theta`` as in :func:`predict_order` (one HVP, with ``third_order``
-    also one third derivative, per step after the first).
+    gradient expanded at ``theta`` as in :func:`predict_order` (one HVP, at third order also one
+    third derivative, per step after the first).
 
-    The expansion is in the distance travelled, so it degrades along many steps, and the
-    difference of two such predictions for schedules that differ only early (a swap followed by
-    the same steps) degrades with it: on the digits demo run it was off by 5% to 80x one step
-    after a swap. For that difference use ``predict_swap(..., later=, horizons=)``, which
-    expands only in the distance between the two runs.
+    Not public: the expansion is in the distance travelled, so it degrades along many steps, and
+    so does the difference of two such predictions for schedules that differ only early (a swap
+    followed by the same steps). ``predict_swap(..., later=, horizons=)`` expands only in the
+    distance between the two runs; this earlier method stays for the comparison in
+    ``docs/orders.md``.
     """
     if not record_after or max(record_after) > len(batches) or min(record_after) < 1:
         raise ValueError(
             f"record_after {list(record_after)} must hold step counts from 1 to {len(batches)}"
         )
-    window = _window(
-        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
-    )
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
     values, wanted = {}, set(record_after)
-    path = window.predicted_path(range(max(record_after)), third_order)
+    path = window.predicted_path(range(max(record_after)), window.expansion.third_order)
     for count, (point, _) in enumerate(path, start=1):
         if count in wanted:
             values[count] = observable.value(model, {**window.theta, **point})
@@ -503,48 +495,68 @@ def predict_swap(
     observable: Observable,
     *,
     lr: float | None = None,
-    engine: str = "auto",
-    third_order: bool = False,
+    expansion: Expansion | int = Expansion(),
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
-    follow_pieces: bool = True,
 ) -> SwapPrediction:
     """Predict ``O(x then y) - O(y then x)`` for two examples or minibatches in consecutive steps.
 
-    Costs three gradients and four HVPs at ``theta`` and five evaluations of ``O``. Arguments as
-    :func:`predict_order`; with ``horizons`` also the difference after ``h`` further steps on
-    the same ``later`` batches, for each ``h`` (``.later``): the run that trained ``x`` then
-    ``y`` is followed, and the predicted difference of parameters and optimizer state is carried
-    along it by the linearised steps (one gradient and one HVP per later step).
+    ``x`` and ``y`` are data tuples (or keyword batches): one example each, or minibatches (then
+    their mean fields, normalised by their own statistics under train-mode BatchNorm). Costs
+    three gradients and four HVPs at ``theta`` (two third derivatives more at third order) and
+    five evaluations of ``O``. Arguments as :func:`predict_order`.
+
+    Args:
+        later: the batches of the steps that follow the swap, identical in both runs. With
+            ``later`` the answer's ``.later`` holds the difference after ``h`` of them for each
+            ``h`` of ``horizons`` (default: every step count from 0 to ``len(later)``): the run
+            that trained ``x`` then ``y`` is followed, and the predicted difference of parameters
+            and optimizer state is carried along it by linearised steps (one gradient and one
+            HVP per later step).
+        horizons: step counts after the swap, each at most ``len(later)``.
 
     Example:
         Plain SGD at small ``lr`` gives ``lr^2 u . [v_x, v_y]``:
         ``predict_swap(...).predicted`` equals ``.sgd_bracket`` up to ``O(lr^3)``.
     """
-    window = _window(
-        model, loss_fn, optimizer, [x, y], observable, lr, engine, third_order, follow_pieces
-    )
+    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, expansion)
+    engine = window.expansion.engine
     u = observable.gradient(model, window.params)
     h_y_u = hvp(model, loss_fn, window.params, window.batches[1], u, engine=engine)
     h_x_u = hvp(model, loss_fn, window.params, window.batches[0], u, engine=engine)
     g_x, g_y = window.gradients
-    step = next(iter(window.optimizer.hyper.values()))["lr"]
+    step = window.optimizer.lr
     bracket = sum(float((g_x[k] * h_y_u[k]).sum() - (g_y[k] * h_x_u[k]).sum()) for k in u)
-    predicted = window.predicted_value((0, 1)) - window.predicted_value((1, 0))
+    predicted, second_order = _differences(window, (0, 1), (1, 0))
     return SwapPrediction(
         predicted=predicted,
-        second_order=(
-            window.predicted_value((0, 1), False) - window.predicted_value((1, 0), False)
-            if third_order
-            else predicted
-        ),
-        sgd_bracket=float(step) ** 2 * bracket,
+        second_order=second_order,
+        sgd_bracket=step**2 * bracket,
         state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
         before=observable.value(model, window.theta),
-        lr=float(step),
+        lr=step,
         gradient_norms=(float(vector_norm(g_x)), float(vector_norm(g_y))),
-        later=_later_differences(window, (0, 1), (1, 0), later, horizons) if horizons else None,
+        later=_later(window, (0, 1), (1, 0), later, horizons),
     )
+
+
+def _differences(window: _Window, one: Sequence[int], other: Sequence[int]) -> tuple[float, float]:
+    """``O(one) - O(other)`` with the window's expansion, and at second order."""
+    predicted = window.predicted_value(one) - window.predicted_value(other)
+    if not window.expansion.third_order:
+        return predicted, predicted
+    return predicted, window.predicted_value(one, False) - window.predicted_value(other, False)
+
+
+def _later(window, one, other, later, horizons) -> list[float] | None:
+    """:func:`_later_differences` for ``horizons`` (default: every step count of ``later``);
+    ``None`` when neither is given."""
+    later, horizons = list(later), list(horizons)
+    if not later and not horizons:
+        return None
+    if not horizons:
+        horizons = list(range(len(later) + 1))
+    return _later_differences(window, one, other, later, horizons)
 
 
 def exchanged(
@@ -582,11 +594,9 @@ def predict_exchange(
     observable: Observable,
     *,
     lr: float | None = None,
-    engine: str = "auto",
-    third_order: bool = False,
+    expansion: Expansion | int = Expansion(),
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
-    follow_pieces: bool = True,
 ) -> SwapPrediction:
     """Predict what training example ``x`` one step earlier than example ``y`` does to ``O``,
     where the run trains them in minibatches.
@@ -609,20 +619,14 @@ def predict_exchange(
             f"example ({i}, {j}) is not in minibatches of {sizes[0]} and {sizes[1]} examples"
         )
     batches = [first, second, *exchanged(first, second, i, j)]
-    window = _window(
-        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
-    )
-
-    def difference(w: _Window, third: bool | None = None) -> float:
-        return w.predicted_value((0, 1), third) - w.predicted_value((2, 3), third)
-
-    step = float(next(iter(window.optimizer.hyper.values()))["lr"])
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
+    step = window.optimizer.lr
     sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step), cache={})
-    predicted = difference(window)
+    predicted, second_order = _differences(window, (0, 1), (2, 3))
     return SwapPrediction(
         predicted=predicted,
-        second_order=difference(window, False) if third_order else predicted,
-        sgd_bracket=difference(sgd, False),
+        second_order=second_order,
+        sgd_bracket=sgd.predicted_value((0, 1), False) - sgd.predicted_value((2, 3), False),
         state_part=window.frozen_value((0, 1)) - window.frozen_value((2, 3)),
         before=observable.value(model, window.theta),
         lr=step,
@@ -630,7 +634,7 @@ def predict_exchange(
             float(vector_norm(window.gradients[0])),
             float(vector_norm(window.gradients[2])),
         ),
-        later=_later_differences(window, (0, 1), (2, 3), later, horizons) if horizons else None,
+        later=_later(window, (0, 1), (2, 3), later, horizons),
     )
 
 
@@ -642,10 +646,8 @@ def best_order(
     observable: Observable,
     *,
     lr: float | None = None,
-    engine: str = "auto",
+    expansion: Expansion | int = Expansion(),
     max_orders: int = 24,
-    third_order: bool = False,
-    follow_pieces: bool = True,
 ) -> OrderPrediction:
     """The predicted best and worst orders of a window of ``k`` minibatches for ``O``.
 
@@ -655,9 +657,7 @@ def best_order(
     their total score (the ones whose going first lowers ``O`` most come first), and that order
     and its reverse are predicted. Arguments as :func:`predict_order`.
     """
-    window = _window(
-        model, loss_fn, optimizer, batches, observable, lr, engine, third_order, follow_pieces
-    )
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
     k = len(window.batches)
     if k < 2:
         raise ValueError(f"best_order needs at least 2 batches, got {k}")
@@ -675,7 +675,7 @@ def best_order(
     values = torch.tensor([window.predicted_value(o) for o in orders], dtype=torch.float64)
     second = (
         torch.tensor([window.predicted_value(o, False) for o in orders], dtype=torch.float64)
-        if third_order
+        if window.expansion.third_order
         else None
     )
     return OrderPrediction(
@@ -781,8 +781,10 @@ def order_scores(
 
             return -jvp(along_inner, (detached, zero), (pu, one))[1]
 
+        over_reverse_hvp, _ = hessian_vector_product(f, detached)
+
         def products(*example):  # g_x * pa and (H_x pu) * pb by forward-over-reverse
-            g, h_u = jvp(lambda p: grad(f)(p, *example), (detached,), (pu,))
+            g, h_u = over_reverse_hvp(pu, *example)
             return [g[k] * pa[k] for k in g], [h_u[k] * pb[k] for k in h_u]
 
         def over_reverse(*example):
@@ -821,20 +823,14 @@ def order_scores(
         return vmap(over_reverse, in_dims=in_dims, chunk_size=fallback_chunk)(*pool)
 
     def double_backward() -> Tensor:
-        f = calls.example_loss(model, loss_fn, state)
-        names = list(params)
+        # S_x = g_x . pa - pu . H_x pb: the gradient and H_x pb from one double-backward pass
+        _, gradient_and_product = hessian_vector_product(
+            calls.example_loss(model, loss_fn, state), params
+        )
         out = []
         for i in range(calls.num_examples(pool)):
-            g = torch.autograd.grad(
-                f(params, *calls.take_all(pool, i)), [params[k] for k in names], create_graph=True
-            )
-            along_a = sum((gi * pa[k]).sum() for gi, k in zip(g, names, strict=True))
-            along_b = sum((gi * pb[k]).sum() for gi, k in zip(g, names, strict=True))
-            second = torch.autograd.grad(along_b, [params[k] for k in names], allow_unused=True)
-            cross = sum(
-                (s * pu[k]).sum() for s, k in zip(second, names, strict=True) if s is not None
-            )
-            out.append((along_a - cross).detach())
+            g, h_b = gradient_and_product(pb, *calls.take_all(pool, i))
+            out.append(sum((g[k] * pa[k]).sum() - (h_b[k] * pu[k]).sum() for k in g))
         return torch.stack(out)
 
     scores = run_engine(engine, params, forward=forward, double_backward=double_backward).detach()

@@ -12,6 +12,7 @@ import warnings
 import torch
 
 from perturbative._core.checks import Params
+from perturbative.brackets._optimizers import adam_denominator, functional_optimizer
 
 
 def adam_preconditioner(
@@ -37,40 +38,27 @@ def adam_preconditioner(
     Raises:
         ValueError: if the optimizer is not Adam-like or has not taken a step for a parameter.
     """
-    by_id = {}
-    for group in optimizer.param_groups:
-        if "betas" not in group or "eps" not in group:
-            raise ValueError(
-                "adam_preconditioner needs an Adam/AdamW optimizer (param groups with betas, eps)"
-            )
-        for p in group["params"]:
-            by_id[id(p)] = (p, group)
+    read = functional_optimizer(optimizer, params)
+    if not read.adaptive:
+        raise ValueError(
+            f"adam_preconditioner needs an Adam/AdamW optimizer, not {read.name} (param groups "
+            "with betas and eps)"
+        )
     out, unseen = {}, {}
     for name, p in params.items():
-        if id(p) not in by_id:
-            raise ValueError(
-                f"params[{name!r}] is not a tensor the optimizer updates: pass "
-                "dict(model.named_parameters()) of the model the optimizer was built on, leaving "
-                "out frozen parameters (requires_grad=False)"
+        try:
+            pre, zero = adam_denominator(
+                read.hyper[name],
+                read.state[name],
+                None if gradient is None else gradient[name],
             )
-        _, group = by_id[id(p)]
-        state = optimizer.state.get(p, {})
-        if "exp_avg_sq" not in state:
+        except ValueError:
             raise ValueError(
                 f"the optimizer has no second-moment state for {name!r} yet: take at least one "
                 "optimizer step before building the preconditioner"
-            )
-        b2, step = group["betas"][1], float(state["step"])
-        v = state["exp_avg_sq"].detach()
-        if gradient is not None:
-            v = b2 * v + (1 - b2) * gradient[name].detach().to(v) ** 2
-            step += 1
-        v_hat = v / (1 - b2**step)
-        pre = 1.0 / (v_hat.sqrt() + group["eps"])
-        zero = v == 0
-        if gradient is None and bool(zero.any()):
+            ) from None
+        if bool(zero.any()):
             unseen[name] = int(zero.sum())
-            pre = torch.where(zero, torch.zeros_like(pre), pre)
         out[name] = pre.to(p.dtype)
     if unseen:
         total = sum(unseen.values())

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,13 @@ from perturbative._core.checks import Params
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._hvp import hvp
 from perturbative.brackets._norms import vector_norm
+from perturbative.brackets._optimizers import (
+    FunctionalOptimizer,
+    adam_denominator,
+    adam_update,
+    functional_optimizer,
+    sgd_update,
+)
 
 
 @dataclass
@@ -337,8 +345,22 @@ def swap_check(
     checks.check_finite(measured, "the measured swap difference")
 
     by_name = dict(model.named_parameters())
-    steps = {k: float(group_of(optimizer, by_name[k])["lr"] if lr is None else lr) for k in names}
-    model_of_update = update_model(optimizer, by_name, names, params)
+    try:
+        read = functional_optimizer(optimizer, {k: by_name[k] for k in names})
+        model_of_update = update_model(read, {k: params[k].detach() for k in names})
+    except ValueError as reason:
+        read, model_of_update = (
+            None,
+            (
+                f"no prediction: {reason}; measured, optimizer_state_part and curvature_part are "
+                "still exact"
+            ),
+        )
+    default_lr = read.lr if read is not None else float(optimizer.param_groups[0]["lr"])
+    steps = {
+        k: float(lr if lr is not None else read.hyper[k]["lr"] if read else default_lr)
+        for k in names
+    }
     parts = dict(
         measured=measured,
         optimizer_state_part=state_part,
@@ -388,73 +410,81 @@ def swap_check(
     )
 
 
-def group_of(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
-    for group in optimizer.param_groups:
-        if any(q is p for q in group["params"]):
-            return group
-    raise ValueError("a trained parameter is not in any parameter group of the optimizer")
-
-
-def update_model(optimizer, by_name, names, params):
+def update_model(read: FunctionalOptimizer, theta: Params):
     """Coefficients of the module docstring's update model, or the reason there are none.
 
-    Returns ``(P, alpha P m + s_1, beta, kappa, formula)`` with per-name ``beta``/``kappa``.
+    Args:
+        read: the optimizer as :func:`functional_optimizer` reads it.
+        theta: the trained parameters at ``theta``, detached.
+
+    Returns:
+        ``(P, alpha P m + s_1, beta, kappa, formula)`` with per-name ``beta``/``kappa``, or a
+        string saying why there is no prediction.
     """
-    kind = type(optimizer)
-    theta = {k: params[k].detach() for k in names}
-    pre, shared, beta, kappa = {}, {}, {}, {}
-    if kind is torch.optim.SGD:
-        for k in names:
-            p = by_name[k]
-            group = group_of(optimizer, p)
-            if group.get("maximize", False):
-                return "no prediction: SGD with maximize=True is not modelled"
-            mu, tau = float(group["momentum"]), float(group["dampening"])
-            wd, nesterov = float(group["weight_decay"]), bool(group["nesterov"])
-            buffer = optimizer.state.get(p, {}).get("momentum_buffer")
-            if mu == 0:
-                alpha, b, kap = 0.0, 1.0, 1.0
-            elif nesterov:
-                alpha, b = (0.0, 1.0 + mu) if buffer is None else (mu * mu, 1.0 + mu * (1 - tau))
-                kap = 1.0 + mu * (1 - tau)
-            else:
-                alpha, b = (0.0, 1.0) if buffer is None else (mu, 1.0 - tau)
-                kap = 1.0 - tau
-            pre[k] = torch.ones_like(theta[k])
-            moment = torch.zeros_like(theta[k]) if buffer is None else buffer.detach().to(theta[k])
-            shared[k] = alpha * moment + b * wd * theta[k]
-            beta[k], kappa[k] = b, kap
-        formula = "SGD: lr^2 kappa P [H_y w_x - H_x w_y], P = 1 (see perturbative.brackets._swap)"
-        return pre, shared, beta, kappa, formula
-    if kind in (torch.optim.Adam, torch.optim.AdamW):
-        for k in names:
-            p = by_name[k]
-            group = group_of(optimizer, p)
-            if group.get("amsgrad", False) or group.get("maximize", False):
-                return "no prediction: Adam with amsgrad or maximize is not modelled"
-            state = optimizer.state.get(p, {})
-            if "exp_avg_sq" not in state or float(state["step"]) < 1:
-                return (
-                    "no prediction: Adam has no second-moment state yet, so v_hat changes at "
-                    "first order between the steps; take warm-up steps first (module docstring)"
-                )
-            b1, b2 = (float(b) for b in group["betas"])
-            t = float(state["step"])
-            c1, c2 = 1 / (1 - b1 ** (t + 1)), 1 / (1 - b1 ** (t + 2))
-            v_hat = state["exp_avg_sq"].detach().to(theta[k]) / (1 - b2**t)
-            pre[k] = 1.0 / (v_hat.sqrt() + float(group["eps"]))
-            moment = state["exp_avg"].detach().to(theta[k])
-            wd = float(group["weight_decay"])
-            decoupled = kind is torch.optim.AdamW or group.get("decoupled_weight_decay", False)
-            s1 = wd * theta[k] if decoupled else c1 * (1 - b1) * wd * pre[k] * theta[k]
-            shared[k] = c1 * b1 * pre[k] * moment + s1
-            beta[k], kappa[k] = c1 * (1 - b1), c2 * (1 - b1)
-        formula = (
-            "Adam: lr^2 c1 c2 (1-b1) P [(1-b1) (H_y P g_x - H_x P g_y) + b1 (H_y - H_x) P m] "
-            "(+ weight decay), P = 1/(sqrt(v_hat)+eps) frozen at theta (see perturbative.brackets)"
+    coefficients = SWAP_COEFFICIENTS[read.rule]
+    pre, shared, beta, kappa, unseen = {}, {}, {}, {}, {}
+    for k, value in theta.items():
+        try:
+            pre[k], shared[k], beta[k], kappa[k] = coefficients(value, read.hyper[k], read.state[k])
+        except _NoPrediction as reason:
+            return str(reason)
+        if read.adaptive and bool((pre[k] == 0).any()):
+            unseen[k] = int((pre[k] == 0).sum())
+    if unseen:
+        warnings.warn(
+            f"Adam's second moment is zero on {sum(unseen.values())} coordinates "
+            f"({', '.join(list(unseen)[:4])}): the prediction gives them P = 0, as "
+            "adam_preconditioner does (Adam's next step moves them by a fixed-size sign step, "
+            "which 1/eps does not describe)",
+            RuntimeWarning,
+            stacklevel=3,
         )
-        return pre, shared, beta, kappa, formula
-    return (
-        f"no prediction: the update of {kind.__name__} is not modelled (SGD, Adam and AdamW are); "
-        "measured, optimizer_state_part and curvature_part are still exact"
+    return pre, shared, beta, kappa, FORMULAS[read.rule]
+
+
+class _NoPrediction(Exception):
+    """The optimizer's state admits no leading-order swap prediction (the message says why)."""
+
+
+def _sgd_coefficients(theta: Tensor, hyper: dict, state: dict):
+    mu, tau = float(hyper["momentum"]), float(hyper["dampening"])
+    wd, nesterov = float(hyper["weight_decay"]), bool(hyper["nesterov"])
+    buffer = state.get("momentum_buffer")
+    if mu == 0:
+        alpha, beta, kappa = 0.0, 1.0, 1.0
+    elif nesterov:
+        alpha, beta = (0.0, 1.0 + mu) if buffer is None else (mu * mu, 1.0 + mu * (1 - tau))
+        kappa = 1.0 + mu * (1 - tau)
+    else:
+        alpha, beta = (0.0, 1.0) if buffer is None else (mu, 1.0 - tau)
+        kappa = 1.0 - tau
+    moment = torch.zeros_like(theta) if buffer is None else buffer.to(theta)
+    return torch.ones_like(theta), alpha * moment + beta * wd * theta, beta, kappa
+
+
+def _adam_coefficients(theta: Tensor, hyper: dict, state: dict):
+    if "exp_avg_sq" not in state or float(state["step"]) < 1:
+        raise _NoPrediction(
+            "no prediction: Adam has no second-moment state yet, so v_hat changes at first order "
+            "between the steps; take warm-up steps first (module docstring)"
+        )
+    (b1, _), t = hyper["betas"], float(state["step"])
+    c1, c2 = 1 / (1 - b1 ** (t + 1)), 1 / (1 - b1 ** (t + 2))
+    pre, _ = adam_denominator(
+        hyper, {k: v.to(theta) if isinstance(v, Tensor) else v for k, v in state.items()}
     )
+    wd = hyper["weight_decay"]
+    s1 = wd * theta if hyper["decoupled"] else c1 * (1 - b1) * wd * pre * theta
+    shared = c1 * b1 * pre * state["exp_avg"].to(theta) + s1
+    return pre, shared, c1 * (1 - b1), c2 * (1 - b1)
+
+
+SWAP_COEFFICIENTS = {sgd_update: _sgd_coefficients, adam_update: _adam_coefficients}
+FORMULAS = {
+    sgd_update: "SGD: lr^2 kappa P [H_y w_x - H_x w_y], P = 1 (see perturbative.brackets._swap)",
+    adam_update: (
+        "Adam: lr^2 c1 c2 (1-b1) P [(1-b1) (H_y P g_x - H_x P g_y) + b1 (H_y - H_x) P m] "
+        "(+ weight decay), P = 1/(sqrt(v_hat)+eps) frozen at theta, 0 where v = 0 (see "
+        "perturbative.brackets._swap)"
+    ),
+}

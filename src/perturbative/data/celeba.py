@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
 from perturbative._core.errors import InputError
+from perturbative._core.extras import require
 from perturbative.data.dataset import AttributeDataset, group_heldout_split
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -180,6 +180,7 @@ def load_square_images(paths: list[Path], image_size: int, chunk: int = 512) -> 
     Raises:
         ValueError: naming a file Pillow cannot decode.
     """
+    Image = require("PIL.Image", "reading CelebA images")
     out = torch.empty((len(paths), 3, image_size, image_size), dtype=torch.uint8)
     pending: list[tuple[int, np.ndarray]] = []
 

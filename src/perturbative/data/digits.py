@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from perturbative._core.extras import require
 from perturbative.data.dataset import AttributeDataset, group_heldout_split
 
 DERIVED_ATTRIBUTES: dict[str, frozenset[int]] = {
@@ -56,7 +57,7 @@ def load_digits_attributes(
     Returns:
         The dataset with ``name="digits"`` and the 14 attributes of the module docstring.
     """
-    from sklearn.datasets import load_digits
+    load_digits = require("sklearn.datasets", "the digits data").load_digits
 
     bunch = load_digits()
     pixels = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from perturbative._core.extras import require
 from perturbative._core.io import write_json
 from perturbative.demos.diffusion import (
     DenoiserRun,
@@ -118,7 +119,7 @@ class DigitImages:
 
 def load_digit_images(heldout_fraction: float, seed: int) -> DigitImages:
     """scikit-learn's digits, flattened and scaled to ``[-1, 1]``, split at random."""
-    from sklearn.datasets import load_digits
+    load_digits = require("sklearn.datasets", "the digits tilt demo").load_digits
 
     digits = load_digits()
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 8.0 - 1.0
@@ -137,7 +138,8 @@ class DigitClassifier:
     """Multinomial logistic regression on the pixels: how generated images are read."""
 
     def __init__(self, images: Tensor, labels: Tensor, seed: int = 0) -> None:
-        from sklearn.linear_model import LogisticRegression
+        linear = require("sklearn.linear_model", "the digits tilt demo's classifier")
+        LogisticRegression = linear.LogisticRegression
 
         self.model = LogisticRegression(max_iter=2000, C=0.5, random_state=seed)
         self.model.fit(images.clamp(-1, 1).numpy(), labels.numpy())
@@ -365,7 +367,7 @@ def write_pictures(out: Path, result: dict, grids: dict[str, Tensor], config) ->
     """``tilt_digits_distance.png`` (distance to the target against strength, untrusted
     strengths shaded) and ``tilt_digits_class.png``, ``tilt_digits_ink.png`` (generated digits
     per scheme and strength)."""
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "the digits tilt demo's figure").Figure
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     for n, kind in enumerate(PERTURBATIONS):

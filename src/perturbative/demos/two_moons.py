@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from perturbative._core.extras import require
 from perturbative._core.io import write_json
 from perturbative.demos.diffusion import (
     denoiser_settings,
@@ -32,7 +33,7 @@ from perturbative.tilt import AdjustedBatchSampler, check_tilt, first_order_shif
 
 def two_moons(n: int, noise: float = 0.06, seed: int = 0) -> Tensor:
     """scikit-learn's two moons, standardised per coordinate; float32 ``(n, 2)``."""
-    from sklearn.datasets import make_moons
+    make_moons = require("sklearn.datasets", "the two-moons demo").make_moons
 
     x, _ = make_moons(n, noise=noise, random_state=seed)
     x = (x - x.mean(0)) / x.std(0)
@@ -89,10 +90,8 @@ def demo_dH(x: Tensor) -> Tensor:
 
 
 def _scatter(out: Path, panels: list[tuple[str, Tensor]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "the two-moons demo's figures").use("Agg")
+    plt = require("matplotlib.pyplot", "the two-moons demo's figures")
 
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.2 * len(panels), 3.3), sharex=True, sharey=True
@@ -110,10 +109,8 @@ def _scatter(out: Path, panels: list[tuple[str, Tensor]], title: str) -> None:
 
 
 def _first_order_plot(out: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "the two-moons demo's figures").use("Agg")
+    plt = require("matplotlib.pyplot", "the two-moons demo's figures")
 
     fo = result["first_order"]
     lam = np.linspace(0, result["config"]["strength"], 50)

@@ -22,6 +22,7 @@ import torch
 
 from perturbative._core.engines import ENGINES
 from perturbative._core.errors import InputError
+from perturbative.brackets import Expansion
 
 DATASETS = ("digits", "celeba")
 # fields that may differ between a run and its resumption: more (or fewer) steps, another device,
@@ -456,6 +457,11 @@ class OrderCheckOptions:
     floor_pairs: int = 20
     seed: int = 0
     out_dir: str | None = None
+
+    @property
+    def expansion_settings(self) -> Expansion:
+        """How the check's predictions expand each gradient (``expansion`` and ``pieces``)."""
+        return Expansion(order=self.expansion, follow_pieces=self.pieces == "follow")
 
     def __post_init__(self) -> None:
         self.horizons = tuple(int(h) for h in self.horizons)

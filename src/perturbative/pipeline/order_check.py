@@ -218,11 +218,7 @@ class Checkpoint:
 
     def expansion(self, lr: float) -> dict[str, Any]:
         """The keywords every prediction of the check takes: its lr and how it expands."""
-        return {
-            "lr": lr,
-            "third_order": self.options.expansion == 3,
-            "follow_pieces": self.options.pieces == "follow",
-        }
+        return {"lr": lr, "expansion": self.options.expansion_settings}
 
     @property
     def example_batch(self) -> int:

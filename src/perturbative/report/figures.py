@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from perturbative._core.extras import require
 from perturbative.report.statistics import NormCorrelation, ReportData, norm_product
 
 
@@ -19,7 +20,7 @@ def png_uri(fig) -> str:
 
 def image_uri(image: np.ndarray) -> str:
     """``(C, H, W)`` in ``[0, 1]`` -> PNG data URI (grey for one channel, else the first three)."""
-    from PIL import Image
+    Image = require("PIL.Image", "an image thumbnail in the report")
 
     pixels = np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
     picture = (
@@ -38,7 +39,7 @@ def plain_text(text: str) -> str:
 
 
 def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top: list) -> dict:
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "the report's figures").Figure
 
     plots = {}
     names, steps = data.attribute_names, data.steps
@@ -116,7 +117,7 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
 def order_check_figures(check: dict) -> dict:
     """Predicted against real swap differences at ``h = 0`` (run's lr), and sign accuracy
     against the horizon and against the lr scale."""
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "the report's figures").Figure
 
     plots = {}
     fig = Figure(figsize=(6.0, 4.6), layout="constrained")
