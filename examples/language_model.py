@@ -137,7 +137,7 @@ x = batch_of(train[top : top + 1])
 quad = {"input_ids": torch.cat([b["input_ids"] for b in [x, *others]])}
 quad["labels"] = quad["input_ids"]
 s_quad = float(pt.order_scores(model, next_token_loss, params, quad, u)[0])
-step = 1e-3
+step = 2.5e-4
 first = pt.brackets.values_along_steps(
     model,
     next_token_loss,

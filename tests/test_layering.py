@@ -93,6 +93,22 @@ def test_lower_layers_never_import_higher_ones(path):
         )
 
 
+# What a layer may read of a lower package, where it may not read all of it (docs/architecture.md)
+READS_ONLY = {
+    ("report", "pipeline"): {"perturbative.pipeline.results", "perturbative.pipeline.config"}
+}
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(SRC)))
+def test_the_report_reads_pipeline_files_and_configs_only(path):
+    own = package_of(module_name(path))
+    for target, _, line in imports(path):
+        allowed = READS_ONLY.get((own, package_of(target)))
+        assert allowed is None or target in allowed, (
+            f"{path.relative_to(SRC)}:{line} imports {target}; {own} may read only {allowed}"
+        )
+
+
 def all_files() -> list[Path]:
     return source_files() + sorted(TESTS.rglob("*.py"))
 

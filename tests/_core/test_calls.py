@@ -1,8 +1,10 @@
 """A module and a loss bound into pure functions of the parameters."""
 
+import pytest
 import torch
 from cases import CASES
 
+from perturbative._core import calls
 from perturbative._core.calls import batch_loss, example_loss, fixed_state, grad_or_zero, stack
 
 
@@ -35,3 +37,41 @@ def test_an_unused_parameter_gets_a_zero_gradient():
 def test_stack_gives_a_leading_dimension():
     stacked = stack([{"w": torch.zeros(2)}, {"w": torch.ones(2)}])
     assert stacked["w"].shape == (2, 2) and stacked["w"][1].sum() == 2
+
+
+def test_keyword_batches_are_evaluated_in_one_call_equal_to_one_by_one():
+    """A Hugging Face model's keyword batch: one forward pass, split by rows, equals the loop
+    over examples; a loss that reads a batch-wide field (``outputs.loss``) falls back to it."""
+    from cases import hf_gpt2
+
+    case = hf_gpt2()
+    params = case.params
+    state = calls.fixed_state(case.model, params)
+    n = calls.num_examples((case.data,))
+    one = calls.example_loss(case.model, case.loss_fn, state)
+    looped = torch.stack([one(params, *calls.take_all((case.data,), i)) for i in range(n)]).mean()
+    batched = calls.batch_loss(case.model, case.loss_fn, state)(params, case.data)
+    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=0)
+
+    def own_loss(outputs, batch):  # the model's batch-wide mean: cannot be split by rows
+        return outputs.loss
+
+    one = calls.example_loss(case.model, own_loss, state)
+    looped = torch.stack([one(params, *calls.take_all((case.data,), i)) for i in range(n)]).mean()
+    got = calls.batch_loss(case.model, own_loss, state)(params, case.data)
+    torch.testing.assert_close(got, looped, rtol=1e-6, atol=0)
+
+
+def test_split_outputs_keeps_the_container_and_drops_batch_wide_fields():
+    outputs = {"logits": torch.zeros(3, 2), "loss": torch.tensor(1.0)}
+    rows = calls.split_outputs(outputs, 3)
+    assert len(rows) == 3 and rows[1]["logits"].shape == (1, 2) and "loss" not in rows[1]
+    assert calls.split_outputs(torch.zeros(2, 4), 3) is None
+    assert calls.split_outputs((torch.zeros(3), None), 3)[2][0].shape == (1,)
+
+
+def test_a_float32_model_with_float64_data_says_what_to_do():
+    model = torch.nn.Linear(3, 1)
+    params = dict(model.named_parameters())
+    with pytest.raises(TypeError, match=r"float64 but the model's parameters are torch.float32"):
+        calls.call_model(model, params, {}, torch.zeros(2, 3, dtype=torch.float64))

@@ -556,3 +556,28 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
         )
         error[follow] = [abs(p - r) / abs(r) for p, r in zip(got.later, real, strict=True)]
     assert all(f < i / 3 for f, i in zip(error[True], error[False], strict=True)), error
+
+
+def test_mean_loss_of_a_keyword_batch_is_the_mean_of_its_examples_losses():
+    """The GPT-2 loss reads sequence 0 of its outputs: the observable must still average all."""
+    from cases import hf_gpt2
+
+    case = hf_gpt2()
+    observable = Observable.mean_loss(case.loss_fn, case.data)
+    each = [Observable.mean_loss(case.loss_fn, case.example(i)).value(case.model) for i in range(5)]
+    assert observable.value(case.model) == pytest.approx(sum(each) / 5, rel=1e-12)
+    assert observable.value(case.model) != pytest.approx(each[0], rel=1e-3)
+
+
+def test_later_batches_without_horizons_are_followed_at_every_step_count():
+    case = mlp_bce()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    x, y = case.minibatches()[:2]
+    later = [case.minibatches()[1], case.minibatches()[0]]
+    got = predict_swap(case.model, case.loss_fn, optimizer, x, y, observable, later=later)
+    explicit = predict_swap(
+        case.model, case.loss_fn, optimizer, x, y, observable, later=later, horizons=(0, 1, 2)
+    )
+    assert got.later == explicit.later and len(got.later) == 3
+    assert got.later[0] == got.predicted

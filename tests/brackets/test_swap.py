@@ -234,3 +234,16 @@ def test_weight_decay_and_nesterov_variants_are_predicted(make, steps, lr):
     check = swap_check(model, mean_squared_error, optimizer, x, y, lr=lr)
     assert check.relative_residual < 0.05  # measured: 0.039, 0.006, 0.013
     assert norm(check.momentum_term) > 0.1 * norm(check.bracket_term)
+
+
+def test_zero_second_moments_get_what_adam_does_not_one_over_eps():
+    """Coordinates no gradient has reached (v = 0): the swap prediction gives them P = 0, as
+    ``adam_preconditioner`` does, and says so, instead of dividing by eps."""
+    model, optimizer, x, y = adam_with_betas((0.8, 0.999))
+    weight = next(model.parameters())
+    optimizer.state[weight]["exp_avg_sq"][0].zero_()
+    optimizer.state[weight]["exp_avg"][0].zero_()
+    with pytest.warns(RuntimeWarning, match="second moment is zero"):
+        check = swap_check(model, mean_squared_error, optimizer, x, y, lr=1e-3)
+    assert "0 where v = 0" in check.prediction_formula
+    assert bool((check.prediction[next(iter(check.prediction))][0] == 0).all())

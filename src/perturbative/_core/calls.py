@@ -40,14 +40,15 @@ discarded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from perturbative._core.checks import Params, train_mode_batchnorm
+from perturbative._core.checks import Params, check_input_dtype, train_mode_batchnorm
 
 LossFn = Callable[..., Tensor]
 
@@ -82,7 +83,9 @@ def num_examples(data: Sequence[Any]) -> int:
 
 
 def call_model(model: nn.Module, params: Params, state: dict[str, Tensor], inputs: Any) -> Any:
-    """``model(inputs)`` or ``model(**inputs)`` through ``functional_call``."""
+    """``model(inputs)`` or ``model(**inputs)`` through ``functional_call``, after checking that
+    floating inputs have the parameters' dtype."""
+    check_input_dtype(params, inputs)
     if isinstance(inputs, Mapping):
         return functional_call(model, (params, state), (), dict(inputs))
     return functional_call(model, (params, state), (inputs,))
@@ -127,11 +130,11 @@ def example_loss(
         inputs = example[0].unsqueeze(0)
         targets = [t.unsqueeze(0) for t in example[1:]]
         if batch_context is None:
-            outputs = functional_call(model, (params, state), (inputs,))
+            outputs = call_model(model, params, state, inputs)
         else:
             buffers = {k: v.clone() for k, v in state.items()}  # discard running-stat updates
             joined = torch.cat([inputs, batch_context.to(inputs)], dim=0)
-            outputs = functional_call(model, (params, buffers), (joined,))[:1]
+            outputs = call_model(model, params, buffers, joined)[:1]
         return _scalar(loss_fn(outputs, *targets))
 
     return loss
@@ -147,6 +150,20 @@ def _scalar(value: Any) -> Tensor:
     return value
 
 
+_ONE_BY_ONE = [False]
+
+
+@contextlib.contextmanager
+def one_example_at_a_time() -> Iterator[None]:
+    """Within the block, :func:`batch_loss` calls the model once per example (the fallback
+    path), for comparisons and benchmarks of the batched path."""
+    _ONE_BY_ONE.append(True)
+    try:
+        yield
+    finally:
+        _ONE_BY_ONE.pop()
+
+
 def batch_loss(
     model: nn.Module,
     loss_fn: LossFn,
@@ -155,46 +172,85 @@ def batch_loss(
 ):
     """The minibatch loss ``L_A(params) = mean_{x in A} L_x(params)`` as ``f(params, *batch)``.
 
-    For a tuple batch without a batch context the model runs once on the whole batch (eval-mode
-    BatchNorm makes the outputs row-wise independent) and ``loss_fn`` is applied to each row of
-    the output tensor; keyword batches and structured outputs are evaluated one example at a
-    time, since a model's structured output (or its own loss) cannot be split by rows. With
-    BatchNorm in train mode the one forward pass normalises the batch by its own statistics, as
-    a training step does: ``L_A`` is then the loss training computes, no longer a mean of
-    independent per-example losses.
+    The model runs once on the whole batch and ``loss_fn`` is applied to each example's rows of
+    its outputs (:func:`split_outputs`: a tensor's rows, or the batch-shaped fields of a dict,
+    tuple or ``ModelOutput``), with that example's targets or keyword batch of one. A model in
+    eval mode treats its rows independently, so this equals one call per example. Where the
+    outputs cannot be split, or ``loss_fn`` fails on a split row (it reads ``outputs.loss``, a
+    batch-wide mean), every later call runs one example at a time instead. With BatchNorm in
+    train mode the one forward pass normalises the batch by its own statistics, as a training
+    step does: ``L_A`` is then the loss training computes, no longer a mean of independent
+    per-example losses.
     """
     per_example = example_loss(model, loss_fn, state, batch_context)
-    structured = False  # set once the model is seen to return more than a tensor
+    one_at_a_time = batch_context is not None  # set for good once splitting fails
     # train-mode BatchNorm: one forward pass of the whole batch normalises it by its own
     # statistics, exactly as a training step does (checks.check_train_mode allowed it)
     batch_statistics = batch_context is None and bool(train_mode_batchnorm(model))
 
     def loss(params: Params, *batch: Any) -> Tensor:
-        nonlocal structured
+        nonlocal one_at_a_time
         n = num_examples(batch)
-
-        def one_by_one() -> Tensor:
+        if one_at_a_time or _ONE_BY_ONE[-1]:
             return torch.stack([per_example(params, *take_all(batch, i)) for i in range(n)]).mean()
-
-        if structured or batch_context is not None or isinstance(batch[0], Mapping):
-            return one_by_one()
-        outputs = functional_call(model, (params, state), (batch[0],))
-        if not isinstance(outputs, Tensor):
+        outputs = call_model(model, params, state, batch[0])
+        rows = split_outputs(outputs, n)
+        try:
+            if rows is None:
+                raise _CannotSplit
+            if isinstance(batch[0], Mapping):
+                values = [loss_fn(rows[i], take(batch[0], slice(i, i + 1))) for i in range(n)]
+            else:
+                values = [loss_fn(rows[i], *(t[i : i + 1] for t in batch[1:])) for i in range(n)]
+            if not all(isinstance(v, Tensor) for v in values):
+                raise _CannotSplit("the loss of a split row is not a tensor")  # e.g. outputs.loss
+        except Exception as error:  # the loss cannot read a split row: go one by one
             if batch_statistics:
                 raise ValueError(
-                    "BatchNorm layers are in train mode but the model returns a "
-                    f"{type(outputs).__name__}, not a tensor, so the batch's loss cannot be "
-                    "split by rows; call model.eval() to use running statistics"
-                )
-            structured = True  # later calls skip the whole-batch forward pass
-            return one_by_one()
-        values = [
-            _scalar(loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in batch[1:])))
-            for i in range(n)
-        ]
-        return torch.stack(values).mean()
+                    "BatchNorm layers are in train mode but the model's outputs cannot be split "
+                    f"by examples for loss_fn ({type(error).__name__}: {error}), so the batch's "
+                    "loss cannot be taken from one forward pass; return a tensor, or call "
+                    "model.eval() to use running statistics"
+                ) from error
+            one_at_a_time = True
+            return loss(params, *batch)
+        return torch.stack([_scalar(v) for v in values]).mean()
 
     return loss
+
+
+class _CannotSplit(Exception):
+    """The model's outputs have no per-example rows to split."""
+
+
+def split_outputs(outputs: Any, n: int) -> list[Any] | None:
+    """Per-example views of a batch's outputs: row ``i`` (a batch of one) of every tensor whose
+    leading dimension is ``n``, in the container the model returned (a tensor, tuple, list,
+    dict or ``ModelOutput``); fields that are not batch-shaped (a batch-mean ``loss``, cached
+    keys and values) become ``None``. ``None`` when nothing can be split."""
+    if isinstance(outputs, Tensor):
+        return (
+            [outputs[i : i + 1] for i in range(n)] if outputs.dim() and len(outputs) == n else None
+        )
+
+    def row(value: Any, i: int) -> Any:
+        if isinstance(value, Tensor) and value.dim() and value.shape[0] == n:
+            return value[i : i + 1]
+        return None
+
+    if isinstance(outputs, Mapping):
+        if not any(row(v, 0) is not None for v in outputs.values()):
+            return None
+        try:
+            return [
+                type(outputs)(**{k: row(v, i) for k, v in outputs.items() if row(v, i) is not None})
+                for i in range(n)
+            ]
+        except TypeError:
+            return [{k: row(v, i) for k, v in outputs.items()} for i in range(n)]
+    if isinstance(outputs, (tuple, list)) and any(row(v, 0) is not None for v in outputs):
+        return [type(outputs)(row(v, i) for v in outputs) for i in range(n)]
+    return None
 
 
 def take_all(data: Sequence[Any], index: Any) -> tuple[Any, ...]:

@@ -97,6 +97,27 @@ def check_data(data: Any, what: str = "data") -> tuple[tuple[Any, ...], int]:
     return packed, n
 
 
+def check_input_dtype(params: Mapping[str, Tensor], inputs: Any) -> None:
+    """Refuse floating inputs whose dtype differs from the parameters' (torch's own error names
+    neither the tensors nor the fix).
+
+    Raises:
+        TypeError: saying which dtype to cast to.
+    """
+    reference = next((v for v in params.values() if v.is_floating_point()), None)
+    if reference is None:
+        return
+    tensors = inputs.items() if isinstance(inputs, Mapping) else [("inputs", inputs)]
+    for name, value in tensors:
+        if isinstance(value, Tensor) and value.is_floating_point():
+            if value.dtype != reference.dtype:
+                raise TypeError(
+                    f"{name} are {value.dtype} but the model's parameters are {reference.dtype}: "
+                    f"cast the data (x.to({reference.dtype})) or the model "
+                    f"(model.to({value.dtype})) so that both have one dtype"
+                )
+
+
 def train_mode_batchnorm(model: nn.Module) -> list[str]:
     """Names of BatchNorm modules that are in train mode (they use batch statistics)."""
     return [

@@ -148,11 +148,11 @@ def elementary_normalization() -> Iterator[None]:
     """Run the block with layer, batch and instance normalisation written out in elementary ops.
 
     Torch's fused normalisation kernels have right first and second derivatives, but their third
-    derivatives are wrong, in both reverse and forward mode (torch 2.13, float64, against a
-    central difference of exact Hessian-vector products: off by 2-100% for ``LayerNorm``,
-    ``InstanceNorm`` and train-mode ``BatchNorm``; ``GroupNorm`` and ``RMSNorm`` are already
-    elementary and right). Written out, every derivative is right. Running statistics are not
-    updated inside the block (the package evaluates on copies of them anyway).
+    derivatives are wrong, in both reverse and forward mode (torch 2.13, float64, against a central
+    difference of exact Hessian-vector products, for ``LayerNorm``, ``InstanceNorm`` and train-mode
+    ``BatchNorm``: ``tests/brackets/test_hvp.py`` fails with the fused kernels; ``GroupNorm`` and
+    ``RMSNorm`` are already elementary and right). Written out, every derivative is right. Running
+    statistics are not updated inside the block (the package evaluates on copies of them anyway).
     """
     with _ElementaryNormalization():
         yield

@@ -1,10 +1,10 @@
 """How many CPU threads torch should use on a machine that other jobs may share.
 
 Torch takes one thread per core. On cores that other processes keep busy, those threads wait for
-each other at every parallel region, and small models run tens of times slower than on one
-thread (measured: 65 s against 15 s per checkpoint of the demo's sweep with two busy loops on two
-cores). :func:`idle_cores` samples how busy the cores are right now; the command line uses that
-many threads (at least one) unless ``--threads`` says otherwise.
+each other at every parallel region, and small models run many times slower than on one thread
+(``python benchmarks/busy_machine.py`` measures it). :func:`idle_cores` samples how busy the cores
+are right now; the command line uses that many threads (at least one) unless ``--threads`` says
+otherwise.
 """
 
 from __future__ import annotations

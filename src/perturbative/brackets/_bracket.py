@@ -82,8 +82,9 @@ def bracket(
     Costs two gradients and two Hessian-vector products, whatever the batch sizes.
 
     Args:
-        x, y: data tuples (or keyword batches) with leading dimensions ``n_x``, ``n_y``: one
-            example each, or minibatches.
+        x: a data tuple (or keyword batch) with leading dimension ``n_x``: one example, or a
+            minibatch.
+        y: the same for ``y``.
         preconditioner: optional frozen diagonal ``P`` keyed and shaped like ``params``.
         engine: ``"auto"``, ``"forward"`` or ``"double_backward"``.
         batch_context: inputs of a batch each single example joins (train-mode BatchNorm; see

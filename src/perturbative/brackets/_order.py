@@ -83,55 +83,66 @@ from perturbative.brackets._swap import trained_names
 
 @dataclass
 class Observable:
-    """A scalar function of the model's outputs on fixed inputs: ``O(theta) = fn(f(theta, X))``.
+    """A scalar function of the model's outputs on fixed inputs: ``O(theta) = fn(f(theta, X))``,
+    or (:meth:`mean_loss`) the mean per-example loss of fixed data.
 
     Attributes:
         inputs: ``(T, ...)`` the inputs the model is evaluated on, or a keyword batch (the model
             is then called ``model(**inputs)``).
         fn: ``outputs -> scalar tensor``, differentiable; ``outputs`` as the model returns them.
+            ``None`` for a mean loss.
         description: what ``O`` is, in words (for reports).
+        loss_fn: with :meth:`mean_loss`, the per-example loss whose mean over the data is ``O``.
+        targets: with :meth:`mean_loss` of a data tuple, its targets ``(T, ...)`` each.
     """
 
     inputs: Any
-    fn: Callable[[Any], Tensor]
+    fn: Callable[[Any], Tensor] | None = None
     description: str = "a scalar function of the model's outputs"
+    loss_fn: LossFn | None = None
+    targets: tuple[Tensor, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) == (self.loss_fn is None):
+            raise ValueError(
+                "an Observable needs exactly one of fn (outputs -> scalar) and loss_fn (use "
+                "Observable.mean_loss(loss_fn, data) for a held-out mean loss)"
+            )
 
     @classmethod
     def mean_loss(cls, loss_fn: LossFn, data: Any, description: str | None = None) -> Observable:
-        """The mean per-example loss of ``data`` (``loss_fn`` on batches of one, as everywhere).
+        """``O = mean_x L_x``: the mean per-example loss of ``data``, with ``loss_fn`` the loss of
+        a batch of one, as everywhere (:mod:`perturbative._core.calls`).
 
-        For a keyword batch ``O = loss_fn(model(**data), data)`` on the whole batch: with a Hugging
-        Face model's own loss that is the mean over all of the batch's tokens.
+        ``data`` is a data tuple ``(inputs, *targets)`` or a keyword batch; the model runs once on
+        all of it and ``loss_fn`` is applied to each example's rows of the outputs (one example at
+        a time where the outputs cannot be split by rows).
         """
         data, n = checks.check_data(data, "data")
-        if isinstance(data[0], Mapping):
-            batch = data[0]
-            return cls(
-                batch,
-                lambda outputs: loss_fn(outputs, batch),
-                description or f"loss of {n} held-out examples",
-            )
-        targets = data[1:]
+        return cls(
+            data[0],
+            description=description or f"mean loss of {n} held-out examples",
+            loss_fn=loss_fn,
+            targets=tuple(data[1:]),
+        )
 
-        def fn(outputs: Tensor) -> Tensor:
-            rows = [loss_fn(outputs[i : i + 1], *(t[i : i + 1] for t in targets)) for i in range(n)]
-            return torch.stack(rows).mean()
-
-        return cls(data[0], fn, description or f"mean loss of {n} held-out examples")
+    def evaluate(self, model: nn.Module, params: Params, state: dict[str, Tensor]) -> Tensor:
+        """``O`` at ``params`` with the buffers ``state``, differentiable."""
+        if self.loss_fn is not None:
+            return calls.batch_loss(model, self.loss_fn, state)(params, self.inputs, *self.targets)
+        return self.fn(calls.call_model(model, params, state, self.inputs))
 
     def value(self, model: nn.Module, params: Params | None = None) -> float:
         """``O`` at ``params`` (default: the model's own parameters), without a graph."""
         params = dict(model.named_parameters()) if params is None else params
         with torch.no_grad(), differentiable_kernels():
-            outputs = calls.call_model(model, params, calls.fixed_state(model, params), self.inputs)
-            return float(self.fn(outputs))
+            return float(self.evaluate(model, params, calls.fixed_state(model, params)))
 
     def gradient(self, model: nn.Module, params: Params) -> Params:
         """``u = grad O`` with respect to ``params``, detached."""
         params = checks.check_params(model, params)
         with differentiable_kernels():
-            outputs = calls.call_model(model, params, calls.fixed_state(model, params), self.inputs)
-            value = self.fn(outputs)
+            value = self.evaluate(model, params, calls.fixed_state(model, params))
             names = list(params)
             grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
         out = {
@@ -140,6 +151,18 @@ class Observable:
         }
         checks.check_finite(out, "the observable's gradient")
         return out
+
+    def to(self, dtype: torch.dtype) -> Observable:
+        """The same observable with its floating inputs and targets cast to ``dtype``."""
+
+        def cast(t: Any) -> Any:
+            if isinstance(t, Mapping):
+                return {k: cast(v) for k, v in t.items()}
+            return t.to(dtype) if t.is_floating_point() else t
+
+        return dataclasses.replace(
+            self, inputs=cast(self.inputs), targets=tuple(cast(t) for t in self.targets)
+        )
 
 
 @dataclass
@@ -751,20 +774,20 @@ def order_scores(
     pa, pb = scale(a), scale(b)
     state = calls.fixed_state(model, params)
     # the nested pass holds activations (with three tangents) per example, no parameter-sized
-    # tensor: 64 examples at a time (on full-width MXResNet-18 at 64x64, 35 ms per example
-    # against 44 at 16); forward-over-reverse holds three parameter-sized tensors per example
+    # tensor: 64 examples at a time (benchmarks/order_scores.py compares chunk sizes);
+    # forward-over-reverse holds three parameter-sized tensors per example
     size = sum(v.numel() * v.element_size() for v in params.values())
     nested_chunk = chunk_size or 64
     fallback_chunk = chunk_size or max(1, min(64, memory_budget // max(3 * size, 1)))
     detached = {k: v.detach() for k, v in params.items()}
 
     def forward() -> Tensor:
-        # Nested forward mode: a directional derivative along P a and a second one along
-        # (P b, P u), no parameter-sized tensor per example. torch's second forward-mode
-        # derivative of its fused normalisation kernels is wrong (layer_norm: 20% off the
-        # Hessian in torch 2.13), so they run written out in elementary ops; against any other
-        # such op the first example is also scored by forward-over-reverse, which is right,
-        # and if the two disagree, every example is.
+        # Nested forward mode: a directional derivative along P a and a second one along (P b, P u),
+        # no parameter-sized tensor per example. torch's second forward-mode derivative of its fused
+        # normalisation kernels is wrong (layer_norm in torch 2.13:
+        # tests/_core/test_engines_models.py), so they run written out in elementary ops; against
+        # any other such op the first example is also scored by forward-over-reverse, which is
+        # right, and if the two disagree, every example is.
         f = calls.example_loss(model, loss_fn, state)
 
         # One nested forward pass gives both terms: the inner tangent pb - s pa depends on an
@@ -804,8 +827,8 @@ def order_scores(
         with elementary_normalization():
             checked = vmap(nested, in_dims=in_dims)(*first)[0]
         # rounding is relative to the sizes of what the two dot products add up, which may
-        # cancel within each term and between them: on the float32 digits demo the terms sum
-        # to 0.0284 and the two passes still differed by 3e-5, rounding and nothing more
+        # cancel within each term and between them, so a float32 sum much smaller than its
+        # terms can differ between the two passes by rounding alone
         scale = float(trusted[2:].sum())
         tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
         difference = float((checked - (trusted[0] - trusted[1])).abs())

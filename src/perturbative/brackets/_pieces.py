@@ -1,12 +1,12 @@
 """The smooth piece of a piecewise-smooth network that a point lies on.
 
-Max pooling and ReLU make a network's loss piecewise smooth: inside a piece (fixed winners of
-every pooling window, fixed signs of every ReLU input) it is as smooth as the rest of the
-network, but a step crosses piece boundaries: on the reference MXResNet at its training lr,
-one Adam step changes the winner of about 1.4% of the stem's pooling windows, and the number
-changed grows linearly with the step. A Taylor expansion of the gradient at ``theta`` describes
-only the piece ``theta`` lies on, so along such a step its remainder shrinks like the step, not
-like its cube: the expansion stops improving with its order.
+Max pooling and ReLU make a network's loss piecewise smooth: inside a piece (fixed winners of every
+pooling window, fixed signs of every ReLU input) it is as smooth as the rest of the network, but a
+step crosses piece boundaries: at a run's lr one Adam step changes the winners of a share of the
+pooling windows that grows linearly with the step (``benchmarks/piece_remainder.py`` counts them). A
+Taylor expansion of the gradient at ``theta`` describes only the piece ``theta`` lies on, so along
+such a step its remainder shrinks like the step, not like its cube: the expansion stops improving
+with its order.
 
 The remedy is to expand the gradient of the piece the step *reaches*: read which piece
 ``theta + d`` lies on from one forward pass there (:func:`record_pieces`), then take the

@@ -53,8 +53,8 @@ term when that weight ``(1-b2)/(1-b2^(t+1))`` times ``|g^2/v_hat - 1|`` is small
 established: many warm-up steps, the two new gradients of a size ``v_hat`` has seen), and its
 relative error is then ``O(lr) + O((1-b2)/(1-b2^(t+1)) g^2/v_hat)``: the Taylor remainder,
 and the ``v`` change between the steps, which enters at ``lr^2`` and so sets a floor on the
-relative residual (measured: about 0.009 for ``b2 = 0.999`` after 300 steps, 0.03 for
-``b2 = 0.99``, 0.57 after only 3 steps). A fresh Adam (``t = 0``) gets no prediction.
+relative residual (``docs/results/brackets.md`` gives it for a few warm-up lengths and
+``b2``). A fresh Adam (``t = 0``) gets no prediction.
 ``amsgrad`` and ``maximize`` are not modelled: ``prediction`` is ``None`` for them and for other
 optimizers, but the measured difference and its split are computed for any ``torch.optim``
 optimizer.
@@ -296,7 +296,8 @@ def swap_check(
         optimizer: any ``torch.optim`` optimizer built on ``model.parameters()``, in the state to
             start from; not modified. Predictions for ``SGD`` (momentum, dampening, Nesterov,
             weight decay) and ``Adam``/``AdamW`` (not amsgrad, not maximize).
-        x, y: data tuples (one example each, or minibatches: then the mean fields).
+        x: a data tuple (one example, or a minibatch: then its mean field).
+        y: the same for ``y``.
         lr: the learning rate of both steps (default: the optimizer's own).
         engine: Hessian-vector-product engine for the prediction (see :mod:`perturbative.brackets`).
         batch_context: for train-mode BatchNorm (see :mod:`perturbative._core.calls`).

@@ -23,6 +23,7 @@ import torch
 
 from perturbative._core.distributed import init_from_environment
 from perturbative._core.errors import InputError
+from perturbative._core.extras import MissingExtraError
 from perturbative._core.threads import idle_cores
 from perturbative.cli._flags import add_threads_flag
 from perturbative.cli.brackets import brackets_command_parser
@@ -33,7 +34,7 @@ from perturbative.cli.run import run_command_parser
 from perturbative.cli.tilt import tilt_command_parser
 from perturbative.cli.train import train_command_parser
 
-USER_ERRORS = (InputError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (InputError, MissingExtraError, FileNotFoundError, FileExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -232,7 +232,7 @@ def train_denoiser(
     Adam with a cosine learning-rate decay to zero; the model's initial parameters and the noise
     draws depend only on ``seed``, so schemes differ only in their batches. ``threads=1`` by
     default: a 128-wide MLP on 128 points gains nothing from more threads, and on a busy machine
-    they contend (15x slower measured on 2 shared cores). ``on_step()`` is called after each
+    they contend with other jobs for the cores. ``on_step()`` is called after each
     step (a progress bar).
 
     Returns:

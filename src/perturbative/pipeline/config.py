@@ -37,46 +37,54 @@ class TrainConfig:
 
     Use :meth:`reference` for CelebA, :meth:`demo` for the fast offline default, and
     :meth:`from_overrides` to apply command-line flags (unknown keys are an error).
+
+    Attributes:
+        dataset: "celeba" (the reference experiment) or "digits" (scikit-learn's embedded digits).
+        data_root: folder in CelebA's on-disk layout; required for "celeba", unused for "digits".
+        image_size: square image side in pixels; 64 keeps a 5000-step MXResNet-18 run within an
+            hour on a CPU and is the original size.
+        heldout_fraction: share held out where the official partitions leave one side empty (as
+            in a subset).
+        split_seed: seed of the held-out split, its own so that runs with different seeds share
+            one split.
+        limit: load only the first N CelebA images (quick trials); None loads all.
+        depth: MXResNet depth, 18, 34 or 50; 18 is the original experiment's model.
+        width: MXResNet channel multiplier; 1.0 is the original MXResNet.
+        lr: Adam learning rate; 5e-3 as in the original experiment, with betas (0.8, 0.999).
+        beta1: Adam's first beta.
+        beta2: Adam's second beta.
+        batch_size: examples per step (tilted: target summed weight); 32 as in the original.
+        steps: optimizer steps; 5000 is about 18 epochs of a 9,000-image training set.
+        checkpoint_every: steps between checkpoints; 21 checkpoints over 5000 steps are enough
+            points to see brackets change during training.
+        eval_every: steps between held-out evaluations.
+        eval_examples: held-out examples evaluated (the first ones); bounds evaluation time.
+        seed: seed of weights and batch order.
+        tilt: train tilted, e.g. 'Smiling=1.5,Male=-0.5' (weights exp(sum s*y)), i.e.
+            ``dH(x) = -sum_a s_a y_a(x)``; None trains untilted.
+        device: auto, cpu or cuda; bit-exact determinism is promised on "cpu".
+        run_dir: where config, metrics and checkpoints go.
     """
 
-    # "celeba" is the reference experiment; "digits" is scikit-learn's embedded digits.
     dataset: str = "celeba"
-    # folder in CelebA's on-disk layout; required for "celeba", unused for "digits".
     data_root: str | None = None
-    # 64x64 keeps a 5000-step MXResNet-18 run within an hour on a CPU and is the original size.
     image_size: int = 64
-    # a tenth held out where the official partitions leave one side empty (as in a subset).
     heldout_fraction: float = 0.1
-    # the held-out split has its own seed, so runs with different seeds share one split.
     split_seed: int = 0
-    # load only the first `limit` CelebA images (quick trials); None loads all.
     limit: int | None = None
-    # MXResNet-18, the original experiment's model (34 and 50 also available).
     depth: int = 18
-    # channel multiplier; 1.0 is the original MXResNet.
     width: float = 1.0
-    # Adam, as in the original experiment: lr 5e-3, betas (0.8, 0.999).
     lr: float = 5e-3
     beta1: float = 0.8
     beta2: float = 0.999
-    # 32 examples per step, as in the original experiment (tilted: target summed weight).
     batch_size: int = 32
-    # 5000 steps: about 18 epochs of a 9,000-image training set.
     steps: int = 5000
-    # 21 checkpoints over 5000 steps: enough points to see brackets change during training.
     checkpoint_every: int = 250
-    # held-out metrics at every checkpoint by default.
     eval_every: int = 250
-    # held-out examples evaluated (the first ones); bounds evaluation time on large sets.
     eval_examples: int = 1000
-    # seeds the model's initial weights and the order of the batches.
     seed: int = 0
-    # "Smiling=1.5,Male=-0.5": weight each example by exp(sum_a strength_a y_a) / Z, i.e.
-    # dH(x) = -sum_a strength_a y_a(x) at lambda = 1; None trains untilted.
     tilt: str | None = None
-    # "auto" takes CUDA when present; bit-exact determinism is promised on "cpu".
     device: str = "auto"
-    # where config, metrics and checkpoints go.
     run_dir: str = "runs/celeba"
 
     def __post_init__(self) -> None:
@@ -111,8 +119,8 @@ class TrainConfig:
     def demo(cls, **overrides: Any) -> TrainConfig:
         """The embedded default: a quarter-width MXResNet-18 on the digits at 32x32.
 
-        600 steps of batch 32 (about 13 epochs of 1,438 training images) take well under a
-        minute on two CPU cores and reach about 98% held-out mean attribute accuracy; a
+        600 steps of batch 32 (about 13 epochs of 1,438 training images) fit a CPU's minute or
+        two and reach a high held-out accuracy (``docs/results/reference-experiment.md``); a
         checkpoint every 50 steps gives 13 checkpoints, enough to follow the brackets.
         """
         base = cls(
@@ -400,9 +408,7 @@ class OrderCheckOptions:
         batchnorm_examples: training examples whose statistics replace the checkpoint's
             BatchNorm running statistics before the check (0 keeps them). The running
             statistics lag the weights while training moves fast, and an eval-mode network with
-            stale statistics is not the one that trained: on the digits demo at step 50 and
-            lr x 0.1, minibatch swaps were predicted in 50% of pairs with the checkpoint's
-            statistics and 100% with recomputed ones.
+            stale statistics is not the one that trained (``docs/orders.md``).
         batchnorm: how minibatches meet BatchNorm. "batch": minibatch pairs and windows are
             predicted and really trained in train mode, each batch normalised by its own
             statistics as in the run, and their observable is the held-out batch's loss with
@@ -415,9 +421,9 @@ class OrderCheckOptions:
             example's field is its gradient in that batch; it costs a minibatch's pass);
             "alone": a batch of one in eval mode, on the recomputed running statistics, frozen
             while the steps move the weights. Adam moves every weight by about ``lr`` whatever
-            its gradient, and with frozen statistics at step 50 of the digits demo run one such
-            step on one example multiplied the held-out loss by 11.6 at the median (1.03 in a
-            batch; ``benchmarks/example_steps.py``): no expansion in ``lr`` follows that. Under
+            its gradient, and against frozen statistics early in training one such step on one
+            example can change the held-out loss many times over, which no expansion in ``lr``
+            follows (``benchmarks/example_steps.py`` prints it; ``docs/results/``). Under
             ``batchnorm="running"`` examples are alone.
         expansion: the order to which the predictions expand each gradient along the path
             of the earlier predicted steps: 2 (Hessian) or 3 (adds the third derivative; the

@@ -73,7 +73,7 @@ from perturbative.pipeline.config import (
     examples_in_batch,
     load_run_config,
 )
-from perturbative.pipeline.results import ORDER_CHECK, write_order_check
+from perturbative.pipeline.results import ORDER_CHECK, settled, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
 
@@ -483,7 +483,7 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
         at.step,
         model,
         optimizer,
-        Observable(observable.inputs.to(other), observable.fn, observable.description),
+        observable.to(other),
         [_as(b, other) for b in at.continuation],
         at.dataset,
         at.batch_size,
@@ -658,12 +658,6 @@ def resummarize(result: dict) -> dict:
                 scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
             )
     return result
-
-
-def settled(predicted: np.ndarray, second_order: np.ndarray) -> np.ndarray:
-    """Which third-order predictions the expansion's own error estimate trusts: those whose
-    third-order term ``predicted - second_order`` is smaller than the prediction."""
-    return np.abs(predicted - second_order) < np.abs(predicted)
 
 
 def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:

@@ -220,3 +220,10 @@ def read_order_check_file(folder: str | os.PathLike) -> dict[str, Any]:
         raise InputError(
             f"{path} is not valid JSON ({error}); rerun `perturbative order-check`"
         ) from error
+
+
+def settled(predicted: Any, second_order: Any) -> Any:
+    """Which third-order predictions of an order check the expansion's own error estimate
+    trusts: those whose third-order term ``predicted - second_order`` is smaller than the
+    prediction (arrays of one shape; a boolean array)."""
+    return abs(predicted - second_order) < abs(predicted)

@@ -21,7 +21,6 @@ import numpy as np
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.config import WINDOW_SIZES, examples_in_batch
-from perturbative.pipeline.order_check import settled
 from perturbative.pipeline.results import (
     RERUN,
     load_results,
@@ -29,6 +28,7 @@ from perturbative.pipeline.results import (
     producing_run_metrics,
     read_order_check,
     results_dir_of,
+    settled,
 )
 
 
