@@ -1,4 +1,4 @@
-"""The headline figures of a training run and its sweep, as `docs/results/reference-experiment.md` reports them.
+"""The headline figures of a run and its sweep, as docs/results/reference-experiment.md has them.
 
     python examples/reference_summary.py runs/celeba [--full-split runs/celeba/brackets-full]
 
