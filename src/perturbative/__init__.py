@@ -54,7 +54,17 @@ from perturbative.brackets import (
     vector_norm,
     vector_rms,
 )
-from perturbative.pipeline import SweepData, SweepSettings, bracket_sweep, load_results
+from perturbative.pipeline import (
+    RecordedCheckOptions,
+    Recorder,
+    SweepData,
+    SweepSettings,
+    Task,
+    bracket_sweep,
+    check_recorded_run,
+    load_results,
+    load_task,
+)
 from perturbative.report import write_report
 from perturbative.tilt import (
     AdjustedBatchSampler,
@@ -112,6 +122,12 @@ __all__ = [
     "cancellation_ratio",
     "swap_check",
     "SwapCheck",
+    # your own run: record any loop, rebuild it from its folder, check its order predictions
+    "Task",
+    "load_task",
+    "Recorder",
+    "check_recorded_run",
+    "RecordedCheckOptions",
     # sweeps over training and the report
     "SweepData",
     "SweepSettings",

@@ -1,0 +1,308 @@
+"""A recorded run (any training loop, :class:`~perturbative.pipeline.recorder.Recorder`) opened
+for analysis, and its order predictions checked against really reordering it.
+
+:func:`open_recorded_checkpoint` rebuilds the model from the task's factory and the checkpoint's
+weights, and the optimizer of the recorded class from its param groups and state.
+:func:`check_recorded_run` then takes, at each chosen checkpoint, pairs of minibatches of the
+run's own batches (the two the run trained next, and random pairs of later ones), predicts
+``O(A then B) - O(B then A)`` with the run's optimizer, state and scheduled lr, trains both
+orders on copies in float64 and compares, beside the baselines (a fair coin, larger gradient
+first, the plain-SGD bracket that ignores the optimizer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from perturbative._core.errors import InputError
+from perturbative._core.io import read_json_lines, write_json
+from perturbative.brackets import Expansion, predict_swap, values_along_steps
+from perturbative.brackets._optimizers import UPDATE_RULES
+from perturbative.pipeline.checkpoints import (
+    list_checkpoints,
+    read_checkpoint,
+    unpack_training_state,
+)
+from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
+from perturbative.pipeline.task import Task, as_dtype, load_task
+
+RECORDED_CHECK_VERSION = 1
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``run.json`` of a recorded run.
+
+    Raises:
+        InputError: the folder holds no recorded run (the message says what it holds).
+    """
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        held = "a run of `perturbative train`" if (Path(run_dir) / "config.json").is_file() else ""
+        raise InputError(
+            f"{run_dir} is not a recorded run (no {RUN_FILE}){': it is ' + held if held else ''}; "
+            "record one with perturbative.Recorder"
+        )
+    run = json.loads(path.read_text())
+    if run.get("format") != RECORDED_FORMAT:
+        raise InputError(f"{path} is not a perturbative recorded run")
+    return run
+
+
+def run_task(run_dir: str | os.PathLike, task: str | Task | None = None) -> Task:
+    """The run's task: ``task`` if given (a :class:`Task` or ``"module:attribute"``), else the
+    one ``run.json`` names.
+
+    Raises:
+        InputError: no task given and none recorded, or it cannot be imported.
+    """
+    if isinstance(task, Task):
+        return task
+    spec = task or read_run(run_dir).get("task")
+    if not spec:
+        raise InputError(
+            f"{run_dir} names no task: pass --task module:attribute (a perturbative.Task)"
+        )
+    return load_task(spec, search=Path(run_dir).resolve().parent)
+
+
+@dataclass
+class RecordedCheckpoint:
+    """A recorded checkpoint, rebuilt: the model and optimizer in the run's state at ``step``."""
+
+    step: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    next_steps: list[dict]  # the order log from step + 1 on
+
+
+def open_recorded_checkpoint(
+    run_dir: str | os.PathLike, step: int, task: Task, dtype: torch.dtype = torch.float64
+) -> RecordedCheckpoint:
+    """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
+    the recorded class (its param groups and state) at ``step``, in ``dtype``.
+
+    Raises:
+        InputError: no such checkpoint, a model whose names or shapes do not match the
+            checkpoint, or an optimizer class torch does not have.
+    """
+    run = read_run(run_dir)
+    paths = dict(list_checkpoints(run_dir))
+    if step not in paths:
+        raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
+    tensors, info = read_checkpoint(paths[step])
+    weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    model = task.model()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0] if str(error) else "mismatch"
+        raise InputError(
+            f"the task's model does not match the checkpoint at step {step} ({first}): the task "
+            "builds another architecture than the one recorded"
+        ) from None
+    model.to(dtype).eval()
+    kind = getattr(torch.optim, run["optimizer"], None)
+    if kind is None:
+        raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
+    groups = info["optimizer_param_groups"]
+    params = list(model.parameters())
+    optimizer = kind(
+        [
+            {
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [params[i] for i in g["params"]],
+            }
+            for g in groups
+        ]
+    )
+    optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "step":
+                values[key] = value.to(dtype)
+    log = [r for r in read_json_lines(Path(run_dir) / ORDER_LOG) if r["step"] > step]
+    return RecordedCheckpoint(step, model, optimizer, log)
+
+
+@dataclass
+class RecordedCheckOptions:
+    """How :func:`check_recorded_run` checks order predictions on a recorded run.
+
+    Attributes:
+        checkpoints: how many checkpoints after step 0, spread over the run.
+        steps: check exactly these checkpoint steps instead.
+        pairs: minibatch pairs per checkpoint: the two batches the run trained next, then random
+            pairs of the run's later batches.
+        seed: picks the random pairs.
+        expansion: 2 or 3, the order of the predictions' expansion.
+    """
+
+    checkpoints: int = 3
+    steps: tuple[int, ...] = ()
+    pairs: int = 20
+    seed: int = 0
+    expansion: int = 3
+
+
+@dataclass
+class RecordedPair:
+    """One minibatch pair: what was predicted, what really happened."""
+
+    step: int
+    batches: tuple[int, int]
+    lr: float
+    predicted: float
+    second_order: float
+    sgd_bracket: float
+    state_part: float
+    real: float
+    gradient_norms: tuple[float, float]
+    clipped: bool = False
+
+
+@dataclass
+class RecordedCheck:
+    """The check's records and options (written as ``order_check/recorded.json``)."""
+
+    options: dict
+    optimizer: str
+    pairs: list[RecordedPair] = field(default_factory=list)
+    version: int = RECORDED_CHECK_VERSION
+
+
+def check_recorded_run(
+    run_dir: str | os.PathLike,
+    task: str | Task | None = None,
+    options: RecordedCheckOptions | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> RecordedCheck:
+    """Check order predictions against really reordering a recorded run (module docstring).
+
+    Each pair trains two minibatches of the run's batch size in both orders on copies of the
+    model and optimizer (float64), from the checkpoint, at the lr the run used for the first of
+    the two batches. A pair whose gradient exceeds the run's clipping norm is skipped and marked
+    ``clipped`` (clipping is not modelled by the predictions).
+
+    Raises:
+        InputError: not a recorded run, no task, an optimizer the predictions cannot model
+            (named), or a run with no checkpoint after step 0.
+    """
+    options = options or RecordedCheckOptions()
+    run, task = read_run(run_dir), run_task(run_dir, task)
+    kind = getattr(torch.optim, run["optimizer"], None)
+    if kind not in UPDATE_RULES:
+        raise InputError(
+            f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
+            "Adam and AdamW are); brackets and the report still work"
+        )
+    steps = [s for s, _ in list_checkpoints(run_dir) if s > 0]
+    steps = _chosen(steps, options, read_json_lines(Path(run_dir) / ORDER_LOG))
+    rng = random.Random(options.seed)
+    result = RecordedCheck(options=asdict(options), optimizer=run["optimizer"])
+    clip = run.get("max_grad_norm")
+    for step in steps:
+        at = open_recorded_checkpoint(run_dir, step, task)
+        observable = task.build_observable(at.model)
+        candidates = [(0, 1)] + [
+            tuple(rng.sample(range(len(at.next_steps)), 2)) for _ in range(options.pairs - 1)
+        ]
+        for i, j in candidates[: options.pairs]:
+            first, second = at.next_steps[i], at.next_steps[j]
+            a = as_dtype(task.batch(first["indices"]), torch.float64)
+            b = as_dtype(task.batch(second["indices"]), torch.float64)
+            lr = float(first["lr"][0])
+            pred = predict_swap(
+                at.model,
+                task.loss_fn,
+                at.optimizer,
+                a,
+                b,
+                observable,
+                lr=lr,
+                expansion=Expansion(order=options.expansion),
+            )
+            clipped = clip is not None and max(pred.gradient_norms) > float(clip)
+            real = float("nan")
+            if not clipped:
+                ab, ba = (
+                    values_along_steps(
+                        at.model, task.loss_fn, at.optimizer, order, observable.value, [2], lr=lr
+                    )[0]
+                    for order in ([a, b], [b, a])
+                )
+                real = ab - ba
+            result.pairs.append(
+                RecordedPair(
+                    step,
+                    (first["step"], second["step"]),
+                    lr,
+                    pred.predicted,
+                    pred.second_order,
+                    pred.sgd_bracket,
+                    pred.state_part,
+                    real,
+                    pred.gradient_norms,
+                    clipped,
+                )
+            )
+            if progress:
+                print(
+                    f"step {step}: batches {first['step']}, {second['step']}: predicted "
+                    f"{pred.predicted:+.3e} real {real:+.3e}",
+                    flush=True,
+                )
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
+    write_json(out / "recorded.json", asdict(result))
+    return result
+
+
+def _chosen(steps: list[int], options: RecordedCheckOptions, log: list[dict]) -> list[int]:
+    last = max((r["step"] for r in log), default=0)
+    usable = [s for s in steps if last - s >= 2]  # two logged batches after it
+    if options.steps:
+        missing = sorted(set(options.steps) - set(usable))
+        if missing:
+            raise InputError(
+                f"steps {missing} are not checkpoints with two logged steps after them; "
+                f"usable: {usable}"
+            )
+        return list(options.steps)
+    if not usable:
+        raise InputError("the run has no checkpoint after step 0 with two logged steps after it")
+    picks = np.linspace(0, len(usable) - 1, min(options.checkpoints, len(usable)))
+    return sorted({usable[int(round(p))] for p in picks})
+
+
+def summary(check: RecordedCheck) -> dict[str, Any]:
+    """Sign accuracy of the prediction and of the baselines over the pairs that were trained."""
+    pairs = [p for p in check.pairs if not p.clipped and p.real == p.real and p.real != 0]
+    if not pairs:
+        return {"pairs": 0}
+    real = np.array([p.real for p in pairs])
+    sign = np.sign(real)
+
+    def accuracy(values):
+        return float(np.mean(np.sign(np.asarray(values)) == sign))
+
+    errors = np.abs(np.array([p.predicted for p in pairs]) - real) / np.abs(real)
+    return {
+        "pairs": len(pairs),
+        "clipped": sum(p.clipped for p in check.pairs),
+        "sign_accuracy": accuracy([p.predicted for p in pairs]),
+        "median_relative_error": float(np.median(errors)),
+        "plain_sgd_bracket": accuracy([p.sgd_bracket for p in pairs]),
+        "larger_gradient_first": accuracy(
+            [1.0 if p.gradient_norms[0] < p.gradient_norms[1] else -1.0 for p in pairs]
+        ),
+        "optimizer_state_part": accuracy([p.state_part for p in pairs]),
+    }

@@ -1,0 +1,242 @@
+"""Record any training loop into a run folder the instrument can read: :class:`Recorder`.
+
+Call ``recorder.step(indices)`` at the end of each training step, after ``optimizer.step()`` and
+``scheduler.step()``, with the dataset indices that step trained on. The folder it writes:
+
+* ``run.json``: format and version, the task (``"module:attribute"``), the optimizer's class, the
+  scheduler's class, the gradient-clipping norm, the save schedule;
+* ``order.jsonl``: one line per step, ``{"step", "indices", "lr"}`` (``lr`` per param group, the
+  rate that step used: the groups' rates when the previous step ended; under DDP ``indices``
+  holds every rank's, rank by rank);
+* ``checkpoints/step_NNNNNN.safetensors`` at the chosen steps (step 0 first): the model's
+  parameters and buffers, the optimizer's state and param groups, the scheduler's state and the
+  torch RNG state, written atomically (:mod:`perturbative.pipeline.checkpoints`' format).
+
+A killed loop leaves every finished checkpoint readable; ``Recorder(..., resume=True)`` (after
+restoring the model and optimizer with :meth:`Recorder.restore`) drops the log lines past the
+last checkpoint and continues the log from there. Only rank 0 writes; a second recorder on the
+same folder is refused while the first holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from perturbative._core.distributed import all_gather_objects, rank_and_world
+from perturbative._core.errors import InputError
+from perturbative._core.io import (
+    append_json_line,
+    folder_lock,
+    read_json_lines,
+    write_json,
+    write_text,
+)
+from perturbative.pipeline.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    pack_training_state,
+    read_checkpoint,
+    save_checkpoint,
+    unpack_training_state,
+)
+
+RECORDED_FORMAT = "perturbative-recorded-run"
+RECORDED_VERSION = 1
+RUN_FILE = "run.json"
+ORDER_LOG = "order.jsonl"
+
+
+def save_steps(schedule: int | Sequence[int] | str, last: int | None = None) -> Any:
+    """A predicate ``step -> bool`` for a save schedule: every ``N`` steps (an int), these steps
+    (a list), or ``"log"``: 1, 2, 5, 10, 20, 50, ... (and every power of ten times 1, 2, 5)."""
+    if isinstance(schedule, bool):
+        raise TypeError("save_at must be an int, a list of steps or 'log'")
+    if isinstance(schedule, int):
+        if schedule < 1:
+            raise ValueError(f"save_at={schedule}: save every N >= 1 steps")
+        return lambda step: step % schedule == 0
+    if schedule == "log":
+
+        def logarithmic(step: int) -> bool:
+            if step < 1:
+                return False
+            power = 10 ** int(math.floor(math.log10(step)))
+            return step in (power, 2 * power, 5 * power)
+
+        return logarithmic
+    if isinstance(schedule, str):
+        raise ValueError(f"save_at={schedule!r}: use an int, a list of steps or 'log'")
+    steps = {int(s) for s in schedule}
+    return lambda step: step in steps
+
+
+class Recorder:
+    """Record a training loop's checkpoints and example order into ``run_dir``.
+
+    Args:
+        run_dir: the run folder (created).
+        model: the model being trained.
+        optimizer: its optimizer (any ``torch.optim`` optimizer; the predictions model SGD with
+            momentum, Nesterov and weight decay, Adam and AdamW, and refuse others by name).
+        task: the importable ``"module:attribute"`` of the run's :class:`~perturbative.Task`,
+            stored so that commands can rebuild the run (``--task`` overrides it).
+        scheduler: a learning-rate scheduler whose state is saved with each checkpoint.
+        save_at: when to write a checkpoint: every ``N`` steps, a list of steps, or ``"log"``.
+        max_grad_norm: the gradient-clipping norm the loop uses (recorded; ``None`` if none).
+        resume: continue an existing folder (see :meth:`restore`) instead of refusing it.
+
+    Example:
+        >>> recorder = Recorder("runs/mine", model, optimizer, task="my_tasks:task", save_at=50)
+        ... # doctest: +SKIP
+        >>> for indices, batch in loader:  # doctest: +SKIP
+        ...     loss(model(batch)).backward(); optimizer.step(); recorder.step(indices)
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        task: str | None = None,
+        scheduler: Any = None,
+        save_at: int | Sequence[int] | str = 100,
+        max_grad_norm: float | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.should_save = save_steps(save_at)
+        self.rank, self.world = rank_and_world()
+        self.step_count = 0
+        self._exit = contextlib.ExitStack()
+        self._lr = self._rates()  # the rates the next step will use
+        if self.rank != 0:
+            return
+        existing = (self.run_dir / RUN_FILE).is_file()
+        if existing and not resume:
+            raise InputError(
+                f"{self.run_dir} already holds a recorded run: pass resume=True to continue it "
+                "(after Recorder.restore), or choose another folder"
+            )
+        self._exit.enter_context(folder_lock(self.run_dir, "a Recorder"))
+        if existing:
+            self.step_count = self._resume_log()
+            return
+        write_json(
+            self.run_dir / RUN_FILE,
+            {
+                "format": RECORDED_FORMAT,
+                "version": RECORDED_VERSION,
+                "task": task,
+                "optimizer": type(optimizer).__name__,
+                "optimizer_module": type(optimizer).__module__,
+                "scheduler": None if scheduler is None else type(scheduler).__name__,
+                "max_grad_norm": max_grad_norm,
+                "save_at": save_at if isinstance(save_at, (int, str)) else list(save_at),
+                "world_size": self.world,
+            },
+        )
+        write_text(self.run_dir / ORDER_LOG, "")
+        self.save()
+
+    def step(self, indices: Iterable[int] | Tensor) -> None:
+        """Log one training step's example indices and the lr it used; save a checkpoint when
+        the schedule says so. Call it at the end of the step, after ``optimizer.step()`` and
+        ``scheduler.step()``."""
+        own = [int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
+        gathered = all_gather_objects(own) if self.world > 1 else [own]
+        self.step_count += 1
+        if self.rank != 0:
+            return
+        record = {
+            "step": self.step_count,
+            "indices": [i for rank in gathered for i in rank],
+            "lr": self._lr,
+        }
+        self._lr = self._rates()
+        if self.world > 1:
+            record["rank_sizes"] = [len(rank) for rank in gathered]
+        append_json_line(self.run_dir / ORDER_LOG, record)
+        if self.should_save(self.step_count):
+            self.save()
+
+    def save(self) -> Path | None:
+        """Write the checkpoint of the current step now (rank 0; others return ``None``)."""
+        if self.rank != 0:
+            return None
+        model = self.model.module if hasattr(self.model, "module") else self.model  # DDP
+        tensors, info = pack_training_state(model, self.optimizer)
+        info["step"] = self.step_count
+        info["kind"] = RECORDED_FORMAT
+        if self.scheduler is not None:
+            info["scheduler"] = _json_ready(self.scheduler.state_dict())
+        path = checkpoint_path(self.run_dir, self.step_count)
+        save_checkpoint(path, tensors, info)
+        return path
+
+    def _rates(self) -> list[float]:
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def _resume_log(self) -> int:
+        """Drop the log lines past the last checkpoint; return that checkpoint's step."""
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            raise InputError(f"{self.run_dir} has no checkpoint to resume from; record anew")
+        last = checkpoints[-1][0]
+        lines = [r for r in read_json_lines(self.run_dir / ORDER_LOG) if r["step"] <= last]
+        write_text(self.run_dir / ORDER_LOG, "".join(json.dumps(r) + "\n" for r in lines))
+        return last
+
+    @staticmethod
+    def restore(
+        run_dir: str | os.PathLike,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+    ) -> int:
+        """Load the last checkpoint of ``run_dir`` into ``model``, ``optimizer`` (and
+        ``scheduler``) and torch's RNG; return its step, from which to continue the loop."""
+        checkpoints = list_checkpoints(run_dir)
+        if not checkpoints:
+            raise InputError(f"{run_dir} has no checkpoint to restore")
+        step, path = checkpoints[-1]
+        tensors, info = read_checkpoint(path)
+        state = unpack_training_state(tensors, info)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in info:
+            scheduler.load_state_dict(info["scheduler"])
+        torch.set_rng_state(state["rng_state"])
+        return step
+
+    def close(self) -> None:
+        """Release the folder (the lock); the files stay."""
+        self._exit.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None  # a function (LambdaLR's lambdas) is code, rebuilt by the loop, not data

@@ -1,0 +1,126 @@
+"""``Recorder``: any training loop recorded into a run folder, resumable, locked, and its
+order predictions checked against really reordering it (``pipeline/recorded.py``)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import perturbative as pt
+from perturbative._core.errors import InputError
+from perturbative._core.io import read_json_lines
+from perturbative.pipeline.checkpoints import list_checkpoints
+from perturbative.pipeline.recorded import (
+    RecordedCheckOptions,
+    check_recorded_run,
+    open_recorded_checkpoint,
+    summary,
+)
+from perturbative.pipeline.recorder import Recorder, save_steps
+
+
+def record(run_dir, steps=30, save_at=10, optimizer="AdamW", resume=False, start=0, task=None):
+    """A plain loop over the recorded task, with AdamW, a scheduler and gradient clipping."""
+    from recorded_task import INPUTS, TARGETS, model
+
+    torch.manual_seed(0)
+    net = model()
+    opt = getattr(torch.optim, optimizer)(net.parameters(), lr=3e-2, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + 0.05 * s))
+    if resume:
+        start = Recorder.restore(run_dir, net, opt, sched)
+    recorder = Recorder(
+        run_dir,
+        net,
+        opt,
+        task=task or "recorded_task:task",
+        scheduler=sched,
+        save_at=save_at,
+        max_grad_norm=100.0,
+        resume=resume,
+    )
+    order = torch.Generator().manual_seed(1)
+    batches = [torch.randperm(160, generator=order)[:16] for _ in range(steps)]
+    for indices in batches[start:]:
+        opt.zero_grad()
+        F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 100.0)
+        opt.step()
+        sched.step()
+        recorder.step(indices)
+    recorder.close()
+    return net, batches
+
+
+def test_a_loop_is_recorded_with_its_order_lr_and_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    net, batches = record(run)
+    assert [s for s, _ in list_checkpoints(run)] == [0, 10, 20, 30]
+    log = read_json_lines(run / "order.jsonl")
+    assert [r["step"] for r in log] == list(range(1, 31))
+    assert log[3]["indices"] == batches[3].tolist()
+    assert log[0]["lr"] == [pytest.approx(3e-2)] and log[10]["lr"][0] < log[0]["lr"][0]
+    info = json.loads((run / "run.json").read_text())
+    assert info["optimizer"] == "AdamW" and info["max_grad_norm"] == 100.0
+    from recorded_task import task
+
+    at = open_recorded_checkpoint(run, 30, task, dtype=torch.float32)
+    for (k, v), w in zip(at.model.state_dict().items(), net.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, rtol=0, atol=0, msg=k)
+    assert at.optimizer.param_groups[0]["weight_decay"] == 1e-2
+
+
+def test_a_killed_loop_resumes_to_the_same_log_and_weights(tmp_path):
+    whole, _ = record(tmp_path / "whole")
+    record(tmp_path / "cut", steps=25)  # killed after step 25: checkpoints 0, 10, 20
+    (tmp_path / "cut" / ".lock").unlink(missing_ok=True)
+    resumed, _ = record(tmp_path / "cut", resume=True)
+    assert read_json_lines(tmp_path / "cut" / "order.jsonl") == read_json_lines(
+        tmp_path / "whole" / "order.jsonl"
+    )
+    for v, w in zip(resumed.state_dict().values(), whole.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, rtol=0, atol=0)
+
+
+def test_a_second_recorder_and_an_existing_folder_are_refused(tmp_path):
+    from recorded_task import model
+
+    net = model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with Recorder(tmp_path / "run", net, opt) as first:
+        with pytest.raises(InputError, match="in use by a Recorder"):
+            Recorder(tmp_path / "run", net, opt, resume=True)
+        first.step([0, 1])
+    with pytest.raises(InputError, match="already holds a recorded run"):
+        Recorder(tmp_path / "run", net, opt)
+
+
+def test_save_schedules():
+    assert [s for s in range(1, 60) if save_steps("log")(s)] == [1, 2, 5, 10, 20, 50]
+    assert [s for s in range(1, 10) if save_steps([3, 7])(s)] == [3, 7]
+    with pytest.raises(ValueError):
+        save_steps(0)
+
+
+def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=40)
+    check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=6))
+    numbers = summary(check)
+    assert numbers["pairs"] == 12 and numbers["clipped"] == 0
+    assert numbers["sign_accuracy"] == 1.0 and numbers["median_relative_error"] < 0.05, numbers
+    assert (run / "order_check" / "recorded.json").is_file()
+
+
+def test_bad_runs_and_tasks_say_what_to_do(tmp_path):
+    with pytest.raises(InputError, match="not a recorded run"):
+        check_recorded_run(tmp_path)
+    run = tmp_path / "run"
+    record(run, steps=12, task="no_such_module:task")
+    with pytest.raises(InputError, match="cannot import the task's module 'no_such_module'"):
+        check_recorded_run(run)
+    with pytest.raises(InputError, match="has no attribute 'nothing'"):
+        check_recorded_run(run, task="recorded_task:nothing")
+    with pytest.raises(InputError, match="outside the task's train set"):
+        pt.Task(model=lambda: None, loss_fn=None, train=[0, 1]).batch([5])
