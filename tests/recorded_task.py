@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perturbative.pipeline.recorder import Recorder
 from perturbative.pipeline.task import Task
 
 generator = torch.Generator().manual_seed(3)
@@ -23,3 +24,37 @@ def loss(outputs, targets):
 train = list(zip(INPUTS[:160], TARGETS[:160], strict=True))
 heldout = list(zip(INPUTS[160:], TARGETS[160:], strict=True))
 task = Task(model=model, loss_fn=loss, train=train, heldout=heldout, heldout_examples=40)
+
+
+def record(
+    run_dir, steps=30, save_at=10, optimizer="AdamW", resume=False, start=0, task=None, clip=100.0
+):
+    """Record a plain loop over this task: AdamW (or another optimizer), a scheduler, gradient
+    clipping at ``clip``; returns the trained model and the batches of every step."""
+    torch.manual_seed(0)
+    net = model()
+    opt = getattr(torch.optim, optimizer)(net.parameters(), lr=3e-2, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + 0.05 * s))
+    if resume:
+        start = Recorder.restore(run_dir, net, opt, sched)
+    recorder = Recorder(
+        run_dir,
+        net,
+        opt,
+        task=task or "recorded_task:task",
+        scheduler=sched,
+        save_at=save_at,
+        max_grad_norm=clip,
+        resume=resume,
+    )
+    order = torch.Generator().manual_seed(1)
+    batches = [torch.randperm(160, generator=order)[:16] for _ in range(steps)]
+    for indices in batches[start:]:
+        opt.zero_grad()
+        F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        sched.step()
+        recorder.step(indices)
+    recorder.close()
+    return net, batches

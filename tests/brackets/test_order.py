@@ -31,6 +31,7 @@ from perturbative.brackets import (
     predict_swap,
     projected_bracket_matrix,
     values_along_steps,
+    vector_norm,
 )
 from perturbative.brackets._order import expanded_values_along_steps
 
@@ -581,3 +582,29 @@ def test_later_batches_without_horizons_are_followed_at_every_step_count():
     )
     assert got.later == explicit.later and len(got.later) == 3
     assert got.later[0] == got.predicted
+
+
+def test_gradient_clipping_is_modelled_in_the_predictions():
+    """With clipping active (half of each minibatch gradient's norm) the predicted swap matches
+    really training both orders with ``clip_grad_norm_``; ignoring the clipping does not."""
+    case = mlp_bce()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    x, y = case.minibatches()[:2]
+    norms = [
+        float(vector_norm(mean_gradient(case.model, case.loss_fn, case.params, b))) for b in (x, y)
+    ]
+    clip = 0.5 * min(norms)
+    args = (case.model, case.loss_fn, optimizer)
+    real = [
+        values_along_steps(*args, order, observable.value, [2], max_grad_norm=clip)[0]
+        for order in ([x, y], [y, x])
+    ]
+    real = real[0] - real[1]
+    clipped = predict_swap(*args, x, y, observable, max_grad_norm=clip).predicted
+    unclipped = predict_swap(*args, x, y, observable).predicted
+    assert abs(clipped - real) < 1e-3 * abs(real) < abs(unclipped - real), (
+        clipped,
+        unclipped,
+        real,
+    )

@@ -49,3 +49,15 @@ def test_command_prints_the_summary(tmp_path, capsys):
     # a step with no checkpoint is refused with what the run has
     assert main(["order-check", str(run_dir), "--steps", "3"]) == 2
     assert "no checkpoint at step [3]; it has steps [2]" in capsys.readouterr().err
+
+
+def test_order_check_of_a_recorded_run(tmp_path, capsys):
+    from recorded_task import record
+
+    record(tmp_path / "run", steps=20)
+    flags = ["--checkpoints", "1", "--batch-pairs", "3", "--threads", "1"]
+    assert main(["order-check", str(tmp_path / "run"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "AdamW, 3 minibatch pairs" in out and "sign accuracy 1.000" in out
+    assert main(["order-check", str(tmp_path / "run"), *flags, "--task", "nowhere:task"]) == 2
+    assert "cannot import the task's module 'nowhere'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from recorded_task import record
 
 import perturbative as pt
 from perturbative._core.errors import InputError
@@ -18,39 +18,6 @@ from perturbative.pipeline.recorded import (
     summary,
 )
 from perturbative.pipeline.recorder import Recorder, save_steps
-
-
-def record(run_dir, steps=30, save_at=10, optimizer="AdamW", resume=False, start=0, task=None):
-    """A plain loop over the recorded task, with AdamW, a scheduler and gradient clipping."""
-    from recorded_task import INPUTS, TARGETS, model
-
-    torch.manual_seed(0)
-    net = model()
-    opt = getattr(torch.optim, optimizer)(net.parameters(), lr=3e-2, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + 0.05 * s))
-    if resume:
-        start = Recorder.restore(run_dir, net, opt, sched)
-    recorder = Recorder(
-        run_dir,
-        net,
-        opt,
-        task=task or "recorded_task:task",
-        scheduler=sched,
-        save_at=save_at,
-        max_grad_norm=100.0,
-        resume=resume,
-    )
-    order = torch.Generator().manual_seed(1)
-    batches = [torch.randperm(160, generator=order)[:16] for _ in range(steps)]
-    for indices in batches[start:]:
-        opt.zero_grad()
-        F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 100.0)
-        opt.step()
-        sched.step()
-        recorder.step(indices)
-    recorder.close()
-    return net, batches
 
 
 def test_a_loop_is_recorded_with_its_order_lr_and_checkpoints(tmp_path):
@@ -105,10 +72,10 @@ def test_save_schedules():
 
 def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path):
     run = tmp_path / "run"
-    record(run, steps=40)
+    record(run, steps=40, clip=0.5)  # clipping active on most batches, and modelled
     check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=6))
     numbers = summary(check)
-    assert numbers["pairs"] == 12 and numbers["clipped"] == 0
+    assert numbers["pairs"] == 12 and numbers["clipped"] >= 6
     assert numbers["sign_accuracy"] == 1.0 and numbers["median_relative_error"] < 0.05, numbers
     assert (run / "order_check" / "recorded.json").is_file()
 

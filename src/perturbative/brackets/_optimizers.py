@@ -20,6 +20,7 @@ decay coupled or decoupled), not ``amsgrad``, ``maximize`` or other optimizers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,12 +78,15 @@ class FunctionalOptimizer:
         hyper: per parameter name, the hyperparameters of its group.
         state: per parameter name, the state to start from (tensors detached and copied).
         name: the optimizer's class name (``"SGD"``, ``"Adam"``, ``"AdamW"``).
+        max_grad_norm: clip the gradient to this total norm before each step, as
+            ``torch.nn.utils.clip_grad_norm_`` does (``None``: no clipping).
     """
 
     rule: UpdateRule
     hyper: dict[str, dict]
     state: dict[str, dict] = field(default_factory=dict)
     name: str = "SGD"
+    max_grad_norm: float | None = None
 
     @property
     def lr(self) -> float:
@@ -96,6 +100,8 @@ class FunctionalOptimizer:
 
     def step(self, params: Params, grads: Params, state: dict[str, dict]):
         """``(params, grads, state) -> (params, state)`` for every name of ``params``."""
+        if self.max_grad_norm is not None:
+            grads = clipped(grads, self.max_grad_norm)
         out_params, out_state = {}, {}
         for name, theta in params.items():
             out_params[name], out_state[name] = self.rule(
@@ -117,7 +123,17 @@ class FunctionalOptimizer:
         if lr is None:
             return self
         hyper = {name: {**h, "lr": float(lr)} for name, h in self.hyper.items()}
-        return FunctionalOptimizer(self.rule, hyper, self.state, self.name)
+        return dataclasses.replace(self, hyper=hyper)
+
+
+def clipped(grads: Params, max_norm: float) -> Params:
+    """``grads`` scaled to total norm at most ``max_norm``, exactly as
+    ``torch.nn.utils.clip_grad_norm_`` scales them (``max_norm / (norm + 1e-6)``, at most 1)."""
+    total = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
+    )
+    coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return {k: g * coefficient for k, g in grads.items()}
 
 
 def functional_optimizer(

@@ -331,7 +331,9 @@ class _Window:
         return self.observable.value(self.model, {**self.theta, **path[-1]})
 
 
-def _window(model, loss_fn, optimizer, batches, observable, lr, expansion) -> _Window:
+def _window(
+    model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm=None
+) -> _Window:
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
@@ -342,7 +344,10 @@ def _window(model, loss_fn, optimizer, batches, observable, lr, expansion) -> _W
         loss_fn=loss_fn,
         params=params,
         theta={k: v.detach() for k, v in params.items()},
-        optimizer=functional_optimizer(optimizer, {k: by_name[k] for k in names}).with_lr(lr),
+        optimizer=dataclasses.replace(
+            functional_optimizer(optimizer, {k: by_name[k] for k in names}).with_lr(lr),
+            max_grad_norm=max_grad_norm,
+        ),
         batches=batches,
         gradients=gradients,
         observable=observable,
@@ -449,6 +454,7 @@ def predict_order(
     *,
     lr: float | None = None,
     expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
 ) -> float:
     """``O`` predicted after training on ``batches`` in the given order (module docstring).
 
@@ -464,13 +470,15 @@ def predict_order(
         expansion: how each gradient is expanded (:class:`Expansion`; ``2`` or ``3`` is short
             for ``Expansion(order=...)``). The default, third order on each point's own piece,
             is what every figure in ``docs/results/`` was measured with.
+        max_grad_norm: the run's gradient clipping (``torch.nn.utils.clip_grad_norm_`` to this
+            total norm before each step), applied to every expanded gradient; ``None``: none.
 
     Returns:
         The predicted ``O`` after the last step. Costs ``k`` gradients, ``k - 1`` HVPs (and
         ``k - 1`` third derivatives at third order) for ``k`` batches, and one evaluation of
         ``O``.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
     return window.predicted_value(range(len(window.batches)))
 
 
@@ -484,6 +492,7 @@ def expanded_values_along_steps(
     *,
     lr: float | None = None,
     expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
 ) -> list[float]:
     """``O`` predicted after each step count of ``record_after`` along ``batches`` in order: the
     prediction of :func:`perturbative.brackets.values_along_steps` (which really trains), every
@@ -500,7 +509,7 @@ def expanded_values_along_steps(
         raise ValueError(
             f"record_after {list(record_after)} must hold step counts from 1 to {len(batches)}"
         )
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
     values, wanted = {}, set(record_after)
     path = window.predicted_path(range(max(record_after)), window.expansion.third_order)
     for count, (point, _) in enumerate(path, start=1):
@@ -519,6 +528,7 @@ def predict_swap(
     *,
     lr: float | None = None,
     expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
 ) -> SwapPrediction:
@@ -542,7 +552,7 @@ def predict_swap(
         Plain SGD at small ``lr`` gives ``lr^2 u . [v_x, v_y]``:
         ``predict_swap(...).predicted`` equals ``.sgd_bracket`` up to ``O(lr^3)``.
     """
-    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, expansion)
+    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, expansion, max_grad_norm)
     engine = window.expansion.engine
     u = observable.gradient(model, window.params)
     h_y_u = hvp(model, loss_fn, window.params, window.batches[1], u, engine=engine)
@@ -618,6 +628,7 @@ def predict_exchange(
     *,
     lr: float | None = None,
     expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
 ) -> SwapPrediction:
@@ -642,7 +653,7 @@ def predict_exchange(
             f"example ({i}, {j}) is not in minibatches of {sizes[0]} and {sizes[1]} examples"
         )
     batches = [first, second, *exchanged(first, second, i, j)]
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
     step = window.optimizer.lr
     sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step), cache={})
     predicted, second_order = _differences(window, (0, 1), (2, 3))
@@ -670,6 +681,7 @@ def best_order(
     *,
     lr: float | None = None,
     expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
     max_orders: int = 24,
 ) -> OrderPrediction:
     """The predicted best and worst orders of a window of ``k`` minibatches for ``O``.
@@ -680,7 +692,7 @@ def best_order(
     their total score (the ones whose going first lowers ``O`` most come first), and that order
     and its reverse are predicted. Arguments as :func:`predict_order`.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion)
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
     k = len(window.batches)
     if k < 2:
         raise ValueError(f"best_order needs at least 2 batches, got {k}")

@@ -164,6 +164,7 @@ def _steps_on_copies(
     lr: float | None = None,
     gradients: Sequence[Mapping[str, Tensor]] | None = None,
     batch_context: Tensor | None = None,
+    max_grad_norm: float | None = None,
 ) -> Iterator[tuple[nn.Module, Params]]:
     """Copies of ``model`` and ``optimizer`` trained one step per batch, in order: yields the
     model copy and its trained parameters before the first step and after each step (lazily, so
@@ -189,6 +190,8 @@ def _steps_on_copies(
         else:
             for k, p in params.items():
                 p.grad = gradients[i][k].detach().to(p).clone()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
         optimizer_copy.step()
         yield model_copy, params
 
@@ -243,6 +246,7 @@ def values_along_steps(
     record_after: Sequence[int],
     *,
     lr: float | None = None,
+    max_grad_norm: float | None = None,
 ) -> list[float]:
     """Really train on copies of ``model`` and ``optimizer``, one step per batch in order, and
     ``evaluate`` the trained copy after each step count in ``record_after``.
@@ -252,6 +256,7 @@ def values_along_steps(
         record_after: step counts (``2`` is after the first two batches); each at most
             ``len(batches)``.
         lr: if given, replaces the learning rate of every parameter group (of the copies).
+        max_grad_norm: clip each step's gradient to this total norm first, as the run did.
 
     Returns:
         One value per entry of ``record_after``.
@@ -261,7 +266,7 @@ def values_along_steps(
     wanted = set(record_after)
     recorded = {}
     for count, (model_copy, _) in enumerate(
-        _steps_on_copies(model, loss_fn, optimizer, batches, lr=lr)
+        _steps_on_copies(model, loss_fn, optimizer, batches, lr=lr, max_grad_norm=max_grad_norm)
     ):
         if count in wanted:
             recorded[count] = evaluate(model_copy)

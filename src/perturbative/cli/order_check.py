@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, read_config_flags
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check, resummarize, summary_lines
+from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.results import read_order_check_file, write_order_check
 
 
@@ -16,7 +19,16 @@ def order_check_command_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "order-check", help="test order predictions against real reordered training"
     )
-    parser.add_argument("run_dir", help="a run directory made by `perturbative train`")
+    parser.add_argument(
+        "run_dir",
+        help="a run directory made by `perturbative train`, or recorded by perturbative.Recorder "
+        "(then --checkpoints, --steps, --batch-pairs, --expansion, --seed and --out-dir apply)",
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="a recorded run's task as module:attribute (default: the one the run names)",
+    )
     parser.add_argument(
         "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
     )
@@ -31,6 +43,10 @@ def order_check_command_parser(subparsers) -> None:
 
 
 def order_check_command(args: argparse.Namespace) -> int:
+    if (Path(args.run_dir) / RUN_FILE).is_file():
+        return recorded_check_command(args)
+    if args.task is not None:
+        raise InputError(f"--task applies to recorded runs; {args.run_dir} has no {RUN_FILE}")
     if args.summary_only:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"
         result = read_order_check_file(folder)
@@ -46,4 +62,33 @@ def print_summary(path: Path) -> int:
     for line in summary_lines(json.loads(path.read_text())):
         print(line)
     print(f"numbers: {path}")
+    return 0
+
+
+def recorded_check_command(args: argparse.Namespace) -> int:
+    """The order check of a run recorded by :class:`perturbative.Recorder`."""
+    values = read_config_flags(args, OrderCheckOptions)
+    options = RecordedCheckOptions(
+        checkpoints=values["checkpoints"],
+        steps=values["steps"],
+        pairs=values["batch_pairs"],
+        seed=values["seed"],
+        expansion=values["expansion"],
+    )
+    check = check_recorded_run(args.run_dir, args.task, options, values.get("out_dir"))
+    numbers = summary(check)
+    print(
+        f"{check.optimizer}, {numbers['pairs']} minibatch pairs of the run's own batches "
+        f"({numbers.get('clipped', 0)} skipped: gradient clipped)"
+    )
+    if numbers["pairs"]:
+        print(
+            f"sign accuracy {numbers['sign_accuracy']:.3f}, median relative error "
+            f"{numbers['median_relative_error']:.1%}; baselines: plain-SGD bracket "
+            f"{numbers['plain_sgd_bracket']:.3f}, larger gradient first "
+            f"{numbers['larger_gradient_first']:.3f}, optimizer-state part alone "
+            f"{numbers['optimizer_state_part']:.3f}"
+        )
+    out = Path(values.get("out_dir") or Path(args.run_dir) / "order_check")
+    print(f"numbers: {out / 'recorded.json'}")
     return 0
