@@ -75,3 +75,32 @@ def test_reference_summary_prints_every_readme_figure(tmp_path):
         "step 4: |S| max",
     ):
         assert expected in out, (expected, out)
+
+
+def test_own_loop_is_recorded_and_checked_from_the_command_line(tmp_path):
+    pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    run = tmp_path / "own_loop"
+    out = run_example("own_loop.py", "--run-dir", str(run), "--steps", "40", "--save-every", "20")
+    assert "held-out next-token loss" in out
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perturbative.cli",
+            "order-check",
+            str(run),
+            "--checkpoints",
+            "1",
+            "--batch-pairs",
+            "3",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "AdamW, 3 minibatch pairs" in done.stdout and "sign accuracy" in done.stdout

@@ -52,8 +52,15 @@ def _umask() -> int:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata=None) -> Path:
-    """Save tensors (moved to the CPU, contiguous) as safetensors, atomically."""
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    """Save tensors (moved to the CPU, contiguous) as safetensors, atomically. Tensors that
+    share memory (tied weights) are stored as copies: safetensors refuses shared storage."""
+    cpu, seen = {}, set()
+    for key, value in tensors.items():
+        value = value.detach().to("cpu").contiguous()
+        if value.numel() and value.untyped_storage().data_ptr() in seen:
+            value = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
+        cpu[key] = value
     return atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 

@@ -79,12 +79,12 @@ def recorded_check_command(args: argparse.Namespace) -> int:
     numbers = summary(check)
     print(
         f"{check.optimizer}, {numbers['pairs']} minibatch pairs of the run's own batches "
-        f"({numbers.get('clipped', 0)} skipped: gradient clipped)"
+        f"({numbers.get('clipped', 0)} with the gradient clipping active, modelled)"
     )
     if numbers["pairs"]:
         print(
             f"sign accuracy {numbers['sign_accuracy']:.3f}, median relative error "
-            f"{numbers['median_relative_error']:.1%}; baselines: plain-SGD bracket "
+            f"{numbers['median_relative_error']:.2g}; baselines: plain-SGD bracket "
             f"{numbers['plain_sgd_bracket']:.3f}, larger gradient first "
             f"{numbers['larger_gradient_first']:.3f}, optimizer-state part alone "
             f"{numbers['optimizer_state_part']:.3f}"

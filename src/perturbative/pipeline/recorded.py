@@ -189,9 +189,9 @@ def check_recorded_run(
     """Check order predictions against really reordering a recorded run (module docstring).
 
     Each pair trains two minibatches of the run's batch size in both orders on copies of the
-    model and optimizer (float64), from the checkpoint, at the lr the run used for the first of
-    the two batches, with the run's gradient clipping in the predictions and the real steps (a
-    pair whose gradient norm exceeds it is marked ``clipped``).
+    model and optimizer (float64), from the checkpoint, at each param group's lr the schedule
+    gave the step after it, with the run's gradient clipping in the predictions and the real
+    steps (a pair whose gradient norm exceeds it is marked ``clipped``).
 
     Raises:
         InputError: not a recorded run, no task, an optimizer the predictions cannot model
@@ -220,7 +220,9 @@ def check_recorded_run(
             first, second = at.next_steps[i], at.next_steps[j]
             a = as_dtype(task.batch(first["indices"]), torch.float64)
             b = as_dtype(task.batch(second["indices"]), torch.float64)
-            lr = float(first["lr"][0])
+            # the checkpoint's optimizer holds the lr of each group for the next step, as the
+            # schedule set it: both batches are trained at that point of the schedule
+            lr = float(at.optimizer.param_groups[0]["lr"])
             pred = predict_swap(
                 at.model,
                 task.loss_fn,
@@ -228,7 +230,6 @@ def check_recorded_run(
                 a,
                 b,
                 observable,
-                lr=lr,
                 expansion=Expansion(order=options.expansion),
                 max_grad_norm=clip,
             )
@@ -241,7 +242,6 @@ def check_recorded_run(
                     order,
                     observable.value,
                     [2],
-                    lr=lr,
                     max_grad_norm=clip,
                 )[0]
                 for order in ([a, b], [b, a])

@@ -132,6 +132,8 @@ class Recorder:
         if existing:
             self.step_count = self._resume_log()
             return
+        write_text(self.run_dir / ORDER_LOG, "")
+        self.save()  # step 0 first: a folder with run.json always has a checkpoint
         write_json(
             self.run_dir / RUN_FILE,
             {
@@ -146,8 +148,6 @@ class Recorder:
                 "world_size": self.world,
             },
         )
-        write_text(self.run_dir / ORDER_LOG, "")
-        self.save()
 
     def step(self, indices: Iterable[int] | Tensor) -> None:
         """Log one training step's example indices and the lr it used; save a checkpoint when
