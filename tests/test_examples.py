@@ -103,4 +103,4 @@ def test_own_loop_is_recorded_and_checked_from_the_command_line(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "AdamW, 3 minibatch pairs" in done.stdout and "sign accuracy" in done.stdout
+    assert "AdamW: 3 minibatch pairs" in done.stdout and "sign accuracy" in done.stdout

@@ -55,9 +55,10 @@ def test_order_check_of_a_recorded_run(tmp_path, capsys):
     from recorded_task import record
 
     record(tmp_path / "run", steps=20)
-    flags = ["--checkpoints", "1", "--batch-pairs", "3", "--threads", "1"]
+    flags = ["--checkpoints", "1", "--batch-pairs", "3", "--windows", "1", "--threads", "1"]
     assert main(["order-check", str(tmp_path / "run"), *flags]) == 0
     out = capsys.readouterr().out
-    assert "AdamW, 3 minibatch pairs" in out and "sign accuracy 1.000" in out
+    assert "AdamW: 3 minibatch pairs" in out and "sign accuracy 1.000" in out
+    assert "best of 3! picked:" in out and "of 1 windows" in out
     assert main(["order-check", str(tmp_path / "run"), *flags, "--task", "nowhere:task"]) == 2
     assert "cannot import the task's module 'nowhere'" in capsys.readouterr().err

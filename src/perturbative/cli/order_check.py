@@ -66,29 +66,35 @@ def print_summary(path: Path) -> int:
 
 
 def recorded_check_command(args: argparse.Namespace) -> int:
-    """The order check of a run recorded by :class:`perturbative.Recorder`."""
+    """The order check of a run recorded by :class:`perturbative.Recorder`: minibatch pairs and
+    windows of three of the run's own batches (the other flags are for runs of ``train``)."""
     values = read_config_flags(args, OrderCheckOptions)
     options = RecordedCheckOptions(
         checkpoints=values["checkpoints"],
         steps=values["steps"],
         pairs=values["batch_pairs"],
+        windows=values["windows"],
         seed=values["seed"],
         expansion=values["expansion"],
     )
     check = check_recorded_run(args.run_dir, args.task, options, values.get("out_dir"))
     numbers = summary(check)
     print(
-        f"{check.optimizer}, {numbers['pairs']} minibatch pairs of the run's own batches "
+        f"{check.optimizer}: {numbers['pairs']} minibatch pairs of the run's own batches "
         f"({numbers.get('clipped', 0)} with the gradient clipping active, modelled)"
     )
-    if numbers["pairs"]:
+    rows = {"all": numbers, **numbers.get("by_checkpoint", {})}
+    for name, row in rows.items() if numbers["pairs"] else ():
+        label = "all checkpoints" if name == "all" else f"step {name}"
         print(
-            f"sign accuracy {numbers['sign_accuracy']:.3f}, median relative error "
-            f"{numbers['median_relative_error']:.2g}; baselines: plain-SGD bracket "
-            f"{numbers['plain_sgd_bracket']:.3f}, larger gradient first "
-            f"{numbers['larger_gradient_first']:.3f}, optimizer-state part alone "
-            f"{numbers['optimizer_state_part']:.3f}"
+            f"  {label}: sign accuracy {row['sign_accuracy']:.3f} ({row['pairs']} pairs), median "
+            f"relative error {row['median_relative_error']:.2g}; baselines: fair coin "
+            f"{row['fair_coin']:.2f}, larger gradient first {row['larger_gradient_first']:.2f}, "
+            f"plain-SGD bracket {row['plain_sgd_bracket']:.2f}, optimizer-state part alone "
+            f"{row['optimizer_state_part']:.2f}"
         )
+    if numbers["windows"]:
+        print(f"best of 3! picked: {numbers['best_of_3_picked']} of {numbers['windows']} windows")
     out = Path(values.get("out_dir") or Path(args.run_dir) / "order_check")
     print(f"numbers: {out / 'recorded.json'}")
     return 0

@@ -25,7 +25,7 @@ from torch import nn
 
 from perturbative._core.errors import InputError
 from perturbative._core.io import read_json_lines, write_json
-from perturbative.brackets import Expansion, predict_swap, values_along_steps
+from perturbative.brackets import Expansion, best_order, predict_swap, values_along_steps
 from perturbative.brackets._optimizers import UPDATE_RULES
 from perturbative.pipeline.checkpoints import (
     list_checkpoints,
@@ -142,13 +142,16 @@ class RecordedCheckOptions:
         steps: check exactly these checkpoint steps instead.
         pairs: minibatch pairs per checkpoint: the two batches the run trained next, then random
             pairs of the run's later batches.
-        seed: picks the random pairs.
+        windows: windows of three of the run's later batches per checkpoint, whose predicted
+            best of the ``3!`` orders is checked against training all six.
+        seed: picks the random pairs and windows.
         expansion: 2 or 3, the order of the predictions' expansion.
     """
 
     checkpoints: int = 3
     steps: tuple[int, ...] = ()
     pairs: int = 20
+    windows: int = 0
     seed: int = 0
     expansion: int = 3
 
@@ -170,12 +173,24 @@ class RecordedPair:
 
 
 @dataclass
+class RecordedWindow:
+    """Three of the run's batches: ``O`` after each of their orders, predicted and real."""
+
+    step: int
+    batches: tuple[int, ...]
+    orders: list[list[int]]
+    predicted: list[float]
+    real: list[float]
+
+
+@dataclass
 class RecordedCheck:
     """The check's records and options (written as ``order_check/recorded.json``)."""
 
     options: dict
     optimizer: str
     pairs: list[RecordedPair] = field(default_factory=list)
+    windows: list[RecordedWindow] = field(default_factory=list)
     version: int = RECORDED_CHECK_VERSION
 
 
@@ -213,63 +228,77 @@ def check_recorded_run(
     for step in steps:
         at = open_recorded_checkpoint(run_dir, step, task)
         observable = task.build_observable(at.model)
-        candidates = [(0, 1)] + [
-            tuple(rng.sample(range(len(at.next_steps)), 2)) for _ in range(options.pairs - 1)
-        ]
-        for i, j in candidates[: options.pairs]:
-            first, second = at.next_steps[i], at.next_steps[j]
-            a = as_dtype(task.batch(first["indices"]), torch.float64)
-            b = as_dtype(task.batch(second["indices"]), torch.float64)
-            # the checkpoint's optimizer holds the lr of each group for the next step, as the
-            # schedule set it: both batches are trained at that point of the schedule
-            lr = float(at.optimizer.param_groups[0]["lr"])
-            pred = predict_swap(
-                at.model,
-                task.loss_fn,
-                at.optimizer,
-                a,
-                b,
-                observable,
-                expansion=Expansion(order=options.expansion),
-                max_grad_norm=clip,
-            )
-            clipped = clip is not None and max(pred.gradient_norms) > float(clip)
-            ab, ba = (
-                values_along_steps(
-                    at.model,
-                    task.loss_fn,
-                    at.optimizer,
-                    order,
-                    observable.value,
-                    [2],
-                    max_grad_norm=clip,
-                )[0]
-                for order in ([a, b], [b, a])
-            )
-            real = ab - ba
-            result.pairs.append(
-                RecordedPair(
-                    step,
-                    (first["step"], second["step"]),
-                    lr,
-                    pred.predicted,
-                    pred.second_order,
-                    pred.sgd_bracket,
-                    pred.state_part,
-                    real,
-                    pred.gradient_norms,
-                    clipped,
-                )
-            )
+        later = range(len(at.next_steps))
+        drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.pairs - 1)]
+        for i, j in drawn[: options.pairs]:
+            record = _pair(at, task, observable, (i, j), options.expansion, clip)
+            result.pairs.append(record)
             if progress:
                 print(
-                    f"step {step}: batches {first['step']}, {second['step']}: predicted "
-                    f"{pred.predicted:+.3e} real {real:+.3e}",
+                    f"step {step}: batches {record.batches}: predicted "
+                    f"{record.predicted:+.3e} real {record.real:+.3e}",
                     flush=True,
                 )
+        for _ in range(options.windows):
+            window = _window(at, task, observable, rng.sample(later, 3), options.expansion, clip)
+            result.windows.append(window)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
     write_json(out / "recorded.json", asdict(result))
     return result
+
+
+def _batches(at: RecordedCheckpoint, task: Task, positions) -> list[Any]:
+    """The run's logged batches at these positions after the checkpoint, in float64."""
+    return [as_dtype(task.batch(at.next_steps[i]["indices"]), torch.float64) for i in positions]
+
+
+def _pair(at, task, observable, positions, order, clip) -> RecordedPair:
+    """Predict and really train one minibatch pair, from the checkpoint, at the lr of each
+    group that the checkpoint's optimizer holds (the schedule's, for the step after it)."""
+    a, b = _batches(at, task, positions)
+    args = (at.model, task.loss_fn, at.optimizer)
+    pred = predict_swap(
+        *args, a, b, observable, expansion=Expansion(order=order), max_grad_norm=clip
+    )
+    ab, ba = (
+        values_along_steps(*args, steps, observable.value, [2], max_grad_norm=clip)[0]
+        for steps in ([a, b], [b, a])
+    )
+    return RecordedPair(
+        step=at.step,
+        batches=tuple(at.next_steps[i]["step"] for i in positions),
+        lr=float(at.optimizer.param_groups[0]["lr"]),
+        predicted=pred.predicted,
+        second_order=pred.second_order,
+        sgd_bracket=pred.sgd_bracket,
+        state_part=pred.state_part,
+        real=ab - ba,
+        gradient_norms=pred.gradient_norms,
+        clipped=clip is not None and max(pred.gradient_norms) > float(clip),
+    )
+
+
+def _window(at, task, observable, positions, order, clip) -> RecordedWindow:
+    """Predict the best of the ``3!`` orders of three of the run's batches and really train
+    every order."""
+    batches = _batches(at, task, positions)
+    args = (at.model, task.loss_fn, at.optimizer)
+    prediction = best_order(
+        *args, batches, observable, expansion=Expansion(order=order), max_grad_norm=clip
+    )
+    real = [
+        values_along_steps(
+            *args, [batches[i] for i in o], observable.value, [len(o)], max_grad_norm=clip
+        )[0]
+        for o in prediction.orders
+    ]
+    return RecordedWindow(
+        step=at.step,
+        batches=tuple(at.next_steps[i]["step"] for i in positions),
+        orders=[list(o) for o in prediction.orders],
+        predicted=prediction.predicted.tolist(),
+        real=real,
+    )
 
 
 def _chosen(steps: list[int], options: RecordedCheckOptions, log: list[dict]) -> list[int]:
@@ -290,19 +319,34 @@ def _chosen(steps: list[int], options: RecordedCheckOptions, log: list[dict]) ->
 
 
 def summary(check: RecordedCheck) -> dict[str, Any]:
-    """Sign accuracy of the prediction and of the baselines over the pairs that were trained."""
+    """Sign accuracy of the prediction and of the baselines, over all pairs and per checkpoint,
+    and the share of windows whose predicted best order is the real best."""
     pairs = [p for p in check.pairs if p.real == p.real and p.real != 0]
-    if not pairs:
-        return {"pairs": 0}
+    out: dict[str, Any] = {"pairs": len(pairs), "windows": len(check.windows)}
+    if pairs:
+        out.update(_accuracies(pairs))
+        out["by_checkpoint"] = {
+            step: _accuracies([p for p in pairs if p.step == step])
+            for step in sorted({p.step for p in pairs})
+        }
+    if check.windows:
+        picked = [int(np.argmin(w.predicted)) == int(np.argmin(w.real)) for w in check.windows]
+        out["best_of_3_picked"] = sum(picked)
+    return out
+
+
+def _accuracies(pairs: list[RecordedPair]) -> dict[str, Any]:
     real = np.array([p.real for p in pairs])
     sign = np.sign(real)
 
-    def accuracy(values):
+    def accuracy(values) -> float:
         return float(np.mean(np.sign(np.asarray(values)) == sign))
 
     errors = np.abs(np.array([p.predicted for p in pairs]) - real) / np.abs(real)
+    coin = np.random.default_rng(0).choice([-1.0, 1.0], size=len(pairs))
     return {
         "pairs": len(pairs),
+        "fair_coin": accuracy(coin),
         "clipped": sum(p.clipped for p in pairs),
         "sign_accuracy": accuracy([p.predicted for p in pairs]),
         "median_relative_error": float(np.median(errors)),
