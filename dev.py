@@ -42,7 +42,7 @@ def ensure_venv() -> None:
     has_torch = subprocess.run([str(PY), "-c", "import torch"], capture_output=True).returncode == 0
     if not has_torch:
         _run(PY, "-m", "pip", "install", "-q", TORCH)
-    _run(PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev,hf,experiments,docs]")
+    _run(PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev,hf,lightning,experiments,docs]")
     STAMP.write_text(digest)
 
 

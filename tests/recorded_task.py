@@ -58,3 +58,41 @@ def record(
         recorder.step(indices)
     recorder.close()
     return net, batches
+
+
+# --- a tiny BERT-style sequence classifier for the Hugging Face Trainer's run (random init)
+def bert_model():
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def classifier_loss(outputs, batch):
+    return F.cross_entropy(outputs.logits, batch["labels"])
+
+
+_ids = torch.randint(0, 30, (96, 8), generator=torch.Generator().manual_seed(5))
+_labels = (_ids[:, 0] % 3).long()
+SEQUENCES = [
+    {"input_ids": _ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": _labels[i]}
+    for i in range(96)
+]
+bert_task = Task(
+    model=bert_model,
+    loss_fn=classifier_loss,
+    train=SEQUENCES[:64],
+    heldout=SEQUENCES[64:],
+    heldout_examples=32,
+)

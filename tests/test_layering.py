@@ -35,6 +35,7 @@ LAYERS = {
     "pipeline": 3,
     "demos": 3,
     "report": 4,
+    "integrations": 4,
     "cli": 5,
 }
 # Modules whose behaviour is covered by the named test module instead of one of their own.

@@ -7,15 +7,11 @@ import pytest
 import torch
 from recorded_task import record
 
-import perturbative as pt
 from perturbative._core.errors import InputError
 from perturbative._core.io import read_json_lines
 from perturbative.pipeline.checkpoints import list_checkpoints
 from perturbative.pipeline.recorded import (
-    RecordedCheckOptions,
-    check_recorded_run,
     open_recorded_checkpoint,
-    summary,
 )
 from perturbative.pipeline.recorder import Recorder, save_steps
 
@@ -68,26 +64,3 @@ def test_save_schedules():
     assert [s for s in range(1, 10) if save_steps([3, 7])(s)] == [3, 7]
     with pytest.raises(ValueError):
         save_steps(0)
-
-
-def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path):
-    run = tmp_path / "run"
-    record(run, steps=40, clip=0.5)  # clipping active on most batches, and modelled
-    check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=6))
-    numbers = summary(check)
-    assert numbers["pairs"] == 12 and numbers["clipped"] >= 6
-    assert numbers["sign_accuracy"] == 1.0 and numbers["median_relative_error"] < 0.05, numbers
-    assert (run / "order_check" / "recorded.json").is_file()
-
-
-def test_bad_runs_and_tasks_say_what_to_do(tmp_path):
-    with pytest.raises(InputError, match="not a recorded run"):
-        check_recorded_run(tmp_path)
-    run = tmp_path / "run"
-    record(run, steps=12, task="no_such_module:task")
-    with pytest.raises(InputError, match="cannot import the task's module 'no_such_module'"):
-        check_recorded_run(run)
-    with pytest.raises(InputError, match="has no attribute 'nothing'"):
-        check_recorded_run(run, task="recorded_task:nothing")
-    with pytest.raises(InputError, match="outside the task's train set"):
-        pt.Task(model=lambda: None, loss_fn=None, train=[0, 1]).batch([5])

@@ -25,8 +25,13 @@ from torch import nn
 
 from perturbative._core.errors import InputError
 from perturbative._core.io import read_json_lines, write_json
-from perturbative.brackets import Expansion, best_order, predict_swap, values_along_steps
-from perturbative.brackets._optimizers import UPDATE_RULES
+from perturbative.brackets import (
+    UPDATE_RULES,
+    Expansion,
+    best_order,
+    predict_swap,
+    values_along_steps,
+)
 from perturbative.pipeline.checkpoints import (
     list_checkpoints,
     read_checkpoint,
@@ -101,6 +106,8 @@ def open_recorded_checkpoint(
     tensors, info = read_checkpoint(paths[step])
     weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     model = task.model()
+    prefix = _wrapper_prefix(set(weights), set(model.state_dict()))
+    weights = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
@@ -113,15 +120,24 @@ def open_recorded_checkpoint(
     kind = getattr(torch.optim, run["optimizer"], None)
     if kind is None:
         raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
-    groups = info["optimizer_param_groups"]
-    params = list(model.parameters())
+    groups, by_name = info["optimizer_param_groups"], dict(model.named_parameters())
+    # which parameter each group updates, by name (checkpoints of version 1 without names were
+    # made by optimizers built on model.parameters(): their ids are positions)
+    positions = list(by_name)
+    names = (
+        [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
+        if "optimizer_param_names" in info
+        else [[positions[i] for i in group["params"]] for group in groups]
+    )
+    missing = sorted({n for group in names for n in group} - set(by_name))
+    if missing:
+        raise InputError(
+            f"the checkpoint's optimizer updates {missing[:3]}, which the task's model lacks"
+        )
     optimizer = kind(
         [
-            {
-                **{k: v for k, v in g.items() if k != "params"},
-                "params": [params[i] for i in g["params"]],
-            }
-            for g in groups
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [by_name[n] for n in group]}
+            for g, group in zip(groups, names, strict=True)
         ]
     )
     optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
@@ -131,6 +147,19 @@ def open_recorded_checkpoint(
                 values[key] = value.to(dtype)
     log = [r for r in read_json_lines(Path(run_dir) / ORDER_LOG) if r["step"] > step]
     return RecordedCheckpoint(step, model, optimizer, log)
+
+
+def _wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:
+    """The prefix the recorded names carry over the task model's (``"net."`` when the run
+    trained a wrapper, a ``LightningModule`` holding the task's model as ``self.net``), or ""."""
+    if recorded == wanted:
+        return ""
+    heads = {k.split(".", 1)[0] for k in recorded if "." in k}
+    for head in heads:
+        prefix = head + "."
+        if {k.removeprefix(prefix) for k in recorded if k.startswith(prefix)} == wanted:
+            return prefix
+    return ""
 
 
 @dataclass

@@ -176,6 +176,11 @@ class Recorder:
             return None
         model = self.model.module if hasattr(self.model, "module") else self.model  # DDP
         tensors, info = pack_training_state(model, self.optimizer)
+        names = {id(p): name for name, p in model.named_parameters()}
+        # the optimizer's param ids count through its groups in its own order: keep the names
+        info["optimizer_param_names"] = [
+            [names.get(id(p)) for p in group["params"]] for group in self.optimizer.param_groups
+        ]
         info["step"] = self.step_count
         info["kind"] = RECORDED_FORMAT
         if self.scheduler is not None:

@@ -1,0 +1,100 @@
+"""``RecorderCallback`` (integrations/lightning.py) with a real Lightning ``Trainer``: it logs the
+indices each optimizer step really trained on, accumulation included, and the recorded run's
+order predictions hold against really reordering it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from perturbative._core.io import read_json_lines
+from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+
+pl = pytest.importorskip(
+    "pytorch_lightning", reason="Lightning is not installed (pip install -e '.[lightning]')"
+)
+# Lightning's own deprecation notices (torch's pytree, its hints about workers) are not ours
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+
+class Witnessed(torch.utils.data.Dataset):
+    """The recorded task's examples with their index as a third tensor: the test's witness of
+    what each training step got (the callback never reads it)."""
+
+    def __len__(self):
+        return 160
+
+    def __getitem__(self, i):
+        from recorded_task import INPUTS, TARGETS
+
+        return INPUTS[i], TARGETS[i], torch.tensor(i)
+
+
+class Module(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        from recorded_task import model
+
+        torch.manual_seed(0)
+        self.net = model()
+        self.seen = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y, index = batch
+        self.seen.append(index.tolist())
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=2e-2)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def fit(run_dir, steps=8, accumulation=1):
+    from perturbative.integrations.lightning import RecorderCallback
+
+    module = Module()
+    loader = torch.utils.data.DataLoader(
+        Witnessed(), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2)
+    )
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accumulate_grad_batches=accumulation,
+        gradient_clip_val=1.0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RecorderCallback(run_dir, task="recorded_task:task", save_at=4)],
+    )
+    trainer.fit(module, loader)
+    return module.net, module.seen
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_callback_logs_the_batches_each_step_trained_on(tmp_path, accumulation):
+    run = tmp_path / "run"
+    _, seen = fit(run, steps=6, accumulation=accumulation)
+    log = read_json_lines(run / "order.jsonl")
+    assert len(log) == 6
+    for step, record in enumerate(log):
+        batches = seen[step * accumulation : (step + 1) * accumulation]
+        assert record["indices"] == [i for b in batches for i in b]
+    lrs = [record["lr"][0] for record in log]
+    assert lrs[:4] == pytest.approx([2e-2, 2e-2, 2e-2, 1e-2])  # StepLR, as each step used it
+
+
+def test_order_predictions_on_a_lightning_run(tmp_path):
+    run = tmp_path / "run"
+    fit(run, steps=12)
+    check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=4))
+    numbers = summary(check)
+    assert numbers["pairs"] == 8 and numbers["sign_accuracy"] == 1.0, numbers
