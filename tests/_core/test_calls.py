@@ -75,3 +75,16 @@ def test_a_float32_model_with_float64_data_says_what_to_do():
     params = dict(model.named_parameters())
     with pytest.raises(TypeError, match=r"float64 but the model's parameters are torch.float32"):
         calls.call_model(model, params, {}, torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_the_keyword_batch_benchmark_runs(tmp_path, capsys):
+    pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    from cases import run_benchmark
+
+    out = tmp_path / "keyword_batches.json"
+    run_benchmark(
+        "keyword_batches.py", "--batch", "4", "--length", "6", "--repeats", "1", "--out", str(out)
+    )
+    assert "values agree" in capsys.readouterr().out and out.is_file()

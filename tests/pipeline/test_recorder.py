@@ -64,3 +64,26 @@ def test_save_schedules():
     assert [s for s in range(1, 10) if save_steps([3, 7])(s)] == [3, 7]
     with pytest.raises(ValueError):
         save_steps(0)
+
+
+def test_the_recorder_benchmark_runs(tmp_path, capsys):
+    pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    from cases import run_benchmark
+
+    out = tmp_path / "recorder.json"
+    run_benchmark(
+        "recorder.py",
+        "--blocks",
+        "1",
+        "--steps",
+        "2",
+        "--writes",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert "overhead" in capsys.readouterr().out and json.loads(out.read_text())["save_ratio"] > 0

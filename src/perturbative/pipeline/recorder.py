@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from perturbative._core.distributed import all_gather_objects, rank_and_world
 from perturbative._core.errors import InputError
 from perturbative._core.io import (
-    append_json_line,
     folder_lock,
     read_json_lines,
     write_json,
@@ -120,6 +119,7 @@ class Recorder:
         self.step_count = 0
         self._exit = contextlib.ExitStack()
         self._lr = self._rates()  # the rates the next step will use
+        self._log = None
         if self.rank != 0:
             return
         existing = (self.run_dir / RUN_FILE).is_file()
@@ -166,7 +166,10 @@ class Recorder:
         self._lr = self._rates()
         if self.world > 1:
             record["rank_sizes"] = [len(rank) for rank in gathered]
-        append_json_line(self.run_dir / ORDER_LOG, record)
+        if self._log is None:  # held open: a line per step, flushed to the OS (a kill keeps it)
+            self._log = self._exit.enter_context(open(self.run_dir / ORDER_LOG, "a"))
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
         if self.should_save(self.step_count):
             self.save()
 
