@@ -528,3 +528,19 @@ def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
     return write_order_check(
         Path(run_dir) / "order_check", {"run": str(run_dir), "lr": 5e-3, "checkpoints": checkpoints}
     )
+
+
+def warm_up(case: Case, optimizer: torch.optim.Optimizer, steps: int = 3) -> None:
+    """A few real steps on the case's minibatches, so that the optimizer has its state (a
+    fresh Adam or momentum optimizer makes predictions warn)."""
+    for i in range(steps):
+        batch = case.minibatches()[i % len(case.splits)]
+        optimizer.zero_grad()
+        loss = torch.stack(
+            [
+                case.loss_fn(case.model(batch[0][j : j + 1]), batch[1][j : j + 1])
+                for j in range(len(batch[0]))
+            ]
+        ).mean()
+        loss.backward()
+        optimizer.step()

@@ -21,6 +21,7 @@ from perturbative._core.extras import MissingExtraError
 from perturbative.brackets import (
     BracketTerms,
     Expansion,
+    FreshOptimizerWarning,
     Observable,
     OrderPrediction,
     PieceMismatchError,
@@ -145,7 +146,8 @@ __all__ = [
     "TiltDiagnostics",
     "TiltWarning",
     "first_order_shift",
-    # errors
+    # errors and warnings
+    "FreshOptimizerWarning",
     "InputError",
     "MissingExtraError",
 ]

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from cases import mlp_bce
+from cases import mlp_bce, warm_up
 
 import perturbative as pt
 from perturbative.brackets._expansion import as_expansion
@@ -38,6 +38,7 @@ def test_bad_settings_are_refused(bad, error):
 def test_predictions_default_to_third_order_and_report_the_second_beside_it():
     case = mlp_bce()
     optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    warm_up(case, optimizer)
     observable = pt.Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     x, y = case.minibatches()[:2]
     default = pt.predict_swap(case.model, case.loss_fn, optimizer, x, y, observable)

@@ -15,8 +15,10 @@ from cases import (
     mlp_bce,
     pooled_relu_convnet,
     train_mode_batchnorm_net,
+    warm_up,
 )
 
+import perturbative as pt
 from perturbative.brackets import (
     Expansion,
     Observable,
@@ -573,6 +575,7 @@ def test_mean_loss_of_a_keyword_batch_is_the_mean_of_its_examples_losses():
 def test_later_batches_without_horizons_are_followed_at_every_step_count():
     case = mlp_bce()
     optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    warm_up(case, optimizer)
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     x, y = case.minibatches()[:2]
     later = [case.minibatches()[1], case.minibatches()[0]]
@@ -589,6 +592,7 @@ def test_gradient_clipping_is_modelled_in_the_predictions():
     really training both orders with ``clip_grad_norm_``; ignoring the clipping does not."""
     case = mlp_bce()
     optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    warm_up(case, optimizer)
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     x, y = case.minibatches()[:2]
     norms = [
@@ -608,3 +612,21 @@ def test_gradient_clipping_is_modelled_in_the_predictions():
         unclipped,
         real,
     )
+
+
+def test_a_fresh_stateful_optimizer_warns_and_a_warmed_one_does_not():
+    case = mlp_bce()
+    observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
+    x, y = case.minibatches()[:2]
+    for make in (torch.optim.Adam, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)):
+        optimizer = make(case.model.parameters())
+        with pytest.warns(pt.FreshOptimizerWarning, match="no state for 4 of the 4"):
+            predict_swap(case.model, case.loss_fn, optimizer, x, y, observable, expansion=2)
+        warm_up(case, optimizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pt.FreshOptimizerWarning)
+            predict_swap(case.model, case.loss_fn, optimizer, x, y, observable, expansion=2)
+    plain = torch.optim.SGD(case.model.parameters(), lr=0.1)  # no state by design: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pt.FreshOptimizerWarning)
+        predict_swap(case.model, case.loss_fn, plain, x, y, observable, expansion=2)

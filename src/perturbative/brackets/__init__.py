@@ -41,6 +41,7 @@ from perturbative.brackets._observables import order_sensitivity as order_sensit
 from perturbative.brackets._observables import output_shift as output_shift
 from perturbative.brackets._observables import projected_bracket_matrix as projected_bracket_matrix
 from perturbative.brackets._optimizers import UPDATE_RULES as UPDATE_RULES
+from perturbative.brackets._order import FreshOptimizerWarning as FreshOptimizerWarning
 from perturbative.brackets._order import Observable as Observable
 from perturbative.brackets._order import OrderPrediction as OrderPrediction
 from perturbative.brackets._order import SwapPrediction as SwapPrediction

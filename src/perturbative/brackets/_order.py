@@ -337,6 +337,7 @@ def _window(
     names = trained_names(model, optimizer)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
+    _warn_if_stateless(optimizer, [by_name[k] for k in names])
     params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
     gradients = [mean_gradient(model, loss_fn, params, b) for b in batches]
     return _Window(
@@ -353,6 +354,28 @@ def _window(
         observable=observable,
         expansion=as_expansion(expansion),
     )
+
+
+class FreshOptimizerWarning(UserWarning):
+    """An Adam or momentum optimizer with no state for parameters it is asked to predict."""
+
+
+def _warn_if_stateless(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> None:
+    """Warn when a stateful update (Adam, AdamW, SGD with momentum) has no state for some of the
+    parameters: a fresh optimizer where the run's own belongs makes the prediction describe the
+    first steps of a new run, and under Adam the state is most of an order effect."""
+    stateful = any("betas" in group or group.get("momentum", 0) for group in optimizer.param_groups)
+    missing = sum(1 for p in params if not optimizer.state.get(p))
+    if stateful and missing:
+        warnings.warn(
+            f"the {type(optimizer).__name__} optimizer has no state for {missing} of the "
+            f"{len(params)} trained parameters, so the prediction is that of a fresh optimizer: "
+            "pass the optimizer that trained the model, loaded from the same checkpoint (its "
+            "moments are most of an order effect under Adam); at the very start of a run this "
+            "is expected",
+            FreshOptimizerWarning,
+            stacklevel=3,
+        )
 
 
 def _later_differences(
