@@ -14,6 +14,7 @@ then y and on y then x. One module per object:
 * ``_norms``: norms, per-tensor RMS and the cancellation ratio;
 * ``_swap``: the real two-step swap experiment with any optimizer;
 * ``_order``: what the order does to an observable: predictions, best orders, order scores;
+* ``_scores``: order scores of a whole pool with the run's optimizer;
 * ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
@@ -56,6 +57,8 @@ from perturbative.brackets._pieces import Selection as Selection
 from perturbative.brackets._pieces import on_pieces as on_pieces
 from perturbative.brackets._pieces import record_pieces as record_pieces
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
+from perturbative.brackets._scores import OptimizerOrderScores as OptimizerOrderScores
+from perturbative.brackets._scores import optimizer_order_scores as optimizer_order_scores
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
 from perturbative.brackets._swap import swap_check as swap_check

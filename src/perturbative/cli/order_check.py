@@ -39,6 +39,7 @@ def order_check_command_parser(subparsers) -> None:
         "(or --out-dir) from its stored pairs, without training anything",
     )
     add_config_flags(parser, OrderCheckOptions)
+    add_config_flags(parser, RecordedCheckOptions, ("scored_examples", "score_pool"))
     parser.set_defaults(func=order_check_command)
 
 
@@ -74,6 +75,7 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         steps=values["steps"],
         pairs=values["batch_pairs"],
         windows=values["windows"],
+        **read_config_flags(args, RecordedCheckOptions, ("scored_examples", "score_pool")),
         seed=values["seed"],
         expansion=values["expansion"],
     )
@@ -92,6 +94,13 @@ def recorded_check_command(args: argparse.Namespace) -> int:
             f"{row['fair_coin']:.2f}, larger gradient first {row['larger_gradient_first']:.2f}, "
             f"plain-SGD bracket {row['plain_sgd_bracket']:.2f}, optimizer-state part alone "
             f"{row['optimizer_state_part']:.2f}"
+        )
+    if numbers.get("scored_examples"):
+        print(
+            f"order scores with the run's optimizer: sign of moving an example first rather than "
+            f"last right for {numbers['scores_predicted']:.3f} of {numbers['scored_examples']} "
+            f"examples; the plain-SGD score {numbers['scores_sgd']:.3f}, the optimizer-state part "
+            f"alone {numbers['scores_state_part']:.3f}"
         )
     if numbers["windows"]:
         print(f"best of 3! picked: {numbers['best_of_3_picked']} of {numbers['windows']} windows")

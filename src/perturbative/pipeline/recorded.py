@@ -29,6 +29,7 @@ from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
     best_order,
+    optimizer_order_scores,
     predict_swap,
     values_along_steps,
 )
@@ -173,6 +174,10 @@ class RecordedCheckOptions:
             pairs of the run's later batches.
         windows: windows of three of the run's later batches per checkpoint, whose predicted
             best of the ``3!`` orders is checked against training all six.
+        scored_examples: training examples per checkpoint whose optimizer-aware order score
+            (moving the example first rather than last in a pool of ``score_pool``, one step
+            each) is checked against really training both orders; a multiple of ``score_pool``.
+        score_pool: examples per pool of the order scores.
         seed: picks the random pairs and windows.
         expansion: 2 or 3, the order of the predictions' expansion.
     """
@@ -181,6 +186,8 @@ class RecordedCheckOptions:
     steps: tuple[int, ...] = ()
     pairs: int = 20
     windows: int = 0
+    scored_examples: int = 0
+    score_pool: int = 16
     seed: int = 0
     expansion: int = 3
 
@@ -213,6 +220,19 @@ class RecordedWindow:
 
 
 @dataclass
+class RecordedScore:
+    """One example of a pool: moving it first rather than last, predicted and real."""
+
+    step: int
+    example: int
+    predicted: float
+    state_part: float
+    curvature_part: float
+    sgd: float
+    real: float
+
+
+@dataclass
 class RecordedCheck:
     """The check's records and options (written as ``order_check/recorded.json``)."""
 
@@ -220,6 +240,7 @@ class RecordedCheck:
     optimizer: str
     pairs: list[RecordedPair] = field(default_factory=list)
     windows: list[RecordedWindow] = field(default_factory=list)
+    scores: list[RecordedScore] = field(default_factory=list)
     version: int = RECORDED_CHECK_VERSION
 
 
@@ -271,6 +292,10 @@ def check_recorded_run(
         for _ in range(options.windows):
             window = _window(at, task, observable, rng.sample(later, 3), options.expansion, clip)
             result.windows.append(window)
+        size = options.score_pool
+        for _ in range(options.scored_examples // size):
+            pool = rng.sample(range(len(task.train)), size)
+            result.scores.extend(_scores(at, task, observable, pool, clip))
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
     write_json(out / "recorded.json", asdict(result))
     return result
@@ -305,6 +330,34 @@ def _pair(at, task, observable, positions, order, clip) -> RecordedPair:
         gradient_norms=pred.gradient_norms,
         clipped=clip is not None and max(pred.gradient_norms) > float(clip),
     )
+
+
+def _scores(at, task, observable, pool, clip) -> list[RecordedScore]:
+    """Optimizer-aware order scores of a pool of training examples, and for each the real
+    difference of training it first rather than last (one step per example)."""
+    examples = [as_dtype(task.batch([i]), torch.float64) for i in pool]
+    data = as_dtype(task.batch(pool), torch.float64)
+    args = (at.model, task.loss_fn, at.optimizer)
+    scores = optimizer_order_scores(*args, data, observable, max_grad_norm=clip)
+    out = []
+    for x, index in enumerate(pool):
+        rest = [examples[i] for i in range(len(pool)) if i != x]
+        first, last = (
+            values_along_steps(*args, steps, observable.value, [len(pool)], max_grad_norm=clip)[0]
+            for steps in ([examples[x], *rest], [*rest, examples[x]])
+        )
+        out.append(
+            RecordedScore(
+                step=at.step,
+                example=index,
+                predicted=float(scores.scores[x]),
+                state_part=float(scores.state_part[x]),
+                curvature_part=float(scores.curvature_part[x]),
+                sgd=float(scores.sgd[x]),
+                real=first - last,
+            )
+        )
+    return out
 
 
 def _window(at, task, observable, positions, order, clip) -> RecordedWindow:
@@ -358,6 +411,13 @@ def summary(check: RecordedCheck) -> dict[str, Any]:
             step: _accuracies([p for p in pairs if p.step == step])
             for step in sorted({p.step for p in pairs})
         }
+    scored = [r for r in check.scores if r.real != 0]
+    if scored:
+        real = np.sign([r.real for r in scored])
+        out["scored_examples"] = len(scored)
+        for name in ("predicted", "state_part", "sgd"):
+            values = np.sign([getattr(r, name) for r in scored])
+            out[f"scores_{name}"] = float(np.mean(values == real))
     if check.windows:
         picked = [int(np.argmin(w.predicted)) == int(np.argmin(w.real)) for w in check.windows]
         out["best_of_3_picked"] = sum(picked)
