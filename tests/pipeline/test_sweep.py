@@ -128,3 +128,42 @@ def test_integer_class_labels_get_a_message_about_outputs_not_the_batch(tmp_path
 
     with pytest.raises(InputError, match=r"10 attribute names for the model's 3 outputs"):
         bracket_sweep(model, cross_entropy, checkpoints, data, tmp_path / "c", settings)
+
+
+def test_a_model_that_returns_a_model_output_is_swept_as_it_comes(tmp_path):
+    """A Hugging Face classifier called on a tensor of token ids returns a ``ModelOutput``: the
+    sweep takes its logits, and the parameter names stay the model's own (no wrapper)."""
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    config = transformers.BertConfig(
+        vocab_size=20,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=8,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).double().eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, 20, (6, 5))
+    data = SweepData(
+        test_inputs=ids,
+        test_targets=F.one_hot(torch.randint(0, 3, (6,)), 3).double(),
+        attribute_names=["a", "b", "c"],
+    )
+
+    def loss(outputs, targets):
+        return F.binary_cross_entropy_with_logits(outputs.logits, targets)
+
+    settings = SweepSettings(lr=0.01, bracket_examples=3)
+    out = bracket_sweep(
+        model, loss, [(0, lambda: state)], data, tmp_path / "hf", settings, progress=False
+    )
+    meta, steps = load_results(out)
+    assert steps[0]["output_shift"].shape == (3, 6, 3)
+    assert any(name.startswith("bert.") for name in meta["param_names"])

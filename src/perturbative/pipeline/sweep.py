@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from perturbative._core.calls import LossFn
+from perturbative._core.calls import LossFn, output_values
 from perturbative._core.checks import Params
 from perturbative._core.distributed import (
     all_gather_objects,
@@ -116,7 +116,7 @@ def checkpoint_results(
     pairs = upper_pairs(matrix)
     shifts = output_shift(model, params, pairs, test_inputs, lr=settings.lr, engine=settings.engine)
     with torch.no_grad():
-        outputs = model(test_inputs)
+        outputs = output_values(model(test_inputs))  # a ModelOutput's logits, as they come
 
     idx = pair_indices(b)
     rows = torch.tensor([i for i, _ in idx])
@@ -247,7 +247,7 @@ def bracket_sweep(
     names = data.attribute_names
     model.eval()
     with torch.no_grad():
-        width = model(data.test_inputs[:1]).reshape(1, -1).shape[1]
+        width = output_values(model(data.test_inputs[:1])).reshape(1, -1).shape[1]
     if width != len(names):
         raise InputError(
             f"{len(names)} attribute names for the model's {width} outputs; pass one name per "
