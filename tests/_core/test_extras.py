@@ -12,7 +12,8 @@ BLOCK = "import sys\nfor m in ('matplotlib', 'sklearn', 'PIL'):\n    sys.modules
 
 
 def test_require_names_the_extra_of_a_missing_package(monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in ("matplotlib", "matplotlib.figure"):  # as if never installed, even if imported
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"needs matplotlib.*perturbative\[experiments\]"):
         require("matplotlib.figure", "the report")
     assert require("json", "anything").dumps([]) == "[]"

@@ -133,24 +133,11 @@ def test_integer_class_labels_get_a_message_about_outputs_not_the_batch(tmp_path
 def test_a_model_that_returns_a_model_output_is_swept_as_it_comes(tmp_path):
     """A Hugging Face classifier called on a tensor of token ids returns a ``ModelOutput``: the
     sweep takes its logits, and the parameter names stay the model's own (no wrapper)."""
-    transformers = pytest.importorskip(
-        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
-    )
-    config = transformers.BertConfig(
-        vocab_size=20,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=8,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config).double().eval()
+    from cases import hf_bert
+
+    model = hf_bert().model  # float64, eval mode, 3 classes, a vocabulary of 40
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    ids = torch.randint(0, 20, (6, 5))
+    ids = torch.randint(0, 40, (6, 5))
     data = SweepData(
         test_inputs=ids,
         test_targets=F.one_hot(torch.randint(0, 3, (6,)), 3).double(),
