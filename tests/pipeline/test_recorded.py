@@ -2,6 +2,7 @@
 checked against really reordering it."""
 
 import pytest
+import torch
 from recorded_task import record
 
 import perturbative as pt
@@ -30,3 +31,48 @@ def test_bad_runs_and_tasks_say_what_to_do(tmp_path):
         check_recorded_run(run, task="recorded_task:nothing")
     with pytest.raises(InputError, match="outside the task's train set"):
         pt.Task(model=lambda: None, loss_fn=None, train=[0, 1]).batch([5])
+
+
+def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(tmp_path):
+    from perturbative.cli import main
+    from perturbative.pipeline import load_results
+
+    run = tmp_path / "run"
+    record(run, steps=20)
+    flags = ["--ranking-examples", "8", "--test-examples", "8", "--threads", "1"]
+    assert main(["brackets", str(run), *flags]) == 0
+    meta, steps = load_results(run / "brackets")
+    assert sorted(steps) == [0, 10, 20] and meta["attribute_names"] == [
+        "output_0",
+        "output_1",
+        "output_2",
+    ]
+    targets = steps[20]["targets"]
+    from recorded_task import TARGETS
+
+    assert targets.shape == (8, 3) and torch.equal(targets.sum(1), torch.ones(8))
+    assert set(targets.argmax(1).tolist()) <= set(TARGETS[160:].tolist())
+    assert (
+        main(
+            [
+                "brackets",
+                str(run),
+                *flags,
+                "--preconditioner",
+                "adam",
+                "--out",
+                str(tmp_path / "adam"),
+            ]
+        )
+        == 0
+    )
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
+def test_brackets_of_keyword_examples_are_refused_with_what_works(tmp_path):
+    from perturbative.pipeline.recorded import sweep_recorded_run
+
+    run = tmp_path / "run"
+    record(run, steps=12, task="recorded_task:bert_task")
+    with pytest.raises(InputError, match="keyword batches are not supported yet.*order-check"):
+        sweep_recorded_run(run)

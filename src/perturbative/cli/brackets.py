@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from perturbative.cli._flags import add_sweep_flags, sweep_options
+from perturbative.pipeline.recorded import sweep_recorded_run
+from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.run import sweep_training_run
 
 
 def brackets_command_parser(subparsers) -> None:
     parser = subparsers.add_parser("brackets", help="bracket sweep over a run's checkpoints")
-    parser.add_argument("run_dir", help="a run directory made by `perturbative train`")
+    parser.add_argument(
+        "run_dir", help="a run directory made by `perturbative train` or perturbative.Recorder"
+    )
+    parser.add_argument(
+        "--task", default=None, help="a recorded run's task as module:attribute (default: its own)"
+    )
     parser.add_argument(
         "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
     )
@@ -41,6 +49,9 @@ def brackets_command(args: argparse.Namespace) -> int:
     options = sweep_options(args, args.out)
     if args.only_steps is not None:
         options = dataclasses.replace(options, only_steps=args.only_steps)
-    out = sweep_training_run(args.run_dir, options, args.celeba)
+    if (Path(args.run_dir) / RUN_FILE).is_file():  # recorded by perturbative.Recorder
+        out = sweep_recorded_run(args.run_dir, options, args.task)
+    else:
+        out = sweep_training_run(args.run_dir, options, args.celeba)
     print(f"results: {out}")
     return 0

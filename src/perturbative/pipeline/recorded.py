@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from perturbative._core.calls import output_values
 from perturbative._core.errors import InputError
-from perturbative._core.io import read_json_lines, write_json
+from perturbative._core.io import file_sha256, read_json_lines, write_json
 from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
+    adam_preconditioner,
     best_order,
     optimizer_order_scores,
     predict_swap,
@@ -38,7 +40,9 @@ from perturbative.pipeline.checkpoints import (
     read_checkpoint,
     unpack_training_state,
 )
+from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
+from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
 from perturbative.pipeline.task import Task, as_dtype, load_task
 
 RECORDED_CHECK_VERSION = 1
@@ -148,6 +152,105 @@ def open_recorded_checkpoint(
                 values[key] = value.to(dtype)
     log = [r for r in read_json_lines(Path(run_dir) / ORDER_LOG) if r["step"] > step]
     return RecordedCheckpoint(step, model, optimizer, log)
+
+
+def sweep_recorded_run(
+    run_dir: str | os.PathLike,
+    options: SweepOptions | None = None,
+    task: str | Task | None = None,
+) -> Path:
+    """The bracket sweep of a recorded run (:func:`perturbative.bracket_sweep`) at every
+    checkpoint, into ``RUN/brackets`` (or ``options.out_dir``), for the report.
+
+    The test batch and the ranking pool are drawn from the task's held-out and training
+    examples. Class-index targets ``(T,)`` of the test batch are stored one-hot against the
+    model's outputs, so that the report draws each in its class's cell (the task's loss then
+    meets class probabilities, which ``F.cross_entropy`` reads the same); output names come from
+    ``task.output_names``.
+
+    Raises:
+        InputError: keyword (Hugging Face) examples, which the sweep's files do not hold yet:
+            ``perturbative order-check`` works on such runs.
+    """
+    options = options or SweepOptions()
+    read_run(run_dir)
+    task = run_task(run_dir, task)
+    checkpoints = list_checkpoints(run_dir)
+    if options.only_steps is not None:
+        checkpoints = [(s, p) for s, p in checkpoints if s in options.only_steps]
+    if options.preconditioner == "adam":
+        checkpoints = [(s, p) for s, p in checkpoints if s > 0]
+    if task.heldout is None:
+        raise InputError("the sweep brackets held-out examples: give the task heldout=...")
+    test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
+    pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
+    test_batch, pool_batch = task.batch(test.tolist(), "heldout"), task.batch(pool.tolist())
+    if isinstance(test_batch, dict):
+        raise InputError(
+            "brackets and the report of a run whose examples are keyword batches are not "
+            "supported yet; `perturbative order-check RUN` works on it"
+        )
+    model = task.model().eval()
+    with torch.no_grad():
+        width = output_values(model(test_batch[0][:1])).reshape(1, -1).shape[1]
+    names = list(task.output_names) or [f"output_{k}" for k in range(width)]
+
+    def targets(batch: tuple) -> Tensor:
+        y = batch[1] if len(batch) > 1 else torch.zeros(len(batch[0]), width)
+        if not y.is_floating_point() and y.dim() == 1:  # class indices -> one-hot cells
+            return torch.nn.functional.one_hot(y, width).float()
+        return y.reshape(len(y), -1).float()
+
+    data = SweepData(
+        test_inputs=test_batch[0],
+        test_targets=targets(test_batch),
+        attribute_names=names,
+        ranking_inputs=pool_batch[0] if len(pool) >= 2 else None,
+        ranking_targets=pool_batch[1] if len(pool) >= 2 and len(pool_batch) > 1 else None,
+        test_indices=test,
+        ranking_indices=pool,
+        thumbnails=None,
+    )
+
+    def weights(path: Path):
+        def load():
+            tensors, info = read_checkpoint(path)
+            state = {
+                k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")
+            }
+            prefix = _wrapper_prefix(set(state), set(model.state_dict()))
+            return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+        return load
+
+    def adam_at(step: int, at_model: nn.Module):
+        dtype = next(at_model.parameters()).dtype
+        opened = open_recorded_checkpoint(run_dir, step, task, dtype=dtype)
+        pre = adam_preconditioner(opened.optimizer, dict(opened.model.named_parameters()))
+        by_name = dict(at_model.named_parameters())
+        return {k: v.to(by_name[k]) for k, v in pre.items()}
+
+    settings = SweepSettings(
+        lr=float(read_json_lines(Path(run_dir) / ORDER_LOG)[0]["lr"][0]),
+        bracket_examples=options.bracket_examples,
+        dataset="recorded",
+        observable=f"held-out mean loss of the {len(test)}-example test batch",
+        preconditioner=options.preconditioner,
+        engine=options.engine,
+        save_brackets=options.save_brackets,
+    )
+    out = Path(options.out_dir) if options.out_dir else Path(run_dir) / "brackets"
+    return bracket_sweep(
+        model,
+        task.loss_fn,
+        [(s, weights(p)) for s, p in checkpoints],
+        data,
+        out,
+        settings,
+        preconditioner_at=adam_at if options.preconditioner == "adam" else None,
+        sources={s: file_sha256(p) for s, p in list_checkpoints(run_dir)},
+        replace_stale=True,
+    )
 
 
 def _wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:
