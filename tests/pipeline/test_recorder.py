@@ -9,7 +9,7 @@ from recorded_task import record
 
 from perturbative._core.errors import InputError
 from perturbative._core.io import read_json_lines
-from perturbative.pipeline.checkpoints import list_checkpoints
+from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
 from perturbative.pipeline.recorded import (
     open_recorded_checkpoint,
 )
@@ -87,3 +87,67 @@ def test_the_recorder_benchmark_runs(tmp_path, capsys):
         str(out),
     )
     assert "overhead" in capsys.readouterr().out and json.loads(out.read_text())["save_ratio"] > 0
+
+
+DDP_LOOP = """
+import sys
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, {tests!r})
+from recorded_task import INPUTS, TARGETS, model
+
+from perturbative.pipeline.recorder import Recorder
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+net = DistributedDataParallel(model())
+optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+recorder = Recorder({run!r}, net, optimizer, task="recorded_task:task", save_at=3)
+for step in range(6):
+    indices = torch.arange(8) + 8 * (2 * step + rank)  # each rank its own shard
+    optimizer.zero_grad()
+    F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
+    optimizer.step()
+    recorder.step(indices)
+recorder.close()
+dist.barrier()  # DDP's reducer gone before the group: gloo's teardown otherwise may abort
+del net, optimizer
+dist.destroy_process_group()
+"""
+
+
+def test_under_ddp_rank_0_writes_and_the_log_holds_every_ranks_indices(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "loop.py"
+    tests = str(Path(__file__).resolve().parents[1])
+    script.write_text(DDP_LOOP.format(tests=tests, run=str(tmp_path / "run")))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = read_json_lines(tmp_path / "run" / "order.jsonl")
+    assert len(log) == 6 and log[0]["rank_sizes"] == [8, 8]
+    assert log[1]["indices"] == list(range(16, 24)) + list(range(24, 32))
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [0, 3, 6]
+    keys = read_checkpoint(list_checkpoints(tmp_path / "run")[-1][1])[0]
+    assert "model/0.weight" in keys  # the module inside DistributedDataParallel, unprefixed
