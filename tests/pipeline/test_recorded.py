@@ -66,7 +66,11 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
         )
         == 0
     )
-    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+    check = ["--checkpoints", "1", "--batch-pairs", "3", "--windows", "1", "--threads", "1"]
+    assert main(["order-check", str(run), *check]) == 0
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "Order predictions against really reordering this run" in page and "AdamW" in page
 
 
 def test_brackets_of_keyword_examples_are_refused_with_what_works(tmp_path):

@@ -42,6 +42,7 @@ from perturbative.pipeline.checkpoints import (
 )
 from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
+from perturbative.pipeline.results import RECORDED_CHECK
 from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
 from perturbative.pipeline.task import Task, as_dtype, load_task
 
@@ -400,7 +401,7 @@ def check_recorded_run(
             pool = rng.sample(range(len(task.train)), size)
             result.scores.extend(_scores(at, task, observable, pool, clip))
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
-    write_json(out / "recorded.json", asdict(result))
+    write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
     return result
 
 

@@ -35,6 +35,7 @@ META = "meta.json"
 THUMBNAILS = "thumbnails.safetensors"
 METRICS = "metrics.jsonl"
 ORDER_CHECK = "order_check.json"
+RECORDED_CHECK = "recorded.json"  # the order check of a run recorded by perturbative.Recorder
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
 REQUIRED_STEP = ("output_shift", "outputs", "targets", "grad_norm", "bracket_norm")
 RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
@@ -202,6 +203,25 @@ def read_order_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """
     folder = Path(run_dir) / "order_check"
     return read_order_check_file(folder) if (folder / ORDER_CHECK).is_file() else None
+
+
+def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The order check of a recorded run (``<run>/order_check/recorded.json``: its options,
+    records and ``summary``), or ``None``.
+
+    Raises:
+        InputError: the file is not valid JSON, or of a version this reader does not know.
+    """
+    path = Path(run_dir) / "order_check" / RECORDED_CHECK
+    if not path.is_file():
+        return None
+    try:
+        check = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); rerun the order check") from error
+    if check.get("version") != 1:
+        raise InputError(f"{path} has version {check.get('version')}; this reader reads 1")
+    return check
 
 
 def read_order_check_file(folder: str | os.PathLike) -> dict[str, Any]:

@@ -119,6 +119,44 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
     )
 
 
+def _recorded_check_html(data: ReportData) -> str:
+    """Predictions against really reordering a recorded run (``perturbative order-check`` on a
+    run of :class:`perturbative.Recorder`), from the check's saved summary."""
+    check = data.recorded_check
+    if not check or not check.get("summary", {}).get("pairs"):
+        return ""
+    summary = check["summary"]
+    rows = {"all checkpoints": summary, **summary.get("by_checkpoint", {})}
+    body = "".join(
+        f"<tr><td>{html.escape(str(name))}</td><td>{row['pairs']}</td>"
+        f"<td>{_num(row['sign_accuracy'])}</td><td>{_num(row['median_relative_error'])}</td>"
+        f"<td>{_num(row['fair_coin'])}</td><td>{_num(row['larger_gradient_first'])}</td>"
+        f"<td>{_num(row['plain_sgd_bracket'])}</td><td>{_num(row['optimizer_state_part'])}</td></tr>"
+        for name, row in rows.items()
+    )
+    windows = (
+        f"<p>Best of 3! orders: the predicted best was the real best in "
+        f"{summary['best_of_3_picked']} of {summary['windows']} windows of three of the run's "
+        "batches.</p>"
+        if summary.get("windows")
+        else ""
+    )
+    optimizer = html.escape(str(check.get("optimizer", "the run's optimizer")))
+    return (
+        "<h2>Order predictions against really reordering this run</h2>"
+        f'<p class="hint">At checkpoints of this recorded run, with its {optimizer} state, the lr '
+        "its schedule gave and its gradient clipping: O(A then B) - O(B then A) for pairs of the "
+        "run's own minibatches, predicted (the optimizer's own steps, each gradient expanded at "
+        "the checkpoint) against really training both orders in float64. O is the task's "
+        "observable (by default the held-out mean loss). Baselines: a fair coin, larger "
+        "gradient first, the plain-SGD bracket that ignores the optimizer, and the "
+        "optimizer-state part alone.</p>"
+        '<table class="data"><thead><tr><th>checkpoint</th><th>pairs</th><th>sign accuracy</th>'
+        "<th>median relative error</th><th>coin</th><th>grad norm</th><th>SGD bracket</th>"
+        f"<th>state part</th></tr></thead><tbody>{body}</tbody></table>{windows}"
+    )
+
+
 def _single_examples(options: dict) -> str:
     """How the check trained a single example (checks made before the setting: alone)."""
     if examples_in_batch(options):
@@ -196,7 +234,9 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
             if metrics_plot
             else ""
         ),
-        "RANKING": _ranking_html(data) + _order_check_html(data, order_plots),
+        "RANKING": _ranking_html(data)
+        + _order_check_html(data, order_plots)
+        + _recorded_check_html(data),
         **{f"PLOT_{key.upper()}": uri for key, uri in plots.items()},
         "DATA": _json_for_script(_payload(data)),
     }

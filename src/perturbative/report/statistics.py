@@ -27,6 +27,7 @@ from perturbative.pipeline.results import (
     load_thumbnails,
     producing_run_metrics,
     read_order_check,
+    read_recorded_check,
     results_dir_of,
     settled,
 )
@@ -78,6 +79,7 @@ class ReportData:
     ranking_indices: np.ndarray | None = None
     ranking_scores: np.ndarray | None = None
     order_check: dict | None = None
+    recorded_check: dict | None = None
 
 
 def load_report_data(results_dir: Path | str) -> ReportData:
@@ -127,6 +129,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         ranking_indices=None if ranking is None else ranking.astype(np.int64),
         ranking_scores=stack("ranking_scores") if ranking is not None else None,
         order_check=read_order_check(results_dir.parent),
+        recorded_check=read_recorded_check(results_dir.parent),
     )
 
 
