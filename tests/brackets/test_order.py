@@ -630,3 +630,20 @@ def test_a_fresh_stateful_optimizer_warns_and_a_warmed_one_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error", pt.FreshOptimizerWarning)
         predict_swap(case.model, case.loss_fn, plain, x, y, observable, expansion=2)
+
+
+def test_mean_loss_of_tuple_data_with_a_model_output_reads_each_examples_row():
+    """A Hugging Face classifier on a tensor of ids returns a ``ModelOutput``; slicing it gives a
+    tuple, so the mean loss splits its rows into outputs of the same kind instead."""
+    from cases import hf_bert
+
+    model = hf_bert().model
+    ids, labels = torch.randint(0, 40, (4, 6)), torch.tensor([0, 2, 1, 1])
+
+    def loss(outputs, target):
+        return torch.nn.functional.cross_entropy(outputs.logits, target)
+
+    observable = Observable.mean_loss(loss, (ids, labels))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(ids).logits, labels)
+    assert observable.value(model) == pytest.approx(float(expected), rel=1e-12)

@@ -154,3 +154,23 @@ def test_a_model_that_returns_a_model_output_is_swept_as_it_comes(tmp_path):
     meta, steps = load_results(out)
     assert steps[0]["output_shift"].shape == (3, 6, 3)
     assert any(name.startswith("bert.") for name in meta["param_names"])
+
+
+def test_class_index_targets_reach_the_report_one_hot(tmp_path):
+    """Integer labels ``(T,)``: the loss sees them as they are, the report gets each in its
+    class's cell (not a flattened grid)."""
+    model, _, data, checkpoints = _setup(tmp_path, k=3)
+    labels = torch.randint(0, 3, (7,))
+    data.test_targets = labels
+    data.ranking_targets = torch.randint(0, 3, (9,))
+    data.attribute_names = ["class_0", "class_1", "class_2"]
+
+    def cross_entropy(outputs, targets):
+        return F.cross_entropy(outputs, targets)
+
+    settings = SweepSettings(lr=0.05, bracket_examples=4)
+    out = bracket_sweep(
+        model, cross_entropy, checkpoints, data, tmp_path / "c", settings, progress=False
+    )
+    _, steps = load_results(out)
+    torch.testing.assert_close(steps[10]["targets"], F.one_hot(labels, 3).float())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from perturbative._core.calls import output_values
 from perturbative._core.errors import InputError
@@ -164,9 +164,8 @@ def sweep_recorded_run(
     checkpoint, into ``RUN/brackets`` (or ``options.out_dir``), for the report.
 
     The test batch and the ranking pool are drawn from the task's held-out and training
-    examples. Class-index targets ``(T,)`` of the test batch are stored one-hot against the
-    model's outputs, so that the report draws each in its class's cell (the task's loss then
-    meets class probabilities, which ``F.cross_entropy`` reads the same); output names come from
+    examples; the loss meets the task's own targets, and the report draws class indices in their
+    class's cell (:func:`perturbative.pipeline.sweep.report_targets`). Output names come from
     ``task.output_names``.
 
     Raises:
@@ -196,15 +195,9 @@ def sweep_recorded_run(
         width = output_values(model(test_batch[0][:1])).reshape(1, -1).shape[1]
     names = list(task.output_names) or [f"output_{k}" for k in range(width)]
 
-    def targets(batch: tuple) -> Tensor:
-        y = batch[1] if len(batch) > 1 else torch.zeros(len(batch[0]), width)
-        if not y.is_floating_point() and y.dim() == 1:  # class indices -> one-hot cells
-            return torch.nn.functional.one_hot(y, width).float()
-        return y.reshape(len(y), -1).float()
-
     data = SweepData(
         test_inputs=test_batch[0],
-        test_targets=targets(test_batch),
+        test_targets=test_batch[1] if len(test_batch) > 1 else torch.zeros(len(test), width),
         attribute_names=names,
         ranking_inputs=pool_batch[0] if len(pool) >= 2 else None,
         ranking_targets=pool_batch[1] if len(pool) >= 2 and len(pool_batch) > 1 else None,

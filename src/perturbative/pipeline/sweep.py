@@ -126,7 +126,7 @@ def checkpoint_results(
     result = {
         "output_shift": shifts.float(),
         "outputs": outputs.float(),
-        "targets": test_targets.float(),
+        "targets": report_targets(test_targets, outputs.shape[-1]),
         "grad_norm": vector_norm(terms.gradients, leading=1).float(),
         "bracket_norm": vector_norm(pairs, leading=1).float(),
         "bracket_layer_rms": layer_rms(pairs, leading=1)[0].float(),
@@ -366,6 +366,15 @@ def _peak_memory_gib() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
     return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
+
+
+def report_targets(targets: Tensor, width: int) -> Tensor:
+    """The targets as the report draws them, ``(T, K)`` against the ``K`` outputs: class indices
+    ``(T,)`` become one-hot rows (each target in its class's cell), anything else is flattened
+    per example."""
+    if not targets.is_floating_point() and targets.dim() == 1:
+        return torch.nn.functional.one_hot(targets.long(), width).float()
+    return targets.reshape(len(targets), -1).float()
 
 
 def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
