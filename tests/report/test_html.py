@@ -178,3 +178,23 @@ def test_order_check_section_shows_predictions_against_real_training(tmp_path):
     # the synthetic third-order term is a tenth of the prediction: every h = 0 pair is settled
     h0 = data.order_check["checkpoints"][0]["scales"][0]["summary"]["example"][0]
     assert "<th>settled (n)</th>" in text and h0["settled_pairs"] == h0["pairs"] == 20
+
+
+def test_order_check_plots_with_a_single_point_per_line_are_left_out(tmp_path):
+    """One horizon and one lr: the horizon and lr plots would be empty frames."""
+    import json
+
+    from cases import write_synthetic_order_check
+
+    written = write_synthetic_results(tmp_path / "run")
+    path = write_synthetic_order_check(tmp_path / "run")
+    path = path if path.suffix == ".json" else path / "order_check.json"
+    check = json.loads(path.read_text())
+    for entry in check["checkpoints"]:
+        entry["scales"] = [s for s in entry["scales"] if s["scale"] == 1.0]
+        for scale in entry["scales"]:
+            scale["summary"]["all"] = [r for r in scale["summary"]["all"] if r["horizon"] == 0]
+    path.write_text(json.dumps(check))
+    text = write_report(written["dir"]).read_text()
+    assert 'alt="order_scatter"' in text
+    assert 'alt="order_horizon"' not in text and 'alt="order_lr"' not in text

@@ -151,9 +151,21 @@ def order_check_figures(check: dict) -> dict:
     )
     ax.set_xscale("symlog", linthresh=max(linear, 1e-12))
     ax.set_yscale("symlog", linthresh=max(linear, 1e-12))
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis="x", labelrotation=35)  # symlog labels of both signs would overlap
     ax.legend(fontsize=7)
     plots["order_scatter"] = png_uri(fig)
+    scales = [s for entry in check["checkpoints"] for s in entry["scales"] if s["scale"] == 1.0]
+    several_horizons = any(len(s["summary"].get("all", [])) > 1 for s in scales)
+    several_lrs = any(len(entry["scales"]) > 1 for entry in check["checkpoints"])
+    if several_horizons:
+        plots["order_horizon"] = _horizon_plot(check, Figure)
+    if several_lrs:
+        plots["order_lr"] = _lr_plot(check, Figure)
+    return plots  # a plot with a single point on its axis is left out
 
+
+def _horizon_plot(check: dict, Figure) -> str:
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for n, entry in enumerate(check["checkpoints"]):
@@ -175,8 +187,10 @@ def order_check_figures(check: dict) -> dict:
             label=f"step {entry['step']}: sign of the h = 0 prediction",
         )
     _accuracy_axes(ax, "symlog", "further identical steps h", "accuracy against horizon (run's lr)")
-    plots["order_horizon"] = png_uri(fig)
+    return png_uri(fig)
 
+
+def _lr_plot(check: dict, Figure) -> str:
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for n, entry in enumerate(check["checkpoints"]):
@@ -195,8 +209,7 @@ def order_check_figures(check: dict) -> dict:
     _accuracy_axes(
         ax, "log", "learning rate of the swapped steps (h = 0)", "where the expansion holds"
     )
-    plots["order_lr"] = png_uri(fig)
-    return plots
+    return png_uri(fig)
 
 
 def _accuracy_axes(ax, xscale: str, xlabel: str, title: str) -> None:
