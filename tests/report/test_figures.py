@@ -26,7 +26,8 @@ def test_every_figure_is_a_png(synthetic):
     fit = bracket_gradient_correlation(data.grad_norm, data.bracket_norm, data.pairs)
     corr = attribute_comovement(data.output_shift)
     figures = report_figures(data, fit, corr, top_attribute_pairs(corr))
-    assert set(figures) == {"norms", "norms_steps", "comovement", "comovement_matrix", "metrics"}
+    expected = {"norms", "norms_steps", "comovement", "comovement_matrix", "metrics", "layers"}
+    assert set(figures) == expected
     assert all(decoded(uri).startswith(PNG) for uri in figures.values())
 
 

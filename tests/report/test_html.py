@@ -198,3 +198,10 @@ def test_order_check_plots_with_a_single_point_per_line_are_left_out(tmp_path):
     text = write_report(written["dir"]).read_text()
     assert 'alt="order_scatter"' in text
     assert 'alt="order_horizon"' not in text and 'alt="order_lr"' not in text
+
+
+def test_per_tensor_rms_is_a_chart_with_the_values_folded_away(tmp_path):
+    written = write_synthetic_results(tmp_path / "run")
+    text = write_report(written["dir"]).read_text()
+    assert 'alt="per-tensor RMS" src="data:image/png;base64,' in text
+    assert "<details><summary>every tensor's values" in text and 'id="rms-table"' in text

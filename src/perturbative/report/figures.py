@@ -9,7 +9,12 @@ import math
 import numpy as np
 
 from perturbative._core.extras import require
-from perturbative.report.statistics import NormCorrelation, ReportData, norm_product
+from perturbative.report.statistics import (
+    NormCorrelation,
+    ReportData,
+    layer_rms_table,
+    norm_product,
+)
 
 
 def png_uri(fig) -> str:
@@ -57,6 +62,9 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     ax.set_title(f"Pearson r (log-log) = {fit.pearson:.3f}, slope = {fit.slope:.2f}")
     fig.colorbar(dots, ax=ax, label="step")
     plots["norms"] = png_uri(fig)
+    layers = layer_rms_table(data)
+    if layers:
+        plots["layers"] = _layers_plot(layers, data.steps, Figure)
 
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
@@ -112,6 +120,26 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     if data.order_check:
         plots.update(order_check_figures(data.order_check))
     return plots
+
+
+def _layers_plot(rows: list[dict], steps: np.ndarray, Figure) -> str:
+    """Bracket and gradient RMS of each parameter tensor, in the model's order, log scale."""
+    height = 1.2 + 0.16 * len(rows)
+    fig = Figure(figsize=(6.4, height), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    for key, marker, label in (
+        ("bracket_last", "o", f"bracket RMS, step {steps[-1]}"),
+        ("bracket_first", ".", f"bracket RMS, step {steps[0]}"),
+        ("grad_last", "x", f"gradient RMS, step {steps[-1]}"),
+    ):
+        values = np.array([r[key] for r in rows], dtype=np.float64)
+        ok = values > 0
+        ax.scatter(values[ok], y[ok], marker=marker, s=14, label=label)
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=6 if len(rows) > 30 else 8)
+    ax.set(xscale="log", xlabel="RMS over the tensor's entries", title="per parameter tensor")
+    ax.legend(fontsize=7, loc="lower right")
+    return png_uri(fig)
 
 
 def order_check_figures(check: dict) -> dict:

@@ -226,9 +226,8 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
         "STRONGEST_R": f"{np.abs(corr[:, top[0][0], top[0][1]]).mean():.3f}" if top else "n/a",
         "STRONGEST_SIGNED": f"{corr[:, top[0][0], top[0][1]].mean():+.3f}" if top else "n/a",
         "PAIR_ROWS": _pair_rows(names, corr, top),
-        "LAYER_ROWS": _layer_rows(data),
+        "LAYERS": _layers_html(data, plots.pop("layers", None)),
         "LAST_STEP": str(data.steps[-1]),
-        "FIRST_STEP": str(data.steps[0]),
         "METRICS": (
             f'<h2>Training</h2><img alt="training curves" src="{metrics_plot}">'
             if metrics_plot
@@ -283,14 +282,30 @@ def _pair_rows(names: list[str], corr: np.ndarray, top: list[tuple[int, int]]) -
     )
 
 
-def _layer_rows(data: ReportData) -> str:
-    rows = "".join(
+def _layers_html(data: ReportData, plot: str | None) -> str:
+    """Per-parameter-tensor RMS of brackets and gradients: a chart, with every value in a
+    collapsed table; left out when the step files hold no per-tensor arrays."""
+    rows = layer_rms_table(data)
+    if not rows:
+        return ""
+    first, last = data.steps[0], data.steps[-1]
+    body = "".join(
         f"<tr><td>{html.escape(r['name'])}</td><td>{r['size'] if r['size'] is not None else ''}"
         f"</td><td>{_num(r['grad_last'])}</td><td>{_num(r['bracket_first'])}</td>"
         f"<td>{_num(r['bracket_last'])}</td><td>{_num(r['ratio_last'])}</td></tr>"
-        for r in layer_rms_table(data)
+        for r in rows
     )
-    return rows or '<tr><td colspan="6">no per-tensor arrays</td></tr>'
+    chart = f'<div class="plots"><img alt="per-tensor RMS" src="{plot}"></div>' if plot else ""
+    return (
+        "<h2>Per-parameter-tensor RMS</h2>"
+        '<p class="hint">RMS over all entries of the tensor and over all pairs (brackets) or '
+        "bracket examples (gradients).</p>"
+        f"{chart}<details><summary>every tensor's values ({len(rows)} tensors)</summary>"
+        '<table class="data" id="rms-table"><thead><tr><th>parameter tensor</th><th>size</th>'
+        f"<th>gradient RMS, step {last}</th><th>bracket RMS, step {first}</th>"
+        f"<th>bracket RMS, step {last}</th><th>bracket / gradient</th></tr></thead>"
+        f"<tbody>{body}</tbody></table></details>"
+    )
 
 
 def _payload(data: ReportData) -> dict:
