@@ -29,7 +29,8 @@ import torch
 
 from perturbative.brackets import parameters_after_steps, vector_norm
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
-from perturbative.pipeline.order_check import restore, sample_pairs
+from perturbative.pipeline.order_check import restore
+from perturbative.pipeline.order_sampling import sample_pairs
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import build_dataset, per_example_bce
 

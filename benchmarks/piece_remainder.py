@@ -32,7 +32,8 @@ from perturbative.brackets import (
     vector_norm,
 )
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
-from perturbative.pipeline.order_check import restore, sample_pairs
+from perturbative.pipeline.order_check import restore
+from perturbative.pipeline.order_sampling import sample_pairs
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import build_dataset, per_example_bce
 

@@ -471,7 +471,7 @@ def write_synthetic_results(
 def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
     """``run_dir/order_check/order_check.json`` in the format ``perturbative order-check``
     writes, from seeded numbers (real differences = predicted + noise)."""
-    from perturbative.pipeline.order_check import summarize
+    from perturbative.pipeline.order_summary import summarize
     from perturbative.pipeline.results import write_order_check
 
     rng = np.random.default_rng(seed)

@@ -10,13 +10,9 @@ from cases import run_benchmark
 from perturbative._core.errors import InputError
 from perturbative.pipeline import order_check as order_check_module
 from perturbative.pipeline.config import OrderCheckOptions, TrainConfig
-from perturbative.pipeline.order_check import (
-    PROGRESS,
-    calibration_slope,
-    choose_checkpoints,
-    order_check,
-    sign_accuracy,
-    summarize,
+from perturbative.pipeline.order_check import PROGRESS, choose_checkpoints, order_check
+from perturbative.pipeline.order_sampling import sample_pairs
+from perturbative.pipeline.order_summary import (
     summary_lines,
 )
 from perturbative.pipeline.train import train
@@ -166,36 +162,7 @@ def test_a_stopped_check_continues_where_it_stopped_and_a_finished_one_is_kept(
         order_check(run_dir, dataclasses.replace(other, example_pairs=5), progress=False)
 
 
-def test_settled_pairs_are_those_whose_third_order_term_is_smaller_than_the_prediction():
-    def pair(predicted, second_order, real):
-        return {
-            "kind": "batch",
-            "predicted": predicted,
-            "second_order": second_order,
-            "sgd_bracket": 0.0,
-            "state_part": 0.0,
-            "gradient_norms": [1.0, 1.0],
-            "horizons": [0],
-            "real": [real],
-        }
-
-    records = [
-        pair(1.0, 0.8, 2.0),  # term 0.2 < 1: settled, right
-        pair(-1.0, -1.5, 1.0),  # term 0.5 < 1: settled, wrong
-        pair(0.5, -1.0, 1.0),  # term 1.5 > 0.5: not settled, right
-        pair(0.1, 0.5, -1.0),  # term 0.4 > 0.1: not settled, wrong
-        pair(2.0, 1.0, 3.0),  # term 1 < 2: settled, right
-    ]
-    (row,) = summarize(records, (0,), None, [], seed=0)["batch"]
-    assert row["accuracy"] == 3 / 5
-    assert row["settled_pairs"] == 3 and row["accuracy_settled"] == 2 / 3
-
-
-def test_statistics_and_checkpoint_choice(run_dir):
-    import numpy as np
-
-    assert sign_accuracy(np.array([1.0, -2.0, 3.0]), np.array([2.0, -1.0, -1.0])) == 2 / 3
-    assert calibration_slope(np.array([1.0, 2.0]), np.array([2.0, 4.0])) == 2.0
+def test_checkpoint_choice(run_dir):
     assert choose_checkpoints(run_dir, 5) == [3, 6] and choose_checkpoints(run_dir, 1) == [3]
     assert choose_checkpoints(run_dir, 1, (6,)) == [6]
     from perturbative import InputError
@@ -252,7 +219,7 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
 
     from perturbative.brackets import exchanged
     from perturbative.pipeline.config import load_run_config
-    from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
+    from perturbative.pipeline.order_check import real_differences, restore
     from perturbative.pipeline.sweep import select_examples
     from perturbative.pipeline.train import build_dataset
 
@@ -294,7 +261,7 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
     import torch
 
     from perturbative.pipeline.config import load_run_config
-    from perturbative.pipeline.order_check import real_differences, restore, sample_pairs
+    from perturbative.pipeline.order_check import real_differences, restore
     from perturbative.pipeline.sweep import select_examples
     from perturbative.pipeline.train import build_dataset
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, read_config_flags
 from perturbative.pipeline.config import OrderCheckOptions
-from perturbative.pipeline.order_check import order_check, resummarize, summary_lines
+from perturbative.pipeline.order_check import order_check
+from perturbative.pipeline.order_summary import resummarize, summary_lines
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
 from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.results import read_order_check_file, write_order_check

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,7 +56,6 @@ from perturbative._core.io import (
     read_json_lines,
     write_text,
 )
-from perturbative._core.stats import spearman
 from perturbative.brackets import (
     Observable,
     best_order,
@@ -68,19 +66,24 @@ from perturbative.brackets import (
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import (
-    WINDOW_SIZES,
     OrderCheckOptions,
     examples_in_batch,
     load_run_config,
 )
-from perturbative.pipeline.results import ORDER_CHECK, settled, write_order_check
+from perturbative.pipeline.order_sampling import (
+    DTYPES,
+    PAIR_KINDS,
+    cast_batch,
+    sample_pairs,
+    sample_windows,
+)
+from perturbative.pipeline.order_summary import summarize
+from perturbative.pipeline.results import ORDER_CHECK, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: What a pair swaps: two single examples, two minibatches, or two examples exchanged between
 #: consecutive minibatches.
-PAIR_KINDS = ("example", "batch", "exchange")
 #: The finished pairs, floors and windows of an unfinished check (:class:`PartialCheck`).
 PROGRESS = "order_check.progress.jsonl"
 
@@ -330,7 +333,7 @@ def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
     recompute_batchnorm_statistics(model, dataset, options.batchnorm_examples, options.seed, dtype)
     batches = state.batches()
     continuation = [
-        _as(dataset.batch(dataset.train_indices[next(batches)]), dtype)
+        cast_batch(dataset.batch(dataset.train_indices[next(batches)]), dtype)
         for _ in range(max(options.horizons))
     ]
     inputs, targets = dataset.batch(heldout)
@@ -368,56 +371,6 @@ def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -
         for key, value in values.items():
             if isinstance(value, Tensor) and value.is_floating_point() and key != "step":
                 values[key] = value.to(dtype)
-
-
-def sample_pairs(
-    dataset, batch_size, examples, batches, exchanges, generator, dtype, example_batch=1
-) -> list[tuple]:
-    """Random pairs: ``examples`` of single training examples, ``batches`` of minibatches of
-    ``batch_size`` (disjoint within a pair), and ``exchanges`` of two such minibatches whose
-    first examples change places.
-
-    With ``example_batch > 1`` each single example is the first row of a minibatch of that size
-    whose other rows are random training examples weighing 0 in the loss: a third column of
-    weights, ``example_batch`` for the example and 0 for the rest, makes the batch's mean loss
-    the example's own (:func:`perturbative.pipeline.train.per_example_bce`), with BatchNorm's
-    statistics taken over the whole minibatch."""
-    train = dataset.train_indices
-    pairs = []
-    for kind, count, size in (
-        ("example", examples, example_batch),
-        ("batch", batches, batch_size),
-        ("exchange", exchanges, batch_size),
-    ):
-        for _ in range(count):
-            chosen = train[torch.randperm(len(train), generator=generator)[: 2 * size]]
-            x, y = (_as(dataset.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1))
-            if kind == "example" and size > 1:
-                weight = torch.zeros(size, dtype=x[1].dtype)
-                weight[0] = size
-                x, y = (*x, weight), (*y, weight)
-            pairs.append((kind, x, y))
-    return pairs
-
-
-def sample_windows(dataset, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list[tuple]]:
-    """``count`` random windows of ``k`` disjoint minibatches for each ``k`` of ``sizes``."""
-    train, windows = dataset.train_indices, []
-    for k in sizes:
-        for _ in range(count):
-            chosen = train[torch.randperm(len(train), generator=generator)[: k * batch_size]]
-            windows.append(
-                [
-                    _as(dataset.batch(chosen[i * batch_size : (i + 1) * batch_size]), dtype)
-                    for i in range(k)
-                ]
-            )
-    return windows
-
-
-def _as(batch, dtype):
-    dtype = DTYPES.get(dtype, dtype)
-    return tuple(t.to(dtype) for t in batch)
 
 
 def pair_record(
@@ -484,7 +437,7 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
         model,
         optimizer,
         observable.to(other),
-        [_as(b, other) for b in at.continuation],
+        [cast_batch(b, other) for b in at.continuation],
         at.dataset,
         at.batch_size,
         at.lr,
@@ -492,7 +445,7 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
     )
     gaps = []
     for (_, x, y), record in chosen:
-        x2, y2 = _as(x, other), _as(y, other)
+        x2, y2 = cast_batch(x, other), cast_batch(y, other)
         other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, lr)
         gaps.append([abs(a - b) for a, b in zip(other_real, record["real"], strict=True)])
     (_, x, y), record = chosen[0]
@@ -538,194 +491,3 @@ def window_record(at: Checkpoint, batches, lr: float) -> dict:
         "second_order": second.tolist(),
         "real": real,
     }
-
-
-def summarize(records, horizons, floor, windows, seed) -> dict:
-    """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
-    coin = np.random.default_rng(seed)
-    out: dict[str, Any] = {}
-    for kind in (*PAIR_KINDS, "all"):
-        chosen = [r for r in records if kind == "all" or r["kind"] == kind]
-        if not chosen:
-            continue
-        predicted_all = np.array([r["predicted"] for r in chosen])
-        second_all = np.array([r.get("second_order", r["predicted"]) for r in chosen])
-        sgd_all = np.array([r["sgd_bracket"] for r in chosen])
-        norms = np.array([r["gradient_norms"] for r in chosen])
-        heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
-        random_all = coin.choice([-1.0, 1.0], size=len(chosen))
-        # the expansion's own error estimate: a pair is settled where the third-order term is
-        # smaller than the whole prediction (none is, with --expansion 2: the term is zero)
-        estimated = bool(np.any(predicted_all != second_all))
-        settled_all = settled(predicted_all, second_all)
-        per_h = []
-        for n, h in enumerate(horizons):
-            has = np.array([h in r["horizons"] for r in chosen])
-            real = np.array(
-                [r["real"][r["horizons"].index(h)] for r in chosen if h in r["horizons"]]
-            )
-            predicted, second, sgd, heuristic, random_sign = (
-                predicted_all[has],
-                second_all[has],
-                sgd_all[has],
-                heuristic_all[has],
-                random_all[has],
-            )
-            above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
-            state = np.array([r["state_part"] for r in chosen])[has]
-            # the prediction at this horizon, where one was made (at h = 0 every pair's own)
-            carried = predicted
-            predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
-            made = np.isfinite(predicted)
-            p, r, ab = predicted[made], real[made], above[made]
-            trusted = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
-            size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
-            per_h.append(
-                {
-                    "horizon": h,
-                    # which term dominates: medians over pairs, relative to the real difference
-                    "relative_error": _median(np.abs(p - r) / size),
-                    "second_order_relative_error": (
-                        _median(np.abs(second - real) / np.where(real != 0, np.abs(real), np.nan))
-                        if h == 0
-                        else math.nan
-                    ),
-                    "state_share": _median(np.abs(state[made]) / size),
-                    "curvature_share": _median(np.abs(p - state[made]) / size),
-                    "pairs": len(real),
-                    "predicted_pairs": int(made.sum()),
-                    "above_floor": int(above.sum()),
-                    "accuracy": sign_accuracy(p, r),
-                    "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
-                    "settled_pairs": int(trusted.sum()) if h == 0 and estimated else None,
-                    "accuracy_settled": sign_accuracy(predicted[trusted], real[trusted]),
-                    "spearman": spearman(p, r) if len(p) > 1 else math.nan,
-                    "calibration_slope": calibration_slope(p, r),
-                    "baselines": {
-                        "random": sign_accuracy(random_sign, real),
-                        "gradient_norm": sign_accuracy(heuristic, real),
-                        # the second-order expansion is recorded for the swap itself (h = 0)
-                        "second_order": sign_accuracy(second, real) if h == 0 else math.nan,
-                        "second_order_above_floor": (
-                            sign_accuracy(second[above], real[above]) if h == 0 else math.nan
-                        ),
-                        # does the sign of the swap's own prediction persist?
-                        "h0_prediction": sign_accuracy(carried, real),
-                        "sgd_bracket": sign_accuracy(sgd, real),
-                        "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
-                    },
-                }
-            )
-        out[kind] = per_h
-    for k in sorted({w["k"] for w in windows}):
-        chosen = [w for w in windows if w["k"] == k]
-        if chosen:
-            out[f"windows_{k}"] = {
-                "windows": len(chosen),
-                "best_picked": float(np.mean([w["best_is_real_best"] for w in chosen])),
-                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
-                "second_order_best_picked": float(
-                    np.mean(
-                        [
-                            w.get("second_order_best_is_real_best", w["best_is_real_best"])
-                            for w in chosen
-                        ]
-                    )
-                ),
-            }
-    return out
-
-
-def _prediction_at(record: dict, h: int) -> float:
-    """A pair's predicted difference at horizon ``h`` (NaN where none was made)."""
-    if h == 0:
-        return record["predicted"]
-    later = record.get("predicted_horizons")
-    return later[record["horizons"].index(h)] if later else math.nan
-
-
-def _median(values: np.ndarray) -> float:
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if len(values) else math.nan
-
-
-def resummarize(result: dict) -> dict:
-    """``result`` with every summary recomputed from its stored pairs and windows."""
-    seed = result.get("options", {}).get("seed", 0)
-    for entry in result["checkpoints"]:
-        for scale in entry["scales"]:
-            scale["summary"] = summarize(
-                scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
-            )
-    return result
-
-
-def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:
-    """Share of pairs whose predicted sign is the real sign (NaN for no pairs)."""
-    if len(real) == 0:
-        return math.nan
-    return float(np.mean(np.sign(predicted) == np.sign(real)))
-
-
-def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:
-    """Least-squares slope of real on predicted through the origin: 1 when calibrated."""
-    denominator = float(predicted @ predicted)
-    return float(predicted @ real) / denominator if denominator > 0 else math.nan
-
-
-def summary_lines(result: dict) -> list[str]:
-    """The check's summary as printable lines."""
-    lines = []
-    for entry in result["checkpoints"]:
-        for scale in entry["scales"]:
-            s = scale["summary"]
-            lines.append(f"step {entry['step']}, lr {scale['lr']:.3g} (x{scale['scale']:g}):")
-            for kind in PAIR_KINDS:
-                for row in s.get(kind, []):
-                    b = row["baselines"]
-                    lines.append(
-                        f"  {kind:8s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
-                        + (
-                            f"(predicted {row.get('predicted_pairs')}) "
-                            if row["horizon"] > 0
-                            else ""
-                        )
-                        + f"sign acc {_f(row['accuracy'])} (above fp32 floor "
-                        f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
-                        f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
-                        f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
-                        f"sgd-bracket {_f(b['sgd_bracket'])}  "
-                        + (
-                            f"2nd-order {_f(b.get('second_order'))}"
-                            if row["horizon"] == 0
-                            else f"h=0 prediction {_f(b.get('h0_prediction'))}"
-                        )
-                    )
-                    if row.get("settled_pairs") is not None:
-                        lines.append(
-                            f"  {'':8s}        settled (3rd-order term < |pred|): "
-                            f"{row['settled_pairs']} of {row['pairs']}, sign acc "
-                            f"{_f(row['accuracy_settled'])}"
-                        )
-                    lines.append(
-                        f"  {'':8s}        median |pred - real| / |real| "
-                        f"{_f(row.get('relative_error'))} (2nd order "
-                        f"{_f(row.get('second_order_relative_error'))}); state part "
-                        f"{_f(row.get('state_share'))}, curvature part "
-                        f"{_f(row.get('curvature_share'))} of |real|"
-                    )
-            for k in WINDOW_SIZES:
-                w = s.get(f"windows_{k}")
-                if w:
-                    lines.append(
-                        f"  k={k} windows: predicted best is the real best in "
-                        f"{_f(w['best_picked'])} of {w['windows']}, captures "
-                        f"{_f(w['gap_share'])} of the real best-to-worst gap (2nd order: best in "
-                        f"{_f(w.get('second_order_best_picked'))})"
-                    )
-    return lines
-
-
-def _f(value, spec: str = ".3f") -> str:
-    """A number for the summary; ``n/a`` where JSON holds null (NaN)."""
-    return "n/a" if value is None or value != value else format(value, spec)

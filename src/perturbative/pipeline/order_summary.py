@@ -1,0 +1,208 @@
+"""The summary statistics of an order check: sign accuracy over all, settled and above-floor
+pairs, Spearman correlation, calibration slope, median errors, the baselines (a fair coin, larger
+gradient first, the plain-SGD bracket, the second-order prediction), best-order windows, and the
+lines the command prints. Pure functions of the check's records.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from perturbative._core.stats import spearman
+from perturbative.pipeline.config import WINDOW_SIZES
+from perturbative.pipeline.order_sampling import PAIR_KINDS
+from perturbative.pipeline.results import settled
+
+
+def summarize(records, horizons, floor, windows, seed) -> dict:
+    """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
+    coin = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for kind in (*PAIR_KINDS, "all"):
+        chosen = [r for r in records if kind == "all" or r["kind"] == kind]
+        if not chosen:
+            continue
+        predicted_all = np.array([r["predicted"] for r in chosen])
+        second_all = np.array([r.get("second_order", r["predicted"]) for r in chosen])
+        sgd_all = np.array([r["sgd_bracket"] for r in chosen])
+        norms = np.array([r["gradient_norms"] for r in chosen])
+        heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
+        random_all = coin.choice([-1.0, 1.0], size=len(chosen))
+        # the expansion's own error estimate: a pair is settled where the third-order term is
+        # smaller than the whole prediction (none is, with --expansion 2: the term is zero)
+        estimated = bool(np.any(predicted_all != second_all))
+        settled_all = settled(predicted_all, second_all)
+        per_h = []
+        for n, h in enumerate(horizons):
+            has = np.array([h in r["horizons"] for r in chosen])
+            real = np.array(
+                [r["real"][r["horizons"].index(h)] for r in chosen if h in r["horizons"]]
+            )
+            predicted, second, sgd, heuristic, random_sign = (
+                predicted_all[has],
+                second_all[has],
+                sgd_all[has],
+                heuristic_all[has],
+                random_all[has],
+            )
+            above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
+            state = np.array([r["state_part"] for r in chosen])[has]
+            # the prediction at this horizon, where one was made (at h = 0 every pair's own)
+            carried = predicted
+            predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
+            made = np.isfinite(predicted)
+            p, r, ab = predicted[made], real[made], above[made]
+            trusted = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
+            size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
+            per_h.append(
+                {
+                    "horizon": h,
+                    # which term dominates: medians over pairs, relative to the real difference
+                    "relative_error": _median(np.abs(p - r) / size),
+                    "second_order_relative_error": (
+                        _median(np.abs(second - real) / np.where(real != 0, np.abs(real), np.nan))
+                        if h == 0
+                        else math.nan
+                    ),
+                    "state_share": _median(np.abs(state[made]) / size),
+                    "curvature_share": _median(np.abs(p - state[made]) / size),
+                    "pairs": len(real),
+                    "predicted_pairs": int(made.sum()),
+                    "above_floor": int(above.sum()),
+                    "accuracy": sign_accuracy(p, r),
+                    "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
+                    "settled_pairs": int(trusted.sum()) if h == 0 and estimated else None,
+                    "accuracy_settled": sign_accuracy(predicted[trusted], real[trusted]),
+                    "spearman": spearman(p, r) if len(p) > 1 else math.nan,
+                    "calibration_slope": calibration_slope(p, r),
+                    "baselines": {
+                        "random": sign_accuracy(random_sign, real),
+                        "gradient_norm": sign_accuracy(heuristic, real),
+                        # the second-order expansion is recorded for the swap itself (h = 0)
+                        "second_order": sign_accuracy(second, real) if h == 0 else math.nan,
+                        "second_order_above_floor": (
+                            sign_accuracy(second[above], real[above]) if h == 0 else math.nan
+                        ),
+                        # does the sign of the swap's own prediction persist?
+                        "h0_prediction": sign_accuracy(carried, real),
+                        "sgd_bracket": sign_accuracy(sgd, real),
+                        "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
+                    },
+                }
+            )
+        out[kind] = per_h
+    for k in sorted({w["k"] for w in windows}):
+        chosen = [w for w in windows if w["k"] == k]
+        if chosen:
+            out[f"windows_{k}"] = {
+                "windows": len(chosen),
+                "best_picked": float(np.mean([w["best_is_real_best"] for w in chosen])),
+                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+                "second_order_best_picked": float(
+                    np.mean(
+                        [
+                            w.get("second_order_best_is_real_best", w["best_is_real_best"])
+                            for w in chosen
+                        ]
+                    )
+                ),
+            }
+    return out
+
+
+def _prediction_at(record: dict, h: int) -> float:
+    """A pair's predicted difference at horizon ``h`` (NaN where none was made)."""
+    if h == 0:
+        return record["predicted"]
+    later = record.get("predicted_horizons")
+    return later[record["horizons"].index(h)] if later else math.nan
+
+
+def _median(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def resummarize(result: dict) -> dict:
+    """``result`` with every summary recomputed from its stored pairs and windows."""
+    seed = result.get("options", {}).get("seed", 0)
+    for entry in result["checkpoints"]:
+        for scale in entry["scales"]:
+            scale["summary"] = summarize(
+                scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
+            )
+    return result
+
+
+def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:
+    """Share of pairs whose predicted sign is the real sign (NaN for no pairs)."""
+    if len(real) == 0:
+        return math.nan
+    return float(np.mean(np.sign(predicted) == np.sign(real)))
+
+
+def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:
+    """Least-squares slope of real on predicted through the origin: 1 when calibrated."""
+    denominator = float(predicted @ predicted)
+    return float(predicted @ real) / denominator if denominator > 0 else math.nan
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The check's summary as printable lines."""
+    lines = []
+    for entry in result["checkpoints"]:
+        for scale in entry["scales"]:
+            s = scale["summary"]
+            lines.append(f"step {entry['step']}, lr {scale['lr']:.3g} (x{scale['scale']:g}):")
+            for kind in PAIR_KINDS:
+                for row in s.get(kind, []):
+                    b = row["baselines"]
+                    lines.append(
+                        f"  {kind:8s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
+                        + (
+                            f"(predicted {row.get('predicted_pairs')}) "
+                            if row["horizon"] > 0
+                            else ""
+                        )
+                        + f"sign acc {_f(row['accuracy'])} (above fp32 floor "
+                        f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
+                        f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
+                        f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
+                        f"sgd-bracket {_f(b['sgd_bracket'])}  "
+                        + (
+                            f"2nd-order {_f(b.get('second_order'))}"
+                            if row["horizon"] == 0
+                            else f"h=0 prediction {_f(b.get('h0_prediction'))}"
+                        )
+                    )
+                    if row.get("settled_pairs") is not None:
+                        lines.append(
+                            f"  {'':8s}        settled (3rd-order term < |pred|): "
+                            f"{row['settled_pairs']} of {row['pairs']}, sign acc "
+                            f"{_f(row['accuracy_settled'])}"
+                        )
+                    lines.append(
+                        f"  {'':8s}        median |pred - real| / |real| "
+                        f"{_f(row.get('relative_error'))} (2nd order "
+                        f"{_f(row.get('second_order_relative_error'))}); state part "
+                        f"{_f(row.get('state_share'))}, curvature part "
+                        f"{_f(row.get('curvature_share'))} of |real|"
+                    )
+            for k in WINDOW_SIZES:
+                w = s.get(f"windows_{k}")
+                if w:
+                    lines.append(
+                        f"  k={k} windows: predicted best is the real best in "
+                        f"{_f(w['best_picked'])} of {w['windows']}, captures "
+                        f"{_f(w['gap_share'])} of the real best-to-worst gap (2nd order: best in "
+                        f"{_f(w.get('second_order_best_picked'))})"
+                    )
+    return lines
+
+
+def _f(value, spec: str = ".3f") -> str:
+    """A number for the summary; ``n/a`` where JSON holds null (NaN)."""
+    return "n/a" if value is None or value != value else format(value, spec)
