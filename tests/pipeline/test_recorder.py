@@ -94,28 +94,39 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, {tests!r})
 from recorded_task import INPUTS, TARGETS, model
 
 from perturbative.pipeline.recorder import Recorder
 
+
+class Wrapped(torch.nn.Module):  # how DistributedDataParallel holds the model: as .module
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)
-net = DistributedDataParallel(model())
+net = Wrapped(model())
 optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
 recorder = Recorder({run!r}, net, optimizer, task="recorded_task:task", save_at=3)
 for step in range(6):
     indices = torch.arange(8) + 8 * (2 * step + rank)  # each rank its own shard
     optimizer.zero_grad()
     F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
+    for p in net.parameters():  # data parallelism: the ranks' mean gradient
+        dist.all_reduce(p.grad)
+        p.grad /= 2
     optimizer.step()
     recorder.step(indices)
 recorder.close()
-dist.barrier()  # DDP's reducer gone before the group: gloo's teardown otherwise may abort
-del net, optimizer
+dist.barrier()
 dist.destroy_process_group()
 """
 
@@ -150,4 +161,4 @@ def test_under_ddp_rank_0_writes_and_the_log_holds_every_ranks_indices(tmp_path)
     assert log[1]["indices"] == list(range(16, 24)) + list(range(24, 32))
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [0, 3, 6]
     keys = read_checkpoint(list_checkpoints(tmp_path / "run")[-1][1])[0]
-    assert "model/0.weight" in keys  # the module inside DistributedDataParallel, unprefixed
+    assert "model/0.weight" in keys  # the module inside the wrapper (DDP's .module), unprefixed
