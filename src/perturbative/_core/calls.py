@@ -41,6 +41,7 @@ discarded.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -151,6 +152,24 @@ def _scalar(value: Any) -> Tensor:
 
 
 _ONE_BY_ONE = [False]
+# (model, loss_fn) pairs whose outputs the loss cannot read split by rows, remembered for the
+# model's life: every function builds its own batch loss, and each would otherwise pay a failed
+# whole-batch forward pass first
+_UNSPLITTABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _known_unsplittable(model: nn.Module, loss_fn: LossFn) -> bool:
+    try:
+        return loss_fn in _UNSPLITTABLE.get(model, ())
+    except TypeError:  # a loss that cannot be weakly referenced is not remembered
+        return False
+
+
+def _remember_unsplittable(model: nn.Module, loss_fn: LossFn) -> None:
+    try:
+        _UNSPLITTABLE.setdefault(model, weakref.WeakSet()).add(loss_fn)
+    except TypeError:
+        pass
 
 
 @contextlib.contextmanager
@@ -177,13 +196,13 @@ def batch_loss(
     tuple or ``ModelOutput``), with that example's targets or keyword batch of one. A model in
     eval mode treats its rows independently, so this equals one call per example. Where the
     outputs cannot be split, or ``loss_fn`` fails on a split row (it reads ``outputs.loss``, a
-    batch-wide mean), every later call runs one example at a time instead. With BatchNorm in
-    train mode the one forward pass normalises the batch by its own statistics, as a training
-    step does: ``L_A`` is then the loss training computes, no longer a mean of independent
-    per-example losses.
+    batch-wide mean), every later call for this model and loss runs one example at a time. With
+    BatchNorm in train mode the one forward pass normalises the batch by its own statistics, as
+    a training step does: ``L_A`` is then the loss training computes, no longer a mean of
+    independent per-example losses.
     """
     per_example = example_loss(model, loss_fn, state, batch_context)
-    one_at_a_time = batch_context is not None  # set for good once splitting fails
+    one_at_a_time = batch_context is not None or _known_unsplittable(model, loss_fn)
     # train-mode BatchNorm: one forward pass of the whole batch normalises it by its own
     # statistics, exactly as a training step does (checks.check_train_mode allowed it)
     batch_statistics = batch_context is None and bool(train_mode_batchnorm(model))
@@ -213,6 +232,7 @@ def batch_loss(
                     "model.eval() to use running statistics"
                 ) from error
             one_at_a_time = True
+            _remember_unsplittable(model, loss_fn)
             return loss(params, *batch)
         return torch.stack([_scalar(v) for v in values]).mean()
 
@@ -239,15 +259,13 @@ def split_outputs(outputs: Any, n: int) -> list[Any] | None:
         return None
 
     if isinstance(outputs, Mapping):
-        if not any(row(v, 0) is not None for v in outputs.values()):
+        rows = [{k: row(v, i) for k, v in outputs.items()} for i in range(n)]
+        if all(v is None for v in rows[0].values()):
             return None
-        try:
-            return [
-                type(outputs)(**{k: row(v, i) for k, v in outputs.items() if row(v, i) is not None})
-                for i in range(n)
-            ]
+        try:  # the model's own container, batch-wide fields left out
+            return [type(outputs)(**{k: v for k, v in r.items() if v is not None}) for r in rows]
         except TypeError:
-            return [{k: row(v, i) for k, v in outputs.items()} for i in range(n)]
+            return rows
     if isinstance(outputs, (tuple, list)) and any(row(v, 0) is not None for v in outputs):
         return [type(outputs)(row(v, i) for v in outputs) for i in range(n)]
     return None

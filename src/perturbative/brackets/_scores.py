@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from perturbative._core import calls, checks
+from perturbative._core import checks
 from perturbative._core.calls import LossFn
-from perturbative.brackets._gradients import mean_gradient
+from perturbative.brackets._gradients import per_example_gradients
 from perturbative.brackets._optimizers import adam_denominator, functional_optimizer
 from perturbative.brackets._order import Observable, order_scores
 from perturbative.brackets._swap import trained_names
@@ -95,10 +95,9 @@ def optimizer_order_scores(
         max_grad_norm=max_grad_norm,
     )
     step = read.lr
-    gradients = [
-        mean_gradient(model, loss_fn, params, calls.take_all(pool, slice(i, i + 1)))
-        for i in range(n)
-    ]
+    # one example's gradient per step (double backward: a keyword batch's model may not vmap)
+    stacked = per_example_gradients(model, loss_fn, params, pool, engine="double_backward")
+    gradients = [{k: v[i] for k, v in stacked.items()} for i in range(n)]
     u = observable.gradient(model, params)
     theta = {k: v.detach() for k, v in params.items()}
 

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from perturbative._core.extras import require
-from perturbative.pipeline.recorder import Recorder
+from perturbative.pipeline.recorder import Recorder, watch_batches
 
 transformers = require("transformers", "the Hugging Face Trainer callback")
 
@@ -25,22 +25,6 @@ transformers = require("transformers", "the Hugging Face Trainer callback")
 def _inner(wrapped: Any, attribute: str) -> Any:
     """The object accelerate wraps (``AcceleratedOptimizer.optimizer``, ...), or itself."""
     return getattr(wrapped, attribute, wrapped)
-
-
-def watch_batches(batch_sampler: Any) -> collections.deque:
-    """Make ``batch_sampler`` note each batch of indices it yields; return the queue they go to."""
-    if hasattr(batch_sampler, "_perturbative_batches"):
-        return batch_sampler._perturbative_batches
-    base = type(batch_sampler)
-
-    def __iter__(self):  # noqa: N807 - the subclass's own iteration
-        for batch in base.__iter__(self):
-            self._perturbative_batches.append([int(i) for i in batch])
-            yield batch
-
-    batch_sampler.__class__ = type(f"Watched{base.__name__}", (base,), {"__iter__": __iter__})
-    batch_sampler._perturbative_batches = collections.deque()
-    return batch_sampler._perturbative_batches
 
 
 class RecorderCallback(transformers.TrainerCallback):

@@ -17,8 +17,7 @@ import os
 from typing import Any
 
 from perturbative._core.extras import require
-from perturbative.integrations.huggingface import watch_batches
-from perturbative.pipeline.recorder import Recorder
+from perturbative.pipeline.recorder import Recorder, watch_batches
 
 pl = require("pytorch_lightning", "the Lightning callback")
 

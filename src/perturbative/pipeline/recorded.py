@@ -12,6 +12,7 @@ first, the plain-SGD bracket that ignores the optimizer).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from perturbative._core.calls import output_values
 from perturbative._core.errors import InputError
@@ -41,6 +42,7 @@ from perturbative.pipeline.checkpoints import (
     unpack_training_state,
 )
 from perturbative.pipeline.config import SweepOptions, SweepSettings
+from perturbative.pipeline.order_summary import sign_accuracy
 from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
 from perturbative.pipeline.results import RECORDED_CHECK
 from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
@@ -96,45 +98,57 @@ class RecordedCheckpoint:
 
 
 def open_recorded_checkpoint(
-    run_dir: str | os.PathLike, step: int, task: Task, dtype: torch.dtype = torch.float64
+    run_dir: str | os.PathLike,
+    step: int,
+    task: Task,
+    dtype: torch.dtype = torch.float64,
+    log: list[dict] | None = None,
 ) -> RecordedCheckpoint:
     """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
     the recorded class (its param groups and state) at ``step``, in ``dtype``.
+
+    Args:
+        log: the run's order log, if already read.
 
     Raises:
         InputError: no such checkpoint, a model whose names or shapes do not match the
             checkpoint, or an optimizer class torch does not have.
     """
-    run = read_run(run_dir)
     paths = dict(list_checkpoints(run_dir))
     if step not in paths:
         raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
-    tensors, info = read_checkpoint(paths[step])
+    model, optimizer = _rebuild(read_run(run_dir), *read_checkpoint(paths[step]), task, dtype)
+    log = read_json_lines(Path(run_dir) / ORDER_LOG) if log is None else log
+    return RecordedCheckpoint(step, model, optimizer, [r for r in log if r["step"] > step])
+
+
+def _model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, str]:
+    """The checkpoint's model tensors named as ``model`` names them, and the wrapper prefix
+    taken off (:func:`_wrapper_prefix`)."""
     weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-    model = task.model()
     prefix = _wrapper_prefix(set(weights), set(model.state_dict()))
-    weights = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+    return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}, prefix
+
+
+def _rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype):
+    """``(model, optimizer)`` of a read checkpoint: the task's model with the weights, the
+    recorded optimizer class over its groups (by parameter name) with its state, in ``dtype``."""
+    model = task.model()
+    weights, prefix = _model_weights(tensors, model)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         first = str(error).splitlines()[0] if str(error) else "mismatch"
         raise InputError(
-            f"the task's model does not match the checkpoint at step {step} ({first}): the task "
-            "builds another architecture than the one recorded"
+            f"the task's model does not match the checkpoint at step {info['step']} ({first}): "
+            "the task builds another architecture than the one recorded"
         ) from None
     model.to(dtype).eval()
     kind = getattr(torch.optim, run["optimizer"], None)
     if kind is None:
         raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
-    groups, by_name = info["optimizer_param_groups"], dict(model.named_parameters())
-    # which parameter each group updates, by name (checkpoints of version 1 without names were
-    # made by optimizers built on model.parameters(): their ids are positions)
-    positions = list(by_name)
-    names = (
-        [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
-        if "optimizer_param_names" in info
-        else [[positions[i] for i in group["params"]] for group in groups]
-    )
+    by_name = dict(model.named_parameters())
+    names = [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
     missing = sorted({n for group in names for n in group} - set(by_name))
     if missing:
         raise InputError(
@@ -143,7 +157,7 @@ def open_recorded_checkpoint(
     optimizer = kind(
         [
             {**{k: v for k, v in g.items() if k != "params"}, "params": [by_name[n] for n in group]}
-            for g, group in zip(groups, names, strict=True)
+            for g, group in zip(info["optimizer_param_groups"], names, strict=True)
         ]
     )
     optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
@@ -151,8 +165,7 @@ def open_recorded_checkpoint(
         for key, value in values.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "step":
                 values[key] = value.to(dtype)
-    log = [r for r in read_json_lines(Path(run_dir) / ORDER_LOG) if r["step"] > step]
-    return RecordedCheckpoint(step, model, optimizer, log)
+    return model, optimizer
 
 
 def sweep_recorded_run(
@@ -173,7 +186,6 @@ def sweep_recorded_run(
             ``perturbative order-check`` works on such runs.
     """
     options = options or SweepOptions()
-    read_run(run_dir)
     task = run_task(run_dir, task)
     checkpoints = list_checkpoints(run_dir)
     if options.only_steps is not None:
@@ -206,21 +218,18 @@ def sweep_recorded_run(
         thumbnails=None,
     )
 
-    def weights(path: Path):
-        def load():
-            tensors, info = read_checkpoint(path)
-            state = {
-                k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")
-            }
-            prefix = _wrapper_prefix(set(state), set(model.state_dict()))
-            return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    run = read_run(run_dir)
+    read = functools.lru_cache(maxsize=1)(read_checkpoint)  # weights, then Adam's state: once
 
-        return load
+    def weights(path: Path):
+        return lambda: _model_weights(read(path)[0], model)[0]
+
+    paths = dict(checkpoints)
 
     def adam_at(step: int, at_model: nn.Module):
         dtype = next(at_model.parameters()).dtype
-        opened = open_recorded_checkpoint(run_dir, step, task, dtype=dtype)
-        pre = adam_preconditioner(opened.optimizer, dict(opened.model.named_parameters()))
+        opened, optimizer = _rebuild(run, *read(paths[step]), task, dtype)
+        pre = adam_preconditioner(optimizer, dict(opened.named_parameters()))
         by_name = dict(at_model.named_parameters())
         return {k: v.to(by_name[k]) for k, v in pre.items()}
 
@@ -367,13 +376,13 @@ def check_recorded_run(
             f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
             "Adam and AdamW are); brackets and the report still work"
         )
-    steps = [s for s, _ in list_checkpoints(run_dir) if s > 0]
-    steps = _chosen(steps, options, read_json_lines(Path(run_dir) / ORDER_LOG))
+    log = read_json_lines(Path(run_dir) / ORDER_LOG)
+    steps = _chosen([s for s, _ in list_checkpoints(run_dir) if s > 0], options, log)
     rng = random.Random(options.seed)
     result = RecordedCheck(options=asdict(options), optimizer=run["optimizer"])
     clip = run.get("max_grad_norm")
     for step in steps:
-        at = open_recorded_checkpoint(run_dir, step, task)
+        at = open_recorded_checkpoint(run_dir, step, task, log=log)
         observable = task.build_observable(at.model)
         later = range(len(at.next_steps))
         drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.pairs - 1)]
@@ -510,11 +519,12 @@ def summary(check: RecordedCheck) -> dict[str, Any]:
         }
     scored = [r for r in check.scores if r.real != 0]
     if scored:
-        real = np.sign([r.real for r in scored])
+        real = np.array([r.real for r in scored])
         out["scored_examples"] = len(scored)
         for name in ("predicted", "state_part", "sgd"):
-            values = np.sign([getattr(r, name) for r in scored])
-            out[f"scores_{name}"] = float(np.mean(values == real))
+            out[f"scores_{name}"] = sign_accuracy(
+                np.array([getattr(r, name) for r in scored]), real
+            )
     if check.windows:
         picked = [int(np.argmin(w.predicted)) == int(np.argmin(w.real)) for w in check.windows]
         out["best_of_3_picked"] = sum(picked)
@@ -523,10 +533,9 @@ def summary(check: RecordedCheck) -> dict[str, Any]:
 
 def _accuracies(pairs: list[RecordedPair]) -> dict[str, Any]:
     real = np.array([p.real for p in pairs])
-    sign = np.sign(real)
 
     def accuracy(values) -> float:
-        return float(np.mean(np.sign(np.asarray(values)) == sign))
+        return sign_accuracy(np.asarray(values, dtype=np.float64), real)
 
     errors = np.abs(np.array([p.predicted for p in pairs]) - real) / np.abs(real)
     coin = np.random.default_rng(0).choice([-1.0, 1.0], size=len(pairs))

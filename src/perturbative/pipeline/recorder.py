@@ -20,6 +20,7 @@ same folder is refused while the first holds it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -236,6 +237,27 @@ class Recorder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def watch_batches(batch_sampler: Any) -> collections.deque:
+    """Make ``batch_sampler`` note each batch of indices it yields; return the queue they go to.
+
+    The object gets a subclass of its own class whose ``__iter__`` appends every batch it
+    yields (the same batches, in the same order, from the same random state): how the
+    training-framework callbacks learn which examples a step trained on without touching the
+    user's dataset."""
+    if hasattr(batch_sampler, "_perturbative_batches"):
+        return batch_sampler._perturbative_batches
+    base = type(batch_sampler)
+
+    def __iter__(self):  # noqa: N807 - the subclass's own iteration
+        for batch in base.__iter__(self):
+            self._perturbative_batches.append([int(i) for i in batch])
+            yield batch
+
+    batch_sampler.__class__ = type(f"Watched{base.__name__}", (base,), {"__iter__": __iter__})
+    batch_sampler._perturbative_batches = collections.deque()
+    return batch_sampler._perturbative_batches
 
 
 def _json_ready(value: Any) -> Any:

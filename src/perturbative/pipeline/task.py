@@ -184,9 +184,3 @@ def load_task(spec: str, search: str | Path | None = None) -> Task:
             "one)"
         )
     return task
-
-
-def example_count(data: Any) -> int:
-    """The number of examples in a collated batch."""
-    first = data[0] if isinstance(data, tuple) else next(iter(data.values()))
-    return int(first.shape[0]) if isinstance(first, Tensor) else len(first)
