@@ -90,6 +90,7 @@ def test_the_recorder_benchmark_runs(tmp_path, capsys):
 
 
 DDP_LOOP = """
+import os
 import sys
 import torch
 import torch.distributed as dist
@@ -128,6 +129,9 @@ for step in range(6):
 recorder.close()
 dist.barrier()
 dist.destroy_process_group()
+# leave without C++ static destructors: gloo aborted in them ("terminate called without an
+# active exception") in about 1 run of 24 under load, after everything above had finished
+os._exit(0)
 """
 
 
