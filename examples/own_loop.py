@@ -54,6 +54,8 @@ def build_model():
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=None,  # no special tokens in a character vocabulary
+        eos_token_id=None,
     )
     return GPT2LMHeadModel(config)
 

@@ -213,16 +213,8 @@ def batch_loss(
         if one_at_a_time or _ONE_BY_ONE[-1]:
             return torch.stack([per_example(params, *take_all(batch, i)) for i in range(n)]).mean()
         outputs = call_model(model, params, state, batch[0])
-        rows = split_outputs(outputs, n)
         try:
-            if rows is None:
-                raise _CannotSplit
-            if isinstance(batch[0], Mapping):
-                values = [loss_fn(rows[i], take(batch[0], slice(i, i + 1))) for i in range(n)]
-            else:
-                values = [loss_fn(rows[i], *(t[i : i + 1] for t in batch[1:])) for i in range(n)]
-            if not all(isinstance(v, Tensor) for v in values):
-                raise _CannotSplit("the loss of a split row is not a tensor")  # e.g. outputs.loss
+            return example_losses(outputs, loss_fn, batch).mean()
         except Exception as error:  # the loss cannot read a split row: go one by one
             if batch_statistics:
                 raise ValueError(
@@ -234,12 +226,34 @@ def batch_loss(
             one_at_a_time = True
             _remember_unsplittable(model, loss_fn)
             return loss(params, *batch)
-        return torch.stack([_scalar(v) for v in values]).mean()
 
     return loss
 
 
-class _CannotSplit(Exception):
+def example_losses(outputs: Any, loss_fn: LossFn, batch: Sequence[Any]) -> Tensor:
+    """Each example's loss, ``(n,)``, from one forward pass's ``outputs`` on a checked
+    ``batch``: ``loss_fn`` of each example's rows (:func:`split_outputs`) with its targets, or
+    its keyword batch of one.
+
+    Raises:
+        ValueError: the outputs have no per-example rows, or the loss of a row is not a tensor
+            (it read a batch-wide field such as ``outputs.loss``); other errors of ``loss_fn``
+            pass through.
+    """
+    n = num_examples(batch)
+    rows = split_outputs(outputs, n)
+    if rows is None:
+        raise _CannotSplit(f"the model's outputs have no rows for the batch's {n} examples")
+    if isinstance(batch[0], Mapping):
+        values = [loss_fn(rows[i], take(batch[0], slice(i, i + 1))) for i in range(n)]
+    else:
+        values = [loss_fn(rows[i], *(t[i : i + 1] for t in batch[1:])) for i in range(n)]
+    if not all(isinstance(v, Tensor) for v in values):
+        raise _CannotSplit("the loss of a split row is not a tensor")  # e.g. outputs.loss
+    return torch.stack([_scalar(v) for v in values])
+
+
+class _CannotSplit(ValueError):
     """The model's outputs have no per-example rows to split."""
 
 
@@ -274,13 +288,6 @@ def split_outputs(outputs: Any, n: int) -> list[Any] | None:
 def take_all(data: Sequence[Any], index: Any) -> tuple[Any, ...]:
     """:func:`take` of every item of a data tuple."""
     return tuple(take(item, index) for item in data)
-
-
-def model_outputs(
-    model: nn.Module, params: Params, state: dict[str, Tensor], inputs: Any
-) -> Tensor:
-    """The output values ``f(theta, inputs)`` (:func:`output_values` of the model's return)."""
-    return output_values(call_model(model, params, state, inputs))
 
 
 def grad_or_zero(

@@ -58,6 +58,7 @@ from perturbative.brackets._pieces import on_pieces as on_pieces
 from perturbative.brackets._pieces import record_pieces as record_pieces
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
 from perturbative.brackets._scores import OptimizerOrderScores as OptimizerOrderScores
+from perturbative.brackets._scores import moved_first_or_last as moved_first_or_last
 from perturbative.brackets._scores import optimizer_order_scores as optimizer_order_scores
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps

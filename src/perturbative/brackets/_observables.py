@@ -17,6 +17,9 @@ so ordering effects over thousands of training examples stay affordable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.func import jvp, vmap
@@ -38,6 +41,7 @@ def output_shift(
     lr: float = 1.0,
     engine: str = "auto",
     chunk_size: int | None = None,
+    measure: Callable[[Any], Tensor] | None = None,
 ) -> Tensor:
     """``lr^2 J_f(theta) d`` for many parameter directions ``d`` (brackets) and test inputs.
 
@@ -48,12 +52,15 @@ def output_shift(
         directions: brackets stacked along a leading dimension ``m``: each value has shape
             ``(m, *param.shape)`` (e.g. :func:`perturbative.brackets.upper_pairs` of a bracket
             matrix).
-        inputs: test inputs of shape ``(T, ...)``.
+        inputs: test inputs of shape ``(T, ...)``, or a keyword batch.
         lr: learning rate; the shift is ``lr^2`` times the Jacobian-vector product.
         engine: ``"forward"`` vmaps the JVP over directions (GPU); ``"double_backward"`` loops
             over them in reverse mode (``J d`` as the derivative of ``(J^T w) . d`` in ``w``),
             so models without forward-mode derivatives work (CPU); ``"auto"`` picks by device.
         chunk_size: directions per vmap chunk for the forward engine.
+        measure: ``outputs -> Tensor``, what of the model's return ``f`` is (default: its
+            output values, :func:`perturbative._core.calls.output_values`): e.g. each test
+            example's loss, or each target token's log-probability.
 
     Returns:
         Tensor of shape ``(m, T, *output_shape)``, e.g. ``(pairs, test examples, outputs)``.
@@ -66,7 +73,8 @@ def output_shift(
     detached = {k: v.detach() for k, v in params.items()}
 
     def f(p: Params) -> Tensor:
-        return calls.model_outputs(model, p, state, inputs)
+        outputs = calls.call_model(model, p, state, inputs)
+        return calls.output_values(outputs) if measure is None else measure(outputs)
 
     def jvp_one(d: Params) -> Tensor:
         return jvp(f, (detached,), (d,))[1]

@@ -57,9 +57,16 @@ def adam_update(theta: Tensor, grad: Tensor, state: dict, hyper: dict) -> tuple[
     v = state.get("exp_avg_sq", torch.zeros_like(theta))
     m = b1 * m + (1 - b1) * grad
     v = b2 * v + (1 - b2) * grad * grad
-    denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
+    denom = _sqrt(v) / math.sqrt(1 - b2**step) + eps
     theta = theta - (lr / (1 - b1**step)) * m / denom
     return theta, {"exp_avg": m, "exp_avg_sq": v, "step": step}
+
+
+def _sqrt(v: Tensor) -> Tensor:
+    """``v.sqrt()`` for ``v >= 0``, with a zero derivative where ``v`` is 0 (a coordinate no
+    gradient has reached yet), where ``sqrt``'s own is infinite and would make every derivative
+    through the step NaN."""
+    return torch.where(v > 0, v.clamp_min(torch.finfo(v.dtype).tiny).sqrt(), torch.zeros_like(v))
 
 
 UPDATE_RULES: dict[type, UpdateRule] = {

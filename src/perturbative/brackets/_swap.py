@@ -76,6 +76,7 @@ import copy
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -165,10 +166,12 @@ def _steps_on_copies(
     gradients: Sequence[Mapping[str, Tensor]] | None = None,
     batch_context: Tensor | None = None,
     max_grad_norm: float | None = None,
+    extra: Sequence[tuple[tuple[Any, ...], float] | None] | None = None,
 ) -> Iterator[tuple[nn.Module, Params]]:
     """Copies of ``model`` and ``optimizer`` trained one step per batch, in order: yields the
     model copy and its trained parameters before the first step and after each step (lazily, so
-    a caller that stops early takes no further steps)."""
+    a caller that stops early takes no further steps). ``extra[i]``, where given, is ``(data,
+    weight)``: step ``i``'s loss adds ``weight`` times the mean loss of ``data``."""
     names = trained_names(model, optimizer)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
@@ -185,7 +188,10 @@ def _steps_on_copies(
     for i, batch in enumerate(batches):
         optimizer_copy.zero_grad(set_to_none=True)
         if gradients is None:
-            loss(params, *batch).backward()
+            value = loss(params, *batch)
+            if extra is not None and extra[i] is not None:
+                value = value + extra[i][1] * loss(params, *extra[i][0])
+            value.backward()
             checks.check_finite({k: p.grad for k, p in params.items()}, f"the gradient of step {i}")
         else:
             for k, p in params.items():

@@ -40,7 +40,7 @@ def order_check_command_parser(subparsers) -> None:
         "(or --out-dir) from its stored pairs, without training anything",
     )
     add_config_flags(parser, OrderCheckOptions)
-    add_config_flags(parser, RecordedCheckOptions, ("scored_examples", "score_pool"))
+    add_config_flags(parser, RecordedCheckOptions, ("scored_examples", "score_window"))
     parser.set_defaults(func=order_check_command)
 
 
@@ -76,7 +76,7 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         steps=values["steps"],
         pairs=values["batch_pairs"],
         windows=values["windows"],
-        **read_config_flags(args, RecordedCheckOptions, ("scored_examples", "score_pool")),
+        **read_config_flags(args, RecordedCheckOptions, ("scored_examples", "score_window")),
         seed=values["seed"],
         expansion=values["expansion"],
     )
@@ -98,10 +98,16 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         )
     if numbers.get("scored_examples"):
         print(
-            f"order scores with the run's optimizer: sign of moving an example first rather than "
-            f"last right for {numbers['scores_predicted']:.3f} of {numbers['scored_examples']} "
-            f"examples; the plain-SGD score {numbers['scores_sgd']:.3f}, the optimizer-state part "
-            f"alone {numbers['scores_state_part']:.3f}"
+            f"order scores with the run's optimizer ({check.optimizer}): sign of training an "
+            f"example in the first rather than the last of {options.score_window} batches right "
+            f"for {numbers['scores_predicted']:.3f} of {numbers['scored_examples']} examples; "
+            f"the plain-SGD score {numbers['scores_sgd']:.3f}, the optimizer-state part alone "
+            f"{numbers['scores_state_part']:.3f}; median relative error "
+            f"{numbers['scores_median_relative_error']:.2g}; by checkpoint: "
+            + ", ".join(
+                f"step {step} {value:.3f}"
+                for step, value in numbers["scores_by_checkpoint"].items()
+            )
         )
     if numbers["windows"]:
         print(f"best of 3! picked: {numbers['best_of_3_picked']} of {numbers['windows']} windows")

@@ -32,6 +32,7 @@ from perturbative.brackets import (
     Expansion,
     adam_preconditioner,
     best_order,
+    moved_first_or_last,
     optimizer_order_scores,
     predict_swap,
     values_along_steps,
@@ -281,9 +282,9 @@ class RecordedCheckOptions:
         windows: windows of three of the run's later batches per checkpoint, whose predicted
             best of the ``3!`` orders is checked against training all six.
         scored_examples: training examples per checkpoint whose optimizer-aware order score
-            (moving the example first rather than last in a pool of ``score_pool``, one step
-            each) is checked against really training both orders; a multiple of ``score_pool``.
-        score_pool: examples per pool of the order scores.
+            (the example trained in the first rather than the last of the run's next
+            ``score_window`` batches) is checked against really training both.
+        score_window: the run's batches an example is moved across for the order scores.
         seed: picks the random pairs and windows.
         expansion: 2 or 3, the order of the predictions' expansion.
     """
@@ -293,7 +294,7 @@ class RecordedCheckOptions:
     pairs: int = 20
     windows: int = 0
     scored_examples: int = 0
-    score_pool: int = 16
+    score_window: int = 4
     seed: int = 0
     expansion: int = 3
 
@@ -327,7 +328,8 @@ class RecordedWindow:
 
 @dataclass
 class RecordedScore:
-    """One example of a pool: moving it first rather than last, predicted and real."""
+    """One training example trained in the first rather than the last batch of the run's next
+    ``score_window`` batches: ``O(first) - O(last)``, predicted (with its parts) and real."""
 
     step: int
     example: int
@@ -398,10 +400,11 @@ def check_recorded_run(
         for _ in range(options.windows):
             window = _window(at, task, observable, rng.sample(later, 3), options.expansion, clip)
             result.windows.append(window)
-        size = options.score_pool
-        for _ in range(options.scored_examples // size):
-            pool = rng.sample(range(len(task.train)), size)
-            result.scores.extend(_scores(at, task, observable, pool, clip))
+        if options.scored_examples:
+            examples = rng.sample(range(len(task.train)), options.scored_examples)
+            result.scores.extend(
+                _scores(at, task, observable, examples, options.score_window, clip)
+            )
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
     write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
     return result
@@ -438,20 +441,22 @@ def _pair(at, task, observable, positions, order, clip) -> RecordedPair:
     )
 
 
-def _scores(at, task, observable, pool, clip) -> list[RecordedScore]:
-    """Optimizer-aware order scores of a pool of training examples, and for each the real
-    difference of training it first rather than last (one step per example)."""
-    examples = [as_dtype(task.batch([i]), torch.float64) for i in pool]
-    data = as_dtype(task.batch(pool), torch.float64)
-    args = (at.model, task.loss_fn, at.optimizer)
-    scores = optimizer_order_scores(*args, data, observable, max_grad_norm=clip)
-    out = []
-    for x, index in enumerate(pool):
-        rest = [examples[i] for i in range(len(pool)) if i != x]
-        first, last = (
-            values_along_steps(*args, steps, observable.value, [len(pool)], max_grad_norm=clip)[0]
-            for steps in ([examples[x], *rest], [*rest, examples[x]])
+def _scores(at, task, observable, examples, size, clip) -> list[RecordedScore]:
+    """Optimizer-aware order scores of training examples, each moved between the first and the
+    last of the run's next ``size`` batches, and the real difference of training both."""
+    if len(at.next_steps) < size:
+        raise InputError(
+            f"step {at.step} has {len(at.next_steps)} logged steps after it, fewer than the "
+            f"score window of {size}: lower --score-window"
         )
+    window = _batches(at, task, range(size))
+    args = (at.model, task.loss_fn, at.optimizer)
+    data = as_dtype(task.batch(examples), torch.float64)
+    scores = optimizer_order_scores(*args, data, observable, window, max_grad_norm=clip)
+    out = []
+    for x, index in enumerate(examples):
+        example = as_dtype(task.batch([index]), torch.float64)
+        first, last = moved_first_or_last(*args, example, observable, window, max_grad_norm=clip)
         out.append(
             RecordedScore(
                 step=at.step,
@@ -525,6 +530,17 @@ def summary(check: RecordedCheck) -> dict[str, Any]:
             out[f"scores_{name}"] = sign_accuracy(
                 np.array([getattr(r, name) for r in scored]), real
             )
+        predicted = np.array([r.predicted for r in scored])
+        out["scores_median_relative_error"] = float(
+            np.median(np.abs(predicted - real) / np.abs(real))
+        )
+        out["scores_by_checkpoint"] = {
+            step: sign_accuracy(
+                np.array([r.predicted for r in scored if r.step == step]),
+                np.array([r.real for r in scored if r.step == step]),
+            )
+            for step in sorted({r.step for r in scored})
+        }
     if check.windows:
         picked = [int(np.argmin(w.predicted)) == int(np.argmin(w.real)) for w in check.windows]
         out["best_of_3_picked"] = sum(picked)

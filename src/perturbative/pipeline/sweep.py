@@ -13,18 +13,20 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from perturbative._core.calls import LossFn, output_values
+from perturbative._core import calls
+from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.distributed import (
     all_gather_objects,
@@ -69,24 +71,66 @@ class SweepData:
     """The fixed examples a sweep looks at (same at every checkpoint).
 
     Attributes:
-        test_inputs: ``(T, ...)`` held-out inputs; the first ``bracket_examples`` are bracketed.
-        test_targets: ``(T, K)`` their targets.
-        attribute_names: ``K`` output names.
-        ranking_inputs: ``(M, ...)`` training inputs ranked by order sensitivity (may be empty).
-        ranking_targets: ``(M, K)`` their targets.
+        test_inputs: ``(T, ...)`` held-out inputs, or a keyword batch of ``T`` examples (a
+            mapping of the model's keyword arguments, which carries its own targets); the first
+            ``bracket_examples`` are bracketed.
+        test_targets: ``(T, ...)`` their targets (``None`` for keyword batches).
+        attribute_names: ``K`` names, one per column of what the report shows of each example
+            (the model's outputs, or ``measure``'s).
+        ranking_inputs: ``(M, ...)`` training inputs (or a keyword batch) ranked by order
+            sensitivity (may be None).
+        ranking_targets: ``(M, ...)`` their targets (``None`` for keyword batches).
         test_indices: ``(T,)`` dataset indices of the test batch (for the record).
         ranking_indices: ``(M,)`` dataset indices of the ranked training examples.
         thumbnails: ``(B, C, H, W)`` images in ``[0, 1]`` of the bracketed examples, or None.
+        measure: ``(outputs, *targets) -> (T, K)``, what of the outputs the brackets are pushed
+            to and the report shows (called like the loss, on the whole test batch): default
+            the outputs themselves; for a language model, e.g. each target token's
+            log-probability. Every sweep also records each test example's loss shift.
+        texts: a text snippet of each test example, for a report that shows examples as text.
+        tokens: ``T`` lists of ``K`` strings: the token behind each column of ``measure``, per
+            test example (the report's text view colours them by their shift).
     """
 
-    test_inputs: Tensor
-    test_targets: Tensor
+    test_inputs: Tensor | Mapping[str, Tensor]
+    test_targets: Tensor | None
     attribute_names: list[str]
-    ranking_inputs: Tensor | None = None
+    ranking_inputs: Tensor | Mapping[str, Tensor] | None = None
     ranking_targets: Tensor | None = None
     test_indices: Tensor | None = None
     ranking_indices: Tensor | None = None
     thumbnails: Tensor | None = None
+    measure: Callable[..., Tensor] | None = None
+    texts: list[str] | None = None
+    tokens: list[list[str]] | None = None
+
+    def test_data(self) -> tuple[Any, ...]:
+        """The test batch as a data tuple (``(inputs, targets)``, or ``(keyword batch,)``)."""
+        return _as_data(self.test_inputs, self.test_targets, "test")
+
+    def ranking_data(self) -> tuple[Any, ...] | None:
+        """The ranking pool as a data tuple, or None when there is no pool of 2 or more."""
+        if self.ranking_inputs is None:
+            return None
+        data = _as_data(self.ranking_inputs, self.ranking_targets, "ranking")
+        return data if calls.num_examples(data) >= 2 else None
+
+
+def _as_data(inputs: Any, targets: Tensor | None, what: str) -> tuple[Any, ...]:
+    if isinstance(inputs, Mapping):
+        if targets is not None:
+            raise InputError(
+                f"{what}_targets were given beside a keyword batch of {what}_inputs: a keyword "
+                "batch carries its own targets (e.g. 'labels'); pass None"
+            )
+        return (dict(inputs),)
+    return (inputs,) if targets is None else (inputs, targets)
+
+
+def _loss_arguments(data: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the loss (and ``measure``) take after the outputs: the targets, or the keyword
+    batch."""
+    return data if isinstance(data[0], Mapping) else data[1:]
 
 
 def checkpoint_results(
@@ -95,28 +139,46 @@ def checkpoint_results(
     data: SweepData,
     settings: SweepSettings,
     preconditioner: Params | None = None,
+    scores: Callable[[], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Everything one checkpoint contributes to the results (see ``docs/results-format.md``).
 
-    ``model`` must already hold the checkpoint's weights and be in eval mode.
+    ``model`` must already hold the checkpoint's weights and be in eval mode. ``scores``, if
+    given, replaces the ranking pool's plain (or preconditioned) order scores: ``() -> (M,)``,
+    e.g. :func:`perturbative.brackets.optimizer_order_scores` with the run's optimizer.
     """
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     b = settings.bracket_examples
-    t = data.test_inputs.shape[0]
+    device = next(iter(params.values())).device
+    test = tuple(_to(item, device) for item in data.test_data())
+    t = calls.num_examples(test)
     if not 2 <= b <= t:
         raise InputError(f"bracket_examples must be between 2 and the test batch size {t}, not {b}")
-    device = next(iter(params.values())).device
-    test_inputs = data.test_inputs.to(device)
-    test_targets = data.test_targets.to(device)
-    bracketed = (test_inputs[:b], test_targets[:b])
     terms = bracket_terms(
-        model, loss_fn, params, bracketed, preconditioner=preconditioner, engine=settings.engine
+        model,
+        loss_fn,
+        params,
+        calls.take_all(test, slice(0, b)),
+        preconditioner=preconditioner,
+        engine=settings.engine,
     )
     matrix = terms.brackets()
     pairs = upper_pairs(matrix)
-    shifts = output_shift(model, params, pairs, test_inputs, lr=settings.lr, engine=settings.engine)
+    shown_and_loss = _shown_and_loss(loss_fn, data.measure, test)
+    shifts = output_shift(
+        model,
+        params,
+        pairs,
+        test[0],
+        lr=settings.lr,
+        engine=settings.engine,
+        measure=shown_and_loss,
+    )
     with torch.no_grad():
-        outputs = output_values(model(test_inputs))  # a ModelOutput's logits, as they come
+        values = shown_and_loss(
+            calls.call_model(model, params, calls.fixed_state(model, params), test[0])
+        )
+    width = values.shape[1] - 1
 
     idx = pair_indices(b)
     rows = torch.tensor([i for i, _ in idx])
@@ -124,30 +186,65 @@ def checkpoint_results(
     cancellation = cancellation_ratio(terms).cpu()[rows, cols]
 
     result = {
-        "output_shift": shifts.float(),
-        "outputs": outputs.float(),
-        "targets": report_targets(test_targets, outputs.shape[-1]),
+        "output_shift": shifts[..., :width].float(),
+        "loss_shift": shifts[..., width].float(),
+        "outputs": values[:, :width].float(),
+        "losses": values[:, width].float(),
         "grad_norm": vector_norm(terms.gradients, leading=1).float(),
         "bracket_norm": vector_norm(pairs, leading=1).float(),
         "bracket_layer_rms": layer_rms(pairs, leading=1)[0].float(),
         "grad_layer_rms": layer_rms(terms.gradients, leading=1)[0].float(),
         "cancellation": cancellation.float(),
     }
+    if data.test_targets is not None:
+        result["targets"] = report_targets(data.test_targets, width)
     if data.test_indices is not None:
         result["test_indices"] = data.test_indices.long()
-    if data.ranking_inputs is not None and data.ranking_inputs.shape[0] >= 2:
-        u = mean_gradient(model, loss_fn, params, (test_inputs, test_targets))
-        ranked = (data.ranking_inputs.to(device), data.ranking_targets.to(device))
-        scores = order_scores(model, loss_fn, params, ranked, u, preconditioner=preconditioner)
-        order = torch.argsort(scores.abs(), descending=True)
+    ranked = data.ranking_data()
+    if ranked is not None:
+        if scores is not None:
+            ranking = scores()
+        else:
+            u = mean_gradient(model, loss_fn, params, test)
+            ranked = tuple(_to(item, device) for item in ranked)
+            ranking = order_scores(model, loss_fn, params, ranked, u, preconditioner=preconditioner)
+        order = torch.argsort(ranking.abs(), descending=True)
         indices = (
-            data.ranking_indices if data.ranking_indices is not None else torch.arange(len(scores))
+            data.ranking_indices if data.ranking_indices is not None else torch.arange(len(ranking))
         )
         result["ranking_indices"] = indices.cpu()[order.cpu()].long()
-        result["ranking_scores"] = scores[order].float()
+        result["ranking_scores"] = ranking[order].float()
     if settings.save_brackets:
         result.update({f"bracket.{k}": v.float() for k, v in pairs.items()})
     return {k: v.detach().cpu() for k, v in result.items()}
+
+
+def _to(item: Any, device: torch.device) -> Any:
+    if isinstance(item, Mapping):
+        return {k: v.to(device) for k, v in item.items()}
+    return item.to(device)
+
+
+def _shown_and_loss(
+    loss_fn: LossFn, measure: Callable[..., Tensor] | None, test: tuple[Any, ...]
+) -> Callable[[Any], Tensor]:
+    """``outputs -> (T, K + 1)``: what the report shows of each test example (the output
+    values, or ``measure``'s), and its loss in the last column."""
+    t, rest = calls.num_examples(test), _loss_arguments(test)
+
+    def shown_and_loss(outputs: Any) -> Tensor:
+        shown = calls.output_values(outputs) if measure is None else measure(outputs, *rest)
+        try:
+            losses = calls.example_losses(outputs, loss_fn, test)
+        except ValueError as error:
+            raise InputError(
+                f"each test example's loss cannot be read from one forward pass ({error}): "
+                "make the loss read its example's rows of the outputs (e.g. outputs.logits), "
+                "not a batch-wide field such as outputs.loss"
+            ) from error
+        return torch.cat([shown.reshape(t, -1), losses.reshape(t, 1).to(shown)], 1)
+
+    return shown_and_loss
 
 
 def _meta(
@@ -158,6 +255,7 @@ def _meta(
     sources: Mapping[int, str],
     data_sha256: str,
     measured: Mapping[str, Mapping[int, float]],
+    ranking_model: str,
 ) -> dict:
     named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
     b = settings.bracket_examples
@@ -169,11 +267,16 @@ def _meta(
         "lr": settings.lr,
         "bracket_examples": b,
         "pairs": [list(p) for p in pair_indices(b)],
-        "test_examples": int(data.test_inputs.shape[0]),
+        "test_examples": calls.num_examples(data.test_data()),
         "param_names": [k for k, _ in named],
         "param_sizes": [int(v.numel()) for _, v in named],
-        "ranking_examples": 0 if data.ranking_inputs is None else int(data.ranking_inputs.shape[0]),
+        "ranking_examples": 0
+        if data.ranking_data() is None
+        else calls.num_examples(data.ranking_data()),
         "observable": settings.observable,
+        "ranking_model": ranking_model,
+        "texts": data.texts,
+        "tokens": data.tokens,
         "preconditioner": settings.preconditioner,
         "settings": asdict(settings),
         "data_sha256": data_sha256,
@@ -197,6 +300,8 @@ def bracket_sweep(
     sources: Mapping[int, str] | None = None,
     replace_stale: bool = False,
     progress: bool = True,
+    scores_at: Callable[[int, nn.Module], Tensor] | None = None,
+    scores_model: str | None = None,
 ) -> Path:
     """Run the sweep over ``checkpoints`` and write the results directory.
 
@@ -220,6 +325,11 @@ def bracket_sweep(
             (and kept as recorded otherwise).
         replace_stale: recompute stale steps (the directory belongs to this run, retrained
             since); ``False`` refuses instead, so another run's results are never overwritten.
+        scores_at: ``(step, model) -> (M,)`` order scores of the ranking pool in place of the
+            plain (or preconditioned) bracket scores, e.g. with the run's optimizer
+            (:func:`perturbative.brackets.optimizer_order_scores`).
+        scores_model: what ``scores_at`` models, for the report (e.g. "AdamW, the run's state,
+            window of 4 batches").
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -246,23 +356,35 @@ def bracket_sweep(
         )
     names = data.attribute_names
     model.eval()
+    first = calls.take_all(data.test_data(), slice(0, 1))
     with torch.no_grad():
-        width = output_values(model(data.test_inputs[:1])).reshape(1, -1).shape[1]
+        width = _shown_and_loss(loss_fn, data.measure, first)(_call(model, first[0])).shape[1] - 1
     if width != len(names):
         raise InputError(
-            f"{len(names)} attribute names for the model's {width} outputs; pass one name per "
-            "model output (for integer class labels: one name per class, e.g. "
+            f"{len(names)} attribute names for the model's {width} outputs per example; pass "
+            "one name per output (for integer class labels: one name per class, e.g. "
             "[f'class_{k}' for k in range(num_classes)])"
         )
+    if scores_model is None:
+        scores_model = (
+            "plain-SGD bracket score lr^2 S_x (ignores the optimizer)"
+            if settings.preconditioner == "none"
+            else "Adam-preconditioned bracket score (frozen P; ignores the optimizer's state)"
+        )
+    if data.tokens is not None and [len(row) for row in data.tokens] != [width] * len(data.tokens):
+        raise InputError(f"tokens must hold {width} strings per test example, one per column")
     sources = {int(k): str(v) for k, v in (sources or {}).items()}
     rank, world = rank_and_world()
     examples = tensors_sha256(
-        data.test_inputs, data.test_targets, data.ranking_inputs, data.ranking_targets
+        *_tensors(data.test_inputs),
+        data.test_targets,
+        *_tensors(data.ranking_inputs),
+        data.ranking_targets,
     )
     # Under torch.distributed the checkpoints are dealt out to the ranks; rank 0 holds the lock,
     # checks what is there, and writes meta.json; each step file is written by one rank only.
     with folder_lock(out_dir, "a bracket sweep") if rank == 0 else contextlib.nullcontext():
-        fresh = _meta(data, settings, model, [], sources, examples, {})
+        fresh = _meta(data, settings, model, [], sources, examples, {}, scores_model)
         kept, measured = _agreed(
             lambda: _steps_already_done(out_dir, fresh, sources, replace_stale)
         )
@@ -279,12 +401,17 @@ def bracket_sweep(
             model.load_state_dict(load())
             model.eval()
             precond = preconditioner_at(step, model) if preconditioner_at is not None else None
-            write_step(out_dir, step, checkpoint_results(model, loss_fn, data, settings, precond))
+            scores = functools.partial(scores_at, step, model) if scores_at is not None else None
+            results = checkpoint_results(model, loss_fn, data, settings, precond, scores)
+            write_step(out_dir, step, results)
             measured["seconds"][step] = round(time.perf_counter() - started, 3)
             measured["peak_memory_gib"][step] = _peak_memory_gib()
             done.append(step)
             if world == 1:
-                write_meta(out_dir, _meta(data, settings, model, done, sources, examples, measured))
+                write_meta(
+                    out_dir,
+                    _meta(data, settings, model, done, sources, examples, measured, scores_model),
+                )
         if world > 1:
             finished = sorted({s for steps in all_gather_objects(done) for s in steps})
             measured = {
@@ -293,10 +420,24 @@ def bracket_sweep(
             }
             if rank == 0:
                 write_meta(
-                    out_dir, _meta(data, settings, model, finished, sources, examples, measured)
+                    out_dir,
+                    _meta(
+                        data, settings, model, finished, sources, examples, measured, scores_model
+                    ),
                 )
             barrier()
     return out_dir
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def _tensors(inputs: Any) -> list[Tensor | None]:
+    """A keyword batch's tensors in the order of their keys, or ``[inputs]``."""
+    if isinstance(inputs, Mapping):
+        return [inputs[k] for k in sorted(inputs)]
+    return [inputs]
 
 
 def _agreed(check: Callable[[], T]) -> T:
