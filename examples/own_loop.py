@@ -1,8 +1,13 @@
 """Your own training loop, recorded and checked: a small GPT-2 learns characters of the Python
 documentation, and the order predictions are checked against really reordering the run.
 
-    python examples/own_loop.py                 # record runs/own_loop (about a minute)
-    perturbative order-check runs/own_loop --checkpoints 3 --batch-pairs 40
+    python examples/own_loop.py                 # record runs/own_loop (600 steps)
+    perturbative brackets runs/own_loop         # brackets at every checkpoint, for the report
+    perturbative order-check runs/own_loop --checkpoints 3 --batch-pairs 10 --windows 2 \
+        --scored-examples 10                    # predictions against really reordering it
+    perturbative report runs/own_loop           # runs/own_loop/report.html
+
+All four, timed: ``python benchmarks/own_run_example.py``.
 
 The loop is an ordinary one: a Hugging Face ``GPT2LMHeadModel`` built from a config (random init,
 dropout 0: nothing is downloaded), AdamW with linear warm-up and cosine decay, gradient clipping
@@ -65,6 +70,13 @@ def next_token(outputs, batch) -> torch.Tensor:
     return F.cross_entropy(outputs.logits[0, :-1], batch["labels"][0, 1:])
 
 
+def target_log_probabilities(outputs, batch) -> torch.Tensor:
+    """Each target character's log-probability, ``(sequences, 32)``: what the report shows of a
+    held-out sequence, rather than 103 logits per position."""
+    logp = outputs.logits[:, :-1].log_softmax(-1)
+    return logp.gather(-1, batch["labels"][:, 1:, None])[..., 0]
+
+
 class Sequences(torch.utils.data.Dataset):
     """Keyword examples ``{"input_ids", "labels"}``, indexed like the run's order log."""
 
@@ -89,6 +101,8 @@ def task() -> pt.Task:
         heldout_examples=64,
         examples_view="text",
         describe=lambda example: "".join(alphabet[c] for c in example["input_ids"]),
+        measure=target_log_probabilities,
+        tokens=lambda example: [alphabet[c] for c in example["labels"][1:]],
     )
 
 

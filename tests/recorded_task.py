@@ -96,3 +96,78 @@ bert_task = Task(
     heldout=SEQUENCES[64:],
     heldout_examples=32,
 )
+
+
+# --- a tiny GPT-2 on random "words" (random init, built from a config): keyword batches, a
+# per-token measure and tokens for the report's text view
+LETTERS = "abcdefghij"
+
+
+def gpt2_model():
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=len(LETTERS),
+        n_positions=9,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def next_token_loss(outputs, batch):
+    return F.cross_entropy(outputs.logits[0, :-1], batch["input_ids"][0, 1:])
+
+
+def target_log_probabilities(outputs, batch):
+    """Each target token's log-probability, ``(T, 8)``."""
+    logp = outputs.logits[:, :-1].log_softmax(-1)
+    return logp.gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+
+
+_words = torch.randint(0, len(LETTERS), (96, 9), generator=torch.Generator().manual_seed(6))
+_words[:, 1::2] = (_words[:, 0::2][:, :4] + 1) % len(LETTERS)  # a learnable rule
+WORDS = [{"input_ids": _words[i]} for i in range(96)]
+lm_task = Task(
+    model=gpt2_model,
+    loss_fn=next_token_loss,
+    train=WORDS[:64],
+    heldout=WORDS[64:],
+    heldout_examples=32,
+    examples_view="text",
+    describe=lambda example: "".join(LETTERS[c] for c in example["input_ids"]),
+    measure=target_log_probabilities,
+    tokens=lambda example: [LETTERS[c] for c in example["input_ids"][1:]],
+)
+
+
+def record_keyword(run_dir, task_name="lm_task", steps=12, save_at=6):
+    """Record a plain AdamW loop over a keyword-batch task of this module."""
+    task = globals()[task_name]
+    net = task.model()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    recorder = Recorder(run_dir, net, opt, task=f"recorded_task:{task_name}", save_at=save_at)
+    order = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        indices = torch.randperm(len(task.train), generator=order)[:8]
+        batch = task.batch(indices.tolist())
+        opt.zero_grad()
+        torch.stack(
+            [
+                task.loss_fn(
+                    net(**{k: v[i : i + 1] for k, v in batch.items()}),
+                    {k: v[i : i + 1] for k, v in batch.items()},
+                )
+                for i in range(8)
+            ]
+        ).mean().backward()
+        opt.step()
+        recorder.step(indices)
+    recorder.close()

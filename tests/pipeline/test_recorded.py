@@ -47,6 +47,9 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
         "output_1",
         "output_2",
     ]
+    # ranked with the run's AdamW over its next 4 logged batches; the last checkpoint has none
+    assert "AdamW" in meta["ranking_model"] and "ranking_indices" in steps[10]
+    assert "ranking_indices" not in steps[20]
     targets = steps[20]["targets"]
     from recorded_task import TARGETS
 
@@ -73,10 +76,29 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
     assert "Order predictions against really reordering this run" in page and "AdamW" in page
 
 
-def test_brackets_of_keyword_examples_are_refused_with_what_works(tmp_path):
-    from perturbative.pipeline.recorded import sweep_recorded_run
+def test_a_language_model_run_of_keyword_batches_is_swept_and_shown_as_text(tmp_path):
+    from recorded_task import record_keyword
+
+    from perturbative.cli import main
+    from perturbative.pipeline import load_results
 
     run = tmp_path / "run"
-    record(run, steps=12, task="recorded_task:bert_task")
-    with pytest.raises(InputError, match="keyword batches are not supported yet.*order-check"):
-        sweep_recorded_run(run)
+    record_keyword(run)
+    flags = ["--ranking-examples", "6", "--test-examples", "8", "--threads", "1"]
+    assert main(["brackets", str(run), *flags]) == 0
+    meta, steps = load_results(run / "brackets")
+    assert sorted(steps) == [0, 6, 12] and meta["attribute_names"][:2] == ["token 0", "token 1"]
+    assert len(meta["texts"]) == 8 and len(meta["texts"][0]) == 9
+    assert [len(t) for t in meta["tokens"]] == [8] * 8
+    assert meta["tokens"][0] == list(meta["texts"][0][1:])
+    assert "AdamW" in meta["ranking_model"]
+    at = steps[6]
+    pairs = len(meta["pairs"])
+    assert at["output_shift"].shape == (pairs, 8, 8) and at["loss_shift"].shape == (pairs, 8)
+    assert "targets" not in at  # a keyword batch carries its own
+    # the loss is the mean negative log-probability of the 8 target tokens, and so are shifts
+    torch.testing.assert_close(-at["output_shift"].mean(-1), at["loss_shift"], rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(-at["outputs"].mean(-1), at["losses"], rtol=1e-5, atol=1e-6)
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert 'id="textview"' in page and meta["texts"][0] in page

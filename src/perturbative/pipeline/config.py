@@ -335,6 +335,9 @@ class SweepOptions:
         out_dir: results directory; default ``<run>/brackets``.
         only_steps: sweep only the checkpoints of these steps (default: every checkpoint), e.g.
             to rank the whole training split at a few of them into a second results directory.
+        ranking_window: for runs recorded by ``perturbative.Recorder``: rank by the order scores
+            with the run's own optimizer and state, an example moved between the first and the
+            last of the run's next 4 batches (0: the plain bracket scores, as for ``train``'s runs).
     """
 
     bracket_examples: int = _SETTINGS_DEFAULTS["bracket_examples"]
@@ -346,9 +349,12 @@ class SweepOptions:
     seed: int = 0
     out_dir: str | None = None
     only_steps: tuple[int, ...] | None = None
+    ranking_window: int = 4
 
     def __post_init__(self) -> None:
         _check_sweep_choices(self)
+        if self.ranking_window == 1 or self.ranking_window < 0:
+            raise InputError(f"ranking_window must be 0 or at least 2, not {self.ranking_window}")
         if self.only_steps is not None:
             self.only_steps = tuple(int(s) for s in self.only_steps)
             if not self.only_steps:

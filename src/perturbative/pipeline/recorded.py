@@ -7,7 +7,9 @@ weights, and the optimizer of the recorded class from its param groups and state
 run's own batches (the two the run trained next, and random pairs of later ones), predicts
 ``O(A then B) - O(B then A)`` with the run's optimizer, state and scheduled lr, trains both
 orders on copies in float64 and compares, beside the baselines (a fair coin, larger gradient
-first, the plain-SGD bracket that ignores the optimizer).
+first, the plain-SGD bracket that ignores the optimizer), and the order scores of single
+training examples with the run's optimizer against really moving each of them.
+:func:`sweep_recorded_run` sweeps its checkpoints for the report.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import json
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from perturbative._core.calls import output_values
 from perturbative._core.errors import InputError
 from perturbative._core.io import file_sha256, read_json_lines, write_json
 from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
+    Observable,
     adam_preconditioner,
     best_order,
     moved_first_or_last,
@@ -46,7 +49,7 @@ from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.order_summary import sign_accuracy
 from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
 from perturbative.pipeline.results import RECORDED_CHECK
-from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
+from perturbative.pipeline.sweep import SweepData, bracket_sweep, output_width, select_examples
 from perturbative.pipeline.task import Task, as_dtype, load_task
 
 RECORDED_CHECK_VERSION = 1
@@ -178,16 +181,19 @@ def sweep_recorded_run(
     checkpoint, into ``RUN/brackets`` (or ``options.out_dir``), for the report.
 
     The test batch and the ranking pool are drawn from the task's held-out and training
-    examples; the loss meets the task's own targets, and the report draws class indices in their
-    class's cell (:func:`perturbative.pipeline.sweep.report_targets`). Output names come from
-    ``task.output_names``.
-
-    Raises:
-        InputError: keyword (Hugging Face) examples, which the sweep's files do not hold yet:
-            ``perturbative order-check`` works on such runs.
+    examples, tuples of tensors or keyword batches; the loss meets the task's own targets, and
+    the report draws class indices in their class's cell
+    (:func:`perturbative.pipeline.sweep.report_targets`). What the report shows of each example
+    is the task's ``measure`` (default: the outputs), named by ``task.output_names``; examples
+    are shown as the task's text snippets and tokens where it gives them. The ranking pool is
+    ranked by :func:`perturbative.brackets.optimizer_order_scores` with the run's optimizer at
+    each checkpoint (``options.ranking_window`` of its logged batches), where the predictions
+    model that optimizer; by the plain bracket scores otherwise.
     """
     options = options or SweepOptions()
     task = run_task(run_dir, task)
+    run = read_run(run_dir)
+    log = read_json_lines(Path(run_dir) / ORDER_LOG)
     checkpoints = list_checkpoints(run_dir)
     if options.only_steps is not None:
         checkpoints = [(s, p) for s, p in checkpoints if s in options.only_steps]
@@ -198,28 +204,23 @@ def sweep_recorded_run(
     test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
     pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
     test_batch, pool_batch = task.batch(test.tolist(), "heldout"), task.batch(pool.tolist())
-    if isinstance(test_batch, dict):
-        raise InputError(
-            "brackets and the report of a run whose examples are keyword batches are not "
-            "supported yet; `perturbative order-check RUN` works on it"
-        )
     model = task.model().eval()
-    with torch.no_grad():
-        width = output_values(model(test_batch[0][:1])).reshape(1, -1).shape[1]
-    names = list(task.output_names) or [f"output_{k}" for k in range(width)]
-
     data = SweepData(
-        test_inputs=test_batch[0],
-        test_targets=test_batch[1] if len(test_batch) > 1 else torch.zeros(len(test), width),
-        attribute_names=names,
-        ranking_inputs=pool_batch[0] if len(pool) >= 2 else None,
-        ranking_targets=pool_batch[1] if len(pool) >= 2 and len(pool_batch) > 1 else None,
+        *_inputs_and_targets(test_batch),
+        attribute_names=[],
         test_indices=test,
         ranking_indices=pool,
-        thumbnails=None,
+        measure=task.measure,
+        texts=[task.describe(task.heldout[i]) for i in test.tolist()] if task.describe else None,
+        tokens=[task.tokens(task.heldout[i]) for i in test.tolist()] if task.tokens else None,
     )
+    if len(pool) >= 2:
+        data.ranking_inputs, data.ranking_targets = _inputs_and_targets(pool_batch)
+    width = output_width(model, task.loss_fn, data)
+    data.attribute_names = list(task.output_names) or [
+        f"token {k}" if task.tokens else f"output_{k}" for k in range(width)
+    ]
 
-    run = read_run(run_dir)
     read = functools.lru_cache(maxsize=1)(read_checkpoint)  # weights, then Adam's state: once
 
     def weights(path: Path):
@@ -227,15 +228,37 @@ def sweep_recorded_run(
 
     paths = dict(checkpoints)
 
+    def opened(step: int, at_model: nn.Module):
+        return _rebuild(run, *read(paths[step]), task, next(at_model.parameters()).dtype)
+
     def adam_at(step: int, at_model: nn.Module):
-        dtype = next(at_model.parameters()).dtype
-        opened, optimizer = _rebuild(run, *read(paths[step]), task, dtype)
-        pre = adam_preconditioner(optimizer, dict(opened.named_parameters()))
+        rebuilt, optimizer = opened(step, at_model)
+        pre = adam_preconditioner(optimizer, dict(rebuilt.named_parameters()))
         by_name = dict(at_model.named_parameters())
         return {k: v.to(by_name[k]) for k, v in pre.items()}
 
+    window = options.ranking_window
+    modelled = getattr(torch.optim, run["optimizer"], None) in UPDATE_RULES
+
+    def scores_at(step: int, at_model: nn.Module) -> Tensor | None:
+        later = [r for r in log if r["step"] > step][:window]
+        if len(later) < window:  # too few logged steps after it to move examples across
+            return None
+        rebuilt, optimizer = opened(step, at_model)
+        dtype = next(at_model.parameters()).dtype
+        return optimizer_order_scores(
+            rebuilt,
+            task.loss_fn,
+            optimizer,
+            data.ranking_data(),
+            Observable.mean_loss(task.loss_fn, data.test_data()),
+            [as_dtype(task.batch(r["indices"]), dtype) for r in later],
+            max_grad_norm=run.get("max_grad_norm"),
+        ).scores
+
+    optimizer_aware = window >= 2 and modelled and data.ranking_data() is not None
     settings = SweepSettings(
-        lr=float(read_json_lines(Path(run_dir) / ORDER_LOG)[0]["lr"][0]),
+        lr=max(float(r["lr"][0]) for r in log),  # the schedule's largest, not warm-up's first
         bracket_examples=options.bracket_examples,
         dataset="recorded",
         observable=f"held-out mean loss of the {len(test)}-example test batch",
@@ -254,7 +277,22 @@ def sweep_recorded_run(
         preconditioner_at=adam_at if options.preconditioner == "adam" else None,
         sources={s: file_sha256(p) for s, p in list_checkpoints(run_dir)},
         replace_stale=True,
+        scores_at=scores_at if optimizer_aware else None,
+        scores_model=(
+            f"order scores with the run's {run['optimizer']} in its recorded state: an example "
+            f"trained in the first rather than the last of the run's next {window} batches "
+            f"(checkpoints with fewer than {window} logged steps after them are not ranked)"
+            if optimizer_aware
+            else None
+        ),
     )
+
+
+def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor | None]:
+    """A collated batch as the sweep's ``(inputs, targets)``: a keyword batch carries its own."""
+    if isinstance(batch, Mapping):
+        return batch, None
+    return batch[0], batch[1] if len(batch) > 1 else None
 
 
 def _wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:

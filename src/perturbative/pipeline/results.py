@@ -37,7 +37,7 @@ METRICS = "metrics.jsonl"
 ORDER_CHECK = "order_check.json"
 RECORDED_CHECK = "recorded.json"  # the order check of a run recorded by perturbative.Recorder
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
-REQUIRED_STEP = ("output_shift", "outputs", "targets", "grad_norm", "bracket_norm")
+REQUIRED_STEP = ("output_shift", "outputs", "grad_norm", "bracket_norm")
 RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
 
 

@@ -139,13 +139,14 @@ def checkpoint_results(
     data: SweepData,
     settings: SweepSettings,
     preconditioner: Params | None = None,
-    scores: Callable[[], Tensor] | None = None,
+    scores: Callable[[], Tensor | None] | None = None,
 ) -> dict[str, Tensor]:
     """Everything one checkpoint contributes to the results (see ``docs/results-format.md``).
 
     ``model`` must already hold the checkpoint's weights and be in eval mode. ``scores``, if
     given, replaces the ranking pool's plain (or preconditioned) order scores: ``() -> (M,)``,
-    e.g. :func:`perturbative.brackets.optimizer_order_scores` with the run's optimizer.
+    e.g. :func:`perturbative.brackets.optimizer_order_scores` with the run's optimizer, or
+    ``None`` where they cannot be had at this checkpoint (the step then has no ranking).
     """
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     b = settings.bracket_examples
@@ -201,10 +202,9 @@ def checkpoint_results(
     if data.test_indices is not None:
         result["test_indices"] = data.test_indices.long()
     ranked = data.ranking_data()
-    if ranked is not None:
-        if scores is not None:
-            ranking = scores()
-        else:
+    ranking = scores() if scores is not None and ranked is not None else None
+    if ranked is not None and (scores is None or ranking is not None):
+        if ranking is None:
             u = mean_gradient(model, loss_fn, params, test)
             ranked = tuple(_to(item, device) for item in ranked)
             ranking = order_scores(model, loss_fn, params, ranked, u, preconditioner=preconditioner)
@@ -300,7 +300,7 @@ def bracket_sweep(
     sources: Mapping[int, str] | None = None,
     replace_stale: bool = False,
     progress: bool = True,
-    scores_at: Callable[[int, nn.Module], Tensor] | None = None,
+    scores_at: Callable[[int, nn.Module], Tensor | None] | None = None,
     scores_model: str | None = None,
 ) -> Path:
     """Run the sweep over ``checkpoints`` and write the results directory.
@@ -327,7 +327,8 @@ def bracket_sweep(
             since); ``False`` refuses instead, so another run's results are never overwritten.
         scores_at: ``(step, model) -> (M,)`` order scores of the ranking pool in place of the
             plain (or preconditioned) bracket scores, e.g. with the run's optimizer
-            (:func:`perturbative.brackets.optimizer_order_scores`).
+            (:func:`perturbative.brackets.optimizer_order_scores`), or ``None`` for a step that
+            cannot be scored (it is then left unranked).
         scores_model: what ``scores_at`` models, for the report (e.g. "AdamW, the run's state,
             window of 4 batches").
 
@@ -356,9 +357,7 @@ def bracket_sweep(
         )
     names = data.attribute_names
     model.eval()
-    first = calls.take_all(data.test_data(), slice(0, 1))
-    with torch.no_grad():
-        width = _shown_and_loss(loss_fn, data.measure, first)(_call(model, first[0])).shape[1] - 1
+    width = output_width(model, loss_fn, data)
     if width != len(names):
         raise InputError(
             f"{len(names)} attribute names for the model's {width} outputs per example; pass "
@@ -427,6 +426,15 @@ def bracket_sweep(
                 )
             barrier()
     return out_dir
+
+
+def output_width(model: nn.Module, loss_fn: LossFn, data: SweepData) -> int:
+    """How many values the report shows of each test example: the model's outputs, or
+    ``data.measure``'s, per example."""
+    first = calls.take_all(data.test_data(), slice(0, 1))
+    model.eval()
+    with torch.no_grad():
+        return _shown_and_loss(loss_fn, data.measure, first)(_call(model, first[0])).shape[1] - 1
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:

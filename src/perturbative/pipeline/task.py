@@ -62,6 +62,12 @@ class Task:
         output_names: names of the model's outputs, for the report (optional).
         examples_view: how the report shows an example: "index", "image" or "text".
         describe: ``example -> str``, a text snippet of an example (with ``examples_view="text"``).
+        measure: ``(outputs, *targets) -> (T, K)``, what of a batch's outputs the report shows
+            and pushes the brackets to, called like the loss (default: the outputs themselves).
+            For a language model, each target token's log-probability (not a vocabulary-wide
+            row of logits per token).
+        tokens: ``example -> K strings``, the token behind each column of ``measure`` (the
+            report's text view colours each by how much its value moves).
     """
 
     model: Callable[[], nn.Module]
@@ -74,6 +80,8 @@ class Task:
     output_names: tuple[str, ...] = ()
     examples_view: str = "index"
     describe: Callable[[Any], str] | None = field(default=None, repr=False)
+    measure: Callable[..., Tensor] | None = field(default=None, repr=False)
+    tokens: Callable[[Any], list[str]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.model):

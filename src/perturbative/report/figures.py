@@ -76,6 +76,30 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     ax.legend()
     plots["norms_steps"] = png_uri(fig)
 
+    if data.tokens is None:
+        plots.update(_comovement_plots(names, steps, corr, top, Figure))
+    if data.metrics:
+        fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        rows = sorted(data.metrics, key=lambda r: r["step"])
+        ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
+        for step in steps:
+            ax.axvline(step, color="grey", lw=0.4)
+        ax.set(xlabel="step (grey: checkpoints)", ylabel="train loss")
+        held = [(r["step"], r["heldout_accuracy"]) for r in rows if "heldout_accuracy" in r]
+        if held:
+            twin = ax.twinx()
+            twin.plot(*zip(*held, strict=True), "C1o-", ms=3, label="held-out accuracy")
+            twin.set_ylabel("held-out accuracy", color="C1")
+        plots["metrics"] = png_uri(fig)
+    if data.order_check:
+        plots.update(order_check_figures(data.order_check))
+    return plots
+
+
+def _comovement_plots(names: list[str], steps: np.ndarray, corr: np.ndarray, top: list, Figure):
+    """The strongest pairs' co-movement over training, and the matrix at the last step."""
+    plots = {}
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     a, b = np.triu_indices(len(names), k=1)
@@ -103,22 +127,6 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     fig.colorbar(image, ax=ax, label="r")
     plots["comovement_matrix"] = png_uri(fig)
 
-    if data.metrics:
-        fig = Figure(figsize=(6.0, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-        rows = sorted(data.metrics, key=lambda r: r["step"])
-        ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
-        for step in steps:
-            ax.axvline(step, color="grey", lw=0.4)
-        ax.set(xlabel="step (grey: checkpoints)", ylabel="train loss")
-        held = [(r["step"], r["heldout_accuracy"]) for r in rows if "heldout_accuracy" in r]
-        if held:
-            twin = ax.twinx()
-            twin.plot(*zip(*held, strict=True), "C1o-", ms=3, label="held-out accuracy")
-            twin.set_ylabel("held-out accuracy", color="C1")
-        plots["metrics"] = png_uri(fig)
-    if data.order_check:
-        plots.update(order_check_figures(data.order_check))
     return plots
 
 

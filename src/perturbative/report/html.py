@@ -48,12 +48,26 @@ def _ranking_html(data: ReportData) -> str:
     observable = html.escape(str(data.meta.get("observable", "the observable")))
     m = data.ranking_indices.shape[1]
     ranks = "".join(f"<th>rank {n + 1}<br><small>index, S_x</small></th>" for n in range(width))
+    model = data.meta.get("ranking_model")
+    if model and "run's" in model:
+        what = (
+            f"{m} training examples ranked by |S_x|, S_x the {html.escape(model)}: the predicted "
+            f"change of {observable} (negative: x first lowers it), with the optimizer's state "
+            "part and its curvature part, as the order check tests it. Sorted by |S_x|, largest "
+            "first."
+        )
+    else:
+        what = (
+            f"{m} training examples ranked by |S_x|, S_x = sum over the pool of u . [v_x, v_y], "
+            f"u the gradient of {observable}: lr^2 S_x is how much training x first rather than "
+            "last among the others changes it (negative: x first lowers it). The scores model "
+            f"{html.escape(model or 'plain SGD')}: under Adam or momentum the optimizer's "
+            "state, which they leave out, can have the larger part and the other sign. Sorted "
+            "by |S_x|, largest first."
+        )
     return (
         "<h2>Order sensitivity of training examples</h2>"
-        f'<p class="hint">{m} training examples ranked by |S_x|, S_x = sum over the pool of '
-        f"u . [v_x, v_y], u the gradient of {observable}: lr^2 S_x is how much training x "
-        "first rather than last among the others changes it (plain SGD, second order; "
-        "negative: x first lowers it). Sorted by |S_x|, largest first.</p>"
+        f'<p class="hint">{what}</p>'
         '<table class="data" id="ranking-table"><thead><tr><th>step</th>'
         f"{ranks}<th>median |S_x|</th><th>top 10 kept from previous checkpoint</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
@@ -222,12 +236,11 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
         "SPEARMAN": _num(fit.spearman),
         "SLOPE": _num(fit.slope),
         "COUNT": str(fit.count),
-        "STRONGEST": f"{e(names[top[0][0]])} / {e(names[top[0][1]])}" if top else "n/a",
-        "STRONGEST_R": f"{np.abs(corr[:, top[0][0], top[0][1]]).mean():.3f}" if top else "n/a",
-        "STRONGEST_SIGNED": f"{corr[:, top[0][0], top[0][1]].mean():+.3f}" if top else "n/a",
-        "PAIR_ROWS": _pair_rows(names, corr, top),
+        "COMOVEMENT_BOX": "" if data.tokens else _comovement_box(names, corr, top),
+        "COMOVEMENT": ""
+        if data.tokens or not top
+        else _comovement_html(names, corr, top, data.steps[-1], plots),
         "LAYERS": _layers_html(data, plots.pop("layers", None)),
-        "LAST_STEP": str(data.steps[-1]),
         "METRICS": (
             f'<h2>Training</h2><img alt="training curves" src="{metrics_plot}">'
             if metrics_plot
@@ -236,7 +249,9 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
         "RANKING": _ranking_html(data)
         + _order_check_html(data, order_plots)
         + _recorded_check_html(data),
-        **{f"PLOT_{key.upper()}": uri for key, uri in plots.items()},
+        **{
+            f"PLOT_{key.upper()}": uri for key, uri in plots.items() if not key.startswith("comove")
+        },
         "DATA": _json_for_script(_payload(data)),
     }
     write_text(out_path, fill_template(_template(), parts))
@@ -269,6 +284,41 @@ def _facts(data: ReportData) -> str:
         f" · preconditioner {e(str(meta.get('preconditioner', 'none')))} · {s} checkpoints"
         f" (steps {data.steps[0]}–{data.steps[-1]}) · B = {meta['bracket_examples']} bracket "
         f"examples, P = {p} pairs, T = {t} test examples, K = {k} outputs"
+    )
+
+
+def _comovement_box(names: list[str], corr: np.ndarray, top: list[tuple[int, int]]) -> str:
+    e = html.escape
+    if not top:
+        return ""
+    a, c = top[0]
+    return (
+        f'<div><span class="num">{np.abs(corr[:, a, c]).mean():.3f}</span>strongest co-moving '
+        f"attributes: <b>{e(names[a])} / {e(names[c])}</b> (largest mean |r| of their output "
+        f"shifts over checkpoints; mean r {corr[:, a, c].mean():+.3f}).</div>"
+    )
+
+
+def _comovement_html(
+    names: list[str], corr: np.ndarray, top: list[tuple[int, int]], last: int, plots: dict
+) -> str:
+    """Which outputs move together; left out where the columns are tokens of different
+    texts, whose co-movement means nothing."""
+    return (
+        "<h2>Which attributes move together</h2>"
+        '<p class="hint">At each checkpoint: the Pearson correlation, over all (pair, test '
+        "example) samples, between the output shifts of two attributes. Pairs are sorted by "
+        "mean |r| over checkpoints, largest first (|r| large: the pair moves together, r > 0, "
+        "or in opposite directions, r < 0); the signed mean r says which. On CelebA, the "
+        "mutually exclusive Black_Hair / Brown_Hair move in opposite directions (r near -0.95) "
+        "from a few hundred steps on: a swap of two training examples that raises one lowers "
+        "the other.</p>"
+        '<table class="data" id="pairs-table"><thead><tr><th>attribute</th><th>attribute</th>'
+        f"<th>mean |r| &#9660;</th><th>mean r</th><th>r at step {last}</th></tr></thead>"
+        f"<tbody>{_pair_rows(names, corr, top)}</tbody></table>"
+        '<div class="plots"><img alt="co-movement of the strongest pairs over training" '
+        f'src="{plots["comovement"]}"><img alt="co-movement matrix" '
+        f'src="{plots["comovement_matrix"]}"></div>'
     )
 
 
@@ -321,8 +371,13 @@ def _payload(data: ReportData) -> dict:
         "T": t,
         "K": k,
         "shift": [_scaled(data.output_shift[n]) for n in range(s)],
+        "lossShift": None
+        if data.loss_shift is None
+        else [_scaled(data.loss_shift[n]) for n in range(s)],
         "outputs": [_sig4(o) for o in data.outputs] if data.outputs is not None else None,
-        "targets": _sig4(data.targets),
+        "targets": None if data.targets is None else _sig4(data.targets),
+        "texts": data.texts,
+        "tokens": data.tokens,
         "bracketNorm": [_sig4(x) for x in data.bracket_norm],
         "gradNorm": [_sig4(x) for x in data.grad_norm],
         "cancellation": [_sig4(x) for x in data.cancellation],

@@ -45,7 +45,7 @@ class ReportData:
         pairs: ``(P, 2)`` bracket pairs ``(i, j)`` with ``i < j``.
         output_shift: ``(S, P, T, K)`` output shifts ``lr^2 J_f [v_i, v_j]``.
         outputs: ``(S, T, K)`` the model's outputs (logits).
-        targets: ``(T, K)`` targets of the test batch.
+        targets: ``(T, K)`` targets of the test batch, or None (keyword batches hold their own).
         grad_norm: ``(S, B)`` gradient norms ``|g_i|``.
         bracket_norm: ``(S, P)`` bracket norms ``|[v_i, v_j]|``.
         cancellation: ``(S, P)`` ``|[v_i, v_j]| / (|H_j g_i| + |H_i g_j|)`` (NaN if absent).
@@ -58,6 +58,11 @@ class ReportData:
         ranking_scores: ``(S, M)`` their order-sensitivity scores, or None.
         order_check: the run's ``order_check/order_check.json`` (predictions against real
             reordered training), or None.
+        recorded_check: a recorded run's ``order_check/recorded.json``, or None.
+        loss_shift: ``(S, P, T)`` each test example's loss shift ``lr^2 grad L_t . [v_i, v_j]``,
+            or None (sweeps before it was recorded).
+        texts: a text snippet of each test example, or None.
+        tokens: per test example, the token behind each of the ``K`` columns, or None.
     """
 
     results_dir: Path
@@ -67,7 +72,7 @@ class ReportData:
     pairs: np.ndarray
     output_shift: np.ndarray
     outputs: np.ndarray
-    targets: np.ndarray
+    targets: np.ndarray | None
     grad_norm: np.ndarray
     bracket_norm: np.ndarray
     cancellation: np.ndarray
@@ -80,6 +85,9 @@ class ReportData:
     ranking_scores: np.ndarray | None = None
     order_check: dict | None = None
     recorded_check: dict | None = None
+    loss_shift: np.ndarray | None = None
+    texts: list[str] | None = None
+    tokens: list[list[str]] | None = None
 
 
 def load_report_data(results_dir: Path | str) -> ReportData:
@@ -108,7 +116,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
     _check_shapes(arrays[0], len(pairs), shift.shape[2], len(names), int(meta["bracket_examples"]))
     cancellation = stack("cancellation")
     test_indices = arrays[0].get("test_indices")
-    ranking = stack("ranking_indices")
+    ranking, ranking_scores = _ranking(arrays)
     return ReportData(
         results_dir=results_dir,
         meta=meta,
@@ -117,7 +125,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         pairs=pairs,
         output_shift=shift,
         outputs=stack("outputs"),
-        targets=arrays[0]["targets"].astype(np.float64),
+        targets=arrays[0]["targets"].astype(np.float64) if "targets" in arrays[0] else None,
         grad_norm=stack("grad_norm"),
         bracket_norm=stack("bracket_norm"),
         cancellation=cancellation if cancellation is not None else np.full((len(steps), 0), 0.0),
@@ -127,10 +135,38 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         thumbnails=load_thumbnails(results_dir),
         metrics=producing_run_metrics(results_dir, meta),
         ranking_indices=None if ranking is None else ranking.astype(np.int64),
-        ranking_scores=stack("ranking_scores") if ranking is not None else None,
+        ranking_scores=ranking_scores,
         order_check=read_order_check(results_dir.parent),
         recorded_check=read_recorded_check(results_dir.parent),
+        loss_shift=stack("loss_shift"),
+        texts=meta.get("texts"),
+        tokens=meta.get("tokens"),
     )
+
+
+def _ranking(arrays: list[dict]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The ranking of every step that has one, stacked; a step without (a recorded run's last
+    checkpoint, with no logged batches after it to move examples across) gets indices -1 and
+    scores NaN."""
+    ranked = [a for a in arrays if "ranking_indices" in a]
+    if not ranked:
+        return None, None
+    shapes = {a["ranking_indices"].shape for a in ranked}
+    if len(shapes) != 1:
+        raise InputError(f"ranking_indices changes shape between step files {shapes}; {RERUN}")
+    (shape,) = shapes
+    indices = np.stack(
+        [a["ranking_indices"] if "ranking_indices" in a else np.full(shape, -1) for a in arrays]
+    )
+    scores = np.stack(
+        [
+            a["ranking_scores"].astype(np.float64)
+            if "ranking_indices" in a
+            else np.full(shape, np.nan)
+            for a in arrays
+        ]
+    )
+    return indices.astype(np.int64), scores
 
 
 def _check_shapes(arrays: dict, pairs: int, tests: int, outputs: int, bracketed: int) -> None:
@@ -274,6 +310,8 @@ def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
     for step, indices, scores in zip(
         data.steps, data.ranking_indices, data.ranking_scores, strict=True
     ):
+        if indices[0] < 0:  # this step was not ranked
+            continue
         current = set(indices[:10].tolist())
         rows.append(
             {
