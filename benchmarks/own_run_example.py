@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(args.run_dir or Path(scratch) / "own_loop")
-        cli = [sys.executable, "-m", "perturbative"]
+        cli = [sys.executable, "-m", "perturbative.cli"]
         commands = {
             "record": [sys.executable, str(ROOT / "examples/own_loop.py"), "--run-dir", str(run)],
             "brackets": [*cli, "brackets", str(run)],

@@ -544,3 +544,9 @@ def warm_up(case: Case, optimizer: torch.optim.Optimizer, steps: int = 3) -> Non
         ).mean()
         loss.backward()
         optimizer.step()
+
+
+def random_preconditioner(params, seed=0):
+    """A positive diagonal preconditioner in [0.5, 1.5), keyed like ``params``."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.rand(v.shape, generator=g, dtype=v.dtype) + 0.5 for k, v in params.items()}

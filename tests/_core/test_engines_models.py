@@ -213,7 +213,7 @@ def test_order_scores_on_layer_norm_are_right_and_fall_back_loudly_where_needed(
     kernel's error still is."""
     if not elementary:
         monkeypatch.setattr(
-            "perturbative.brackets._order.elementary_normalization", contextlib.nullcontext
+            "perturbative.brackets._scores.elementary_normalization", contextlib.nullcontext
         )
     case, exact = transformer_ce(), transformer_ce()  # the same model twice
     model = case.model.to(dtype)

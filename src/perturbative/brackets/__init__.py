@@ -10,11 +10,12 @@ then y and on y then x. One module per object:
 * ``_expansion``: how an order prediction expands each gradient (:class:`Expansion`);
 * ``_optimizers``: the one reader of a ``torch.optim`` optimizer, and its update as a function;
 * ``_preconditioners``: Adam's diagonal preconditioner from its state;
-* ``_observables``: what a bracket does to the model's outputs and to a scalar observable;
+* ``_output_shifts``: what a bracket does to the model's outputs and to a scalar observable;
 * ``_norms``: norms, per-tensor RMS and the cancellation ratio;
 * ``_swap``: the real two-step swap experiment with any optimizer;
-* ``_order``: what the order does to an observable: predictions, best orders, order scores;
-* ``_scores``: order scores of a whole pool with the run's optimizer;
+* ``_observable``: the scalar observable ``O`` the predictions measure;
+* ``_predictions``: what the order does to an observable: predictions and best orders;
+* ``_scores``: order scores of single examples, plain and with the run's optimizer;
 * ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
@@ -38,28 +39,30 @@ from perturbative.brackets._norms import layer_rms as layer_rms
 from perturbative.brackets._norms import layer_squared_norms as layer_squared_norms
 from perturbative.brackets._norms import vector_norm as vector_norm
 from perturbative.brackets._norms import vector_rms as vector_rms
-from perturbative.brackets._observables import order_sensitivity as order_sensitivity
-from perturbative.brackets._observables import output_shift as output_shift
-from perturbative.brackets._observables import projected_bracket_matrix as projected_bracket_matrix
+from perturbative.brackets._observable import Observable as Observable
 from perturbative.brackets._optimizers import UPDATE_RULES as UPDATE_RULES
-from perturbative.brackets._order import FreshOptimizerWarning as FreshOptimizerWarning
-from perturbative.brackets._order import Observable as Observable
-from perturbative.brackets._order import OrderPrediction as OrderPrediction
-from perturbative.brackets._order import SwapPrediction as SwapPrediction
-from perturbative.brackets._order import best_order as best_order
-from perturbative.brackets._order import exchanged as exchanged
-from perturbative.brackets._order import order_scores as order_scores
-from perturbative.brackets._order import predict_exchange as predict_exchange
-from perturbative.brackets._order import predict_order as predict_order
-from perturbative.brackets._order import predict_swap as predict_swap
+from perturbative.brackets._output_shifts import order_sensitivity as order_sensitivity
+from perturbative.brackets._output_shifts import output_shift as output_shift
+from perturbative.brackets._output_shifts import (
+    projected_bracket_matrix as projected_bracket_matrix,
+)
 from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
 from perturbative.brackets._pieces import Selection as Selection
 from perturbative.brackets._pieces import on_pieces as on_pieces
 from perturbative.brackets._pieces import record_pieces as record_pieces
 from perturbative.brackets._preconditioners import adam_preconditioner as adam_preconditioner
+from perturbative.brackets._predictions import FreshOptimizerWarning as FreshOptimizerWarning
+from perturbative.brackets._predictions import OrderPrediction as OrderPrediction
+from perturbative.brackets._predictions import SwapPrediction as SwapPrediction
+from perturbative.brackets._predictions import best_order as best_order
+from perturbative.brackets._predictions import exchanged as exchanged
+from perturbative.brackets._predictions import predict_exchange as predict_exchange
+from perturbative.brackets._predictions import predict_order as predict_order
+from perturbative.brackets._predictions import predict_swap as predict_swap
 from perturbative.brackets._scores import OptimizerOrderScores as OptimizerOrderScores
 from perturbative.brackets._scores import moved_first_or_last as moved_first_or_last
 from perturbative.brackets._scores import optimizer_order_scores as optimizer_order_scores
+from perturbative.brackets._scores import order_scores as order_scores
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
 from perturbative.brackets._swap import swap_check as swap_check

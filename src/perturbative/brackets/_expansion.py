@@ -1,6 +1,6 @@
 """How an order prediction expands each gradient: one frozen options object.
 
-Every prediction of :mod:`perturbative.brackets._order` (and the order check of
+Every prediction of :mod:`perturbative.brackets._predictions` (and the order check of
 :mod:`perturbative.pipeline`) takes the optimizer's own steps from ``theta`` and feeds step ``j``
 the gradient ``g_j(theta + d)`` expanded in the displacement ``d`` the earlier predicted steps
 made. :class:`Expansion` says how: to which order, on which smooth piece of the network, with

@@ -1,9 +1,23 @@
-"""Order scores with the run's optimizer: how much training each example in the first rather
-than the last of the run's next minibatches changes an observable, under SGD (with momentum),
-Adam or AdamW in their real state.
+"""Order scores: which training examples it matters most to put early or late.
 
-:func:`perturbative.brackets.order_scores` is the plain-SGD score ``lr^2 S_x``, second order in
-``lr``: under an optimizer with state it misses the leading term, and with single-example steps
+:func:`order_scores` ranks a whole pool by ``S_x = sum_y u . [v_x, v_y]``: ``lr^2 S_x`` is how much
+``O`` changes (plain SGD, second order) when ``x`` is trained first rather than last among the
+pool. Since ``[v_x, v_x] = 0`` the sum may include ``x``, and
+
+    S_x = g_x . a - u^T H_x b,     a = sum_y H_y u,   b = sum_y g_y,
+
+one batched HVP and one batched gradient of the pool, then per example a directional derivative
+along ``a`` and a second directional derivative along ``(u, b)``, both from one nested forward
+pass whose inner tangent ``b - s a`` moves with the outer scalar ``s`` (normalisation layers
+written out in elementary ops, since torch's fused kernels have wrong second forward-mode
+derivatives; checked against forward-over-reverse, which replaces it where another op's are
+wrong), in chunks of examples: memory independent of the pool.
+With a frozen diagonal preconditioner ``P`` (fields ``-P g``): ``S_x = (P g_x) . a' - (Pu)^T H_x
+(P b)``, ``a' = sum_y H_y P u``.
+
+:func:`optimizer_order_scores` scores with the run's optimizer (SGD with momentum, Adam,
+AdamW, in their real state). The plain-SGD score ``lr^2 S_x`` is second order in ``lr``: under
+an optimizer with state it misses the leading term, and with single-example steps
 Adam's response to one example saturates (a near sign step) where a frozen preconditioner does
 not. Here an example ``x`` joins one of the run's own minibatches, weighted like the batch's own
 examples (``1/b`` for a batch of ``b``), in a window of ``W`` of the run's batches: in the first
@@ -33,25 +47,213 @@ costs ``2 n W`` minibatch steps.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import jvp, vmap
 
 from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
-from perturbative._core.engines import differentiable_kernels
-from perturbative.brackets._gradients import per_example_gradients
-from perturbative.brackets._optimizers import (
-    FunctionalOptimizer,
-    functional_optimizer,
-    plain_sgd,
+from perturbative._core.distributed import all_gather_objects, all_reduce_sum, rank_and_world
+from perturbative._core.engines import (
+    differentiable_kernels,
+    elementary_normalization,
+    run_engine,
 )
-from perturbative.brackets._order import Observable
-from perturbative.brackets._swap import _steps_on_copies, trained_names
+from perturbative.brackets._gradients import per_example_gradients
+from perturbative.brackets._hvp import (
+    hessian_vector_product,
+)
+from perturbative.brackets._observable import Observable
+from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
+from perturbative.brackets._swap import steps_on_copies, trained_names
+
+
+def order_scores(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: Params,
+    pool: tuple[Tensor, ...],
+    direction: Params,
+    *,
+    preconditioner: Params | None = None,
+    engine: str = "forward",
+    chunk_size: int | None = None,
+    memory_budget: int = 2 * 2**30,
+    process_group: Any = None,
+) -> Tensor:
+    """``S_x = sum_y u . [v_x, v_y]`` for every example ``x`` of ``pool`` (module docstring).
+
+    ``lr^2 S_x`` is, to second order with plain SGD, how much ``O`` changes when ``x`` is trained
+    first rather than last among the pool; ``S`` equals the row sums of
+    :func:`perturbative.brackets.projected_bracket_matrix` without holding ``n`` gradients.
+
+    Args:
+        pool: ``n`` examples, a data tuple.
+        direction: ``u = grad O``, keyed like ``params``.
+        preconditioner: optional frozen diagonal ``P`` (fields ``-P g``).
+        engine: ``"forward"`` (vmapped nested forward mode over chunks of examples, checked
+            against forward-over-reverse on the first example; the default on every device, the
+            faster one on a CPU too: ``benchmarks/order_scores.py``, figures in
+            ``docs/benchmarks.md``) or ``"double_backward"`` (one gradient graph and one double
+            backward per example); ``"auto"`` picks by device. The
+            pool sums use the device's faster engine (``"auto"``) unless this is
+            ``"double_backward"``.
+        chunk_size: examples per chunk, for the pool sums and the per-example scores (default:
+            64; for the forward-over-reverse fallback as many as fit ``memory_budget`` bytes,
+            counting three parameter-sized tensors per example, at most 64).
+        memory_budget: bytes the forward-over-reverse fallback's chunk of examples may hold.
+        process_group: a ``torch.distributed`` group (e.g. ``torch.distributed.group.WORLD``)
+            to split the pool over: rank ``r`` of ``W`` scores examples ``r, r + W, ...``, the
+            two pool sums are all-reduced, and every rank returns all ``n`` scores. Every rank
+            passes the same arguments.
+
+    Returns:
+        ``(n,)`` tensor of scores, detached.
+    """
+    params = checks.check_params(model, params)
+    pool, n = checks.check_data(pool, "pool")
+    checks.check_vector(params, direction, "direction")
+    checks.check_train_mode(model, None)
+    if preconditioner is not None:
+        checks.check_vector(params, preconditioner, "preconditioner")
+    scale = (lambda v: v) if preconditioner is None else (lambda v: _times(preconditioner, v))
+    pu = scale(direction)
+    rank, world = (0, 1) if process_group is None else rank_and_world(process_group)
+    everything = pool
+    if world > 1:
+        pool = calls.take_all(pool, slice(rank, None, world))  # this rank's share
+        if calls.num_examples(pool) == 0:
+            raise ValueError(f"a pool of {n} examples cannot be split over {world} ranks")
+    a, b = _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size or 64)
+    if world > 1:
+        all_reduce_sum(a, process_group)
+        all_reduce_sum(b, process_group)
+    pa, pb = scale(a), scale(b)
+    state = calls.fixed_state(model, params)
+    # the nested pass holds activations (with three tangents) per example, no parameter-sized
+    # tensor: 64 examples at a time (benchmarks/order_scores.py compares chunk sizes);
+    # forward-over-reverse holds three parameter-sized tensors per example
+    size = sum(v.numel() * v.element_size() for v in params.values())
+    nested_chunk = chunk_size or 64
+    fallback_chunk = chunk_size or max(1, min(64, memory_budget // max(3 * size, 1)))
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def forward() -> Tensor:
+        # Nested forward mode: a directional derivative along P a and a second one along (P b, P u),
+        # no parameter-sized tensor per example. torch's second forward-mode derivative of its fused
+        # normalisation kernels is wrong (layer_norm in torch 2.13:
+        # tests/_core/test_engines_models.py), so they run written out in elementary ops; against
+        # any other such op the first example is also scored by forward-over-reverse, which is
+        # right, and if the two disagree, every example is.
+        f = calls.example_loss(model, loss_fn, state)
+
+        # One nested forward pass gives both terms: the inner tangent pb - s pa depends on an
+        # outer scalar s, so the outer derivative along (pu, s = 1) of D_{pb - s pa} f is
+        # u^T H_x pb - g_x . pa = -S_x. Two single-tangent passes would cost half as much again.
+        reference = next(iter(pa.values()))
+        zero = torch.zeros((), dtype=reference.dtype, device=reference.device)
+        one = torch.ones_like(zero)
+
+        def nested(*example):
+            def along_inner(p, s):
+                tangent = {k: pb[k] - s * pa[k] for k in pb}
+                return jvp(lambda q: f(q, *example), (p,), (tangent,))[1]
+
+            return -jvp(along_inner, (detached, zero), (pu, one))[1]
+
+        over_reverse_hvp, _ = hessian_vector_product(f, detached)
+
+        def products(*example):  # g_x * pa and (H_x pu) * pb by forward-over-reverse
+            g, h_u = over_reverse_hvp(pu, *example)
+            return [g[k] * pa[k] for k in g], [h_u[k] * pb[k] for k in h_u]
+
+        def over_reverse(*example):
+            along_a, cross = products(*example)
+            return sum(x.sum() for x in along_a) - sum(x.sum() for x in cross)
+
+        def terms_and_sizes(*example):  # both terms, and the sums of their products' sizes
+            parts = products(*example)
+            return torch.stack(
+                [sum(x.sum() for x in part) for part in parts]
+                + [sum(x.abs().sum() for x in part) for part in parts]
+            )
+
+        in_dims = (0,) * len(pool)
+        first = calls.take_all(pool, slice(0, 1))
+        trusted = vmap(terms_and_sizes, in_dims=in_dims)(*first)[0]
+        with elementary_normalization():
+            checked = vmap(nested, in_dims=in_dims)(*first)[0]
+        # rounding is relative to the sizes of what the two dot products add up, which may
+        # cancel within each term and between them, so a float32 sum much smaller than its
+        # terms can differ between the two passes by rounding alone
+        scale = float(trusted[2:].sum())
+        tolerance = 1e-9 if trusted.dtype == torch.float64 else 1e-3
+        difference = float((checked - (trusted[0] - trusted[1])).abs())
+        if difference <= tolerance * scale + 1e-30:
+            with elementary_normalization():
+                return vmap(nested, in_dims=in_dims, chunk_size=nested_chunk)(*pool)
+        warnings.warn(
+            "order_scores: torch's second forward-mode derivative of an operation in this model "
+            f"is wrong (the first example's score is off by {difference:.3g} against "
+            f"forward-over-reverse, whose products add up to {scale:.3g} in size); scoring every "
+            "example by forward-over-reverse instead, which is right and slower",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return vmap(over_reverse, in_dims=in_dims, chunk_size=fallback_chunk)(*pool)
+
+    def double_backward() -> Tensor:
+        # S_x = g_x . pa - pu . H_x pb: the gradient and H_x pb from one double-backward pass
+        _, gradient_and_product = hessian_vector_product(
+            calls.example_loss(model, loss_fn, state), params
+        )
+        out = []
+        for i in range(calls.num_examples(pool)):
+            g, h_b = gradient_and_product(pb, *calls.take_all(pool, i))
+            out.append(sum((g[k] * pa[k]).sum() - (h_b[k] * pu[k]).sum() for k in g))
+        return torch.stack(out)
+
+    scores = run_engine(engine, params, forward=forward, double_backward=double_backward).detach()
+    if world > 1:
+        shares = all_gather_objects(scores.cpu(), process_group)
+        scores = scores.new_empty(calls.num_examples(everything))
+        for r, share in enumerate(shares):
+            scores[r::world] = share.to(scores)
+    checks.check_finite({"scores": scores}, "an order score")
+    return scores
+
+
+def _times(p: Params, v: Params) -> Params:
+    return {k: p[k] * v[k] for k in v}
+
+
+def _pool_sums(model, loss_fn, params, pool, pu, engine, chunk_size) -> tuple[Params, Params]:
+    """``a = sum_y H_y pu`` and ``b = sum_y g_y`` over the pool, one gradient-and-HVP pass per
+    chunk (the chunk's mean loss, times its size)."""
+    n = calls.num_examples(pool)
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
+    forward, double_backward = hessian_vector_product(loss, params)
+    a = {k: torch.zeros_like(v) for k, v in params.items()}
+    b = {k: torch.zeros_like(v) for k, v in params.items()}
+    for start in range(0, n, chunk_size):
+        chunk = calls.take_all(pool, slice(start, start + chunk_size))
+        g, h = run_engine(
+            "double_backward" if engine == "double_backward" else "auto",
+            params,
+            forward=lambda chunk=chunk: forward(pu, *chunk),
+            double_backward=lambda chunk=chunk: double_backward(pu, *chunk),
+        )
+        m = calls.num_examples(chunk)
+        for k in a:
+            a[k] += m * h[k].detach()
+            b[k] += m * g[k].detach()
+    return a, b
 
 
 @dataclass
@@ -229,7 +431,7 @@ def moved_first_or_last(
     for at in (0, len(window) - 1):
         extra = [None] * len(window)
         extra[at] = (example, 1.0 / calls.num_examples(window[at]))
-        *_, (trained, _) = _steps_on_copies(
+        *_, (trained, _) = steps_on_copies(
             model, loss_fn, optimizer, window, lr=lr, max_grad_norm=max_grad_norm, extra=extra
         )
         values.append(observable.value(trained))

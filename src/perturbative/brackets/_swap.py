@@ -156,7 +156,7 @@ def trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[st
     return names
 
 
-def _steps_on_copies(
+def steps_on_copies(
     model: nn.Module,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
@@ -230,7 +230,7 @@ def parameters_after_steps(
     Returns:
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
-    steps = _steps_on_copies(
+    steps = steps_on_copies(
         model,
         loss_fn,
         optimizer,
@@ -272,7 +272,7 @@ def values_along_steps(
     wanted = set(record_after)
     recorded = {}
     for count, (model_copy, _) in enumerate(
-        _steps_on_copies(model, loss_fn, optimizer, batches, lr=lr, max_grad_norm=max_grad_norm)
+        steps_on_copies(model, loss_fn, optimizer, batches, lr=lr, max_grad_norm=max_grad_norm)
     ):
         if count in wanted:
             recorded[count] = evaluate(model_copy)

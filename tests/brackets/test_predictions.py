@@ -9,11 +9,11 @@ import pytest
 import torch
 from cases import (
     CASES,
-    ENGINES,
     bce_loss,
     linear_mse,
     mlp_bce,
     pooled_relu_convnet,
+    random_preconditioner,
     train_mode_batchnorm_net,
     warm_up,
 )
@@ -31,55 +31,10 @@ from perturbative.brackets import (
     predict_exchange,
     predict_order,
     predict_swap,
-    projected_bracket_matrix,
     values_along_steps,
     vector_norm,
 )
-from perturbative.brackets._order import expanded_values_along_steps
-
-
-def random_preconditioner(params, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.rand(v.shape, generator=g, dtype=v.dtype) + 0.5 for k, v in params.items()}
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("preconditioned", [False, True])
-def test_order_scores_are_row_sums_of_the_projected_matrix(case, engine, preconditioned):
-    params = case.params
-    u = mean_gradient(case.model, case.loss_fn, params, case.minibatches()[0])
-    pre = random_preconditioner(params) if preconditioned else None
-    matrix = projected_bracket_matrix(
-        case.model, case.loss_fn, params, case.data, u, preconditioner=pre
-    )
-    with warnings.catch_warnings():
-        # the nested forward pass itself is right here: no fallback to forward-over-reverse
-        warnings.simplefilter("error", RuntimeWarning)
-        scores = order_scores(
-            case.model,
-            case.loss_fn,
-            params,
-            case.data,
-            u,
-            preconditioner=pre,
-            engine=engine,
-            chunk_size=2,
-        )
-    torch.testing.assert_close(scores, matrix.sum(dim=1), rtol=1e-10, atol=1e-12)
-
-
-def test_observable_mean_loss_value_and_gradient():
-    case = mlp_bce()
-    held_out = case.minibatches()[1]
-    observable = Observable.mean_loss(case.loss_fn, held_out)
-    direct = torch.stack(
-        [case.loss_fn(case.model(held_out[0][i : i + 1]), held_out[1][i : i + 1]) for i in range(3)]
-    ).mean()
-    assert observable.value(case.model) == pytest.approx(direct.item(), rel=1e-14)
-    expected = mean_gradient(case.model, case.loss_fn, case.params, held_out)
-    got = observable.gradient(case.model, case.params)
-    for k in expected:
-        torch.testing.assert_close(got[k], expected[k])
+from perturbative.brackets._predictions import expanded_values_along_steps
 
 
 def real_value(case, optimizer, batches, observable, lr):
@@ -359,30 +314,6 @@ def test_train_mode_batchnorm_refuses_what_has_no_batch_statistics():
         order_scores(model, bce_loss, params, x, u)
 
 
-def test_order_scores_in_float32_do_not_fall_back_on_rounding():
-    """In float32 the score g.a - u^T H b may cancel; the self-check measures rounding against
-    the two terms, so an MXResNet (no op with a wrong second forward derivative) keeps the
-    nested pass."""
-    from perturbative.models import mxresnet
-
-    torch.manual_seed(0)
-    model = mxresnet(18, num_outputs=4, width=0.0625).eval()
-    params = dict(model.named_parameters())
-    pool = (torch.randn(6, 3, 16, 16), (torch.rand(6, 4) < 0.5).float())
-
-    def loss_fn(outputs, targets):
-        return torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
-
-    u = mean_gradient(model, loss_fn, params, pool)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        scores = order_scores(model, loss_fn, params, pool, u, engine="forward")
-    reference = order_scores(model, loss_fn, params, pool, u, engine="double_backward")
-    torch.testing.assert_close(
-        scores, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max())
-    )
-
-
 def test_exchanged_swaps_one_row_of_each_batch():
     a = (torch.arange(6.0).reshape(3, 2), torch.tensor([0, 1, 2]))
     b = (10 + torch.arange(4.0).reshape(2, 2), torch.tensor([10, 11]))
@@ -561,17 +492,6 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
     assert all(f < i / 3 for f, i in zip(error[True], error[False], strict=True)), error
 
 
-def test_mean_loss_of_a_keyword_batch_is_the_mean_of_its_examples_losses():
-    """The GPT-2 loss reads sequence 0 of its outputs: the observable must still average all."""
-    from cases import hf_gpt2
-
-    case = hf_gpt2()
-    observable = Observable.mean_loss(case.loss_fn, case.data)
-    each = [Observable.mean_loss(case.loss_fn, case.example(i)).value(case.model) for i in range(5)]
-    assert observable.value(case.model) == pytest.approx(sum(each) / 5, rel=1e-12)
-    assert observable.value(case.model) != pytest.approx(each[0], rel=1e-3)
-
-
 def test_later_batches_without_horizons_are_followed_at_every_step_count():
     case = mlp_bce()
     optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
@@ -630,20 +550,3 @@ def test_a_fresh_stateful_optimizer_warns_and_a_warmed_one_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error", pt.FreshOptimizerWarning)
         predict_swap(case.model, case.loss_fn, plain, x, y, observable, expansion=2)
-
-
-def test_mean_loss_of_tuple_data_with_a_model_output_reads_each_examples_row():
-    """A Hugging Face classifier on a tensor of ids returns a ``ModelOutput``; slicing it gives a
-    tuple, so the mean loss splits its rows into outputs of the same kind instead."""
-    from cases import hf_bert
-
-    model = hf_bert().model
-    ids, labels = torch.randint(0, 40, (4, 6)), torch.tensor([0, 2, 1, 1])
-
-    def loss(outputs, target):
-        return torch.nn.functional.cross_entropy(outputs.logits, target)
-
-    observable = Observable.mean_loss(loss, (ids, labels))
-    with torch.no_grad():
-        expected = torch.nn.functional.cross_entropy(model(ids).logits, labels)
-    assert observable.value(model) == pytest.approx(float(expected), rel=1e-12)
