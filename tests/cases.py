@@ -471,6 +471,7 @@ def write_synthetic_results(
 def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
     """``run_dir/order_check/order_check.json`` in the format ``perturbative order-check``
     writes, from seeded numbers (real differences = predicted + noise)."""
+    from perturbative.pipeline.order_records import OrderCheckRecord, PairRecord, WindowRecord
     from perturbative.pipeline.order_summary import summarize
     from perturbative.pipeline.results import write_order_check
 
@@ -521,13 +522,18 @@ def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
                     "pairs": pairs,
                     "floor": floor,
                     "windows": windows,
-                    "summary": summarize(pairs, horizons, floor, windows, seed),
+                    "summary": summarize(
+                        [PairRecord.from_json(p) for p in pairs],
+                        horizons,
+                        floor,
+                        [WindowRecord.from_json(w) for w in windows],
+                        seed,
+                    ),
                 }
             )
         checkpoints.append({"step": step, "scales": scales})
-    return write_order_check(
-        Path(run_dir) / "order_check", {"run": str(run_dir), "lr": 5e-3, "checkpoints": checkpoints}
-    )
+    check = {"run": str(run_dir), "lr": 5e-3, "checkpoints": checkpoints}
+    return write_order_check(Path(run_dir) / "order_check", OrderCheckRecord.from_json(check))
 
 
 def warm_up(case: Case, optimizer: torch.optim.Optimizer, steps: int = 3) -> None:

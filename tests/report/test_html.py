@@ -173,11 +173,11 @@ def test_order_check_section_shows_predictions_against_real_training(tmp_path):
     for name in ("order_scatter", "order_horizon", "order_lr"):
         assert f'alt="{name}" src="data:image/png;base64,' in text
     data = load_report_data(written["dir"])
-    assert data.order_check["checkpoints"][0]["step"] == 100
+    assert data.order_check.checkpoints[0].step == 100
     assert text.count("<tr><td>100</td><td>x1</td><td>example</td>") == 3  # h = 0, 1, 5
     assert "<th>2nd order</th>" in text and "<th>2nd order: best is real best</th>" in text
     # the synthetic third-order term is a tenth of the prediction: every h = 0 pair is settled
-    h0 = data.order_check["checkpoints"][0]["scales"][0]["summary"]["example"][0]
+    h0 = data.order_check.checkpoints[0].scales[0].summary["example"][0]
     assert "<th>settled (n)</th>" in text and h0["settled_pairs"] == h0["pairs"] == 20
 
 

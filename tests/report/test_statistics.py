@@ -7,6 +7,7 @@ import pytest
 from cases import EVIL_NAMES as EVIL
 from cases import run_benchmark
 
+from perturbative.pipeline.order_records import OrderCheckRecord
 from perturbative.report import load_report_data
 from perturbative.report.statistics import (
     attribute_comovement,
@@ -84,20 +85,22 @@ def test_constant_norms_have_no_correlation():
 def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, capsys):
     def pair(kind, predicted, second_order, real):
         return {"kind": kind, "predicted": predicted, "second_order": second_order,
+                "sgd_bracket": 0.0, "state_part": 0.0, "gradient_norms": [1.0, 1.0],
                 "horizons": [0, 5], "real": [real, 9.0]}  # fmt: skip
 
     def check(expansion, pairs, windows, run="r", lr_scale_pairs=(), pieces="follow"):
         scales = [
-            {"scale": 1.0, "horizons": [0, 5], "floor": {"float32": [0.5, 0.5]},
+            {"scale": 1.0, "lr": 1.0, "horizons": [0, 5], "floor": {"float32": [0.5, 0.5]},
              "pairs": pairs, "windows": windows},
-            {"scale": 0.1, "horizons": [0], "floor": None, "pairs": list(lr_scale_pairs),
-             "windows": []},
+            {"scale": 0.1, "lr": 0.1, "horizons": [0], "floor": None,
+             "pairs": list(lr_scale_pairs), "windows": []},
         ]  # fmt: skip
         options = {"expansion": expansion} | ({"pieces": pieces} if pieces else {})
-        return {"run": run, "options": options,
-                "checkpoints": [{"step": 10, "scales": scales}]}  # fmt: skip
+        return OrderCheckRecord.from_json({"run": run, "options": options,
+                "checkpoints": [{"step": 10, "scales": scales}]})  # fmt: skip
 
-    window = {"k": 3, "best_is_real_best": True, "gap_share": 0.5, "real": [1.0, 2.0]}
+    window = {"k": 3, "best_is_real_best": True, "gap_share": 0.5, "predicted": [1.0, 2.0],
+              "real": [1.0, 2.0]}  # fmt: skip
     first = check(
         3,
         [pair("batch", 1.0, 0.9, 2.0), pair("batch", -1.0, 0.5, 1.0), pair("exchange", 1, 1, 0.1)],
@@ -127,7 +130,7 @@ def test_order_checks_pool_per_run_and_count_a_pair_drawn_twice_once(tmp_path, c
     for n, result in enumerate((first, again)):
         folders.append(tmp_path / f"check{n}")
         folders[-1].mkdir()
-        (folders[-1] / "order_check.json").write_text(json.dumps(result))
+        (folders[-1] / "order_check.json").write_text(json.dumps(result.to_json()))
     run_benchmark("order_targets.py", *map(str, folders))
     out = capsys.readouterr().out
     assert "minibatch pairs            1 of 3 = 0.333 +- 0.272 (target 0.98: not met)" in out
@@ -139,11 +142,16 @@ def test_single_examples_pool_apart_by_how_they_were_trained():
     (``alone``, ``--batchnorm running``, or a check made before the option) are other kinds."""
 
     def check(seed, real, **options):
-        pairs = [{"kind": "example", "predicted": 1.0, "second_order": 1.0, "horizons": [0],
+        pairs = [{"kind": "example", "predicted": 1.0, "second_order": 1.0, "sgd_bracket": 0.0,
+                  "state_part": 0.0, "gradient_norms": [1.0, 1.0], "horizons": [0],
                   "real": [real]}]  # fmt: skip
-        scale = {"scale": 1.0, "horizons": [0], "floor": None, "pairs": pairs, "windows": []}
-        return {"run": "r", "options": {"expansion": 3, "seed": seed, **options},
-                "checkpoints": [{"step": 10, "scales": [scale]}]}  # fmt: skip
+        scale = {"scale": 1.0, "lr": 1.0, "horizons": [0], "floor": None, "pairs": pairs,
+                 "windows": []}  # fmt: skip
+        options = {"expansion": 3, "seed": seed, **options}
+        checkpoints = [{"step": 10, "scales": [scale]}]
+        return OrderCheckRecord.from_json(
+            {"run": "r", "checkpoints": checkpoints, "options": options}
+        )
 
     kinds = pooled_order_checks(
         [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from perturbative._core.errors import InputError
@@ -61,7 +60,7 @@ def order_check_command(args: argparse.Namespace) -> int:
 
 def print_summary(path: Path) -> int:
     """Print the summary of the check written to ``path``."""
-    for line in summary_lines(json.loads(path.read_text())):
+    for line in summary_lines(read_order_check_file(path.parent)):
         print(line)
     print(f"numbers: {path}")
     return 0

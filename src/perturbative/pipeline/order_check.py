@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,13 @@ from perturbative.pipeline.config import (
     OrderCheckOptions,
     examples_in_batch,
     load_run_config,
+)
+from perturbative.pipeline.order_records import (
+    CheckpointRecord,
+    OrderCheckRecord,
+    PairRecord,
+    ScaleRecord,
+    WindowRecord,
 )
 from perturbative.pipeline.order_sampling import (
     DTYPES,
@@ -107,20 +114,23 @@ def order_check(
         dataset.heldout_indices.tolist(), options.heldout_examples, options.seed
     )
     generator = torch.Generator().manual_seed(options.seed)
-    result: dict[str, Any] = {"run": str(run_dir.resolve()), "lr": config.lr, "checkpoints": []}
-    result["options"] = {k: getattr(options, k) for k in options.__dataclass_fields__}
+    result = OrderCheckRecord(
+        run=str(run_dir.resolve()),
+        lr=config.lr,
+        options={k: getattr(options, k) for k in options.__dataclass_fields__},
+    )
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
     with folder_lock(out, "an order check"):
-        unfinished = PartialCheck.open(out, partial_header(run_dir, steps, result["options"]))
+        unfinished = PartialCheck.open(out, partial_header(run_dir, steps, result.options))
         for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
             at = restore(run_dir, step, config, dataset, heldout, options)
-            entry = {"step": step, "scales": []}
+            entry = CheckpointRecord(step, [])
             floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
             for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
                 checked = check_scale(at, scale, options, generator, progress, floor, unfinished)
-                floor = floor or checked["floor"]
-                entry["scales"].append(checked)
-            result["checkpoints"].append(entry)
+                floor = floor or checked.floor
+                entry.scales.append(checked)
+            result.checkpoints.append(entry)
             write_order_check(out, result)  # each checkpoint's numbers kept as they come
         path = write_order_check(out, result)
         unfinished.finish()
@@ -241,7 +251,7 @@ class Checkpoint:
 
 def check_scale(
     at: Checkpoint, scale, options, generator, progress, floor_at_run_lr, unfinished=None
-) -> dict:
+) -> ScaleRecord:
     """Pairs and windows at one lr scale: all horizons at the run's lr (on ``horizon_pairs``
     pairs of each kind), ``h = 0`` on fewer pairs at smaller scales. Each pair, floor and
     window already in ``unfinished`` (a :class:`PartialCheck`) is taken from it."""
@@ -269,10 +279,10 @@ def check_scale(
         followed[kind] += follow
         at.mode_for(kind)
         horizons = options.horizons if follow else (0,)
+        compute = partial(pair_record, at, x, y, kind, horizons, lr, predict_later=predict)
         records.append(
-            saved(
-                (at.step, scale, "pair", index),
-                partial(pair_record, at, x, y, kind, horizons, lr, predict_later=predict),
+            PairRecord.from_json(
+                saved((at.step, scale, "pair", index), lambda c=compute: asdict(c()))
             )
         )
     at.mode_for("example")
@@ -289,20 +299,25 @@ def check_scale(
         at.dataset, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
     )
     windows = [
-        saved((at.step, scale, "window", index), partial(window_record, at, batches, lr))
+        WindowRecord.from_json(
+            saved(
+                (at.step, scale, "window", index),
+                lambda batches=batches: asdict(window_record(at, batches, lr)),
+            )
+        )
         for index, batches in enumerate(drawn)
     ]
     at.model.eval()
     horizons = options.horizons if full else (0,)
-    return {
-        "scale": scale,
-        "lr": lr,
-        "horizons": list(horizons),
-        "pairs": records,
-        "floor": floor,
-        "windows": windows,
-        "summary": summarize(records, horizons, floor, windows, options.seed),
-    }
+    return ScaleRecord(
+        scale=scale,
+        lr=lr,
+        horizons=list(horizons),
+        pairs=records,
+        floor=floor,
+        windows=windows,
+        summary=summarize(records, horizons, floor, windows, options.seed),
+    )
 
 
 def choose_checkpoints(run_dir: Path, count: int, wanted: Sequence[int] = ()) -> list[int]:
@@ -375,7 +390,7 @@ def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -
 
 def pair_record(
     at: Checkpoint, x, y, kind: str, horizons, lr: float, predict_later: bool = True
-) -> dict:
+) -> PairRecord:
     """Prediction and real differences of one swap at every horizon (predicted at ``h > 0``
     only with ``predict_later``, by following the run that took ``x`` then ``y``)."""
     args = (at.model, per_example_bce, at.optimizer)
@@ -386,19 +401,17 @@ def pair_record(
     else:
         prediction = predict_swap(*args, x, y, at.observable, **at.expansion(lr), **later)
         orders = ((x, y), (y, x))
-    record = {
-        "kind": kind,
-        "predicted": prediction.predicted,
-        "second_order": prediction.second_order,
-        "sgd_bracket": prediction.sgd_bracket,
-        "state_part": prediction.state_part,
-        "gradient_norms": list(prediction.gradient_norms),
-        "horizons": list(horizons),
-        "real": real_differences(at, *orders, horizons, lr),
-    }
-    if predict_later:
-        record["predicted_horizons"] = prediction.later
-    return record
+    return PairRecord(
+        kind=kind,
+        predicted=prediction.predicted,
+        second_order=prediction.second_order,
+        sgd_bracket=prediction.sgd_bracket,
+        state_part=prediction.state_part,
+        gradient_norms=list(prediction.gradient_norms),
+        horizons=list(horizons),
+        real=real_differences(at, *orders, horizons, lr),
+        predicted_horizons=prediction.later if predict_later else None,
+    )
 
 
 def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
@@ -422,7 +435,7 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
     chosen = [
         (p, r)
         for p, r in zip(pairs, records, strict=True)
-        if p[0] == "example" and len(r["horizons"]) == len(options.horizons)
+        if p[0] == "example" and len(r.horizons) == len(options.horizons)
     ][: options.floor_pairs]
     if not chosen:
         return {"float32": [0.0] * len(options.horizons), "repeat": 0.0}
@@ -447,16 +460,16 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
     for (_, x, y), record in chosen:
         x2, y2 = cast_batch(x, other), cast_batch(y, other)
         other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, lr)
-        gaps.append([abs(a - b) for a, b in zip(other_real, record["real"], strict=True)])
+        gaps.append([abs(a - b) for a, b in zip(other_real, record.real, strict=True)])
     (_, x, y), record = chosen[0]
     again = real_differences(at, (x, y), (y, x), options.horizons, lr)
     return {
         "float32": np.quantile(np.asarray(gaps), 0.9, axis=0).tolist(),
-        "repeat": max(abs(a - b) for a, b in zip(again, record["real"], strict=True)),
+        "repeat": max(abs(a - b) for a, b in zip(again, record.real, strict=True)),
     }
 
 
-def window_record(at: Checkpoint, batches, lr: float) -> dict:
+def window_record(at: Checkpoint, batches, lr: float) -> WindowRecord:
     """Predicted best order of a window against all ``k!`` orders really trained."""
     prediction = best_order(
         at.model,
@@ -481,13 +494,13 @@ def window_record(at: Checkpoint, batches, lr: float) -> dict:
     best, worst = min(real), max(real)
     picked = real[prediction.orders.index(prediction.best)]
     second = prediction.predicted if prediction.second_order is None else prediction.second_order
-    return {
-        "k": len(batches),
-        "best_is_real_best": picked == best,
-        "gap_share": (worst - picked) / (worst - best) if worst > best else 1.0,
-        "second_order_best_is_real_best": real[int(second.argmin())] == best,
-        "real_gap": worst - best,
-        "predicted": prediction.predicted.tolist(),
-        "second_order": second.tolist(),
-        "real": real,
-    }
+    return WindowRecord(
+        k=len(batches),
+        best_is_real_best=picked == best,
+        gap_share=(worst - picked) / (worst - best) if worst > best else 1.0,
+        second_order_best_is_real_best=real[int(second.argmin())] == best,
+        real_gap=worst - best,
+        predicted=prediction.predicted.tolist(),
+        second_order=second.tolist(),
+        real=real,
+    )

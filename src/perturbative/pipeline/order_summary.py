@@ -7,28 +7,36 @@ lines the command prints. Pure functions of the check's records.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from perturbative._core.stats import spearman
 from perturbative.pipeline.config import WINDOW_SIZES
+from perturbative.pipeline.order_records import OrderCheckRecord, PairRecord, WindowRecord
 from perturbative.pipeline.order_sampling import PAIR_KINDS
 from perturbative.pipeline.results import settled
 
 
-def summarize(records, horizons, floor, windows, seed) -> dict:
+def summarize(
+    records: list[PairRecord],
+    horizons: Sequence[int],
+    floor: dict | None,
+    windows: list[WindowRecord],
+    seed: int,
+) -> dict:
     """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
     coin = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for kind in (*PAIR_KINDS, "all"):
-        chosen = [r for r in records if kind == "all" or r["kind"] == kind]
+        chosen = [r for r in records if kind == "all" or r.kind == kind]
         if not chosen:
             continue
-        predicted_all = np.array([r["predicted"] for r in chosen])
-        second_all = np.array([r.get("second_order", r["predicted"]) for r in chosen])
-        sgd_all = np.array([r["sgd_bracket"] for r in chosen])
-        norms = np.array([r["gradient_norms"] for r in chosen])
+        predicted_all = np.array([r.predicted for r in chosen])
+        second_all = np.array([r.second_order for r in chosen])
+        sgd_all = np.array([r.sgd_bracket for r in chosen])
+        norms = np.array([r.gradient_norms for r in chosen])
         heuristic_all = norms[:, 1] - norms[:, 0]  # larger gradient first predicted to lower O
         random_all = coin.choice([-1.0, 1.0], size=len(chosen))
         # the expansion's own error estimate: a pair is settled where the third-order term is
@@ -37,10 +45,8 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
         settled_all = settled(predicted_all, second_all)
         per_h = []
         for n, h in enumerate(horizons):
-            has = np.array([h in r["horizons"] for r in chosen])
-            real = np.array(
-                [r["real"][r["horizons"].index(h)] for r in chosen if h in r["horizons"]]
-            )
+            has = np.array([h in r.horizons for r in chosen])
+            real = np.array([r.real_at(h) for r in chosen if h in r.horizons])
             predicted, second, sgd, heuristic, random_sign = (
                 predicted_all[has],
                 second_all[has],
@@ -49,10 +55,10 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                 random_all[has],
             )
             above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
-            state = np.array([r["state_part"] for r in chosen])[has]
+            state = np.array([r.state_part for r in chosen])[has]
             # the prediction at this horizon, where one was made (at h = 0 every pair's own)
             carried = predicted
-            predicted = np.array([_prediction_at(r, h) for r in chosen if h in r["horizons"]])
+            predicted = np.array([r.predicted_at(h) for r in chosen if h in r.horizons])
             made = np.isfinite(predicted)
             p, r, ab = predicted[made], real[made], above[made]
             trusted = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
@@ -94,31 +100,18 @@ def summarize(records, horizons, floor, windows, seed) -> dict:
                 }
             )
         out[kind] = per_h
-    for k in sorted({w["k"] for w in windows}):
-        chosen = [w for w in windows if w["k"] == k]
+    for k in sorted({w.k for w in windows}):
+        chosen = [w for w in windows if w.k == k]
         if chosen:
             out[f"windows_{k}"] = {
                 "windows": len(chosen),
-                "best_picked": float(np.mean([w["best_is_real_best"] for w in chosen])),
-                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+                "best_picked": float(np.mean([w.best_is_real_best for w in chosen])),
+                "gap_share": float(np.mean([w.gap_share for w in chosen])),
                 "second_order_best_picked": float(
-                    np.mean(
-                        [
-                            w.get("second_order_best_is_real_best", w["best_is_real_best"])
-                            for w in chosen
-                        ]
-                    )
+                    np.mean([w.second_order_best_is_real_best for w in chosen])
                 ),
             }
     return out
-
-
-def _prediction_at(record: dict, h: int) -> float:
-    """A pair's predicted difference at horizon ``h`` (NaN where none was made)."""
-    if h == 0:
-        return record["predicted"]
-    later = record.get("predicted_horizons")
-    return later[record["horizons"].index(h)] if later else math.nan
 
 
 def _median(values: np.ndarray) -> float:
@@ -126,14 +119,12 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if len(values) else math.nan
 
 
-def resummarize(result: dict) -> dict:
+def resummarize(result: OrderCheckRecord) -> OrderCheckRecord:
     """``result`` with every summary recomputed from its stored pairs and windows."""
-    seed = result.get("options", {}).get("seed", 0)
-    for entry in result["checkpoints"]:
-        for scale in entry["scales"]:
-            scale["summary"] = summarize(
-                scale["pairs"], scale["horizons"], scale["floor"], scale["windows"], seed
-            )
+    seed = result.options.get("seed", 0)
+    for entry in result.checkpoints:
+        for scale in entry.scales:
+            scale.summary = summarize(scale.pairs, scale.horizons, scale.floor, scale.windows, seed)
     return result
 
 
@@ -150,13 +141,13 @@ def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:
     return float(predicted @ real) / denominator if denominator > 0 else math.nan
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: OrderCheckRecord) -> list[str]:
     """The check's summary as printable lines."""
     lines = []
-    for entry in result["checkpoints"]:
-        for scale in entry["scales"]:
-            s = scale["summary"]
-            lines.append(f"step {entry['step']}, lr {scale['lr']:.3g} (x{scale['scale']:g}):")
+    for entry in result.checkpoints:
+        for scale in entry.scales:
+            s = scale.summary
+            lines.append(f"step {entry.step}, lr {scale.lr:.3g} (x{scale.scale:g}):")
             for kind in PAIR_KINDS:
                 for row in s.get(kind, []):
                     b = row["baselines"]

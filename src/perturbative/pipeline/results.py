@@ -29,6 +29,7 @@ from perturbative._core.io import (
     write_json,
     write_text,
 )
+from perturbative.pipeline.order_records import OrderCheckRecord
 
 RESULTS_FORMAT_VERSION = 1
 META = "meta.json"
@@ -190,12 +191,12 @@ def producing_run_metrics(results_dir: str | os.PathLike, meta: dict[str, Any]) 
     return [r for r in read_metrics(run_dir / METRICS) if "train_loss" in r] or None
 
 
-def write_order_check(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
-    """Write the order check's numbers (strict JSON) as ``<out_dir>/order_check.json``."""
-    return write_json(Path(out_dir) / ORDER_CHECK, {**result, "format_version": 1})
+def write_order_check(out_dir: str | os.PathLike, result: OrderCheckRecord) -> Path:
+    """Write the order check's records (strict JSON) as ``<out_dir>/order_check.json``."""
+    return write_json(Path(out_dir) / ORDER_CHECK, result.to_json())
 
 
-def read_order_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+def read_order_check(run_dir: str | os.PathLike) -> OrderCheckRecord | None:
     """The order check of a run (``<run>/order_check/order_check.json``), or ``None``.
 
     Raises:
@@ -224,22 +225,23 @@ def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return check
 
 
-def read_order_check_file(folder: str | os.PathLike) -> dict[str, Any]:
-    """``<folder>/order_check.json``.
+def read_order_check_file(folder: str | os.PathLike) -> OrderCheckRecord:
+    """``<folder>/order_check.json``, read by :meth:`OrderCheckRecord.from_json` (every version).
 
     Raises:
         FileNotFoundError: there is none (run ``perturbative order-check`` first).
-        InputError: the file is not valid JSON.
+        InputError: the file is not valid JSON, or not an order check of a known version.
     """
     path = Path(folder) / ORDER_CHECK
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `perturbative order-check` first")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(
             f"{path} is not valid JSON ({error}); rerun `perturbative order-check`"
         ) from error
+    return OrderCheckRecord.from_json(data, str(path))
 
 
 def settled(predicted: Any, second_order: Any) -> Any:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from perturbative._core.extras import require
+from perturbative.pipeline.order_records import OrderCheckRecord
 from perturbative.report.statistics import (
     NormCorrelation,
     ReportData,
@@ -150,7 +151,7 @@ def _layers_plot(rows: list[dict], steps: np.ndarray, Figure) -> str:
     return png_uri(fig)
 
 
-def order_check_figures(check: dict) -> dict:
+def order_check_figures(check: OrderCheckRecord) -> dict:
     """Predicted against real swap differences at ``h = 0`` (run's lr), and sign accuracy
     against the horizon and against the lr scale."""
     Figure = require("matplotlib.figure", "the report's figures").Figure
@@ -159,12 +160,12 @@ def order_check_figures(check: dict) -> dict:
     fig = Figure(figsize=(6.0, 4.6), layout="constrained")
     ax = fig.add_subplot()
     everything = []
-    for n, entry in enumerate(check["checkpoints"]):
-        scale = next(s for s in entry["scales"] if s["scale"] == 1.0)
+    for n, entry in enumerate(check.checkpoints):
+        scale = entry.at_run_lr()
         for kind, marker in (("example", "o"), ("batch", "s"), ("exchange", "^")):
-            pairs = [p for p in scale["pairs"] if p["kind"] == kind]
-            x = np.array([p["predicted"] for p in pairs])
-            y = np.array([p["real"][0] for p in pairs])
+            pairs = [p for p in scale.pairs if p.kind == kind] if scale else []
+            x = np.array([p.predicted for p in pairs])
+            y = np.array([p.real_at(0) for p in pairs])
             everything.extend(np.abs(np.concatenate([x, y])).tolist())
             ax.scatter(
                 x,
@@ -173,7 +174,7 @@ def order_check_figures(check: dict) -> dict:
                 marker=marker,
                 color=f"C{n}",
                 alpha=0.6,
-                label=f"step {entry['step']}, {kind} pairs",
+                label=f"step {entry.step}, {kind} pairs",
             )
     top = max(everything, default=1.0) or 1.0
     ax.plot([-top, top], [-top, top], "k--", lw=0.8, label="real = predicted")
@@ -191,9 +192,9 @@ def order_check_figures(check: dict) -> dict:
     ax.tick_params(axis="x", labelrotation=35)  # symlog labels of both signs would overlap
     ax.legend(fontsize=7)
     plots["order_scatter"] = png_uri(fig)
-    scales = [s for entry in check["checkpoints"] for s in entry["scales"] if s["scale"] == 1.0]
-    several_horizons = any(len(s["summary"].get("all", [])) > 1 for s in scales)
-    several_lrs = any(len(entry["scales"]) > 1 for entry in check["checkpoints"])
+    scales = [entry.at_run_lr() for entry in check.checkpoints if entry.at_run_lr()]
+    several_horizons = any(len(s.summary.get("all", [])) > 1 for s in scales)
+    several_lrs = any(len(entry.scales) > 1 for entry in check.checkpoints)
     if several_horizons:
         plots["order_horizon"] = _horizon_plot(check, Figure)
     if several_lrs:
@@ -201,46 +202,46 @@ def order_check_figures(check: dict) -> dict:
     return plots  # a plot with a single point on its axis is left out
 
 
-def _horizon_plot(check: dict, Figure) -> str:
+def _horizon_plot(check: OrderCheckRecord, Figure) -> str:
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for n, entry in enumerate(check["checkpoints"]):
-        scale = next(s for s in entry["scales"] if s["scale"] == 1.0)
-        rows = scale["summary"].get("all", [])
+    for n, entry in enumerate(check.checkpoints):
+        scale = entry.at_run_lr()
+        rows = scale.summary.get("all", []) if scale else []
         h = [r["horizon"] for r in rows]
         ax.plot(
             h,
             [_nan(r["accuracy"]) for r in rows],
             "o-",
             color=f"C{n}",
-            label=f"step {entry['step']}: prediction",
+            label=f"step {entry.step}: prediction",
         )
         ax.plot(
             h,
             [_nan(r["baselines"].get("h0_prediction")) for r in rows],
             "x:",
             color=f"C{n}",
-            label=f"step {entry['step']}: sign of the h = 0 prediction",
+            label=f"step {entry.step}: sign of the h = 0 prediction",
         )
     _accuracy_axes(ax, "symlog", "further identical steps h", "accuracy against horizon (run's lr)")
     return png_uri(fig)
 
 
-def _lr_plot(check: dict, Figure) -> str:
+def _lr_plot(check: OrderCheckRecord, Figure) -> str:
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for n, entry in enumerate(check["checkpoints"]):
+    for n, entry in enumerate(check.checkpoints):
         for kind, style in (("example", "o-"), ("batch", "s--"), ("exchange", "^:")):
             points = sorted(
-                (s["lr"], _nan(s["summary"][kind][0]["accuracy"]))
-                for s in entry["scales"]
-                if kind in s["summary"]
+                (s.lr, _nan(s.summary[kind][0]["accuracy"]))
+                for s in entry.scales
+                if kind in s.summary
             )
             ax.plot(
                 *zip(*points, strict=True),
                 style,
                 color=f"C{n}",
-                label=f"step {entry['step']}, {kind} pairs",
+                label=f"step {entry.step}, {kind} pairs",
             )
     _accuracy_axes(
         ax, "log", "learning rate of the swapped steps (h = 0)", "where the expansion holds"

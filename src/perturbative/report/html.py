@@ -110,7 +110,7 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "difference of parameters and optimizer state, each of its steps fed the gradient "
         "expanded at the first run's point). Pairs are two "
         "examples, two minibatches, or two examples exchanged between consecutive minibatches. "
-        f"{_single_examples(data.order_check.get('options', {}))} "
+        f"{_single_examples(data.order_check.options)} "
         "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
         "over pairs whose real difference is above the float32 rounding floor; settled: pairs "

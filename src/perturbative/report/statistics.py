@@ -21,6 +21,7 @@ import numpy as np
 from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.config import WINDOW_SIZES, examples_in_batch
+from perturbative.pipeline.order_records import OrderCheckRecord
 from perturbative.pipeline.results import (
     RERUN,
     load_results,
@@ -83,7 +84,7 @@ class ReportData:
     metrics: list[dict] | None
     ranking_indices: np.ndarray | None = None
     ranking_scores: np.ndarray | None = None
-    order_check: dict | None = None
+    order_check: OrderCheckRecord | None = None
     recorded_check: dict | None = None
     loss_shift: np.ndarray | None = None
     texts: list[str] | None = None
@@ -327,27 +328,25 @@ def ranking_table(data: ReportData, top: int = 5) -> list[dict]:
     return rows
 
 
-def order_check_rows(check: dict) -> list[dict]:
+def order_check_rows(check: OrderCheckRecord) -> list[dict]:
     """One row per (checkpoint, lr scale, kind, horizon) of an order check's summaries."""
     rows = []
-    for entry in check["checkpoints"]:
-        for scale in entry["scales"]:
+    for entry in check.checkpoints:
+        for scale in entry.scales:
             for kind in ("example", "batch", "exchange"):
-                for row in scale["summary"].get(kind, []):
-                    rows.append(
-                        {"step": entry["step"], "scale": scale["scale"], "kind": kind, **row}
-                    )
+                for row in scale.summary.get(kind, []):
+                    rows.append({"step": entry.step, "scale": scale.scale, "kind": kind, **row})
     return rows
 
 
-def order_check_windows(check: dict) -> list[dict]:
+def order_check_windows(check: OrderCheckRecord) -> list[dict]:
     """One row per (checkpoint, lr scale, k) of an order check's best-order windows."""
     return [
-        {"step": entry["step"], "scale": scale["scale"], "k": k, **scale["summary"][f"windows_{k}"]}
-        for entry in check["checkpoints"]
-        for scale in entry["scales"]
+        {"step": entry.step, "scale": scale.scale, "k": k, **scale.summary[f"windows_{k}"]}
+        for entry in check.checkpoints
+        for scale in entry.scales
         for k in WINDOW_SIZES
-        if f"windows_{k}" in scale["summary"]
+        if f"windows_{k}" in scale.summary
     ]
 
 
@@ -359,9 +358,11 @@ KIND_NAMES = {
 }
 
 
-def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[str, dict]:
+def pooled_order_checks(
+    checks: list[OrderCheckRecord], pieces: str | None = None
+) -> dict[str, dict]:
     """Sign accuracy at ``h = 0`` and best-of-``k!`` picks at the run's own lr, pooled per run
-    over several order checks (``order_check.json`` as dicts).
+    over several order checks (``order_check.json`` as read by ``read_order_check_file``).
 
     With ``pieces`` (``"follow"`` or ``"ignore"``) only checks whose predictions took that
     setting are pooled (checks written before the option ignored pieces); the others are counted
@@ -382,7 +383,7 @@ def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[s
     seen: dict[str, dict] = {}
     for check in checks:
         run = seen.setdefault(
-            check["run"],
+            check.run,
             {
                 "checks": 0,
                 "skipped": 0,
@@ -392,27 +393,26 @@ def pooled_order_checks(checks: list[dict], pieces: str | None = None) -> dict[s
                 "windows": {},
             },
         )
-        options = check.get("options", {})
+        options = check.options
         if options.get("expansion") != 3 or (
             pieces is not None and options.get("pieces", "ignore") != pieces
         ):
             run["skipped"] += 1
             continue
         run["checks"] += 1
-        for entry in check["checkpoints"]:
-            for scale in entry["scales"]:
-                if scale["scale"] != 1.0 or 0 not in scale["horizons"]:
+        for entry in check.checkpoints:
+            for scale in entry.scales:
+                if scale.scale != 1.0 or 0 not in scale.horizons:
                     continue
-                run["steps"].add(entry["step"])
-                floor = (scale["floor"] or {}).get("float32") or [0.0]
-                floor = floor[scale["horizons"].index(0)]
-                for pair in scale["pairs"]:
-                    real = pair["real"][pair["horizons"].index(0)]
-                    key = (entry["step"], _pooled_kind(pair["kind"], options), real)
+                run["steps"].add(entry.step)
+                floor = scale.floor_at(0)
+                for pair in scale.pairs:
+                    real = pair.real_at(0)
+                    key = (entry.step, _pooled_kind(pair.kind, options), real)
                     run["duplicates"] += key in run["pairs"]
                     run["pairs"][key] = (pair, real, abs(real) > floor)
-                for window in scale["windows"]:
-                    key = (entry["step"], window["k"], tuple(window["real"]))
+                for window in scale.windows:
+                    key = (entry.step, window.k, tuple(window.real))
                     run["duplicates"] += key in run["windows"]
                     run["windows"][key] = window
     return {name: _pooled(run) for name, run in seen.items()}
@@ -430,10 +430,10 @@ def _pooled(run: dict) -> dict:
         chosen = [(p, r, above) for (_, k, _), (p, r, above) in run["pairs"].items() if k == kind]
         if not chosen:
             continue
-        predicted = np.array([p["predicted"] for p, *_ in chosen])
+        predicted = np.array([p.predicted for p, *_ in chosen])
         right = np.sign(predicted) == np.sign([r for _, r, _ in chosen])
         above = np.array([a for *_, a in chosen])
-        trusted = settled(predicted, np.array([p["second_order"] for p, *_ in chosen]))
+        trusted = settled(predicted, np.array([p.second_order for p, *_ in chosen]))
         accuracy = float(right.mean())
         kinds[kind] = {
             "pairs": len(chosen),
@@ -451,8 +451,8 @@ def _pooled(run: dict) -> dict:
         if chosen:
             windows[k] = {
                 "windows": len(chosen),
-                "picked": sum(bool(w["best_is_real_best"]) for w in chosen),
-                "gap_share": float(np.mean([w["gap_share"] for w in chosen])),
+                "picked": sum(w.best_is_real_best for w in chosen),
+                "gap_share": float(np.mean([w.gap_share for w in chosen])),
             }
     return {
         "checks": run["checks"],

@@ -1,0 +1,233 @@
+"""The records of an order check of a ``perturbative train`` run, typed, and their one versioned
+reader and writer (``order_check.json``, documented in ``docs/results-format.md``).
+
+A check holds, per checkpoint and lr scale, the pairs it predicted and really trained
+(:class:`PairRecord`), the windows whose best order it predicted (:class:`WindowRecord`), the
+float32 rounding floor of the real differences and the summary statistics computed from them.
+Everything that reads a check (its summary, the printed lines, the report's tables and plots,
+the pooled targets) walks these records; :meth:`OrderCheckRecord.from_json` is the only place
+that reads the file's keys, and it reads every version written so far (fields added later get
+the value older checks implied).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from perturbative._core.errors import InputError
+
+#: The ``format_version`` written; :meth:`OrderCheckRecord.from_json` reads every version in
+#: :data:`READABLE_VERSIONS`.
+ORDER_CHECK_VERSION = 1
+READABLE_VERSIONS = (1,)
+
+
+@dataclass
+class PairRecord:
+    """One swap: two examples, two minibatches, or two examples exchanged between minibatches.
+
+    Attributes:
+        kind: ``"example"``, ``"batch"`` or ``"exchange"``.
+        predicted: the predicted ``O(x then y) - O(y then x)`` at ``h = 0``.
+        second_order: the same with gradients expanded to second order only.
+        sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` (a baseline).
+        state_part: the optimizer-state part of the prediction.
+        gradient_norms: ``(|g_x|, |g_y|)``.
+        horizons: the horizons ``h`` really followed.
+        real: the real difference after each horizon.
+        predicted_horizons: the prediction at each horizon, where one was made.
+    """
+
+    kind: str
+    predicted: float
+    second_order: float
+    sgd_bracket: float
+    state_part: float
+    gradient_norms: list[float]
+    horizons: list[int]
+    real: list[float]
+    predicted_horizons: list[float] | None = None
+
+    def real_at(self, h: int) -> float:
+        """The real difference at horizon ``h`` (which must have been followed)."""
+        return self.real[self.horizons.index(h)]
+
+    def predicted_at(self, h: int) -> float:
+        """The predicted difference at horizon ``h`` (NaN where none was made)."""
+        if h == 0:
+            return self.predicted
+        if not self.predicted_horizons or h not in self.horizons:
+            return math.nan
+        return self.predicted_horizons[self.horizons.index(h)]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairRecord:
+        return cls(
+            kind=data["kind"],
+            predicted=_float(data["predicted"]),
+            second_order=_float(data.get("second_order", data["predicted"])),
+            sgd_bracket=_float(data["sgd_bracket"]),
+            state_part=_float(data["state_part"]),
+            gradient_norms=[_float(v) for v in data["gradient_norms"]],
+            horizons=[int(h) for h in data["horizons"]],
+            real=[_float(v) for v in data["real"]],
+            predicted_horizons=(
+                None
+                if data.get("predicted_horizons") is None
+                else [_float(v) for v in data["predicted_horizons"]]
+            ),
+        )
+
+
+@dataclass
+class WindowRecord:
+    """``k`` minibatches: the predicted best of their ``k!`` orders against training all.
+
+    Attributes:
+        k: the window's size.
+        best_is_real_best: the predicted best order is the real best.
+        gap_share: the share of the real best-to-worst gap the predicted best captures.
+        second_order_best_is_real_best: the same for the second-order prediction.
+        real_gap: the real best-to-worst gap.
+        predicted: ``O`` after each order, predicted.
+        second_order: the same, second order.
+        real: ``O`` after each order, really trained.
+    """
+
+    k: int
+    best_is_real_best: bool
+    gap_share: float
+    second_order_best_is_real_best: bool
+    real_gap: float
+    predicted: list[float]
+    second_order: list[float]
+    real: list[float]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WindowRecord:
+        return cls(
+            k=int(data["k"]),
+            best_is_real_best=bool(data["best_is_real_best"]),
+            gap_share=_float(data["gap_share"]),
+            second_order_best_is_real_best=bool(
+                data.get("second_order_best_is_real_best", data["best_is_real_best"])
+            ),
+            real_gap=_float(data.get("real_gap", math.nan)),
+            predicted=[_float(v) for v in data["predicted"]],
+            second_order=[_float(v) for v in data.get("second_order", data["predicted"])],
+            real=[_float(v) for v in data["real"]],
+        )
+
+
+@dataclass
+class ScaleRecord:
+    """Everything checked at one checkpoint at one lr (the run's, times ``scale``).
+
+    Attributes:
+        scale: the lr's multiple of the run's.
+        lr: the lr of the swapped steps.
+        horizons: the horizons followed (``(0,)`` at scales other than 1).
+        pairs: the swaps.
+        floor: the float32 rounding floor of the real differences (``{"float32": per horizon,
+            "repeat": ...}``), or None.
+        windows: the best-order windows.
+        summary: the statistics of :func:`perturbative.pipeline.order_summary.summarize`.
+    """
+
+    scale: float
+    lr: float
+    horizons: list[int]
+    pairs: list[PairRecord]
+    floor: dict[str, Any] | None
+    windows: list[WindowRecord]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def floor_at(self, h: int) -> float:
+        """The float32 floor at horizon ``h`` (0 where none was measured)."""
+        values = (self.floor or {}).get("float32") or []
+        n = self.horizons.index(h)
+        return float(values[n]) if n < len(values) else 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScaleRecord:
+        return cls(
+            scale=float(data["scale"]),
+            lr=float(data["lr"]),
+            horizons=[int(h) for h in data["horizons"]],
+            pairs=[PairRecord.from_json(p) for p in data["pairs"]],
+            floor=data.get("floor"),
+            windows=[WindowRecord.from_json(w) for w in data.get("windows", [])],
+            summary=data.get("summary", {}),
+        )
+
+
+@dataclass
+class CheckpointRecord:
+    """The scales checked at one checkpoint."""
+
+    step: int
+    scales: list[ScaleRecord]
+
+    def at_run_lr(self) -> ScaleRecord | None:
+        """The scale at the run's own lr, if it was checked."""
+        return next((s for s in self.scales if s.scale == 1.0), None)
+
+
+@dataclass
+class OrderCheckRecord:
+    """An order check: the run, its lr, the options and every checkpoint's records.
+
+    Attributes:
+        run: the checked run's folder.
+        lr: the run's lr.
+        options: :class:`perturbative.pipeline.config.OrderCheckOptions` as a dict.
+        checkpoints: per checkpoint, its scales.
+    """
+
+    run: str
+    lr: float
+    options: dict[str, Any]
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The check as the JSON object written to ``order_check.json``."""
+        return {**asdict(self), "format_version": ORDER_CHECK_VERSION}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "order_check.json") -> OrderCheckRecord:
+        """Read a check of any readable version.
+
+        Raises:
+            InputError: a version this reader does not know, or a record without a field every
+                version has.
+        """
+        version = data.get("format_version", 1)
+        if version not in READABLE_VERSIONS:
+            raise InputError(
+                f"{source} has format_version {version!r}; this version of perturbative reads "
+                f"{list(READABLE_VERSIONS)}: rerun `perturbative order-check`"
+            )
+        try:
+            return cls(
+                run=str(data.get("run", "")),
+                lr=float(data.get("lr", math.nan)),
+                options=dict(data.get("options", {})),
+                checkpoints=[
+                    CheckpointRecord(
+                        int(entry["step"]), [ScaleRecord.from_json(s) for s in entry["scales"]]
+                    )
+                    for entry in data.get("checkpoints", [])
+                ],
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(
+                f"{source} is not an order check this reader understands ({type(error).__name__}: "
+                f"{error}); rerun `perturbative order-check`"
+            ) from error
+
+
+def _float(value: Any) -> float:
+    """A number as JSON holds it (``null`` for NaN)."""
+    return math.nan if value is None else float(value)
