@@ -171,3 +171,15 @@ def record_keyword(run_dir, task_name="lm_task", steps=12, save_at=6):
         opt.step()
         recorder.step(indices)
     recorder.close()
+
+
+# --- images (n, 1, 4, 4) through a linear classifier: the report shows them as thumbnails
+IMAGES = torch.rand(80, 1, 4, 4, generator=torch.Generator().manual_seed(7))
+IMAGE_CLASSES = (IMAGES.mean((1, 2, 3)) > 0.5).long()
+image_task = Task(
+    model=lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)),
+    loss_fn=loss,
+    train=list(zip(IMAGES[:60], IMAGE_CLASSES[:60], strict=True)),
+    heldout=list(zip(IMAGES[60:], IMAGE_CLASSES[60:], strict=True)),
+    examples_view="image",
+)

@@ -102,3 +102,30 @@ def test_a_language_model_run_of_keyword_batches_is_swept_and_shown_as_text(tmp_
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert 'id="textview"' in page and meta["texts"][0] in page
+
+
+def test_image_examples_of_a_recorded_run_are_shown_as_thumbnails(tmp_path):
+    from recorded_task import image_task
+
+    from perturbative.cli import main
+    from perturbative.pipeline import Recorder
+    from perturbative.pipeline.results import load_thumbnails
+
+    run = tmp_path / "run"
+    net = image_task.model()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    recorder = Recorder(run, net, opt, task="recorded_task:image_task", save_at=5)
+    for step in range(10):
+        indices = list(range(6 * step % 60, 6 * step % 60 + 6))
+        inputs, classes = image_task.batch(indices)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(inputs), classes).backward()
+        opt.step()
+        recorder.step(indices)
+    recorder.close()
+    flags = ["--ranking-examples", "4", "--test-examples", "8", "--threads", "1"]
+    assert main(["brackets", str(run), *flags]) == 0
+    thumbnails = load_thumbnails(run / "brackets")
+    assert thumbnails.shape == (6, 1, 4, 4) and thumbnails.min() == 0 and thumbnails.max() == 1
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").read_text().count("data:image/png;base64,") >= 6

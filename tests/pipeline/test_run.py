@@ -155,3 +155,26 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
     lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
     meta, _ = load_results(sweep_training_run(run, TINY_SWEEP))
     assert meta["steps"] == [0, 2] and not lock.exists()
+
+
+def test_a_train_run_is_a_task_and_sweeps_the_examples_it_always_did(run_dir, tmp_path):
+    """The sweep takes a train run's model, loss and examples from its built-in task; the
+    examples (so the data hash that lets old results folders resume) are those it took before."""
+    from perturbative._core.io import tensors_sha256
+    from perturbative.pipeline import training_task
+    from perturbative.pipeline.config import load_run_config
+    from perturbative.pipeline.sweep import select_examples
+    from perturbative.pipeline.train import build_dataset
+
+    task = training_task(run_dir)
+    dataset = build_dataset(load_run_config(run_dir))
+    inputs, targets = task.batch([0, 3], "heldout")
+    expected = dataset.batch(dataset.heldout_indices[[0, 3]])
+    assert torch.equal(inputs, expected[0]) and torch.equal(targets, expected[1])
+    assert task.output_names == tuple(dataset.attribute_names) and task.examples_view == "image"
+    options = SweepOptions(test_examples=6, ranking_examples=4, out_dir=str(tmp_path / "b"))
+    meta, _ = load_results(sweep_training_run(run_dir, options))
+    # the examples as the sweep chose them before it went through the task
+    test = select_examples(dataset.heldout_indices.tolist(), 6, options.seed)
+    pool = select_examples(dataset.train_indices.tolist(), 4, options.seed + 1)
+    assert meta["data_sha256"] == tensors_sha256(*dataset.batch(test), *dataset.batch(pool))

@@ -16,6 +16,7 @@ from perturbative.pipeline.recorded import check_recorded_run as check_recorded_
 from perturbative.pipeline.recorder import Recorder as Recorder
 from perturbative.pipeline.results import load_results as load_results
 from perturbative.pipeline.run import sweep_training_run as sweep_training_run
+from perturbative.pipeline.run import training_task as training_task
 from perturbative.pipeline.sweep import SweepData as SweepData
 from perturbative.pipeline.sweep import bracket_sweep as bracket_sweep
 from perturbative.pipeline.task import Task as Task

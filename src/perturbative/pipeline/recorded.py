@@ -203,7 +203,7 @@ def sweep_recorded_run(
         raise InputError("the sweep brackets held-out examples: give the task heldout=...")
     test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
     pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
-    test_batch, pool_batch = task.batch(test.tolist(), "heldout"), task.batch(pool.tolist())
+    test_batch = task.batch(test.tolist(), "heldout")
     model = task.model().eval()
     data = SweepData(
         *_inputs_and_targets(test_batch),
@@ -215,7 +215,9 @@ def sweep_recorded_run(
         tokens=[task.tokens(task.heldout[i]) for i in test.tolist()] if task.tokens else None,
     )
     if len(pool) >= 2:
-        data.ranking_inputs, data.ranking_targets = _inputs_and_targets(pool_batch)
+        data.ranking_inputs, data.ranking_targets = _inputs_and_targets(task.batch(pool.tolist()))
+    if task.examples_view == "image":
+        data.thumbnails = _thumbnails(data.test_inputs, options.bracket_examples)
     width = output_width(model, task.loss_fn, data)
     data.attribute_names = list(task.output_names) or [
         f"token {k}" if task.tokens else f"output_{k}" for k in range(width)
@@ -286,6 +288,18 @@ def sweep_recorded_run(
             else None
         ),
     )
+
+
+def _thumbnails(inputs: Any, count: int) -> Tensor | None:
+    """The first ``count`` inputs as images in ``[0, 1]`` (each scaled from its own range) for
+    the report, or None where the inputs are not images ``(n, C, H, W)`` or ``(n, H, W)``."""
+    if not isinstance(inputs, Tensor) or inputs.dim() not in (3, 4):
+        return None
+    images = inputs[:count].detach().float()
+    images = images[:, None] if images.dim() == 3 else images
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-12)
 
 
 def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor | None]:

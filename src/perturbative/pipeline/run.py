@@ -1,7 +1,9 @@
 """A training run's checkpoints -> the bracket sweep's results files.
 
 Glue between :mod:`perturbative.pipeline.train` (runs and checkpoints) and
-:mod:`perturbative.pipeline.sweep` (the analysis, written to files). For a model and data of your
+:mod:`perturbative.pipeline.sweep` (the analysis, written to files). A run of ``train`` is a
+:class:`perturbative.Task` like any recorded run's (:func:`training_task`): the sweep takes its
+model, loss and examples from it. For a model and data of your
 own, call :func:`perturbative.pipeline.sweep.bracket_sweep` directly (``examples/own_model.py``).
 """
 
@@ -25,6 +27,7 @@ from perturbative.pipeline.config import (
     resolve_device,
 )
 from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
+from perturbative.pipeline.task import Task
 from perturbative.pipeline.train import build_dataset, build_model, per_example_bce
 
 
@@ -61,29 +64,30 @@ def sweep_training_run(
     if options.preconditioner == "adam":
         checkpoints = [(s, p) for s, p in checkpoints if s > 0]
     dataset = build_dataset(config)
+    task = _training_task(config, dataset)
     device = resolve_device(config.device)  # where the run trained: CUDA when "auto" finds one
-    test = select_examples(dataset.heldout_indices.tolist(), options.test_examples, options.seed)
+    # positions in the task's splits; the results record dataset indices
+    test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
     if len(test) < options.bracket_examples:
         raise InputError(
             f"only {len(test)} held-out examples; need at least bracket_examples="
             f"{options.bracket_examples}"
         )
-    pool = select_examples(
-        dataset.train_indices.tolist(), options.ranking_examples, options.seed + 1
-    )
-    test_inputs, test_targets = dataset.batch(test)
-    pool_inputs, pool_targets = dataset.batch(pool)
+    pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
+    test_inputs, test_targets = task.batch(test.tolist(), "heldout")
+    pool_inputs, pool_targets = task.batch(pool.tolist()) if len(pool) >= 2 else (None, None)
+    test, pool = dataset.heldout_indices[test], dataset.train_indices[pool]
     data = SweepData(
         test_inputs=test_inputs,
         test_targets=test_targets,
-        attribute_names=list(dataset.attribute_names),
-        ranking_inputs=pool_inputs if len(pool) >= 2 else None,
-        ranking_targets=pool_targets if len(pool) >= 2 else None,
+        attribute_names=list(task.output_names),
+        ranking_inputs=pool_inputs,
+        ranking_targets=pool_targets,
         test_indices=test,
         ranking_indices=pool,
         thumbnails=dataset.images01(test[: options.bracket_examples]),
     )
-    model = build_model(config, dataset.num_attributes, dataset.num_channels).to(device)
+    model = task.model().to(device)
     settings = SweepSettings(
         lr=config.lr,
         bracket_examples=options.bracket_examples,
@@ -116,7 +120,7 @@ def sweep_training_run(
     inside = out_dir.resolve().is_relative_to(run_dir.resolve())
     return bracket_sweep(
         model,
-        per_example_bce,
+        task.loss_fn,
         [(s, loader(p)) for s, p in checkpoints],
         data,
         out_dir,
@@ -124,4 +128,28 @@ def sweep_training_run(
         preconditioner_at=adam_at if options.preconditioner == "adam" else None,
         sources=sources,
         replace_stale=inside,
+    )
+
+
+def training_task(run_dir: str | Path, data_root: str | None = None) -> Task:
+    """A run of ``perturbative train`` as a :class:`perturbative.Task`: its MXResNet (the
+    weights come from its checkpoints), the per-example BCE over the attributes, its training
+    and held-out splits of digits or CelebA (indexed by position in the split, each example a
+    tuple ``(image, attributes)``), the attributes as output names, images as the examples'
+    view. What ``perturbative brackets`` sweeps on such a run.
+
+    ``data_root`` points at the run's CelebA data if it has moved since training.
+    """
+    config = load_run_config(Path(run_dir), data_root)
+    return _training_task(config, build_dataset(config))
+
+
+def _training_task(config, dataset) -> Task:
+    return Task(
+        model=functools.partial(build_model, config, dataset.num_attributes, dataset.num_channels),
+        loss_fn=per_example_bce,
+        train=torch.utils.data.Subset(dataset, dataset.train_indices.tolist()),
+        heldout=torch.utils.data.Subset(dataset, dataset.heldout_indices.tolist()),
+        output_names=tuple(dataset.attribute_names),
+        examples_view="image",
     )

@@ -31,6 +31,8 @@ EXAMPLE_VIEWS = ("index", "image", "text")
 def default_collate(examples: Sequence[Any]) -> Any:
     """Examples -> one batch: tuples of tensors stacked per position, mappings of tensors per
     key (a keyword batch), single tensors stacked."""
+    if not examples:
+        raise InputError("no examples to collate: ask for at least one index")
     first = examples[0]
     if isinstance(first, Mapping):
         return {k: torch.stack([torch.as_tensor(e[k]) for e in examples]) for k in first}
