@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from perturbative.pipeline.task import as_dtype
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PAIR_KINDS = ("example", "batch", "exchange")
 
@@ -59,6 +61,5 @@ def sample_windows(dataset, batch_size, count, generator, dtype, sizes=(3, 4)) -
 
 
 def cast_batch(batch, dtype):
-    """A data tuple with every tensor cast to ``dtype`` (a torch dtype or its name)."""
-    dtype = DTYPES.get(dtype, dtype)
-    return tuple(t.to(dtype) for t in batch)
+    """A data tuple with its floating tensors cast to ``dtype`` (a torch dtype or its name)."""
+    return as_dtype(batch, DTYPES.get(dtype, dtype))
