@@ -129,3 +129,23 @@ def test_image_examples_of_a_recorded_run_are_shown_as_thumbnails(tmp_path):
     assert thumbnails.shape == (6, 1, 4, 4) and thumbnails.min() == 0 and thumbnails.max() == 1
     assert main(["report", str(run)]) == 0
     assert (run / "report.html").read_text().count("data:image/png;base64,") >= 6
+
+
+def test_a_classifier_of_keyword_batches_draws_its_labels_in_their_class_cells(tmp_path):
+    from recorded_task import SEQUENCES, record_keyword
+
+    from perturbative.cli import main
+    from perturbative.pipeline import load_results
+
+    run = tmp_path / "run"
+    record_keyword(run, "bert_task", steps=6, save_at=3)
+    flags = ["--ranking-examples", "4", "--test-examples", "8", "--threads", "1"]
+    assert main(["brackets", str(run), *flags]) == 0
+    meta, steps = load_results(run / "brackets")
+    labels = torch.stack([SEQUENCES[64 + i]["labels"] for i in steps[3]["test_indices"]])
+    assert torch.equal(steps[3]["targets"].argmax(1), labels)
+    assert steps[3]["targets"].sum() == 8 and meta["attribute_names"] == [
+        "output_0",
+        "output_1",
+        "output_2",
+    ]

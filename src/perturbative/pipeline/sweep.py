@@ -197,8 +197,11 @@ def checkpoint_results(
         "grad_layer_rms": layer_rms(terms.gradients, leading=1)[0].float(),
         "cancellation": cancellation.float(),
     }
-    if data.test_targets is not None:
-        result["targets"] = report_targets(data.test_targets, width)
+    labels = _keyword_labels(data.test_inputs, width)
+    if data.test_targets is not None or labels is not None:
+        result["targets"] = report_targets(
+            data.test_targets if data.test_targets is not None else labels, width
+        )
     if data.test_indices is not None:
         result["test_indices"] = data.test_indices.long()
     ranked = data.ranking_data()
@@ -217,6 +220,15 @@ def checkpoint_results(
     if settings.save_brackets:
         result.update({f"bracket.{k}": v.float() for k, v in pairs.items()})
     return {k: v.detach().cpu() for k, v in result.items()}
+
+
+def _keyword_labels(inputs: Any, width: int) -> Tensor | None:
+    """A keyword batch's class labels (Hugging Face's ``labels``, one class index per example
+    below ``width``), for the report to draw in their class's cell; None for anything else."""
+    labels = inputs.get("labels") if isinstance(inputs, Mapping) else None
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        return None
+    return labels if bool(((labels >= 0) & (labels < width)).all()) else None
 
 
 def _to(item: Any, device: torch.device) -> Any:
