@@ -70,10 +70,12 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
         == 0
     )
     check = ["--checkpoints", "1", "--batch-pairs", "3", "--windows", "1", "--threads", "1"]
+    check += ["--scored-examples", "4"]
     assert main(["order-check", str(run), *check]) == 0
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert "Order predictions against really reordering this run" in page and "AdamW" in page
+    assert "Order scores with the run's AdamW" in page
 
 
 def test_a_language_model_run_of_keyword_batches_is_swept_and_shown_as_text(tmp_path):

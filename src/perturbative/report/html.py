@@ -137,10 +137,14 @@ def _recorded_check_html(data: ReportData) -> str:
     """Predictions against really reordering a recorded run (``perturbative order-check`` on a
     run of :class:`perturbative.Recorder`), from the check's saved summary."""
     check = data.recorded_check
-    if not check or not check.get("summary", {}).get("pairs"):
+    summary = (check or {}).get("summary", {})
+    if not summary.get("pairs") and not summary.get("scored_examples"):
         return ""
-    summary = check["summary"]
-    rows = {"all checkpoints": summary, **summary.get("by_checkpoint", {})}
+    rows = (
+        {"all checkpoints": summary, **summary.get("by_checkpoint", {})}
+        if summary.get("pairs")
+        else {}
+    )
     body = "".join(
         f"<tr><td>{html.escape(str(name))}</td><td>{row['pairs']}</td>"
         f"<td>{_num(row['sign_accuracy'])}</td><td>{_num(row['median_relative_error'])}</td>"
@@ -156,6 +160,27 @@ def _recorded_check_html(data: ReportData) -> str:
         else ""
     )
     optimizer = html.escape(str(check.get("optimizer", "the run's optimizer")))
+    scores = ""
+    if summary.get("scored_examples"):
+        window = check.get("options", {}).get("score_window", "?")
+        by_step = ", ".join(
+            f"step {step} {_num(value)}"
+            for step, value in summary.get("scores_by_checkpoint", {}).items()
+        )
+        scores = (
+            f"<p>Order scores with the run's {optimizer}: the sign of training an example in "
+            f"the first rather than the last of the run's next {window} batches was right for "
+            f"<b>{_num(summary['scores_predicted'])}</b> of {summary['scored_examples']} "
+            f"examples ({by_step}); the plain-SGD score {_num(summary['scores_sgd'])}, the "
+            f"optimizer-state part alone {_num(summary['scores_state_part'])}.</p>"
+        )
+    table = (
+        '<table class="data"><thead><tr><th>checkpoint</th><th>pairs</th><th>sign accuracy</th>'
+        "<th>median relative error</th><th>coin</th><th>grad norm</th><th>SGD bracket</th>"
+        f"<th>state part</th></tr></thead><tbody>{body}</tbody></table>"
+        if rows
+        else ""
+    )
     return (
         "<h2>Order predictions against really reordering this run</h2>"
         f'<p class="hint">At checkpoints of this recorded run, with its {optimizer} state, the lr '
@@ -165,9 +190,7 @@ def _recorded_check_html(data: ReportData) -> str:
         "observable (by default the held-out mean loss). Baselines: a fair coin, larger "
         "gradient first, the plain-SGD bracket that ignores the optimizer, and the "
         "optimizer-state part alone.</p>"
-        '<table class="data"><thead><tr><th>checkpoint</th><th>pairs</th><th>sign accuracy</th>'
-        "<th>median relative error</th><th>coin</th><th>grad norm</th><th>SGD bracket</th>"
-        f"<th>state part</th></tr></thead><tbody>{body}</tbody></table>{windows}"
+        f"{table}{windows}{scores}"
     )
 
 
