@@ -16,6 +16,7 @@ then y and on y then x. One module per object:
 * ``_observable``: the scalar observable ``O`` the predictions measure;
 * ``_predictions``: what the order does to an observable: predictions and best orders;
 * ``_scores``: order scores of single examples, plain and with the run's optimizer;
+* ``_phases``: the order of two training phases, and a tournament of sources;
 * ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
@@ -46,6 +47,11 @@ from perturbative.brackets._output_shifts import output_shift as output_shift
 from perturbative.brackets._output_shifts import (
     projected_bracket_matrix as projected_bracket_matrix,
 )
+from perturbative.brackets._phases import PhasePrediction as PhasePrediction
+from perturbative.brackets._phases import PhaseTournament as PhaseTournament
+from perturbative.brackets._phases import kendall_tau as kendall_tau
+from perturbative.brackets._phases import phase_tournament as phase_tournament
+from perturbative.brackets._phases import predict_phase_order as predict_phase_order
 from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
 from perturbative.brackets._pieces import Selection as Selection
 from perturbative.brackets._pieces import on_pieces as on_pieces

@@ -399,6 +399,24 @@ def predict_order(
     return window.predicted_value(range(len(window.batches)))
 
 
+def predicted_values(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    orders: Sequence[Sequence[int]],
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
+) -> list[float]:
+    """``O`` predicted after each of ``orders`` of ``batches`` (:func:`predict_order` of each),
+    sharing the derivatives at ``theta`` and along the way between the orders."""
+    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
+    return [window.predicted_value(list(order)) for order in orders]
+
+
 def expanded_values_along_steps(
     model: nn.Module,
     loss_fn: LossFn,
