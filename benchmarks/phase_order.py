@@ -9,7 +9,8 @@ size drawn from its source with a seed. At each checkpoint (model in float64, Ba
 batch's own statistics as in training, predicted and real alike), for random pairs of sources and
 each ``k``: ``O(A then B) - O(B then A)`` of the held-out mean BCE, really trained on copies of
 the model and its Adam state, against the composition method, the expansion at the checkpoint
-(``k <= --expansion-up-to``), and the baselines: a fair coin, the phase with the larger gradient
+(``k <= --expansion-up-to``), with ``--exact-state`` the composition with the optimizer state
+carried exactly, and the baselines: a fair coin, the phase with the larger gradient
 first, the phase with the larger loss first, the plain-SGD bracket ``lr^2 k^2 u . [v_A, v_B]``.
 Prints sign accuracy (all pairs, and pairs whose real difference is above 1e-9), median
 relative error and seconds per pair of each method against training both orders; writes
@@ -43,6 +44,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr-scale", type=float, default=1.0, help="the phases' lr / the run's")
+    parser.add_argument(
+        "--exact-state",
+        action="store_true",
+        help="also the composition with the optimizer state carried exactly (a diagnostic)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/phase_order.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,6 +125,13 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                 model, per_example_bce, optimizer, a, b, observable, method="composition", lr=lr
             ).predicted
             composition_seconds = time.perf_counter() - started
+            exact = exact_seconds = None
+            if args.exact_state:
+                started = time.perf_counter()
+                exact = predict_phase_order(
+                    model, per_example_bce, optimizer, a, b, observable, method="exact-state", lr=lr
+                ).predicted
+                exact_seconds = time.perf_counter() - started
             expansion = expansion_seconds = None
             if k <= args.expansion_up_to:
                 started = time.perf_counter()
@@ -147,6 +160,7 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                     "real": ab - ba,
                     "composition": composition,
                     "expansion": expansion,
+                    "exact_state": exact,
                     "sgd_bracket": lr**2 * k**2 * bracket,
                     # a phase first is predicted to lower O when its gradient (loss) is larger
                     "larger_gradient_first": -1.0 if norm > norm_b else 1.0,
@@ -156,6 +170,7 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                         "real": real_seconds,
                         "composition": composition_seconds,
                         "expansion": expansion_seconds,
+                        "exact_state": exact_seconds,
                     },
                 }
             )
@@ -168,8 +183,15 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
     return rows
 
 
-METHODS = ("composition", "expansion", "sgd_bracket", "larger_gradient_first", "larger_loss_first",
-           "coin")  # fmt: skip
+METHODS = (
+    "composition",
+    "exact_state",
+    "expansion",
+    "sgd_bracket",
+    "larger_gradient_first",
+    "larger_loss_first",
+    "coin",
+)
 
 
 def summarize(rows: list[dict], ks: list[int]) -> dict:
@@ -191,7 +213,7 @@ def summarize(rows: list[dict], ks: list[int]) -> dict:
             ok = np.abs(rr) > 1e-9
             accuracy = float(np.mean(np.sign(p[ok]) == np.sign(rr[ok]))) if ok.any() else np.nan
             numbers[k][method] = {"sign_accuracy": accuracy, "pairs": int(ok.sum())}
-            if method in ("composition", "expansion"):
+            if method in ("composition", "exact_state", "expansion"):
                 error = float(np.median(np.abs(p - rr) / np.abs(rr)))
                 numbers[k][method]["median_relative_error"] = error
                 seconds = statistics.mean(r["seconds"][method] for r in have)

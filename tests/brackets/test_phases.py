@@ -52,17 +52,20 @@ def least_squares(kind, **hyper):
     return model, loss_fn, optimizer, phases, observable
 
 
+@pytest.mark.parametrize("method", ["composition", "exact-state"])
 @pytest.mark.parametrize(
     "kind, hyper",
     [(torch.optim.SGD, {"lr": 0.05}), (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9})],
 )
-def test_composition_is_exact_for_sgd_on_least_squares_with_a_linear_observable(kind, hyper):
+def test_composition_is_exact_for_sgd_on_least_squares_with_a_linear_observable(
+    kind, hyper, method
+):
     """Affine steps (with or without momentum) make each phase an affine map of where it starts
     (parameters and momentum), and a linear O has one gradient: nothing is left out."""
     model, loss_fn, optimizer, (a, b), observable = least_squares(kind, **hyper)
-    got = predict_phase_order(model, loss_fn, optimizer, a, b, observable, method="composition")
+    got = predict_phase_order(model, loss_fn, optimizer, a, b, observable, method=method)
     real = real_difference(model, loss_fn, optimizer, a, b, observable)
-    assert got.method == "composition" and abs(real) > 1e-4
+    assert got.method == method and abs(real) > 1e-4
     assert got.predicted == pytest.approx(real, rel=1e-9, abs=1e-14)
 
 
