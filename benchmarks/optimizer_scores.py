@@ -4,8 +4,8 @@ by side in one run, on the GPT-2 of examples/own_loop.py recorded for --steps st
     python benchmarks/optimizer_scores.py                  # 64 examples, window of 4 batches
     python benchmarks/optimizer_scores.py --examples 128 --window 8
 
-The prediction (one adjoint pass through the window's AdamW steps, two per-example gradients per
-example) against really training the window twice per example in float64, as the order check
+The prediction (one adjoint pass through the window's AdamW steps, three per-example gradients
+per example) against really training the window twice per example in float64, as the order check
 does; both in float64 from the recorded checkpoint. Prints seconds per example, the ratio and the
 sign agreement; writes benchmarks/results/optimizer_scores.json.
 """

@@ -92,6 +92,7 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
         mean_gradient,
         predict_phase_order,
         values_along_steps,
+        vector_norm,
     )
     from perturbative.pipeline.order_check import restore
     from perturbative.pipeline.sweep import select_examples
@@ -106,6 +107,15 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
     groups = sources(dataset)
     rng = random.Random(args.seed + step)
     lr = config.lr * args.lr_scale
+
+    def timed(method: str, a, b) -> tuple[float, float]:
+        """A prediction of ``O(A then B) - O(B then A)``, and the seconds it took."""
+        started = time.perf_counter()
+        value = predict_phase_order(
+            model, per_example_bce, optimizer, a, b, observable, method=method, lr=lr
+        ).predicted
+        return value, time.perf_counter() - started
+
     rows = []
     for k in args.ks:
         for _ in range(args.pairs):
@@ -120,25 +130,11 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                 for order in ([*a, *b], [*b, *a])
             )
             real_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            composition = predict_phase_order(
-                model, per_example_bce, optimizer, a, b, observable, method="composition", lr=lr
-            ).predicted
-            composition_seconds = time.perf_counter() - started
-            exact = exact_seconds = None
-            if args.exact_state:
-                started = time.perf_counter()
-                exact = predict_phase_order(
-                    model, per_example_bce, optimizer, a, b, observable, method="exact-state", lr=lr
-                ).predicted
-                exact_seconds = time.perf_counter() - started
-            expansion = expansion_seconds = None
-            if k <= args.expansion_up_to:
-                started = time.perf_counter()
-                expansion = predict_phase_order(
-                    model, per_example_bce, optimizer, a, b, observable, method="expansion", lr=lr
-                ).predicted
-                expansion_seconds = time.perf_counter() - started
+            composition, composition_seconds = timed("composition", a, b)
+            exact, exact_seconds = timed("exact-state", a, b) if args.exact_state else (None, None)
+            expansion, expansion_seconds = (
+                timed("expansion", a, b) if k <= args.expansion_up_to else (None, None)
+            )
             # baselines: mean fields of each phase at the checkpoint
             batch_a = tuple(torch.cat(t) for t in zip(*a, strict=True))
             batch_b = tuple(torch.cat(t) for t in zip(*b, strict=True))
@@ -150,8 +146,7 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
             with torch.no_grad():
                 loss_a = float(per_example_bce(model(batch_a[0]), batch_a[1])) / len(batch_a[0])
                 loss_b = float(per_example_bce(model(batch_b[0]), batch_b[1])) / len(batch_b[0])
-            norm = sum(float((g_a[n] ** 2).sum()) for n in g_a) ** 0.5
-            norm_b = sum(float((g_b[n] ** 2).sum()) for n in g_b) ** 0.5
+            norm, norm_b = float(vector_norm(g_a)), float(vector_norm(g_b))
             rows.append(
                 {
                     "step": step,

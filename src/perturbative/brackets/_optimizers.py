@@ -144,13 +144,19 @@ def clipped(grads: Params, max_norm: float) -> Params:
 
 
 def functional_optimizer(
-    optimizer: torch.optim.Optimizer, params: dict[str, Tensor]
+    optimizer: torch.optim.Optimizer,
+    params: dict[str, Tensor],
+    *,
+    lr: float | None = None,
+    max_grad_norm: float | None = None,
 ) -> FunctionalOptimizer:
     """Read ``optimizer``'s rule, per-group hyperparameters and current state for ``params``.
 
     Args:
         optimizer: built on the tensors of ``params`` (``dict(model.named_parameters())``).
         params: the trained parameters by name, the tensors the optimizer updates.
+        lr: replaces every group's learning rate (``None``: the optimizer's own).
+        max_grad_norm: the gradient clipping of the steps (``None``: none).
 
     Raises:
         ValueError: the optimizer's update is not modelled (see the module docstring), or a
@@ -181,15 +187,21 @@ def functional_optimizer(
         }
         if "step" in state[name]:
             state[name]["step"] = int(float(state[name]["step"]))
-    return FunctionalOptimizer(UPDATE_RULES[kind], hyper, state, kind.__name__)
+    read = FunctionalOptimizer(UPDATE_RULES[kind], hyper, state, kind.__name__, max_grad_norm)
+    return read.with_lr(lr)
 
 
-def plain_sgd(names: list[str], lr: float) -> FunctionalOptimizer:
-    """Plain SGD at ``lr`` on ``names`` (no momentum, no weight decay, no state): what a
-    prediction that ignores the run's optimizer assumes."""
+def plain_sgd(
+    names: list[str], lr: float, max_grad_norm: float | None = None
+) -> FunctionalOptimizer:
+    """Plain SGD at ``lr`` on ``names`` (no momentum, no weight decay, no state, the given
+    clipping): what a prediction that ignores the run's optimizer assumes."""
     hyper = {"lr": float(lr), "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
     return FunctionalOptimizer(
-        sgd_update, {k: {**hyper, "nesterov": False} for k in names}, {k: {} for k in names}
+        sgd_update,
+        {k: {**hyper, "nesterov": False} for k in names},
+        {k: {} for k in names},
+        max_grad_norm=max_grad_norm,
     )
 
 

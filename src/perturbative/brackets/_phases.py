@@ -30,7 +30,6 @@ Two methods:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,14 +150,7 @@ def predict_phase_order(
 
 def _exact_state(model, loss_fn, optimizer, phase_a, phase_b, observable, lr, max_grad_norm):
     """The ``"exact-state"`` method (module docstring)."""
-    names = trained_names(model, optimizer)
-    by_name = dict(model.named_parameters())
-    read = dataclasses.replace(
-        functional_optimizer(optimizer, {n: by_name[n] for n in names}).with_lr(lr),
-        max_grad_norm=max_grad_norm,
-    )
-    theta = {n: by_name[n].detach() for n in names}
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
+    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
     a, b = (checks.check_batches(model, p) for p in (phase_a, phase_b))
     with differentiable_kernels():
         (end_a, state_a), (end_b, state_b) = (
@@ -224,15 +216,8 @@ def phase_effect(
     advanced by its own length, keeping the graph of its steps so that any cotangent on its end
     pulls back to its start. Costs ``2 k`` gradients (``k`` with their graphs) and holds the
     graph of ``k`` steps while the effect lives."""
-    names = trained_names(model, optimizer)
-    by_name = dict(model.named_parameters())
-    read = dataclasses.replace(
-        functional_optimizer(optimizer, {n: by_name[n] for n in names}).with_lr(lr),
-        max_grad_norm=max_grad_norm,
-    )
+    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
     batches = checks.check_batches(model, phase)
-    theta = {n: by_name[n].detach() for n in names}
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
     with differentiable_kernels():
         end, end_state = _run(read, loss, theta, read.state, batches, graph=False)
         delta = {**_flat(end, "p"), **_flat(end_state, "s")}
@@ -265,6 +250,18 @@ def phase_effect(
         shifted={n: end[n].detach() - theta[n] for n in names},
         pullback=pullback,
     )
+
+
+def _functional(model, loss_fn, optimizer, lr, max_grad_norm):
+    """``(names, read, theta, loss)``: the trained parameters' names, the optimizer as
+    functional steps (lr and clipping applied), the checkpoint's parameters, the batch loss."""
+    names = trained_names(model, optimizer)
+    by_name = dict(model.named_parameters())
+    read = functional_optimizer(
+        optimizer, {n: by_name[n] for n in names}, lr=lr, max_grad_norm=max_grad_norm
+    )
+    theta = {n: by_name[n].detach() for n in names}
+    return names, read, theta, calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
 
 
 def _run(

@@ -239,9 +239,8 @@ def _window(
         loss_fn=loss_fn,
         params=params,
         theta={k: v.detach() for k, v in params.items()},
-        optimizer=dataclasses.replace(
-            functional_optimizer(optimizer, {k: by_name[k] for k in names}).with_lr(lr),
-            max_grad_norm=max_grad_norm,
+        optimizer=functional_optimizer(
+            optimizer, {k: by_name[k] for k in names}, lr=lr, max_grad_norm=max_grad_norm
         ),
         batches=batches,
         gradients=gradients,

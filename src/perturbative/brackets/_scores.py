@@ -39,14 +39,13 @@ by one backward pass through the ``W`` unrolled steps (``torch.func``-style func
   method that ignores the optimizer (a baseline).
 
 Cost: ``W`` minibatch gradients with their graphs and one backward pass through them (twice:
-the run's optimizer and plain SGD), ``W`` frozen gradients, and ``2 n`` per-example gradients
-(at ``theta_0`` and ``theta_{W-1}``, for ``n`` examples scored). Really training both orders
-costs ``2 n W`` minibatch steps.
+the run's optimizer and plain SGD), ``W`` frozen gradients, and ``3 n`` per-example gradients
+(at ``theta_0``, and at the ``theta_{W-1}`` of the run's optimizer and of plain SGD, for ``n``
+examples scored). Really training both orders costs ``2 n W`` minibatch steps.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -318,23 +317,26 @@ def optimizer_order_scores(
     examples, n = checks.check_data(examples, "examples")
     theta = {k: by_name[k].detach() for k in names}
     state = calls.fixed_state(model, theta)
-    read = dataclasses.replace(
-        functional_optimizer(optimizer, {k: by_name[k] for k in names}).with_lr(lr),
-        max_grad_norm=max_grad_norm,
+    read = functional_optimizer(
+        optimizer, {k: by_name[k] for k in names}, lr=lr, max_grad_norm=max_grad_norm
     )
-    sgd = dataclasses.replace(plain_sgd(names, read.lr), max_grad_norm=max_grad_norm)
+    sgd = plain_sgd(names, read.lr, max_grad_norm)
     u = observable.gradient(model, {k: v.clone().requires_grad_() for k, v in theta.items()})
     with differentiable_kernels():
         full = _adjoints(model, loss_fn, observable, read, theta, state, window, frozen=False)
         frozen = _adjoints(model, loss_fn, observable, read, theta, state, window, u=u)
         plain = _adjoints(model, loss_fn, observable, sgd, theta, state, window, frozen=False)
 
+    at_theta = _example_gradients(model, loss_fn, theta, examples)  # shared by all three
+
     def score(adjoint: tuple[Params, Params, Params]) -> Tensor:
         first, last, before_last = adjoint
-        return (
-            _dots(model, loss_fn, theta, examples, first) / sizes[0]
-            - _dots(model, loss_fn, before_last, examples, last) / sizes[-1]
+        at_last = (
+            at_theta
+            if before_last is theta
+            else _example_gradients(model, loss_fn, before_last, examples)
         )
+        return _dots(at_theta, first) / sizes[0] - _dots(at_last, last) / sizes[-1]
 
     scores, state_part = score(full), score(frozen)
     if not bool(torch.isfinite(scores).all()):
@@ -388,27 +390,28 @@ def _adjoints(
         value = sum((u[k] * params[k]).sum() for k in u)
     else:
         value = observable.evaluate(model, params, state)
-    first, last = (
-        torch.autograd.grad(value, [a[k] for k in theta], retain_graph=True, allow_unused=True)
-        for a in added
-    )
-    as_dict = [
-        {
-            k: torch.zeros_like(theta[k]) if g is None else g.detach()
-            for k, g in zip(theta, gs, strict=True)
-        }
-        for gs in (first, last)
-    ]
-    return as_dict[0], as_dict[1], before_last
+    keys = [(a, k) for a in (0, 1) for k in theta]  # both adjoints from one backward pass
+    grads = torch.autograd.grad(value, [added[a][k] for a, k in keys], allow_unused=True)
+    first, last = ({}, {})
+    for (a, k), g in zip(keys, grads, strict=True):
+        (first, last)[a][k] = torch.zeros_like(theta[k]) if g is None else g.detach()
+    return first, last, before_last
 
 
-def _dots(
-    model: nn.Module, loss_fn: LossFn, at: Params, examples: tuple[Any, ...], vector: Params
-) -> Tensor:
-    """``vector . g_x(at)`` for every example ``x``, ``(n,)`` in float64."""
+def _example_gradients(
+    model: nn.Module, loss_fn: LossFn, at: Params, examples: tuple[Any, ...]
+) -> Params:
+    """Every example's gradient at ``at``, stacked (double backward: a keyword batch's model
+    may not vmap)."""
     params = {k: v.detach().clone().requires_grad_() for k, v in at.items()}
-    grads = per_example_gradients(model, loss_fn, params, examples, engine="double_backward")
-    return sum((grads[k].flatten(1) * vector[k].flatten()).sum(1).to(torch.float64) for k in vector)
+    return per_example_gradients(model, loss_fn, params, examples, engine="double_backward")
+
+
+def _dots(gradients: Params, vector: Params) -> Tensor:
+    """``vector . g_x`` for every example's stacked gradient ``g_x``, ``(n,)`` in float64."""
+    return sum(
+        (gradients[k].flatten(1) * vector[k].flatten()).sum(1).to(torch.float64) for k in vector
+    )
 
 
 def moved_first_or_last(

@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import random
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.order_summary import sign_accuracy
 from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
 from perturbative.pipeline.results import RECORDED_CHECK
-from perturbative.pipeline.sweep import SweepData, bracket_sweep, output_width, select_examples
+from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task, as_dtype, load_task
 
 RECORDED_CHECK_VERSION = 1
@@ -199,29 +198,8 @@ def sweep_recorded_run(
         checkpoints = [(s, p) for s, p in checkpoints if s in options.only_steps]
     if options.preconditioner == "adam":
         checkpoints = [(s, p) for s, p in checkpoints if s > 0]
-    if task.heldout is None:
-        raise InputError("the sweep brackets held-out examples: give the task heldout=...")
-    test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
-    pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
-    test_batch = task.batch(test.tolist(), "heldout")
     model = task.model().eval()
-    data = SweepData(
-        *_inputs_and_targets(test_batch),
-        attribute_names=[],
-        test_indices=test,
-        ranking_indices=pool,
-        measure=task.measure,
-        texts=[task.describe(task.heldout[i]) for i in test.tolist()] if task.describe else None,
-        tokens=[task.tokens(task.heldout[i]) for i in test.tolist()] if task.tokens else None,
-    )
-    if len(pool) >= 2:
-        data.ranking_inputs, data.ranking_targets = _inputs_and_targets(task.batch(pool.tolist()))
-    if task.examples_view == "image":
-        data.thumbnails = _thumbnails(data.test_inputs, options.bracket_examples)
-    width = output_width(model, task.loss_fn, data)
-    data.attribute_names = list(task.output_names) or [
-        f"token {k}" if task.tokens else f"output_{k}" for k in range(width)
-    ]
+    data = task_sweep_data(task, options, model)
 
     read = functools.lru_cache(maxsize=1)(read_checkpoint)  # weights, then Adam's state: once
 
@@ -230,8 +208,12 @@ def sweep_recorded_run(
 
     paths = dict(checkpoints)
 
+    @functools.lru_cache(maxsize=1)  # the preconditioner, then the scores: rebuilt once
+    def rebuilt_at(step: int, dtype: torch.dtype):
+        return _rebuild(run, *read(paths[step]), task, dtype)
+
     def opened(step: int, at_model: nn.Module):
-        return _rebuild(run, *read(paths[step]), task, next(at_model.parameters()).dtype)
+        return rebuilt_at(step, next(at_model.parameters()).dtype)
 
     def adam_at(step: int, at_model: nn.Module):
         rebuilt, optimizer = opened(step, at_model)
@@ -263,7 +245,7 @@ def sweep_recorded_run(
         lr=max(float(r["lr"][0]) for r in log),  # the schedule's largest, not warm-up's first
         bracket_examples=options.bracket_examples,
         dataset="recorded",
-        observable=f"held-out mean loss of the {len(test)}-example test batch",
+        observable=f"held-out mean loss of the {len(data.test_indices)}-example test batch",
         preconditioner=options.preconditioner,
         engine=options.engine,
         save_brackets=options.save_brackets,
@@ -288,25 +270,6 @@ def sweep_recorded_run(
             else None
         ),
     )
-
-
-def _thumbnails(inputs: Any, count: int) -> Tensor | None:
-    """The first ``count`` inputs as images in ``[0, 1]`` (each scaled from its own range) for
-    the report, or None where the inputs are not images ``(n, C, H, W)`` or ``(n, H, W)``."""
-    if not isinstance(inputs, Tensor) or inputs.dim() not in (3, 4):
-        return None
-    images = inputs[:count].detach().float()
-    images = images[:, None] if images.dim() == 3 else images
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    high = images.amax(dim=(1, 2, 3), keepdim=True)
-    return (images - low) / (high - low).clamp_min(1e-12)
-
-
-def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor | None]:
-    """A collated batch as the sweep's ``(inputs, targets)``: a keyword batch carries its own."""
-    if isinstance(batch, Mapping):
-        return batch, None
-    return batch[0], batch[1] if len(batch) > 1 else None
 
 
 def _wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:

@@ -26,7 +26,7 @@ from perturbative.pipeline.config import (
     load_run_config,
     resolve_device,
 )
-from perturbative.pipeline.sweep import SweepData, bracket_sweep, select_examples
+from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task
 from perturbative.pipeline.train import build_dataset, build_model, per_example_bce
 
@@ -66,28 +66,13 @@ def sweep_training_run(
     dataset = build_dataset(config)
     task = _training_task(config, dataset)
     device = resolve_device(config.device)  # where the run trained: CUDA when "auto" finds one
-    # positions in the task's splits; the results record dataset indices
-    test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
-    if len(test) < options.bracket_examples:
-        raise InputError(
-            f"only {len(test)} held-out examples; need at least bracket_examples="
-            f"{options.bracket_examples}"
-        )
-    pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
-    test_inputs, test_targets = task.batch(test.tolist(), "heldout")
-    pool_inputs, pool_targets = task.batch(pool.tolist()) if len(pool) >= 2 else (None, None)
-    test, pool = dataset.heldout_indices[test], dataset.train_indices[pool]
-    data = SweepData(
-        test_inputs=test_inputs,
-        test_targets=test_targets,
-        attribute_names=list(task.output_names),
-        ranking_inputs=pool_inputs,
-        ranking_targets=pool_targets,
-        test_indices=test,
-        ranking_indices=pool,
-        thumbnails=dataset.images01(test[: options.bracket_examples]),
-    )
     model = task.model().to(device)
+    data = task_sweep_data(task, options, model)
+    # the task's examples are positions in its splits; the results record dataset indices, and
+    # the images as they are stored
+    test = dataset.heldout_indices[data.test_indices]
+    data.test_indices, data.ranking_indices = test, dataset.train_indices[data.ranking_indices]
+    data.thumbnails = dataset.images01(test[: options.bracket_examples])
     settings = SweepSettings(
         lr=config.lr,
         bracket_examples=options.bracket_examples,

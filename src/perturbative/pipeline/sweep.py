@@ -47,7 +47,7 @@ from perturbative.brackets import (
     upper_pairs,
     vector_norm,
 )
-from perturbative.pipeline.config import SweepSettings
+from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.results import (
     META,
     RESULTS_FORMAT_VERSION,
@@ -57,6 +57,7 @@ from perturbative.pipeline.results import (
     write_step,
     write_thumbnails,
 )
+from perturbative.pipeline.task import Task
 
 T = TypeVar("T")
 
@@ -536,6 +537,65 @@ def report_targets(targets: Tensor, width: int) -> Tensor:
     if not targets.is_floating_point() and targets.dim() == 1:
         return torch.nn.functional.one_hot(targets.long(), width).float()
     return targets.reshape(len(targets), -1).float()
+
+
+def task_sweep_data(task: Task, options: SweepOptions, model: nn.Module) -> SweepData:
+    """The examples a sweep of a task's run looks at: ``options.test_examples`` of its held-out
+    set and ``options.ranking_examples`` of its training set (positions in each, as indices),
+    what the report shows of them (the task's measure, texts, tokens, images) and the names of
+    the shown columns (the task's, or one per column of ``model``'s outputs).
+
+    Raises:
+        InputError: the task has no held-out examples, or fewer than ``bracket_examples``.
+    """
+    if task.heldout is None:
+        raise InputError("the sweep brackets held-out examples: give the task heldout=...")
+    test = select_examples(range(len(task.heldout)), options.test_examples, options.seed)
+    if len(test) < options.bracket_examples:
+        raise InputError(
+            f"only {len(test)} held-out examples; need at least bracket_examples="
+            f"{options.bracket_examples}"
+        )
+    pool = select_examples(range(len(task.train)), options.ranking_examples, options.seed + 1)
+    shown = [task.heldout[i] for i in test.tolist()] if task.describe or task.tokens else []
+    data = SweepData(
+        *_inputs_and_targets(task.batch(test.tolist(), "heldout")),
+        attribute_names=list(task.output_names),
+        test_indices=test,
+        ranking_indices=pool,
+        measure=task.measure,
+        texts=[task.describe(e) for e in shown] if task.describe else None,
+        tokens=[task.tokens(e) for e in shown] if task.tokens else None,
+    )
+    if len(pool) >= 2:
+        data.ranking_inputs, data.ranking_targets = _inputs_and_targets(task.batch(pool.tolist()))
+    if task.examples_view == "image":
+        data.thumbnails = _thumbnails(data.test_inputs, options.bracket_examples)
+    if not data.attribute_names:
+        data.attribute_names = [
+            f"token {k}" if task.tokens else f"output_{k}"
+            for k in range(output_width(model, task.loss_fn, data))
+        ]
+    return data
+
+
+def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor | None]:
+    """A collated batch as the sweep's ``(inputs, targets)``: a keyword batch carries its own."""
+    if isinstance(batch, Mapping):
+        return batch, None
+    return batch[0], batch[1] if len(batch) > 1 else None
+
+
+def _thumbnails(inputs: Any, count: int) -> Tensor | None:
+    """The first ``count`` inputs as images in ``[0, 1]`` (each scaled from its own range) for
+    the report, or None where the inputs are not images ``(n, C, H, W)`` or ``(n, H, W)``."""
+    if not isinstance(inputs, Tensor) or inputs.dim() not in (3, 4):
+        return None
+    images = inputs[:count].detach().float()
+    images = images[:, None] if images.dim() == 3 else images
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-12)
 
 
 def select_examples(indices: Sequence[int], count: int, seed: int) -> Tensor:
