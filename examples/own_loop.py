@@ -22,6 +22,7 @@ orders in float64 to compare. Needs the optional extra: pip install -e '.[hf]'.
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import math
 from pathlib import Path
@@ -36,15 +37,73 @@ import perturbative as pt
 LENGTH = 33  # 32 next-token targets per sequence
 
 
+#: Text domains of the documentation, for the phase check (``perturbative phase-check``): which
+#: part of the docs to train on first. Each is a set of ``pydoc_data.topics`` entries; a sequence
+#: belongs to the domain of the entry it starts in, and entries named nowhere to "other".
+DOMAINS = {
+    "statements": (
+        "assert", "assignment", "augassign", "break", "class", "compound", "continue", "del",
+        "for", "function", "global", "if", "else", "import", "nonlocal", "pass", "raise",
+        "return", "try", "while", "with", "async", "await", "yield", "lambda",
+    ),
+    "expressions": (
+        "atom-identifiers", "atom-literals", "attribute-references", "binary", "bitwise",
+        "booleans", "calls", "comparisons", "exprlists", "in", "operator-summary", "power",
+        "shifting", "slicings", "subscriptions", "unary", "conversions", "floating",
+        "imaginary", "integers", "numbers", "lists", "dict",
+    ),
+    "data model": (
+        "attribute-access", "customization", "specialnames", "specialattrs", "callable-types",
+        "numeric-types", "sequence-types", "objects", "types", "context-managers", "truth",
+    ),
+    "built-in types": (
+        "typesseq", "typesseq-mutable", "typesmapping", "typesmethods", "typesmodules",
+        "typesfunctions", "bltin-code-objects", "bltin-ellipsis-object", "bltin-null-object",
+        "bltin-type-objects",
+    ),
+    "strings": ("formatstrings", "string-methods", "strings"),
+    "debugger": ("debugger",),
+}  # fmt: skip
+
+
 @functools.cache
-def sequences() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Characters of the Python docs as sequences of 33 codes: (train, held out, alphabet)."""
-    text = "\n".join(topics[k] for k in sorted(topics))
+def _text() -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """The docs' characters as rows of 33 codes in text order, the shuffled order of the rows,
+    the alphabet, and the domain each row starts in."""
+    keys = sorted(topics)
+    text = "\n".join(topics[k] for k in keys)
     alphabet = sorted(set(text))
     codes = torch.tensor([alphabet.index(c) for c in text])
     rows = codes[: len(codes) // LENGTH * LENGTH].reshape(-1, LENGTH)
-    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    domain_of = {k: d for d, members in DOMAINS.items() for k in members}
+    starts = [0]
+    for k in keys[:-1]:
+        starts.append(starts[-1] + len(topics[k]) + 1)
+    entry = [keys[bisect.bisect_right(starts, LENGTH * r) - 1] for r in range(len(rows))]
+    return rows, order, alphabet, [domain_of.get(e, "other") for e in entry]
+
+
+def sequences() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Characters of the Python docs as sequences of 33 codes: (train, held out, alphabet)."""
+    rows, order, alphabet, _ = _text()
+    rows = rows[order]
     return rows[:-256], rows[-256:], alphabet
+
+
+def domains() -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Each text domain's sequences: (indices into the training set, into the held-out set)."""
+    _, order, _, domain = _text()
+    train, heldout = {}, {}
+    cut = len(order) - 256
+    for position, row in enumerate(order.tolist()):
+        split, index = (train, position) if position < cut else (heldout, position - cut)
+        split.setdefault(domain[row], []).append(index)
+    names = [*DOMAINS, "other"]
+    return (
+        {n: train[n] for n in names if n in train},
+        {n: heldout[n] for n in names if n in heldout},
+    )
 
 
 def build_model():
@@ -93,6 +152,7 @@ class Sequences(torch.utils.data.Dataset):
 def task() -> pt.Task:
     """What the analysis needs to rebuild the run from its folder (``own_loop.py:task``)."""
     train, heldout, alphabet = sequences()
+    train_domains, heldout_domains = domains()
     return pt.Task(
         model=build_model,
         loss_fn=next_token,
@@ -103,6 +163,8 @@ def task() -> pt.Task:
         describe=lambda example: "".join(alphabet[c] for c in example["input_ids"]),
         measure=target_log_probabilities,
         tokens=lambda example: [alphabet[c] for c in example["labels"][1:]],
+        sources=train_domains,
+        heldout_sources=heldout_domains,
     )
 
 

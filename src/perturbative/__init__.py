@@ -24,6 +24,8 @@ from perturbative.brackets import (
     FreshOptimizerWarning,
     Observable,
     OrderPrediction,
+    PhasePrediction,
+    PhaseTournament,
     PieceMismatchError,
     SwapCheck,
     SwapPrediction,
@@ -44,8 +46,10 @@ from perturbative.brackets import (
     pair_indices,
     per_example_gradients,
     per_example_hvps,
+    phase_tournament,
     predict_exchange,
     predict_order,
+    predict_phase_order,
     predict_swap,
     projected_bracket_matrix,
     record_pieces,
@@ -56,6 +60,7 @@ from perturbative.brackets import (
     vector_rms,
 )
 from perturbative.pipeline import (
+    PhaseCheckOptions,
     RecordedCheckOptions,
     Recorder,
     SweepData,
@@ -65,6 +70,7 @@ from perturbative.pipeline import (
     check_recorded_run,
     load_results,
     load_task,
+    phase_check,
 )
 from perturbative.report import write_report
 from perturbative.tilt import (
@@ -115,6 +121,13 @@ __all__ = [
     "best_order",
     "SwapPrediction",
     "OrderPrediction",
+    # which data first: the order of training phases
+    "predict_phase_order",
+    "phase_tournament",
+    "PhasePrediction",
+    "PhaseTournament",
+    "phase_check",
+    "PhaseCheckOptions",
     # summaries and the swap experiment
     "vector_norm",
     "vector_rms",

@@ -9,6 +9,7 @@ from torch import nn
 
 import perturbative as pt
 from perturbative.brackets import (
+    bracket_tournament,
     kendall_tau,
     phase_tournament,
     predict_phase_order,
@@ -104,17 +105,56 @@ def adam_phases():
     return model, loss_fn, optimizer, phases, observable
 
 
-def test_the_tournament_is_every_pairs_prediction_and_ranks_by_row_sums():
+def test_the_tournament_ranks_by_row_sums_and_its_best_orders_follow_them():
     model, loss_fn, optimizer, (a, b), observable = adam_phases()
     c = [(x[:, [1, 0, 2]], y) for x, y in a]  # a third source
     tournament = phase_tournament(model, loss_fn, optimizer, [a, b, c], observable)
     matrix = tournament.preference
     torch.testing.assert_close(matrix, -matrix.T)
-    pair = predict_phase_order(model, loss_fn, optimizer, b, c, observable, method="composition")
-    assert float(matrix[1, 2]) == pytest.approx(pair.predicted, rel=1e-12)
     torch.testing.assert_close(tournament.scores, matrix.sum(1))
     assert tournament.ranking == torch.argsort(matrix.sum(1)).tolist()
+    assert tournament.best_order([0, 1, 2]) == tournament.ranking
     assert tournament.cost["gradients_to_train_every_pair_both_ways"] == 2 * 3 * 2 * 4
+    assert tournament.cost["backward_passes"] == 3  # one per source, not one per pair
+    # the pair method differs only in where it takes grad O: near it for a smooth observable
+    pair = predict_phase_order(model, loss_fn, optimizer, b, c, observable, method="composition")
+    assert float(matrix[1, 2]) == pytest.approx(pair.predicted, rel=0.2)
+
+
+def test_the_composition_tournament_is_exact_where_the_pair_method_is():
+    """SGD on least squares with a linear observable: every pair of the tournament is the real
+    difference, however many sources share its one gradient of O."""
+    model, loss_fn, optimizer, (a, b), observable = least_squares(torch.optim.SGD, lr=0.05)
+    c = [(x.flip(1), y) for x, y in a]
+    tournament = phase_tournament(model, loss_fn, optimizer, [a, b, c], observable)
+    for i, j, p, q in ((0, 1, a, b), (0, 2, a, c), (1, 2, b, c)):
+        real = real_difference(model, loss_fn, optimizer, p, q, observable)
+        assert float(tournament.preference[i, j]) == pytest.approx(real, rel=1e-9, abs=1e-14)
+
+
+def test_the_last_phase_baseline_is_each_phase_alone():
+    model, loss_fn, optimizer, (a, b), observable = least_squares(torch.optim.SGD, lr=0.05)
+    got = phase_tournament(model, loss_fn, optimizer, [a, b], observable, method="last-phase")
+    alone = [
+        values_along_steps(model, loss_fn, optimizer, p, observable.value, [3])[0] for p in (a, b)
+    ]
+    assert float(got.preference[0, 1]) == pytest.approx(alone[1] - alone[0], rel=1e-12)
+    assert got.cost["backward_passes"] == 0
+
+
+def test_the_bracket_tournament_of_one_batch_phases_is_the_plain_sgd_bracket_of_a_swap():
+    case = mlp_bce()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-2)
+    warm_up(case, optimizer, steps=6)
+    a, b, held = case.minibatches()
+    observable = pt.Observable.mean_loss(case.loss_fn, held)
+    got = bracket_tournament(case.model, case.loss_fn, [[a], [b]], observable, lr=1e-2)
+    swap = pt.predict_swap(case.model, case.loss_fn, optimizer, a, b, observable)
+    assert float(got.preference[0, 1]) == pytest.approx(swap.sgd_bracket, rel=1e-9)
+    assert got.gradient_norms == pytest.approx(list(swap.gradient_norms), rel=1e-9)
+    # k batches per phase: the displacement is k times a step's, the bracket k^2 times
+    doubled = bracket_tournament(case.model, case.loss_fn, [[a, a], [b, b]], observable, lr=1e-2)
+    assert float(doubled.preference[0, 1]) == pytest.approx(4 * swap.sgd_bracket, rel=1e-9)
 
 
 def test_kendall_tau_and_bad_phases():
@@ -124,3 +164,7 @@ def test_kendall_tau_and_bad_phases():
         predict_phase_order(model, loss_fn, optimizer, a, b[:2], observable)
     with pytest.raises(ValueError, match="method must be one of"):
         predict_phase_order(model, loss_fn, optimizer, a, b, observable, method="magic")
+    with pytest.raises(ValueError, match="method must be one of"):
+        phase_tournament(model, loss_fn, optimizer, [a, b], observable, method="magic")
+    with pytest.raises(ValueError, match="at least two phases"):
+        bracket_tournament(model, loss_fn, [a], observable, lr=0.1)

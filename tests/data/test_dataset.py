@@ -78,3 +78,15 @@ def test_dataset_works_with_a_dataloader():
 def test_dataset_validation(change, message):
     with pytest.raises(ValueError, match=message):
         small_dataset(**change)
+
+
+def test_attribute_groups_are_positions_in_the_split():
+    data = small_dataset()
+    groups = data.attribute_groups(["a", "not a"])
+    # positions in the training split: each example in exactly one of a group and its negation
+    assert sorted(groups["a"] + groups["not a"]) == list(range(7))
+    assert all(data.targets[data.train_indices[i], 0] == 1 for i in groups["a"])
+    held = data.attribute_groups(["b"], "heldout")["b"]
+    assert held == [i for i in range(3) if data.targets[7 + i, 1] == 1]
+    with pytest.raises(ValueError, match="no attribute 'd'"):
+        data.attribute_groups(["d"])

@@ -206,3 +206,51 @@ def test_per_tensor_rms_is_a_chart_with_the_values_folded_away(tmp_path):
     text = write_report(written["dir"]).read_text()
     assert 'alt="per-tensor RMS" src="data:image/png;base64,' in text
     assert "<details><summary>every tensor's values" in text and 'id="rms-table"' in text
+
+
+def test_phase_check_section_shows_accuracy_against_k_and_predicted_against_real(tmp_path):
+    from dataclasses import asdict
+
+    from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
+    from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT
+
+    written = write_synthetic_results(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    records = []
+    for k in (1, 5):
+        real = rng.normal(size=(3, 3)) * 0.01
+        real = real - real.T
+        noisy = real + rng.normal(size=(3, 3)) * 0.002 * k
+        records.append(
+            TournamentRecord(
+                step=100,
+                k=k,
+                lr=0.005,
+                sources=["a", "b", "c"],
+                real={"held-out loss": real.tolist()},
+                floor={"held-out loss": 1e-15},
+                predicted={
+                    "composition": {"held-out loss": (noisy - noisy.T).tolist()},
+                    "coin": {"held-out loss": np.sign(real).tolist()},
+                },
+                seconds={"real": 1.0, "composition": 0.5},
+                triples=[TripleRecord([0, 1, 2], [[0, 1, 2]] * 6, {"held-out loss": [0.0] * 6})]
+                if k == 1
+                else [],
+            )
+        )
+    check = {
+        "format": PHASE_CHECK_FORMAT[0],
+        "version": PHASE_CHECK_FORMAT[1],
+        "targets": ["held-out loss"],
+        "tournaments": [asdict(r) for r in records],
+        "summary": summarize(records),
+    }
+    (tmp_path / "run" / "phase_check").mkdir()
+    (tmp_path / "run" / "phase_check" / PHASE_CHECK).write_text(json.dumps(check))
+    text = write_report(written["dir"]).read_text()
+    assert "Which data first? The order of training phases" in text
+    for name in ("phase_accuracy", "phase_scatter"):
+        assert f'alt="{name}" src="data:image/png;base64,' in text
+    assert "<tr><td>1</td><td>3 of 3</td>" in text and "<tr><td>5</td><td>3 of 3</td>" in text
+    assert "best of 3!" in text

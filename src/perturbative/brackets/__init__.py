@@ -49,8 +49,11 @@ from perturbative.brackets._output_shifts import (
 )
 from perturbative.brackets._phases import PhasePrediction as PhasePrediction
 from perturbative.brackets._phases import PhaseTournament as PhaseTournament
+from perturbative.brackets._phases import bracket_tournament as bracket_tournament
+from perturbative.brackets._phases import bracket_tournaments as bracket_tournaments
 from perturbative.brackets._phases import kendall_tau as kendall_tau
 from perturbative.brackets._phases import phase_tournament as phase_tournament
+from perturbative.brackets._phases import phase_tournaments as phase_tournaments
 from perturbative.brackets._phases import predict_phase_order as predict_phase_order
 from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
 from perturbative.brackets._pieces import Selection as Selection

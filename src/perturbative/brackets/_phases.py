@@ -31,8 +31,8 @@ Two methods:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +43,8 @@ from perturbative._core.calls import LossFn
 from perturbative._core.checks import Params
 from perturbative._core.engines import differentiable_kernels
 from perturbative.brackets._expansion import Expansion
+from perturbative.brackets._gradients import mean_gradient
+from perturbative.brackets._hvp import hvp
 from perturbative.brackets._observable import Observable
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
 from perturbative.brackets._predictions import predicted_values
@@ -215,41 +217,57 @@ def phase_effect(
     first place (its displacement of parameters and state) and in second place, its step count
     advanced by its own length, keeping the graph of its steps so that any cotangent on its end
     pulls back to its start. Costs ``2 k`` gradients (``k`` with their graphs) and holds the
-    graph of ``k`` steps while the effect lives."""
+    graph of ``k`` steps while the effect lives (:func:`phase_tournaments` holds one at a
+    time)."""
     names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
     batches = checks.check_batches(model, phase)
     with differentiable_kernels():
-        end, end_state = _run(read, loss, theta, read.state, batches, graph=False)
-        delta = {**_flat(end, "p"), **_flat(end_state, "s")}
-        start = {**_flat(theta, "p"), **_flat(read.state, "s")}
-        # a fresh optimizer's state starts empty: only what it had can be a start to differentiate
-        delta = {key: delta[key] - start[key] for key in delta if key in start}
-        leaves = {key: value.clone().requires_grad_() for key, value in start.items()}
-        params = {n: leaves[f"p/{n}"] for n in names}
-        later = _advanced(_unflat(read.state, leaves), len(batches))
-        end, _ = _run(read, loss, params, later, batches, graph=True)
-
-    def pullback(cotangent: dict[str, Tensor]) -> dict[str, Tensor]:
-        grads = torch.autograd.grad(
-            [end[n] for n in names],
-            list(leaves.values()),
-            [cotangent[n] for n in names],
-            retain_graph=True,
-            allow_unused=True,
-        )
-        out = {
-            key: torch.zeros_like(leaves[key]) if g is None else g.detach()
-            for key, g in zip(leaves, grads, strict=True)
-        }
-        checks.check_finite(out, "the phase's pullback")
-        return out
-
+        delta = _displacement(read, loss, theta, batches)
+        end, leaves = _second_place(read, loss, names, theta, batches)
     return PhaseEffect(
         theta=theta,
         delta=delta,
         shifted={n: end[n].detach() - theta[n] for n in names},
-        pullback=pullback,
+        pullback=lambda cotangent: _pulled(names, end, leaves, cotangent, retain=True),
     )
+
+
+def _displacement(read, loss, theta, batches) -> dict[str, Tensor]:
+    """A phase in first place, from the checkpoint: its end minus its start, parameters
+    (``"p/name"``) and optimizer state (``"s/name/key"``)."""
+    end, end_state = _run(read, loss, theta, read.state, batches, graph=False)
+    delta = {**_flat(end, "p"), **_flat(end_state, "s")}
+    start = {**_flat(theta, "p"), **_flat(read.state, "s")}
+    # a fresh optimizer's state starts empty: only what it had can be a start to differentiate
+    return {key: delta[key] - start[key] for key in delta if key in start}
+
+
+def _second_place(read, loss, names, theta, batches) -> tuple[Params, dict[str, Tensor]]:
+    """A phase in second place (its step count advanced by its length) from the checkpoint,
+    with the graph of its steps: ``(its end's parameters, the start's leaves)``."""
+    start = {**_flat(theta, "p"), **_flat(read.state, "s")}
+    leaves = {key: value.clone().requires_grad_() for key, value in start.items()}
+    params = {n: leaves[f"p/{n}"] for n in names}
+    later = _advanced(_unflat(read.state, leaves), len(batches))
+    end, _ = _run(read, loss, params, later, batches, graph=True)
+    return end, leaves
+
+
+def _pulled(names, end, leaves, cotangent: dict[str, Tensor], retain: bool) -> dict[str, Tensor]:
+    """A cotangent on a phase's end pulled back to its start (keys as its leaves)."""
+    grads = torch.autograd.grad(
+        [end[n] for n in names],
+        list(leaves.values()),
+        [cotangent[n] for n in names],
+        retain_graph=retain,
+        allow_unused=True,
+    )
+    out = {
+        key: torch.zeros_like(leaves[key]) if g is None else g.detach()
+        for key, g in zip(leaves, grads, strict=True)
+    }
+    checks.check_finite(out, "the phase's pullback")
+    return out
 
 
 def _functional(model, loss_fn, optimizer, lr, max_grad_norm):
@@ -315,20 +333,47 @@ def _dot(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
 
 @dataclass
 class PhaseTournament:
-    """:func:`phase_tournament`'s answer for ``N`` sources.
+    """A tournament of ``N`` sources' phases: every pair's order, predicted.
 
     Attributes:
         preference: ``(N, N)``: ``[i, j]`` is ``O(i then j) - O(j then i)`` predicted (negative:
             ``i`` first is better); antisymmetric, zero diagonal.
-        scores: the row sums (most negative: best put early).
+        scores: ``(N,)``, the row sums (Borda scores; most negative: best put early).
         ranking: the sources from the best to put first to the best to put last.
-        cost: what the prediction took, and what training every pair both ways would take.
+        method: how the preferences were predicted (``"composition"``, ``"last-phase"``,
+            ``"bracket"``).
+        cost: what the prediction took (gradients, backward passes through a phase's unrolled
+            steps, Hessian-vector products), and the gradients that training every pair both
+            ways takes.
+        gradient_norms: each phase's mean batch gradient norm, where the method took them.
+        drift: ``mean_s delta_s``, the parameters' displacement by the sources' average phase
+            (a reference point between the orders: ``theta + drift``), where the method took it.
     """
 
     preference: Tensor
     scores: Tensor
     ranking: list[int]
+    method: str
     cost: dict[str, int]
+    gradient_norms: list[float] | None = None
+    drift: dict[str, Tensor] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_preference(
+        cls, preference: Tensor, method: str, cost: dict[str, int], **extra: Any
+    ) -> PhaseTournament:
+        scores = preference.sum(1)
+        return cls(preference, scores, torch.argsort(scores).tolist(), method, cost, **extra)
+
+    def best_order(self, sources: Sequence[int]) -> list[int]:
+        """The predicted best order of phases from ``sources`` (3 or 4 of them, say): by their
+        row sums over each other (Borda within the subset)."""
+        chosen = list(sources)
+        sub = self.preference[chosen][:, chosen].sum(1)
+        return [chosen[i] for i in torch.argsort(sub).tolist()]
+
+
+TOURNAMENT_METHODS = ("composition", "last-phase")
 
 
 def phase_tournament(
@@ -338,39 +383,183 @@ def phase_tournament(
     phases: Sequence[Sequence[Any]],
     observable: Observable,
     *,
+    method: str = "composition",
     lr: float | None = None,
     max_grad_norm: float | None = None,
 ) -> PhaseTournament:
-    """The predicted preference of every pair of ``N`` phases (one per source, ``k`` batches
-    each) by the composition method, from one :func:`phase_effect` per phase, and the ranking
-    by row sums.
+    """The predicted order of every pair of ``N`` phases (one per source, ``k`` batches each),
+    and their ranking by row sums: :func:`phase_tournaments` for one observable and method.
+
+    Raises:
+        ValueError: fewer than two phases, phases of different lengths, or an unknown method.
+    """
+    got = phase_tournaments(
+        model,
+        loss_fn,
+        optimizer,
+        phases,
+        {"O": observable},
+        methods=(method,),
+        lr=lr,
+        max_grad_norm=max_grad_norm,
+    )
+    return got[method]["O"]
+
+
+def phase_tournaments(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    phases: Sequence[Sequence[Any]],
+    observables: Mapping[str, Observable],
+    *,
+    methods: Sequence[str] = TOURNAMENT_METHODS,
+    lr: float | None = None,
+    max_grad_norm: float | None = None,
+) -> dict[str, dict[str, PhaseTournament]]:
+    """Every pair's predicted order for several observables at once: ``{method: {name:
+    tournament}}``, each phase trained twice alone from the checkpoint, whatever ``N``.
+
+    ``"composition"`` (the module docstring's, at one point shared by all pairs: ``u = grad O``
+    at ``theta + 2 mean_s delta_s``, the average end of two phases):
+
+        P[i, j] = u . (shifted_j - shifted_i) + (J_j^T u) . delta_i - (J_i^T u) . delta_j,
+
+    one pullback per source and observable through its second-place steps, whose graph is held
+    for one source at a time (the pair method :func:`predict_phase_order` takes two per pair).
+    ``"last-phase"``, the baseline that only the phase trained last matters: ``P[i, j] =
+    O(theta + shifted_j) - O(theta + shifted_i)``, exact in ``O``, no backward pass.
+
+    Raises:
+        ValueError: fewer than two phases, phases of different lengths, or an unknown method.
+    """
+    unknown = sorted(set(methods) - set(TOURNAMENT_METHODS))
+    if unknown:
+        raise ValueError(f"method must be one of {TOURNAMENT_METHODS}, not {unknown[0]!r}")
+    if len(phases) < 2 or len({len(p) for p in phases}) != 1:
+        raise ValueError("a tournament needs at least two phases of the same number of batches")
+    n, k = len(phases), len(phases[0])
+    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
+    batches = [checks.check_batches(model, p) for p in phases]
+    with differentiable_kernels():
+        deltas = [_displacement(read, loss, theta, b) for b in batches]
+    compose = "composition" in methods
+    point = {  # halfway: the average end of two phases
+        m: (t + 2 * sum(d[f"p/{m}"] for d in deltas) / n).requires_grad_() for m, t in theta.items()
+    }
+    us = {key: o.gradient(model, point) for key, o in observables.items()} if compose else {}
+    shifted, pulled = [], []
+    for b in batches:  # one phase's graph at a time
+        with differentiable_kernels():
+            end, leaves = _second_place(read, loss, names, theta, b)
+            shifted.append({m: end[m].detach() - theta[m] for m in names})
+            last = len(us) - 1
+            pulled.append(
+                {
+                    key: _pulled(names, end, leaves, u, retain=x < last)
+                    for x, (key, u) in enumerate(us.items())
+                }
+            )
+        del end, leaves
+    drift = {m: sum(d[f"p/{m}"] for d in deltas) / n for m in theta}
+    cost = {
+        "gradients": 2 * n * k,
+        "backward_passes": n if compose else 0,
+        "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
+    }
+    out: dict[str, dict[str, PhaseTournament]] = {m: {} for m in methods}
+    for key, o in observables.items():
+        if "last-phase" in methods:
+            ends = torch.tensor(
+                [o.value(model, {m: t + s[m] for m, t in theta.items()}) for s in shifted],
+                dtype=torch.float64,
+            )
+            out["last-phase"][key] = PhaseTournament.from_preference(
+                ends[None, :] - ends[:, None], "last-phase", cost, drift=drift
+            )
+        if compose:
+            u = us[key]
+            ends = torch.tensor([_dot(u, s) for s in shifted], dtype=torch.float64)
+            carried = torch.tensor(  # [i, j] = (J_j^T u) . delta_i: i's displacement carried by j
+                [[_dot(pulled[j][key], deltas[i]) for j in range(n)] for i in range(n)],
+                dtype=torch.float64,
+            )
+            preference = ends[None, :] - ends[:, None] + carried - carried.T
+            preference.fill_diagonal_(0.0)
+            out["composition"][key] = PhaseTournament.from_preference(
+                preference, "composition", cost, drift=drift
+            )
+    return out
+
+
+def bracket_tournament(
+    model: nn.Module,
+    loss_fn: LossFn,
+    phases: Sequence[Sequence[Any]],
+    observable: Observable,
+    *,
+    lr: float,
+    at: Params | None = None,
+) -> PhaseTournament:
+    """The plain-SGD bracket's prediction for every pair of phases, ignoring the optimizer
+    (:func:`bracket_tournaments` for one observable)."""
+    return bracket_tournaments(model, loss_fn, phases, {"O": observable}, lr=lr, at=at)["O"]
+
+
+def bracket_tournaments(
+    model: nn.Module,
+    loss_fn: LossFn,
+    phases: Sequence[Sequence[Any]],
+    observables: Mapping[str, Observable],
+    *,
+    lr: float,
+    at: Params | None = None,
+) -> dict[str, PhaseTournament]:
+    """The plain-SGD bracket's prediction for every pair of phases and each observable,
+    ignoring the optimizer:
+
+        P[i, j] = lr^2 k^2 u . [v_i, v_j] = lr^2 k^2 (g_i . H_j u - g_j . H_i u),
+
+    ``g_s`` and ``H_s`` a phase's mean batch gradient and Hessian (each batch with its own
+    statistics), ``u = grad O``, all at ``at`` (default the model's parameters). By the
+    Hessian's symmetry each source needs ``k`` gradients, and ``k`` HVPs per observable with
+    its one vector ``u``, whatever ``N``. At a reference point between the orders (``at``: the
+    checkpoint moved by the sources' mean phase, :attr:`PhaseTournament.drift`) it is the
+    reference-point scoring of Lie-bracket transfer-order prediction, as read from its
+    description.
 
     Raises:
         ValueError: fewer than two phases, or phases of different lengths.
     """
     if len(phases) < 2 or len({len(p) for p in phases}) != 1:
         raise ValueError("a tournament needs at least two phases of the same number of batches")
-    effects = [
-        phase_effect(model, loss_fn, optimizer, p, observable, lr=lr, max_grad_norm=max_grad_norm)
-        for p in phases
-    ]
     n, k = len(phases), len(phases[0])
-    preference = torch.zeros(n, n, dtype=torch.float64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            preference[i, j] = composed(model, observable, effects[i], effects[j]).predicted
-            preference[j, i] = -preference[i, j]
-    scores = preference.sum(1)
-    return PhaseTournament(
-        preference=preference,
-        scores=scores,
-        ranking=torch.argsort(scores).tolist(),
-        cost={
-            "gradients": 2 * n * k,
-            "backward_passes": n * (n - 1),
-            "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
-        },
-    )
+    params = {m: p for m, p in model.named_parameters() if p.requires_grad}
+    if at is not None:
+        params = {m: at[m].detach().requires_grad_() for m in params}
+    batches = [checks.check_batches(model, p) for p in phases]
+    g = [_mean([mean_gradient(model, loss_fn, params, b) for b in p]) for p in batches]
+    norms = [float(sum((v**2).sum() for v in gs.values()).sqrt()) for gs in g]
+    cost = {
+        "gradients": n * k,
+        "hvps": n * k * len(observables),
+        "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
+    }
+    out = {}
+    for key, observable in observables.items():
+        u = observable.gradient(model, params)
+        hu = [_mean([hvp(model, loss_fn, params, b, u) for b in p]) for p in batches]
+        cross = torch.tensor(  # [i, j] = g_i . H_j u
+            [[_dot(g[i], hu[j]) for j in range(n)] for i in range(n)], dtype=torch.float64
+        )
+        out[key] = PhaseTournament.from_preference(
+            lr**2 * k**2 * (cross - cross.T), "bracket", cost, gradient_norms=norms
+        )
+    return out
+
+
+def _mean(values: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {m: sum(v[m] for v in values) / len(values) for m in values[0]}
 
 
 def kendall_tau(ranking: Sequence[int], reference: Sequence[int]) -> float:

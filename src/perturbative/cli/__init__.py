@@ -6,6 +6,7 @@ and calling library code. No math here.
     perturbative train [--data digits|celeba] [--celeba PATH] [--resume] [--tilt Smiling=1.5]
     perturbative brackets RUN_DIR              # bracket sweep over a run's checkpoints
     perturbative order-check RUN_DIR           # order predictions against real reordering
+    perturbative phase-check RUN_DIR           # which data first: phase orders, predicted and real
     perturbative report RUN_DIR                # self-contained HTML report
     perturbative tilt                          # 2-D diffusion demo of tilted training
 
@@ -29,6 +30,7 @@ from perturbative.cli._flags import add_threads_flag
 from perturbative.cli.brackets import brackets_command_parser
 from perturbative.cli.demo import demo_command_parser
 from perturbative.cli.order_check import order_check_command_parser
+from perturbative.cli.phase_check import phase_check_command_parser
 from perturbative.cli.report import report_command_parser
 from perturbative.cli.run import run_command_parser
 from perturbative.cli.tilt import tilt_command_parser
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_command_parser,
         brackets_command_parser,
         order_check_command_parser,
+        phase_check_command_parser,
         report_command_parser,
         tilt_command_parser,
     ):

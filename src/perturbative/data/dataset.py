@@ -186,6 +186,26 @@ class AttributeDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.int64)
         return self.inputs(idx), self.targets[idx]
 
+    def attribute_groups(self, names: Sequence[str], split: str = "train") -> dict[str, list[int]]:
+        """The examples of ``split`` ("train" or "heldout") with each named attribute set, as
+        positions in the split; ``"not X"`` names those without attribute ``X``.
+
+        Raises:
+            ValueError: an unknown attribute (the message lists the known ones).
+        """
+        indices = self.train_indices if split == "train" else self.heldout_indices
+        groups = {}
+        for name in names:
+            attribute = name.removeprefix("not ")
+            if attribute not in self.attribute_names:
+                raise ValueError(
+                    f"no attribute {attribute!r}; the dataset has {self.attribute_names}"
+                )
+            values = self.targets[indices, self.attribute_names.index(attribute)] > 0.5
+            chosen = ~values if name.startswith("not ") else values
+            groups[name] = torch.nonzero(chosen)[:, 0].tolist()
+        return groups
+
     def __repr__(self) -> str:
         c, (h, w) = self.num_channels, self.image_shape
         return (

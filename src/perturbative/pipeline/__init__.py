@@ -5,12 +5,15 @@ written through ``checkpoints``) -> ``sweep`` (brackets at every checkpoint, wri
 ``results``) -> the report (:mod:`perturbative.report`) reads ``results`` and renders it.
 ``run`` sweeps a training run made by ``train``. ``recorder`` records any other training loop
 into a run folder, ``task`` says how to rebuild it, and ``recorded`` checks order predictions on
-it against really reordering it.
+it against really reordering it; ``phase_check`` checks the order of whole training phases
+(which data first) against really training them.
 """
 
 from perturbative.pipeline.config import SweepOptions as SweepOptions
 from perturbative.pipeline.config import SweepSettings as SweepSettings
 from perturbative.pipeline.config import TrainConfig as TrainConfig
+from perturbative.pipeline.phase_order import PhaseCheckOptions as PhaseCheckOptions
+from perturbative.pipeline.phase_order import phase_check as phase_check
 from perturbative.pipeline.recorded import RecordedCheckOptions as RecordedCheckOptions
 from perturbative.pipeline.recorded import check_recorded_run as check_recorded_run
 from perturbative.pipeline.recorder import Recorder as Recorder

@@ -152,18 +152,27 @@ class PartialCheck:
         self.path, self.done = path, done
 
     @classmethod
-    def open(cls, out: Path, header: dict[str, Any]) -> PartialCheck:
-        """Continue the unfinished check in ``out``, or begin one.
+    def open(
+        cls,
+        out: Path,
+        header: dict[str, Any],
+        *,
+        progress: str = PROGRESS,
+        finished: str = ORDER_CHECK,
+        what: str = "order check",
+    ) -> PartialCheck:
+        """Continue the unfinished check in ``out``, or begin one (``progress`` and
+        ``finished`` name its files there, ``what`` the kind of check in messages).
 
         Raises:
             InputError: ``out`` holds a finished check, or an unfinished one with other
                 settings or on other checkpoints.
         """
-        path = out / PROGRESS
+        path = out / progress
         if not path.exists():
-            if (out / ORDER_CHECK).exists():
+            if (out / finished).exists():
                 raise InputError(
-                    f"{out} already holds a finished order check: pass --out-dir for a new one "
+                    f"{out} already holds a finished {what}: pass --out-dir for a new one "
                     "(or --summary-only to print this one again)"
                 )
             write_text(path, json.dumps(header) + "\n")
@@ -171,7 +180,7 @@ class PartialCheck:
         saved, *items = read_json_lines(path) or [None]
         if saved != header:
             raise InputError(
-                f"{out} holds an unfinished order check {_differences(saved, header)}: rerun "
+                f"{out} holds an unfinished {what} {_differences(saved, header)}: rerun "
                 f"with its settings to continue it, pass --out-dir for a new check, or delete "
                 f"{path} to start this one over"
             )

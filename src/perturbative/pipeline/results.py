@@ -37,6 +37,8 @@ THUMBNAILS = "thumbnails.safetensors"
 METRICS = "metrics.jsonl"
 ORDER_CHECK = "order_check.json"
 RECORDED_CHECK = "recorded.json"  # the order check of a run recorded by perturbative.Recorder
+PHASE_CHECK = "phase_check.json"  # the phase check, in <run>/phase_check
+PHASE_CHECK_FORMAT = ("perturbative phase check", 1)
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
 REQUIRED_STEP = ("output_shift", "outputs", "grad_norm", "bracket_norm")
 RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
@@ -223,6 +225,32 @@ def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     if check.get("version") != 1:
         raise InputError(f"{path} has version {check.get('version')}; this reader reads 1")
     return check
+
+
+def read_phase_check_file(folder: str | os.PathLike) -> dict[str, Any]:
+    """``<folder>/phase_check.json`` as written by ``perturbative phase-check``: options,
+    targets, ``tournaments`` (one record per checkpoint and phase length) and ``summary``.
+
+    Raises:
+        InputError: there is none, it is not valid JSON, or not a phase check of a version this
+            reader knows.
+    """
+    path = Path(folder) / PHASE_CHECK
+    if not path.is_file():
+        raise InputError(f"no phase check in {folder}: run `perturbative phase-check RUN` first")
+    try:
+        check = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); rerun the phase check") from error
+    if (check.get("format"), check.get("version")) != PHASE_CHECK_FORMAT:
+        raise InputError(f"{path} is not a phase check this version of perturbative reads")
+    return check
+
+
+def read_phase_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The phase check of a run (``<run>/phase_check/phase_check.json``), or ``None``."""
+    folder = Path(run_dir) / "phase_check"
+    return read_phase_check_file(folder) if (folder / PHASE_CHECK).is_file() else None
 
 
 def read_order_check_file(folder: str | os.PathLike) -> OrderCheckRecord:

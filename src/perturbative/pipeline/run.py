@@ -129,7 +129,25 @@ def training_task(run_dir: str | Path, data_root: str | None = None) -> Task:
     return _training_task(config, build_dataset(config))
 
 
+#: The sources of a training run's phases (``perturbative phase-check``): the digit classes, and
+#: CelebA's attribute groups.
+PHASE_SOURCES = {
+    "digits": tuple(f"digit_{d}" for d in range(10)),
+    "celeba": (
+        "Male",
+        "not Male",
+        "Smiling",
+        "not Smiling",
+        "Eyeglasses",
+        "Young",
+        "not Young",
+        "Wearing_Hat",
+    ),
+}
+
+
 def _training_task(config, dataset) -> Task:
+    names = PHASE_SOURCES.get(dataset.name, ())
     return Task(
         model=functools.partial(build_model, config, dataset.num_attributes, dataset.num_channels),
         loss_fn=per_example_bce,
@@ -137,4 +155,6 @@ def _training_task(config, dataset) -> Task:
         heldout=torch.utils.data.Subset(dataset, dataset.heldout_indices.tolist()),
         output_names=tuple(dataset.attribute_names),
         examples_view="image",
+        sources=dataset.attribute_groups(names),
+        heldout_sources=dataset.attribute_groups(names, "heldout"),
     )

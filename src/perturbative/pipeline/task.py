@@ -70,6 +70,10 @@ class Task:
             row of logits per token).
         tokens: ``example -> K strings``, the token behind each column of ``measure`` (the
             report's text view colours each by how much its value moves).
+        sources: named sets of training examples (indices into ``train``): a class, a domain,
+            an attribute; ``perturbative phase-check`` orders phases drawn from them.
+        heldout_sources: the held-out examples of some sources (indices into ``heldout``); the
+            phase check's second target is the loss of one of them.
     """
 
     model: Callable[[], nn.Module]
@@ -84,6 +88,8 @@ class Task:
     describe: Callable[[Any], str] | None = field(default=None, repr=False)
     measure: Callable[..., Tensor] | None = field(default=None, repr=False)
     tokens: Callable[[Any], list[str]] | None = field(default=None, repr=False)
+    sources: Mapping[str, Sequence[int]] | None = field(default=None, repr=False)
+    heldout_sources: Mapping[str, Sequence[int]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.model):

@@ -249,6 +249,60 @@ def _lr_plot(check: OrderCheckRecord, Figure) -> str:
     return png_uri(fig)
 
 
+def phase_check_figures(check: dict) -> dict:
+    """The phase check (``phase_check.json``): sign accuracy against the phase length ``k`` per
+    method, and the composition's predicted against real differences, for the first target."""
+    Figure = require("matplotlib.figure", "the report's figures").Figure
+
+    target = check["targets"][0]
+    by_k = check["summary"].get(target, {})
+    if not by_k:
+        return {}
+    ks = [int(k) for k in by_k]
+    methods = list(next(iter(by_k.values()))["methods"])
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for n, method in enumerate(methods):
+        values = [
+            _nan(by_k[str(k)]["methods"].get(method, {}).get("sign_accuracy_above_floor"))
+            for k in ks
+        ]
+        style = ":" if method in ("coin", "larger-gradient-first", "larger-loss-first") else "-"
+        ax.plot(ks, values, "o" + style, color=f"C{n}", label=method)
+    _accuracy_axes(
+        ax, "log" if len(ks) > 1 else "linear", "batches per phase k", f"phase orders: {target}"
+    )
+    plots = {"phase_accuracy": png_uri(fig)}
+    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    everything = []
+    for n, k in enumerate(ks):
+        x, y = [], []
+        for record in check["tournaments"]:
+            if record["k"] != k or "composition" not in record["predicted"]:
+                continue
+            upper = np.triu_indices(len(record["sources"]), 1)
+            x.extend(np.asarray(record["predicted"]["composition"][target])[upper].tolist())
+            y.extend(np.asarray(record["real"][target])[upper].tolist())
+        everything.extend(np.abs(x + y).tolist())
+        ax.scatter(x, y, s=10, color=f"C{n}", alpha=0.7, label=f"k = {k}")
+    top = max(everything, default=1.0) or 1.0
+    ax.plot([-top, top], [-top, top], "k--", lw=0.8, label="real = predicted")
+    linear = max(float(np.quantile(everything, 0.1)) if everything else 1e-6, 1e-12)
+    ax.set_xscale("symlog", linthresh=linear)
+    ax.set_yscale("symlog", linthresh=linear)
+    ax.set(
+        xlabel="predicted O(A then B) - O(B then A) (composition)",
+        ylabel="real difference",
+        title="phase pairs, predicted against really trained",
+    )
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis="x", labelrotation=35)
+    ax.legend(fontsize=7)
+    plots["phase_scatter"] = png_uri(fig)
+    return plots
+
+
 def _accuracy_axes(ax, xscale: str, xlabel: str, title: str) -> None:
     """Sign accuracy on ``[0, 1]`` with the coin's 0.5 drawn in."""
     ax.axhline(0.5, color="grey", lw=0.6)

@@ -28,6 +28,7 @@ from perturbative.pipeline.results import (
     load_thumbnails,
     producing_run_metrics,
     read_order_check,
+    read_phase_check,
     read_recorded_check,
     results_dir_of,
     settled,
@@ -60,6 +61,8 @@ class ReportData:
         order_check: the run's ``order_check/order_check.json`` (predictions against real
             reordered training), or None.
         recorded_check: a recorded run's ``order_check/recorded.json``, or None.
+        phase_check: the run's ``phase_check/phase_check.json`` (phase orders predicted against
+            real sequential training), or None.
         loss_shift: ``(S, P, T)`` each test example's loss shift ``lr^2 grad L_t . [v_i, v_j]``,
             or None (sweeps before it was recorded).
         texts: a text snippet of each test example, or None.
@@ -86,6 +89,7 @@ class ReportData:
     ranking_scores: np.ndarray | None = None
     order_check: OrderCheckRecord | None = None
     recorded_check: dict | None = None
+    phase_check: dict | None = None
     loss_shift: np.ndarray | None = None
     texts: list[str] | None = None
     tokens: list[list[str]] | None = None
@@ -139,6 +143,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         ranking_scores=ranking_scores,
         order_check=read_order_check(results_dir.parent),
         recorded_check=read_recorded_check(results_dir.parent),
+        phase_check=read_phase_check(results_dir.parent),
         loss_shift=stack("loss_shift"),
         texts=meta.get("texts"),
         tokens=meta.get("tokens"),

@@ -1,0 +1,56 @@
+"""``perturbative phase-check RUN_DIR``: which data first? Phase-order predictions against real
+sequential training."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from perturbative.cli._flags import add_config_flags, read_config_flags
+from perturbative.pipeline.phase_order import (
+    PhaseCheckOptions,
+    phase_check,
+    read_phase_check,
+)
+from perturbative.pipeline.phase_summary import summary_lines
+from perturbative.pipeline.results import PHASE_CHECK
+
+
+def phase_check_command_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "phase-check",
+        help="test predictions of the order of training phases (A then B, or B then A) "
+        "against really training both",
+    )
+    parser.add_argument(
+        "run_dir",
+        help="a run made by `perturbative train` (sources: digit classes, CelebA attribute "
+        "groups), or recorded by perturbative.Recorder (sources: the task's)",
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="a recorded run's task as module:attribute (default: the one the run names)",
+    )
+    parser.add_argument(
+        "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
+    )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the summary of the check in RUN/phase_check (or --out-dir) again",
+    )
+    add_config_flags(parser, PhaseCheckOptions)
+    parser.set_defaults(func=phase_check_command)
+
+
+def phase_check_command(args: argparse.Namespace) -> int:
+    values = read_config_flags(args, PhaseCheckOptions)
+    folder = Path(values.get("out_dir") or Path(args.run_dir) / "phase_check")
+    if not args.summary_only:
+        phase_check(args.run_dir, PhaseCheckOptions(**values), args.task, data_root=args.celeba)
+    header, _ = read_phase_check(folder)
+    for line in summary_lines(header["summary"]):
+        print(line)
+    print(f"numbers: {folder / PHASE_CHECK}")
+    return 0

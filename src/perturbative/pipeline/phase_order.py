@@ -1,0 +1,449 @@
+"""Which data first? Phase-order predictions against real sequential training, at checkpoints
+of a run (``perturbative phase-check``).
+
+A *source* is a named set of training examples (the run's task names them: digit classes,
+CelebA attribute groups, text domains); a *phase* is ``k`` batches of the run's batch size drawn
+from one source with a seed. At each chosen checkpoint (model and optimizer in float64, each
+batch meeting BatchNorm with its own statistics as the run trained), for each ``k``:
+
+1. draw ``sources`` sources and one phase from each;
+2. really train every pair both ways (``A then B`` and ``B then A``) on copies of the model AND
+   the optimizer, and measure each target: the held-out loss, and the loss of one held-out
+   source; this is the real tournament (``R[i, j] = O(i then j) - O(j then i)``), and its
+   rounding floor is measured by training one order again with each batch's rows reversed;
+3. predict the same matrix with every method (:func:`perturbative.brackets.phase_tournament`'s
+   composition and last-phase, :func:`perturbative.brackets.bracket_tournament` at the
+   checkpoint and at a reference point, the expansion of
+   :func:`perturbative.brackets.predict_phase_order` for small ``k``) and the heuristic
+   baselines (larger gradient first, larger loss first, a coin), timing each;
+4. for triples of the sources, really train all ``3!`` orders, and compare each method's
+   predicted best order with the real best.
+
+Writes ``<out>/phase_check.json``; the summary pools checkpoints per ``k``, target and method:
+sign accuracy over all pairs and over pairs above the floor, Spearman, calibration slope, median
+relative error, Kendall's tau of the ranking against the real tournament's, best of ``3!``, and
+seconds against training every order. A check that stops continues where it stopped when run
+again (the same :class:`~perturbative.pipeline.order_check.PartialCheck` as the order check).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from perturbative._core import calls
+from perturbative._core.errors import InputError
+from perturbative._core.io import file_sha256, folder_lock, read_json_lines, write_json
+from perturbative.brackets import (
+    Observable,
+    bracket_tournaments,
+    phase_tournaments,
+    predict_phase_order,
+    values_along_steps,
+)
+from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
+from perturbative.pipeline.config import load_run_config
+from perturbative.pipeline.order_check import PartialCheck, cast_optimizer_state
+from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
+from perturbative.pipeline.recorded import ORDER_LOG, open_recorded_checkpoint, read_run, run_task
+from perturbative.pipeline.recorder import RUN_FILE
+from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
+from perturbative.pipeline.run import training_task
+from perturbative.pipeline.task import Task, as_dtype
+from perturbative.pipeline.train import TrainingState, build_dataset
+
+PROGRESS = "phase_check.progress.jsonl"
+
+
+@dataclass
+class PhaseCheckOptions:
+    """How ``perturbative phase-check`` tests phase-order predictions against real training.
+
+    Attributes:
+        checkpoints: how many checkpoints after step 0, spread from the first to the last.
+        steps: check exactly these checkpoint steps instead (``checkpoints`` is then ignored).
+        ks: the phase lengths checked, in batches of the run's batch size per phase.
+        sources: sources drawn per checkpoint and ``k``, every pair of them trained both ways
+            (the real tournament: ``sources * (sources - 1) / 2`` pairs).
+        triples: triples of those sources per checkpoint and ``k`` in ``triple_ks`` whose
+            ``3!`` orders are all really trained, to check the predicted best order.
+        triple_ks: the phase lengths at which triples are checked.
+        expansion_up_to: the expansion at the checkpoint is predicted for ``k`` up to this (a
+            pair costs it about ten times training both orders at ``k = 1``, and it grows with
+            ``k``).
+        target_source: the held-out source whose mean loss is the second target (default the
+            first source with held-out examples; "none" for none).
+        heldout_examples: the held-out examples each target averages (at most).
+        lr_scale: the phases' learning rate over the run's.
+        seed: draws the sources, phases and triples.
+        out_dir: the check's folder (default ``RUN/phase_check``).
+    """
+
+    checkpoints: int = 3
+    steps: tuple[int, ...] = ()
+    ks: tuple[int, ...] = (1, 5, 20, 50)
+    sources: int = 6
+    triples: int = 4
+    triple_ks: tuple[int, ...] = (1, 5)
+    expansion_up_to: int = 1
+    target_source: str | None = None
+    heldout_examples: int = 256
+    lr_scale: float = 1.0
+    seed: int = 0
+    out_dir: str | None = None
+
+
+def phase_check(
+    run_dir: str | Path,
+    options: PhaseCheckOptions | None = None,
+    task: str | Task | None = None,
+    progress: bool = True,
+    data_root: str | None = None,
+) -> Path:
+    """Run the check on a run of ``perturbative train`` or a recorded run (module docstring);
+    returns ``<out>/phase_check.json``.
+
+    Raises:
+        InputError: a run whose task names fewer than two sources, sources too small for a
+            batch, no checkpoint at a step asked for, or an out folder holding another check.
+    """
+    options = options or PhaseCheckOptions()
+    run = _Run.open(Path(run_dir), task, data_root)
+    steps = _chosen_steps(run.steps, options)
+    sources = run.task.sources or {}
+    names = [n for n, members in sources.items() if len(members) >= run.batch_size]
+    if len(names) < 2:
+        raise InputError(
+            f"the run's task names {len(sources)} sources with at least a batch "
+            f"({run.batch_size}) of examples each; a phase check needs two: give "
+            "Task(sources={name: training indices})"
+        )
+    target = _target_source(run.task, options.target_source)
+    out = Path(options.out_dir) if options.out_dir else Path(run_dir) / "phase_check"
+    settings = {k: v for k, v in asdict(options).items() if k != "out_dir"}
+    header = json.loads(
+        json.dumps(
+            {
+                "options": settings,
+                "checkpoints": {str(s): file_sha256(run.checkpoint_files[s]) for s in steps},
+            }
+        )
+    )
+    records: list[TournamentRecord] = []
+    with folder_lock(out, "a phase check"):
+        unfinished = PartialCheck.open(
+            out, header, progress=PROGRESS, finished=PHASE_CHECK, what="phase check"
+        )
+        for step in tqdm(steps, desc="phase-check", unit="ckpt", disable=not progress):
+            at = run.restore(step, options)
+            targets = _targets(run.task, at.model, target, options.heldout_examples)
+            for k in options.ks:
+                rng = random.Random(f"{options.seed}/{step}/{k}")
+                chosen = sorted(rng.sample(names, min(options.sources, len(names))))
+                phases = [
+                    _phase(run.task, run.task.sources[n], k, run.batch_size, rng) for n in chosen
+                ]
+                triples = [
+                    sorted(rng.sample(range(len(chosen)), 3))
+                    for _ in range(options.triples if k in options.triple_ks else 0)
+                ]
+                if len(chosen) < 3:
+                    triples = []
+
+                def saved(key, compute, step=step, k=k):
+                    return unfinished.get((step, k, *key), compute)
+
+                expand = k <= options.expansion_up_to
+                record = _tournament(at, run, targets, chosen, phases, triples, k, expand, saved)
+                records.append(record)
+                _write(out, run, options, records, targets)
+        path = _write(out, run, options, records, targets, final=True)
+        unfinished.finish()
+    return path
+
+
+@dataclass
+class _At:
+    """A checkpoint restored for the check: model and optimizer in float64, the lr of the
+    phases, the gradient clipping."""
+
+    step: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: float
+    clip: float | None
+
+
+@dataclass
+class _Run:
+    """What the check needs of a run, whichever made it: its task (sources, batches), batch
+    size, checkpoint files, and how to restore a checkpoint."""
+
+    folder: Path
+    task: Task
+    batch_size: int
+    checkpoint_files: dict[int, Path]
+    recorded: bool
+    data_root: str | None = None
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(s for s in self.checkpoint_files if s > 0)
+
+    @classmethod
+    def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
+        files = dict(list_checkpoints(folder))
+        if (folder / RUN_FILE).is_file():
+            read_run(folder)
+            log = read_json_lines(folder / ORDER_LOG)
+            if not log:
+                raise InputError(f"{folder} has an empty order log: record some steps first")
+            chosen = run_task(folder, task)
+            return cls(folder, chosen, len(log[0]["indices"]), files, True)
+        if task is not None:
+            raise InputError(f"--task applies to recorded runs; {folder} has no {RUN_FILE}")
+        config = load_run_config(folder, data_root)
+        chosen = training_task(folder, data_root)
+        return cls(folder, chosen, config.batch_size, files, False, data_root)
+
+    def restore(self, step: int, options: PhaseCheckOptions) -> _At:
+        if self.recorded:
+            at = open_recorded_checkpoint(self.folder, step, self.task)
+            lr = float(at.optimizer.param_groups[0]["lr"]) * options.lr_scale
+            clip = read_run(self.folder).get("max_grad_norm")
+            return _At(step, at.model.eval(), at.optimizer, lr, clip)
+        config = load_run_config(self.folder, self.data_root)
+        state = TrainingState(config, build_dataset(config))
+        state.load_state_dict(load_checkpoint(self.checkpoint_files[step]))
+        cast_optimizer_state(state.optimizer, torch.float64)
+        # BatchNorm meets each batch with its own statistics, as the run trained
+        model = state.model.to(torch.float64).train()
+        return _At(step, model, state.optimizer, config.lr * options.lr_scale, None)
+
+
+def _chosen_steps(steps: list[int], options: PhaseCheckOptions) -> list[int]:
+    if not steps:
+        raise InputError("the run has no checkpoint after step 0: train it first")
+    if options.steps:
+        missing = sorted(set(options.steps) - set(steps))
+        if missing:
+            raise InputError(f"the run has no checkpoint at step {missing}; it has {steps}")
+        return sorted(set(options.steps))
+    if options.checkpoints >= len(steps):
+        return steps
+    picks = np.linspace(0, len(steps) - 1, options.checkpoints).round().astype(int)
+    return sorted({steps[i] for i in picks})
+
+
+def _target_source(task: Task, wanted: str | None) -> str | None:
+    held = {n: m for n, m in (task.heldout_sources or {}).items() if len(m) > 0}
+    if wanted == "none":
+        return None
+    if wanted is None:
+        return next(iter(held), None)
+    if wanted not in held:
+        raise InputError(
+            f"no held-out source {wanted!r}; the task has held-out examples of {sorted(held)}"
+        )
+    return wanted
+
+
+def _targets(task: Task, model: nn.Module, source: str | None, count: int) -> dict:
+    """The targets by name: the mean loss of the held-out examples, and of one held-out
+    source's."""
+    sets = {"held-out loss": range(min(count, len(task.heldout)))}
+    if source is not None:
+        sets[f"held-out loss of {source}"] = list(task.heldout_sources[source])[:count]
+    return {
+        name: Observable.mean_loss(
+            task.loss_fn, _packed(as_dtype(task.batch(indices, "heldout"), torch.float64)), name
+        )
+        for name, indices in sets.items()
+    }
+
+
+def _packed(batch: Any) -> tuple:
+    return batch if isinstance(batch, tuple) else (batch,)
+
+
+def _phase(task: Task, members: Sequence[int], k: int, size: int, rng: random.Random) -> list:
+    """``k`` batches of ``size`` distinct examples of one source (drawn anew for each batch),
+    float64."""
+    return [
+        _packed(as_dtype(task.batch(rng.sample(list(members), size)), torch.float64))
+        for _ in range(k)
+    ]
+
+
+def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> TournamentRecord:
+    """Train every pair both ways and every triple's orders, and predict them all."""
+    n = len(chosen)
+    names = list(targets)
+    args = (at.model, run.task.loss_fn, at.optimizer)
+
+    def values(order: Sequence[int], batches_of=None) -> list[float]:
+        batches = [b for i in order for b in (batches_of or phases)[i]]
+        return values_along_steps(
+            *args,
+            batches,
+            lambda m: [targets[t].value(m) for t in names],
+            [len(batches)],
+            lr=at.lr,
+            max_grad_norm=at.clip,
+        )[0]
+
+    started = time.perf_counter()
+    real = {t: np.zeros((n, n)) for t in names}
+    for i, j in itertools.combinations(range(n), 2):
+        ij, ji = saved(("pair", i, j), lambda i=i, j=j: [values((i, j)), values((j, i))])
+        for x, t in enumerate(names):
+            real[t][i, j], real[t][j, i] = ij[x] - ji[x], ji[x] - ij[x]
+    seconds = {"real": time.perf_counter() - started}
+
+    def floor() -> list[float]:
+        """One order again with each batch's rows reversed: the same sums in another order."""
+        flipped = [[_reversed_rows(b) for b in p] for p in phases]
+        again, first = values((0, 1), flipped), values((0, 1))
+        return [abs(a - b) for a, b in zip(again, first, strict=True)]
+
+    floors = saved(("floor",), floor)
+    predicted, cost, seconds_of = saved(
+        ("predicted",), lambda: _predictions(at, run, targets, phases, k, expand)
+    )
+    seconds.update(seconds_of)
+    orders = [list(o) for o in itertools.permutations(range(3))]
+    triple_records = []
+    for t, members in enumerate(triples):
+        got = saved(("triple", t), lambda m=members: [values([m[i] for i in o]) for o in orders])
+        triple_records.append(
+            TripleRecord(
+                sources=list(members),
+                orders=orders,
+                real={name: [g[x] for g in got] for x, name in enumerate(names)},
+            )
+        )
+    return TournamentRecord(
+        step=at.step,
+        k=k,
+        lr=at.lr,
+        sources=list(chosen),
+        real={t: m.tolist() for t, m in real.items()},
+        floor=dict(zip(names, floors, strict=True)),
+        predicted=predicted,
+        seconds=seconds,
+        cost=cost,
+        triples=triple_records,
+    )
+
+
+def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]:
+    """Every method's predicted tournament for every target, the cost each reports, and the
+    seconds each took."""
+    model, loss_fn = at.model, run.task.loss_fn
+    n, names = len(phases), list(targets)
+    predicted: dict[str, dict[str, list]] = {}
+    cost: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    tournaments = phase_tournaments(
+        model, loss_fn, at.optimizer, phases, targets, lr=at.lr, max_grad_norm=at.clip
+    )
+    seconds["composition"] = time.perf_counter() - clock  # last-phase comes with it
+    for method, got in tournaments.items():
+        predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
+        cost[method] = got[names[0]].cost
+    theta = {m: p.detach() for m, p in model.named_parameters() if p.requires_grad}
+    drift = tournaments["composition"][names[0]].drift
+    reference = {m: v + drift[m] for m, v in theta.items()}
+    for method, point in (("sgd-bracket", None), ("reference-bracket", reference)):
+        clock = time.perf_counter()
+        got = bracket_tournaments(model, loss_fn, phases, targets, lr=at.lr, at=point)
+        seconds[method] = time.perf_counter() - clock
+        predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
+        cost[method] = got[names[0]].cost
+        if point is None:
+            norms = got[names[0]].gradient_norms  # at the checkpoint
+    if expand:
+        clock = time.perf_counter()
+        matrix = {t: np.zeros((n, n)) for t in names}
+        for i, j in itertools.combinations(range(n), 2):
+            for t in names:
+                value = predict_phase_order(
+                    model,
+                    loss_fn,
+                    at.optimizer,
+                    phases[i],
+                    phases[j],
+                    targets[t],
+                    lr=at.lr,
+                    max_grad_norm=at.clip,
+                ).predicted
+                matrix[t][i, j], matrix[t][j, i] = value, -value
+        seconds["expansion"] = time.perf_counter() - clock
+        predicted["expansion"] = {t: m.tolist() for t, m in matrix.items()}
+    losses = _phase_losses(model, loss_fn, phases)
+    # a phase first is taken to lower O when its gradient (its loss) is larger
+    heuristics = {
+        "larger-gradient-first": np.sign(np.subtract.outer(norms, norms)) * -1.0,
+        "larger-loss-first": np.sign(np.subtract.outer(losses, losses)) * -1.0,
+    }
+    coin = np.triu(np.random.default_rng(n * 1000 + k).choice([-1.0, 1.0], (n, n)), 1)
+    heuristics["coin"] = coin - coin.T
+    for method, matrix in heuristics.items():
+        predicted[method] = dict.fromkeys(names, matrix.tolist())
+    return predicted, cost, seconds
+
+
+def _phase_losses(model: nn.Module, loss_fn, phases) -> np.ndarray:
+    params = {m: p.detach() for m, p in model.named_parameters()}
+    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
+    with torch.no_grad():
+        return np.array([np.mean([float(loss(params, *b)) for b in p]) for p in phases])
+
+
+def _reversed_rows(batch: tuple) -> tuple:
+    def flip(value):
+        if isinstance(value, Tensor):
+            return value.flip(0)
+        if isinstance(value, dict):
+            return {k: flip(v) for k, v in value.items()}
+        return value
+
+    return tuple(flip(v) for v in batch)
+
+
+def _write(out, run, options, records, targets, final: bool = False) -> Path:
+    """``<out>/phase_check.json``: options, records and their summary (rewritten after each
+    checkpoint and ``k``, so that what is done can be read while the check runs)."""
+    return write_json(
+        out / PHASE_CHECK,
+        {
+            "format": PHASE_CHECK_FORMAT[0],
+            "version": PHASE_CHECK_FORMAT[1],
+            "run": str(run.folder.resolve()),
+            "finished": final,
+            "options": asdict(options),
+            "targets": list(targets),
+            "tournaments": [asdict(r) for r in records],
+            "summary": summarize(records),
+        },
+    )
+
+
+def read_phase_check(folder: str | Path) -> tuple[dict[str, Any], list[TournamentRecord]]:
+    """``(the file's header and summary, its records)`` from ``folder/phase_check.json``
+    (:func:`perturbative.pipeline.results.read_phase_check_file`)."""
+    data = read_phase_check_file(folder)
+    records = [TournamentRecord.from_json(r) for r in data.pop("tournaments")]
+    return data, records

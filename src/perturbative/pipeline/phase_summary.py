@@ -1,0 +1,187 @@
+"""The phase check's records (:mod:`perturbative.pipeline.phase_order`), their summary pooled
+per target, phase length and method, and the lines ``perturbative phase-check`` prints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from perturbative._core.stats import spearman
+from perturbative.brackets import kendall_tau
+from perturbative.pipeline.order_summary import calibration_slope, sign_accuracy
+
+#: Methods that predict the value of ``O(A then B) - O(B then A)``; the rest only its sign.
+VALUE_METHODS = ("composition", "expansion", "last-phase", "sgd-bracket", "reference-bracket")
+
+
+@dataclass
+class TripleRecord:
+    """Three of a tournament's sources: ``O`` after each of their ``3!`` orders, per target."""
+
+    sources: list[int]
+    orders: list[list[int]]
+    real: dict[str, list[float]]
+
+
+@dataclass
+class TournamentRecord:
+    """One checkpoint and phase length: the real tournament and every method's prediction.
+
+    ``real[target]`` and ``predicted[method][target]`` are ``(N, N)`` nested lists,
+    ``[i][j] = O(i then j) - O(j then i)``; ``floor[target]`` is the rounding floor;
+    ``seconds`` what each took (``"real"``: training every pair both ways).
+    """
+
+    step: int
+    k: int
+    lr: float
+    sources: list[str]
+    real: dict[str, list[list[float]]]
+    floor: dict[str, float]
+    predicted: dict[str, dict[str, list[list[float]]]]
+    seconds: dict[str, float]
+    cost: dict[str, dict[str, int]] = field(default_factory=dict)
+    triples: list[TripleRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TournamentRecord:
+        triples = [TripleRecord(**t) for t in data.get("triples", [])]
+        return cls(**{**data, "triples": triples})
+
+
+def summarize(records: Sequence[TournamentRecord]) -> dict[str, Any]:
+    """Per target, ``k`` and method, pooled over checkpoints: sign accuracy over every pair
+    (``i < j``) and over pairs whose real difference is above the measured rounding floor,
+    Spearman, calibration slope and median relative error of the value methods, Kendall's tau
+    of the row-sum ranking against the real tournament's (mean over tournaments), best of
+    ``3!`` (share of triples whose predicted best order is the real best, and the share of the
+    real best-to-worst gap captured), and seconds (summed) against training every pair both
+    ways."""
+    out: dict[str, Any] = {}
+    targets = list(records[0].real) if records else []
+    for target in targets:
+        for k in sorted({r.k for r in records}):
+            chosen = [r for r in records if r.k == k]
+            methods = [m for m in chosen[0].predicted if all(m in r.predicted for r in chosen)]
+            upper = [np.triu_indices(len(r.sources), 1) for r in chosen]
+            real = np.concatenate(
+                [np.asarray(r.real[target])[u] for r, u in zip(chosen, upper, strict=True)]
+            )
+            floor = np.concatenate(
+                [np.full(len(u[0]), r.floor[target]) for r, u in zip(chosen, upper, strict=True)]
+            )
+            above = np.abs(real) > floor
+            row = {
+                "pairs": len(real),
+                "above_floor": int(above.sum()),
+                "median_real": float(np.median(np.abs(real))) if len(real) else math.nan,
+                "tournaments": len(chosen),
+                "sources": len(chosen[0].sources),
+                "seconds_real": sum(r.seconds["real"] for r in chosen),
+                "methods": {},
+            }
+            for method in methods:
+                predicted = np.concatenate(
+                    [
+                        np.asarray(r.predicted[method][target])[u]
+                        for r, u in zip(chosen, upper, strict=True)
+                    ]
+                )
+                numbers = {
+                    "sign_accuracy": sign_accuracy(predicted, real),
+                    "sign_accuracy_above_floor": sign_accuracy(predicted[above], real[above]),
+                    "kendall_tau": float(
+                        np.mean([_tau(r.predicted[method][target], r.real[target]) for r in chosen])
+                    ),
+                    **_best_of_three(chosen, method, target),
+                }
+                if method in VALUE_METHODS:
+                    numbers.update(
+                        spearman=spearman(predicted, real),
+                        calibration_slope=calibration_slope(predicted, real),
+                        median_relative_error=float(
+                            np.median(np.abs(predicted - real) / np.abs(real))
+                        )
+                        if len(real)
+                        else math.nan,
+                        seconds=_total([r.seconds.get(method) for r in chosen]),
+                    )
+                row["methods"][method] = numbers
+            out.setdefault(target, {})[str(k)] = row
+    return out
+
+
+def _tau(predicted: list[list[float]], real: list[list[float]]) -> float:
+    ranking = np.argsort(np.sum(predicted, 1), kind="stable").tolist()
+    return kendall_tau(ranking, np.argsort(np.sum(real, 1), kind="stable").tolist())
+
+
+def _best_of_three(records, method: str, target: str) -> dict[str, Any]:
+    hits, captured = [], []
+    for r in records:
+        preference = np.asarray(r.predicted[method][target])
+        for triple in r.triples:
+            sub = preference[np.ix_(triple.sources, triple.sources)].sum(1)
+            best = [triple.sources[i] for i in np.argsort(sub, kind="stable")]
+            values = np.asarray(triple.real[target])
+            mapped = [[triple.sources[i] for i in o] for o in triple.orders]
+            got = values[mapped.index(best)]
+            hits.append(bool(got == values.min()))
+            gap = values.max() - values.min()
+            captured.append(float((values.max() - got) / gap) if gap > 0 else 1.0)
+    if not hits:
+        return {}
+    return {
+        "triples": len(hits),
+        "best_of_3": float(np.mean(hits)),
+        "gap_captured": float(np.mean(captured)),
+    }
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary as printed by ``perturbative phase-check``: per target and ``k``, each
+    method's sign accuracy above the floor, Kendall's tau, best of 3! and seconds."""
+    lines = []
+    for target, by_k in summary.items():
+        lines.append(f"{target}:")
+        for k, row in by_k.items():
+            lines.append(
+                f"  k={k}: {row['pairs']} pairs ({row['above_floor']} above the rounding floor, "
+                f"median |real| {row['median_real']:.2g}) in {row['tournaments']} tournaments of "
+                f"{row['sources']} sources; training every pair both ways "
+                f"{row['seconds_real']:.0f} s"
+            )
+            for method, m in row["methods"].items():
+                text = (
+                    f"    {method:22s} signs {_f(m['sign_accuracy_above_floor'], '.3f')}, "
+                    f"tau {_f(m['kendall_tau'], '+.2f')}"
+                )
+                if "best_of_3" in m:
+                    text += (
+                        f", best of 3! {_f(m['best_of_3'], '.2f')} of {m['triples']} "
+                        f"(gap {_f(m['gap_captured'], '.2f')})"
+                    )
+                if "median_relative_error" in m:
+                    text += (
+                        f", Spearman {_f(m['spearman'], '+.2f')}, slope "
+                        f"{_f(m['calibration_slope'], '.2g')}, median error "
+                        f"{_f(m['median_relative_error'], '.2g')}"
+                    )
+                if m.get("seconds") is not None:
+                    text += f", {m['seconds']:.0f} s"
+                lines.append(text)
+    return lines
+
+
+def _total(values: list[float | None]) -> float | None:
+    """The sum, or None where a value is missing (a method timed together with another)."""
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def _f(value: float | None, spec: str) -> str:
+    """A number as ``spec``, or "n/a" (None, or NaN: no pairs to measure it on)."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)

@@ -1,0 +1,138 @@
+"""The phase check on a tiny real run: phase orders predicted, against really training them."""
+
+import dataclasses
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+from perturbative._core.errors import InputError
+from perturbative.pipeline.config import TrainConfig
+from perturbative.pipeline.phase_order import (
+    PROGRESS,
+    PhaseCheckOptions,
+    phase_check,
+    read_phase_check,
+)
+from perturbative.pipeline.phase_summary import VALUE_METHODS
+from perturbative.pipeline.task import Task
+from perturbative.pipeline.train import train
+
+# the module (the package re-exports its function under the same name)
+phase_check_module = importlib.import_module("perturbative.pipeline.phase_order")
+TINY = dict(steps=(3,), ks=(1, 2), sources=3, triples=1, triple_ks=(1,), heldout_examples=8)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    config = TrainConfig.demo(
+        run_dir=str(tmp_path_factory.mktemp("runs") / "run"),
+        image_size=8,
+        width=0.0625,
+        steps=6,
+        checkpoint_every=3,
+        eval_every=3,
+        batch_size=4,
+    )
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def whole(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("checks") / "whole"
+    phase_check(run_dir, PhaseCheckOptions(**TINY, out_dir=str(out)), progress=False)
+    return out
+
+
+def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
+    header, records = read_phase_check(whole)
+    assert header["finished"] and [(r.step, r.k) for r in records] == [(3, 1), (3, 2)]
+    targets = header["targets"]
+    assert targets[0] == "held-out loss" and targets[1].startswith("held-out loss of digit_")
+    for record in records:
+        assert len(record.sources) == 3 and all(s.startswith("digit_") for s in record.sources)
+        for target in targets:
+            real = np.asarray(record.real[target])
+            np.testing.assert_allclose(real, -real.T)
+            assert np.abs(real[np.triu_indices(3, 1)]).min() > 10 * record.floor[target]
+            assert record.floor[target] < 1e-12  # float64: rows reversed change only rounding
+            for by_target in record.predicted.values():
+                matrix = np.asarray(by_target[target])
+                np.testing.assert_allclose(matrix, -matrix.T, atol=1e-300)
+        assert set(record.predicted) >= {*VALUE_METHODS} - {"expansion"} | {"coin"}
+        assert ("expansion" in record.predicted) == (record.k == 1)
+        assert record.seconds["real"] > 0 and record.cost["composition"]["backward_passes"] == 3
+    (triple,) = records[0].triples
+    assert len(triple.orders) == 6 and len(triple.real[targets[0]]) == 6
+    assert records[1].triples == []
+    row = header["summary"]["held-out loss"]["1"]
+    assert row["pairs"] == 3 and row["methods"]["composition"]["triples"] == 1
+    assert 0 <= row["methods"]["composition"]["sign_accuracy"] <= 1
+
+
+def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):
+    options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "check"))
+    real_values, calls = phase_check_module.values_along_steps, []
+
+    def values_along_steps(*args, stop_after=None, **kwargs):
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt  # the check stops here, as under Ctrl-C or a time limit
+        calls.append(1)
+        return real_values(*args, **kwargs)
+
+    monkeypatch.setattr(
+        phase_check_module,
+        "values_along_steps",
+        lambda *a, **k: values_along_steps(*a, stop_after=5, **k),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        phase_check(run_dir, options, progress=False)
+    progress = tmp_path / "check" / PROGRESS
+    assert len(progress.read_text().splitlines()) == 1 + 2  # the settings, then 2 pairs
+    calls.clear()
+    monkeypatch.setattr(phase_check_module, "values_along_steps", values_along_steps)
+    phase_check(run_dir, options, progress=False)
+    # 1 pair of k = 1 left (2 runs), its floor (2), the triple (6), then k = 2 (3 pairs, floor)
+    assert len(calls) == 2 + 2 + 6 + 6 + 2
+    assert not progress.exists()
+    _, resumed = read_phase_check(tmp_path / "check")
+    _, unbroken = read_phase_check(whole)
+    for a, b in zip(resumed, unbroken, strict=True):
+        assert a.real == b.real and a.floor == b.floor and a.triples == b.triples
+        assert a.predicted.keys() == b.predicted.keys()
+        for method, by_target in a.predicted.items():
+            for target, matrix in by_target.items():
+                np.testing.assert_allclose(matrix, b.predicted[method][target], rtol=1e-9)
+    with pytest.raises(InputError, match="already holds a finished phase check"):
+        phase_check(run_dir, options, progress=False)
+    other = dataclasses.replace(options, out_dir=str(tmp_path / "other"), ks=(1,))
+    monkeypatch.setattr(
+        phase_check_module,
+        "values_along_steps",
+        lambda *a, **k: values_along_steps(*a, stop_after=0, **k),
+    )
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        phase_check(run_dir, other, progress=False)
+    with pytest.raises(InputError, match=r"ks: \[1\] there, \[2\] now"):
+        phase_check(run_dir, dataclasses.replace(other, ks=(2,)), progress=False)
+    assert json.loads(progress.parent.joinpath("phase_check.json").read_text())["finished"]
+
+
+def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
+    options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "bad"))
+    with pytest.raises(InputError, match="no checkpoint at step"):
+        phase_check(run_dir, dataclasses.replace(options, steps=(4,)), progress=False)
+    with pytest.raises(InputError, match="no held-out source 'digit_11'"):
+        phase_check(run_dir, dataclasses.replace(options, target_source="digit_11"))
+    with pytest.raises(InputError, match="--task applies to recorded runs"):
+        phase_check(run_dir, options, task="x:y", progress=False)
+    bare = phase_check_module.training_task(run_dir)
+    monkeypatch.setattr(
+        phase_check_module,
+        "training_task",
+        lambda *a: Task(model=bare.model, loss_fn=bare.loss_fn, train=bare.train),
+    )
+    with pytest.raises(InputError, match=r"give Task\(sources="):
+        phase_check(run_dir, options, progress=False)
