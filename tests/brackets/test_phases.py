@@ -9,10 +9,12 @@ from torch import nn
 
 import perturbative as pt
 from perturbative.brackets import (
+    best_order,
     bracket_tournament,
     kendall_tau,
     phase_tournament,
     predict_phase_order,
+    predict_phase_orders,
     values_along_steps,
 )
 
@@ -168,3 +170,20 @@ def test_kendall_tau_and_bad_phases():
         phase_tournament(model, loss_fn, optimizer, [a, b], observable, method="magic")
     with pytest.raises(ValueError, match="at least two phases"):
         bracket_tournament(model, loss_fn, [a], observable, lr=0.1)
+
+
+def test_the_value_of_every_order_of_phases_is_the_expansion_of_their_window():
+    model, loss_fn, optimizer, (a, b), observable = adam_phases()
+    c = [(x[:, [1, 0, 2]], y) for x, y in a]
+    # single-batch phases: the predictions of best_order for every order of the three batches
+    window = best_order(model, loss_fn, optimizer, [a[0], b[0], c[0]], observable)
+    got = predict_phase_orders(
+        model, loss_fn, optimizer, [a[:1], b[:1], c[:1]], window.orders, observable
+    )
+    assert got == pytest.approx(window.predicted.tolist(), rel=1e-10)
+    # phases of several batches: two orders of two phases differ as predict_phase_order says
+    ab, ba = predict_phase_orders(model, loss_fn, optimizer, [a, b], [[0, 1], [1, 0]], observable)
+    pair = predict_phase_order(model, loss_fn, optimizer, a, b, observable)
+    assert ab - ba == pytest.approx(pair.predicted, rel=1e-9)
+    with pytest.raises(ValueError, match="permutation"):
+        predict_phase_orders(model, loss_fn, optimizer, [a, b], [[0, 0]], observable)

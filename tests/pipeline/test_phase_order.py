@@ -65,6 +65,9 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
         assert record.seconds["real"] > 0 and record.cost["composition"]["backward_passes"] == 3
     (triple,) = records[0].triples
     assert len(triple.orders) == 6 and len(triple.real[targets[0]]) == 6
+    # at k = 1 the expansion predicts O after each order; the others rank by preferences
+    assert set(triple.predicted) == {"expansion"}
+    assert len(triple.predicted["expansion"][targets[1]]) == 6
     assert records[1].triples == []
     row = header["summary"]["held-out loss"]["1"]
     assert row["pairs"] == 3 and row["methods"]["composition"]["triples"] == 1
@@ -97,6 +100,7 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
     assert len(calls) == 2 + 2 + 6 + 6 + 2
     assert not progress.exists()
     _, resumed = read_phase_check(tmp_path / "check")
+    assert resumed[0].seconds["real"] > 0  # each pair's time was saved with it
     _, unbroken = read_phase_check(whole)
     for a, b in zip(resumed, unbroken, strict=True):
         assert a.real == b.real and a.floor == b.floor and a.triples == b.triples

@@ -54,6 +54,10 @@ def test_signs_above_the_floor_ranking_and_best_of_three():
     assert got["best_of_3"] == 0.0 and got["triples"] == 1
     assert got["gap_captured"] == pytest.approx((5.0 - 1.5) / (5.0 - 1.0))
     assert got["seconds"] == 1.0 and row["seconds_real"] == 2.0
+    # a method that predicts each order's value picks the smallest instead
+    triple.predicted["composition"] = {T: [9.0, 9.0, 9.0, 9.0, 9.0, 0.0]}
+    again = summarize([record(real, predicted, floor=1e-6, triples=[triple])])
+    assert again[T]["1"]["methods"]["composition"]["gap_captured"] == 0.0  # picked the worst
     lines = summary_lines(summary)
     assert lines[0] == f"{T}:" and "2 above the rounding floor" in lines[1]
     assert "best of 3! 0.00 of 1 (gap 0.88)" in lines[2] and lines[2].endswith(", 1 s")

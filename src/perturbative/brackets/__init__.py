@@ -55,6 +55,7 @@ from perturbative.brackets._phases import kendall_tau as kendall_tau
 from perturbative.brackets._phases import phase_tournament as phase_tournament
 from perturbative.brackets._phases import phase_tournaments as phase_tournaments
 from perturbative.brackets._phases import predict_phase_order as predict_phase_order
+from perturbative.brackets._phases import predict_phase_orders as predict_phase_orders
 from perturbative.brackets._pieces import PieceMismatchError as PieceMismatchError
 from perturbative.brackets._pieces import Selection as Selection
 from perturbative.brackets._pieces import on_pieces as on_pieces

@@ -150,6 +150,48 @@ def predict_phase_order(
     return composed(model, observable, a, b)
 
 
+def predict_phase_orders(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    phases: Sequence[Sequence[Any]],
+    orders: Sequence[Sequence[int]],
+    observable: Observable,
+    *,
+    lr: float | None = None,
+    expansion: Expansion | int = Expansion(),
+    max_grad_norm: float | None = None,
+) -> list[float]:
+    """``O`` predicted after training the phases in each of ``orders`` (e.g. all ``3!`` orders
+    of three phases), by the expansion at the checkpoint on the window of all their batches,
+    the derivatives shared between the orders; the best order is the smallest. Unlike ranking by
+    pairwise preferences, this keeps what depends on a phase's place in the whole order (a
+    momentum carries the first phase's gradients into every later step).
+
+    Raises:
+        ValueError: an order that is not a permutation of the phases.
+    """
+    n = len(phases)
+    if any(sorted(order) != list(range(n)) for order in orders):
+        raise ValueError(f"each order must be a permutation of range({n}), got {list(orders)}")
+    starts = [0]
+    for phase in phases:
+        starts.append(starts[-1] + len(phase))
+    batches = [b for phase in phases for b in phase]
+    windows = [[i for p in order for i in range(starts[p], starts[p + 1])] for order in orders]
+    return predicted_values(
+        model,
+        loss_fn,
+        optimizer,
+        batches,
+        windows,
+        observable,
+        lr=lr,
+        expansion=expansion,
+        max_grad_norm=max_grad_norm,
+    )
+
+
 def _exact_state(model, loss_fn, optimizer, phase_a, phase_b, observable, lr, max_grad_norm):
     """The ``"exact-state"`` method (module docstring)."""
     names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)

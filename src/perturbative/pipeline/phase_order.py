@@ -50,11 +50,16 @@ from perturbative.brackets import (
     bracket_tournaments,
     phase_tournaments,
     predict_phase_order,
+    predict_phase_orders,
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import load_run_config
-from perturbative.pipeline.order_check import PartialCheck, cast_optimizer_state
+from perturbative.pipeline.order_check import (
+    PartialCheck,
+    cast_optimizer_state,
+    choose_checkpoints,
+)
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
 from perturbative.pipeline.recorded import ORDER_LOG, open_recorded_checkpoint, read_run, run_task
 from perturbative.pipeline.recorder import RUN_FILE
@@ -120,7 +125,7 @@ def phase_check(
     """
     options = options or PhaseCheckOptions()
     run = _Run.open(Path(run_dir), task, data_root)
-    steps = _chosen_steps(run.steps, options)
+    steps = choose_checkpoints(run.folder, options.checkpoints, options.steps)
     sources = run.task.sources or {}
     names = [n for n, members in sources.items() if len(members) >= run.batch_size]
     if len(names) < 2:
@@ -196,10 +201,7 @@ class _Run:
     checkpoint_files: dict[int, Path]
     recorded: bool
     data_root: str | None = None
-
-    @property
-    def steps(self) -> list[int]:
-        return sorted(s for s in self.checkpoint_files if s > 0)
+    dataset: Any = None  # a train run's, loaded once
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
@@ -224,26 +226,14 @@ class _Run:
             clip = read_run(self.folder).get("max_grad_norm")
             return _At(step, at.model.eval(), at.optimizer, lr, clip)
         config = load_run_config(self.folder, self.data_root)
-        state = TrainingState(config, build_dataset(config))
+        if self.dataset is None:
+            self.dataset = build_dataset(config)
+        state = TrainingState(config, self.dataset)
         state.load_state_dict(load_checkpoint(self.checkpoint_files[step]))
         cast_optimizer_state(state.optimizer, torch.float64)
         # BatchNorm meets each batch with its own statistics, as the run trained
         model = state.model.to(torch.float64).train()
         return _At(step, model, state.optimizer, config.lr * options.lr_scale, None)
-
-
-def _chosen_steps(steps: list[int], options: PhaseCheckOptions) -> list[int]:
-    if not steps:
-        raise InputError("the run has no checkpoint after step 0: train it first")
-    if options.steps:
-        missing = sorted(set(options.steps) - set(steps))
-        if missing:
-            raise InputError(f"the run has no checkpoint at step {missing}; it has {steps}")
-        return sorted(set(options.steps))
-    if options.checkpoints >= len(steps):
-        return steps
-    picks = np.linspace(0, len(steps) - 1, options.checkpoints).round().astype(int)
-    return sorted({steps[i] for i in picks})
 
 
 def _target_source(task: Task, wanted: str | None) -> str | None:
@@ -303,13 +293,18 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
             max_grad_norm=at.clip,
         )[0]
 
-    started = time.perf_counter()
+    def both_ways(i: int, j: int) -> dict:
+        started = time.perf_counter()
+        ij, ji = values((i, j)), values((j, i))
+        return {"values": [ij, ji], "seconds": time.perf_counter() - started}
+
     real = {t: np.zeros((n, n)) for t in names}
+    seconds = {"real": 0.0}  # each pair's own time, saved with it (a resumed check has it)
     for i, j in itertools.combinations(range(n), 2):
-        ij, ji = saved(("pair", i, j), lambda i=i, j=j: [values((i, j)), values((j, i))])
+        pair = saved(("pair", i, j), lambda i=i, j=j: both_ways(i, j))
+        (ij, ji), seconds["real"] = pair["values"], seconds["real"] + pair["seconds"]
         for x, t in enumerate(names):
             real[t][i, j], real[t][j, i] = ij[x] - ji[x], ji[x] - ij[x]
-    seconds = {"real": time.perf_counter() - started}
 
     def floor() -> list[float]:
         """One order again with each batch's rows reversed: the same sums in another order."""
@@ -326,11 +321,28 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
     triple_records = []
     for t, members in enumerate(triples):
         got = saved(("triple", t), lambda m=members: [values([m[i] for i in o]) for o in orders])
+        predicted_orders = {}
+        if expand:  # the expansion predicts O after each order, not only pairwise preferences
+            predicted_orders["expansion"] = saved(
+                ("triple-predicted", t),
+                lambda m=members: {
+                    name: predict_phase_orders(
+                        *args,
+                        [phases[i] for i in m],
+                        orders,
+                        targets[name],
+                        lr=at.lr,
+                        max_grad_norm=at.clip,
+                    )
+                    for name in names
+                },
+            )
         triple_records.append(
             TripleRecord(
                 sources=list(members),
                 orders=orders,
                 real={name: [g[x] for g in got] for x, name in enumerate(names)},
+                predicted=predicted_orders,
             )
         )
     return TournamentRecord(

@@ -20,11 +20,14 @@ VALUE_METHODS = ("composition", "expansion", "last-phase", "sgd-bracket", "refer
 
 @dataclass
 class TripleRecord:
-    """Three of a tournament's sources: ``O`` after each of their ``3!`` orders, per target."""
+    """Three of a tournament's sources: ``O`` after each of their ``3!`` orders, per target,
+    really trained and, where a method predicts the value of each order (``predicted[method]
+    [target]``), predicted; other methods pick by their pairwise preferences."""
 
     sources: list[int]
     orders: list[list[int]]
     real: dict[str, list[float]]
+    predicted: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,11 +128,14 @@ def _best_of_three(records, method: str, target: str) -> dict[str, Any]:
     for r in records:
         preference = np.asarray(r.predicted[method][target])
         for triple in r.triples:
-            sub = preference[np.ix_(triple.sources, triple.sources)].sum(1)
-            best = [triple.sources[i] for i in np.argsort(sub, kind="stable")]
             values = np.asarray(triple.real[target])
-            mapped = [[triple.sources[i] for i in o] for o in triple.orders]
-            got = values[mapped.index(best)]
+            if method in triple.predicted:  # the value of each order, predicted
+                got = values[int(np.argmin(triple.predicted[method][target]))]
+            else:  # the order of the row sums of the pairwise preferences within the triple
+                sub = preference[np.ix_(triple.sources, triple.sources)].sum(1)
+                best = [triple.sources[i] for i in np.argsort(sub, kind="stable")]
+                mapped = [[triple.sources[i] for i in o] for o in triple.orders]
+                got = values[mapped.index(best)]
             hits.append(bool(got == values.min()))
             gap = values.max() - values.min()
             captured.append(float((values.max() - got) / gap) if gap > 0 else 1.0)
