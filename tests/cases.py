@@ -53,6 +53,24 @@ def run_benchmark(name: str, *argv: str) -> None:
         sys.argv = saved
 
 
+def tiny_digits_run(folder: Path, steps: int = 6, checkpoint_every: int = 3) -> Path:
+    """A real digits run of ``perturbative train``, as small as it gets: 8x8 images, a
+    sixteenth-width MXResNet, batches of 4 (seconds on a CPU)."""
+    from perturbative.pipeline.config import TrainConfig
+    from perturbative.pipeline.train import train
+
+    config = TrainConfig.demo(
+        run_dir=str(folder),
+        image_size=8,
+        width=0.0625,
+        steps=steps,
+        checkpoint_every=checkpoint_every,
+        eval_every=checkpoint_every,
+        batch_size=4,
+    )
+    return train(config, progress=False)
+
+
 def assert_dicts_close(actual, expected, **kw):
     """Two parameter dicts have the same keys and close values."""
     assert set(actual) == set(expected)

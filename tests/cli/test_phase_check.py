@@ -1,22 +1,13 @@
 """``perturbative phase-check``: the command runs the check, prints its summary and prints it
 again from the saved numbers; bad input is one line."""
 
+from cases import tiny_digits_run
+
 from perturbative.cli import main
-from perturbative.pipeline.config import TrainConfig
-from perturbative.pipeline.train import train
 
 
 def test_command_prints_the_summary_and_again_from_the_numbers(tmp_path, capsys):
-    config = TrainConfig.demo(
-        run_dir=str(tmp_path / "run"),
-        image_size=8,
-        width=0.0625,
-        steps=2,
-        checkpoint_every=2,
-        eval_every=2,
-        batch_size=4,
-    )
-    run_dir = str(train(config, progress=False))
+    run_dir = str(tiny_digits_run(tmp_path / "run", steps=2, checkpoint_every=2))
     flags = ["--ks", "1", "--sources", "3", "--triples", "1", "--heldout-examples", "8"]
     assert main(["--threads", "1", "phase-check", run_dir, *flags]) == 0
     out = capsys.readouterr().out

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from cases import tiny_digits_run
 
 from perturbative._core.errors import InputError
-from perturbative.pipeline.config import TrainConfig
 from perturbative.pipeline.phase_order import (
     PROGRESS,
     PhaseCheckOptions,
@@ -17,7 +17,6 @@ from perturbative.pipeline.phase_order import (
 )
 from perturbative.pipeline.phase_summary import VALUE_METHODS
 from perturbative.pipeline.task import Task
-from perturbative.pipeline.train import train
 
 # the module (the package re-exports its function under the same name)
 phase_check_module = importlib.import_module("perturbative.pipeline.phase_order")
@@ -26,16 +25,7 @@ TINY = dict(steps=(3,), ks=(1, 2), sources=3, triples=1, triple_ks=(1,), heldout
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    config = TrainConfig.demo(
-        run_dir=str(tmp_path_factory.mktemp("runs") / "run"),
-        image_size=8,
-        width=0.0625,
-        steps=6,
-        checkpoint_every=3,
-        eval_every=3,
-        batch_size=4,
-    )
-    return train(config, progress=False)
+    return tiny_digits_run(tmp_path_factory.mktemp("runs") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -186,3 +186,15 @@ def train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
 def sweep_options(args: argparse.Namespace, out_dir: str | None = None) -> SweepOptions:
     """The sweep flags as :class:`SweepOptions`."""
     return SweepOptions(**read_config_flags(args, SweepOptions, SWEEP_FIELDS), out_dir=out_dir)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """``--task`` and ``--celeba``: how a check finds what a run folder does not hold."""
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="a recorded run's task as module:attribute (default: the one the run names)",
+    )
+    parser.add_argument(
+        "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
+    )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from perturbative._core.errors import InputError
-from perturbative.cli._flags import add_config_flags, read_config_flags
+from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
@@ -24,14 +24,7 @@ def order_check_command_parser(subparsers) -> None:
         help="a run directory made by `perturbative train`, or recorded by perturbative.Recorder "
         "(then --checkpoints, --steps, --batch-pairs, --expansion, --seed and --out-dir apply)",
     )
-    parser.add_argument(
-        "--task",
-        default=None,
-        help="a recorded run's task as module:attribute (default: the one the run names)",
-    )
-    parser.add_argument(
-        "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
-    )
+    add_run_flags(parser)
     parser.add_argument(
         "--summary-only",
         action="store_true",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perturbative.cli._flags import add_config_flags, read_config_flags
+from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
 from perturbative.pipeline.phase_order import (
     PhaseCheckOptions,
     phase_check,
@@ -27,14 +27,7 @@ def phase_check_command_parser(subparsers) -> None:
         help="a run made by `perturbative train` (sources: digit classes, CelebA attribute "
         "groups), or recorded by perturbative.Recorder (sources: the task's)",
     )
-    parser.add_argument(
-        "--task",
-        default=None,
-        help="a recorded run's task as module:attribute (default: the one the run names)",
-    )
-    parser.add_argument(
-        "--celeba", default=None, help="where the run's CelebA data is now, if it has moved"
-    )
+    add_run_flags(parser)
     parser.add_argument(
         "--summary-only",
         action="store_true",
