@@ -18,8 +18,10 @@ how the analysis rebuilds it. Needs the optional extra: pip install -e '.[hf]'.
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import inspect
+import itertools
 import json
 import pydoc_data.topics
 import textwrap
@@ -35,27 +37,50 @@ SOURCES = (json, textwrap, inspect, functools, argparse)
 
 
 @functools.cache
-def snippets() -> tuple[list[dict], list[dict]]:
-    """Keyword examples ``{"input_ids", "attention_mask", "labels"}``: (train, held out)."""
+def _snippets() -> tuple[list[dict], list[str]]:
+    """Keyword examples ``{"input_ids", "attention_mask", "labels"}`` in a seeded random order,
+    and where each comes from: "documentation" or the standard-library module."""
     docs = "\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))
-    code = "\n".join(inspect.getsource(module) for module in SOURCES)
-    rows, labels = [], []
+    sources = [inspect.getsource(module) for module in SOURCES]
+    code = "\n".join(sources)
+    ends = list(itertools.accumulate(len(text) + 1 for text in sources))
+    rows, labels, origins = [], [], []
     for label, text in enumerate((docs[: len(code)], code)):
         codes = [min(ord(c), 127) for c in text]
         for start in range(0, len(codes) - LENGTH, LENGTH):
             rows.append(codes[start : start + LENGTH])
             labels.append(label)
+            module = SOURCES[bisect.bisect_right(ends, start)].__name__
+            origins.append(module if label else "documentation")
     ids, targets = torch.tensor(rows), torch.tensor(labels)
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0)).tolist()
     examples = [
         {
             "input_ids": ids[i],
             "attention_mask": torch.ones(LENGTH, dtype=torch.long),
             "labels": targets[i],
         }
-        for i in order.tolist()
+        for i in order
     ]
+    return examples, [origins[i] for i in order]
+
+
+def snippets() -> tuple[list[dict], list[dict]]:
+    """Keyword examples ``{"input_ids", "attention_mask", "labels"}``: (train, held out)."""
+    examples, _ = _snippets()
     return examples[:-512], examples[-512:]
+
+
+def sources() -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """The text domains (the documentation, and each module's source code) as the phase check's
+    sources: (indices into the training set, into the held-out set)."""
+    _, origins = _snippets()
+    cut = len(origins) - 512
+    train, heldout = {}, {}
+    for position, origin in enumerate(origins):
+        split, index = (train, position) if position < cut else (heldout, position - cut)
+        split.setdefault(origin, []).append(index)
+    return train, heldout
 
 
 def build_model():
@@ -83,6 +108,7 @@ def classification_loss(outputs, batch) -> torch.Tensor:
 def task() -> pt.Task:
     """What the analysis needs to rebuild the run from its folder (``hf_trainer.py:task``)."""
     train, heldout = snippets()
+    train_sources, heldout_sources = sources()
     return pt.Task(
         model=build_model,
         loss_fn=classification_loss,
@@ -92,6 +118,8 @@ def task() -> pt.Task:
         output_names=("documentation", "source code"),
         examples_view="text",
         describe=lambda example: "".join(chr(c) for c in example["input_ids"]),
+        sources=train_sources,
+        heldout_sources=heldout_sources,
     )
 
 
