@@ -21,11 +21,15 @@ Two methods:
   (Adam's bias correction): first from the checkpoint for ``Delta``, second (count advanced by
   ``k``) for ``Phi`` and ``J``. Exact in the lr and in each phase's length; it errs by the
   curvature of a phase's map over the other phase's displacement of parameters AND optimizer
-  state, and a phase changes Adam's moments by far more than it moves the parameters.
+  state. Under SGD with momentum (linear in its buffer) that leaves ``O(lr^2)`` against an
+  ``O(lr)`` effect; under Adam a phase moves the moments by ``O(1)`` whatever the lr and
+  ``m / sqrt(v)`` is not linear in them, so the error is of the order of the effect itself
+  (``tests/brackets/test_phases.py`` measures both).
 - ``"exact-state"``: the same, with the optimizer state carried exactly: the second phase runs
   from the checkpoint's parameters with the state the first phase left, and only its dependence
-  on the parameters is linearised. It costs a phase run per ordered pair (twice what training
-  both orders costs): a diagnostic of what the state's linearisation costs the composition.
+  on the parameters is linearised: ``O(lr^3)`` under Adam. It costs a phase run per ordered
+  pair (twice what training both orders costs): a diagnostic of what the state's
+  linearisation costs the composition.
 """
 
 from __future__ import annotations
