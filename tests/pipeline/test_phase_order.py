@@ -116,6 +116,8 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
 
 def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
     options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "bad"))
+    with pytest.raises(InputError, match="batchnorm must be 'batch' or 'running'"):
+        phase_check(run_dir, dataclasses.replace(options, batchnorm="magic"))
     with pytest.raises(InputError, match="no checkpoint at step"):
         phase_check(run_dir, dataclasses.replace(options, steps=(4,)), progress=False)
     with pytest.raises(InputError, match="no held-out source 'digit_11'"):
@@ -130,3 +132,15 @@ def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
     )
     with pytest.raises(InputError, match=r"give Task\(sources="):
         phase_check(run_dir, options, progress=False)
+
+
+def test_batchnorm_on_running_statistics_is_a_diagnostic_of_one_source_batches(
+    run_dir, whole, tmp_path
+):
+    options = PhaseCheckOptions(
+        **{**TINY, "ks": (1,), "triples": 0}, batchnorm="running", out_dir=str(tmp_path / "bn")
+    )
+    _, (record,) = read_phase_check(phase_check(run_dir, options, progress=False).parent)
+    _, (batch, _) = read_phase_check(whole)
+    assert record.sources == batch.sources  # the same phases, met in eval mode
+    assert record.real != batch.real

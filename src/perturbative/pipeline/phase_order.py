@@ -59,6 +59,7 @@ from perturbative.pipeline.order_check import (
     PartialCheck,
     cast_optimizer_state,
     choose_checkpoints,
+    recompute_batchnorm_statistics,
 )
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
 from perturbative.pipeline.recorded import ORDER_LOG, open_recorded_checkpoint, read_run, run_task
@@ -91,6 +92,10 @@ class PhaseCheckOptions:
             first source with held-out examples; "none" for none).
         heldout_examples: the held-out examples each target averages (at most).
         lr_scale: the phases' learning rate over the run's.
+        batchnorm: how a run of ``train`` meets BatchNorm: "batch" (each batch normalised by its
+            own statistics, as the run trained) or "running" (eval mode on running statistics
+            recomputed at the checkpoint: a diagnostic of what one-source batches' statistics
+            do).
         seed: draws the sources, phases and triples.
         out_dir: the check's folder (default ``RUN/phase_check``).
     """
@@ -105,6 +110,7 @@ class PhaseCheckOptions:
     target_source: str | None = None
     heldout_examples: int = 256
     lr_scale: float = 1.0
+    batchnorm: str = "batch"
     seed: int = 0
     out_dir: str | None = None
 
@@ -124,6 +130,8 @@ def phase_check(
             batch, no checkpoint at a step asked for, or an out folder holding another check.
     """
     options = options or PhaseCheckOptions()
+    if options.batchnorm not in ("batch", "running"):
+        raise InputError(f"batchnorm must be 'batch' or 'running', not {options.batchnorm!r}")
     run = _Run.open(Path(run_dir), task, data_root)
     steps = choose_checkpoints(run.folder, options.checkpoints, options.steps)
     sources = run.task.sources or {}
@@ -233,6 +241,8 @@ class _Run:
         cast_optimizer_state(state.optimizer, torch.float64)
         # BatchNorm meets each batch with its own statistics, as the run trained
         model = state.model.to(torch.float64).train()
+        if options.batchnorm == "running":
+            recompute_batchnorm_statistics(model, self.dataset, 1024, options.seed, torch.float64)
         return _At(step, model, state.optimizer, config.lr * options.lr_scale, None)
 
 
