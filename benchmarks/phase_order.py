@@ -20,7 +20,6 @@ benchmarks/results/phase_order.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import statistics
@@ -49,13 +48,6 @@ def main() -> None:
         "--exact-state",
         action="store_true",
         help="also the composition with the optimizer state carried exactly (a diagnostic)",
-    )
-    parser.add_argument(
-        "--state-reset",
-        action="store_true",
-        help="also train both orders with the second phase given the checkpoint's optimizer "
-        "state instead of the one the first phase left, and the last-phase baseline (each phase "
-        "alone): is it the optimizer state that makes the first phase count most?",
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/phase_order.json"))
     args = parser.parse_args()
@@ -138,11 +130,6 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                 for order in ([*a, *b], [*b, *a])
             )
             real_seconds = time.perf_counter() - started
-            extra = (
-                state_reset_rows(model, optimizer, a, b, observable, lr, k)
-                if args.state_reset
-                else {}
-            )
             composition, composition_seconds = timed("composition", a, b)
             exact, exact_seconds = timed("exact-state", a, b) if args.exact_state else (None, None)
             expansion, expansion_seconds = (
@@ -174,7 +161,6 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
                     "larger_gradient_first": -1.0 if norm > norm_b else 1.0,
                     "larger_loss_first": -1.0 if loss_a > loss_b else 1.0,
                     "coin": rng.choice([-1.0, 1.0]),
-                    **extra,
                     "seconds": {
                         "real": real_seconds,
                         "composition": composition_seconds,
@@ -201,35 +187,6 @@ METHODS = (
     "larger_loss_first",
     "coin",
 )
-
-
-def state_reset_rows(model, optimizer, a, b, observable, lr, k) -> dict:
-    """``O(A then B) - O(B then A)`` with the second phase of each order given the checkpoint's
-    optimizer state (its step count advanced by ``k``) instead of the state the first phase
-    left, and the last-phase baseline ``O(B alone) - O(A alone)``."""
-    from perturbative.brackets import values_along_steps
-    from perturbative.pipeline.train import per_example_bce as loss_fn
-
-    def alone(phase):
-        return values_along_steps(model, loss_fn, optimizer, phase, observable.value, [k], lr=lr)[0]
-
-    def then(first, second):
-        after_first = values_along_steps(
-            model, loss_fn, optimizer, first, lambda m: copy.deepcopy(m.state_dict()), [k], lr=lr
-        )[0]
-        restarted, state = copy.deepcopy((model, optimizer))
-        restarted.load_state_dict(after_first)  # the parameters the first phase left
-        for values in state.state.values():
-            if "step" in values:
-                values["step"] = values["step"] + k
-        return values_along_steps(restarted, loss_fn, state, second, observable.value, [k], lr=lr)[
-            0
-        ]
-
-    return {
-        "real_state_reset": then(a, b) - then(b, a),
-        "last_phase": alone(b) - alone(a),
-    }
 
 
 def summarize(rows: list[dict], ks: list[int]) -> dict:
@@ -259,25 +216,6 @@ def summarize(rows: list[dict], ks: list[int]) -> dict:
                 parts.append(f"{method} {accuracy:.3f} (error {error:.2g}, {seconds:.2f} s)")
             else:
                 parts.append(f"{method} {accuracy:.3f}")
-        reset = [r for r in chosen if r.get("real_state_reset") is not None]
-        if reset:
-            real, kept = (
-                np.array([r["real"] for r in reset]),
-                np.array([r["real_state_reset"] for r in reset]),
-            )
-            last = np.array([r["last_phase"] for r in reset])
-            numbers[k]["state_reset"] = {
-                "last_phase_against_real": float(np.mean(np.sign(last) == np.sign(real))),
-                "last_phase_against_state_reset": float(np.mean(np.sign(last) == np.sign(kept))),
-                "state_reset_same_sign_as_real": float(np.mean(np.sign(kept) == np.sign(real))),
-            }
-            parts.append(
-                "last phase alone against the real order {:.3f}, against the order with the "
-                "second phase's optimizer state reset {:.3f}".format(
-                    numbers[k]["state_reset"]["last_phase_against_real"],
-                    numbers[k]["state_reset"]["last_phase_against_state_reset"],
-                )
-            )
         real_seconds = statistics.mean(r["seconds"]["real"] for r in chosen)
         numbers[k]["real_seconds"] = real_seconds
         lines.append(
