@@ -253,4 +253,4 @@ def test_phase_check_section_shows_accuracy_against_k_and_predicted_against_real
     for name in ("phase_accuracy", "phase_scatter"):
         assert f'alt="{name}" src="data:image/png;base64,' in text
     assert "<tr><td>1</td><td>3 of 3</td>" in text and "<tr><td>5</td><td>3 of 3</td>" in text
-    assert "best of 3!" in text
+    assert "best of 3!" in text and "<td>not run</td>" not in text

@@ -203,13 +203,16 @@ def _phase_check_html(data: ReportData) -> str:
     plots = phase_check_figures(check)
     tables = []
     for target, by_k in check["summary"].items():
-        methods = list(next(iter(by_k.values()))["methods"])
+        methods = list(dict.fromkeys(m for row in by_k.values() for m in row["methods"]))
         head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
         body = ""
         for k, row in by_k.items():
             cells = ""
             for m in methods:
                 got = row["methods"].get(m, {})
+                if not got:
+                    cells += "<td>not run</td>"
+                    continue
                 best = (
                     f"<br><small>best of 3! {_num(got['best_of_3'])}</small>"
                     if "best_of_3" in got
