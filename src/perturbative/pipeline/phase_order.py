@@ -207,43 +207,41 @@ class _Run:
     task: Task
     batch_size: int
     checkpoint_files: dict[int, Path]
-    recorded: bool
-    data_root: str | None = None
+    config: Any = None  # a train run's TrainConfig
+    log: list[dict] | None = None  # a recorded run's order log
+    clip: float | None = None  # a recorded run's gradient clipping
     dataset: Any = None  # a train run's, loaded once
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
         files = dict(list_checkpoints(folder))
         if (folder / RUN_FILE).is_file():
-            read_run(folder)
+            clip = read_run(folder).get("max_grad_norm")
             log = read_json_lines(folder / ORDER_LOG)
             if not log:
                 raise InputError(f"{folder} has an empty order log: record some steps first")
             chosen = run_task(folder, task)
-            return cls(folder, chosen, len(log[0]["indices"]), files, True)
+            return cls(folder, chosen, len(log[0]["indices"]), files, log=log, clip=clip)
         if task is not None:
             raise InputError(f"--task applies to recorded runs; {folder} has no {RUN_FILE}")
         config = load_run_config(folder, data_root)
-        chosen = training_task(folder, data_root)
-        return cls(folder, chosen, config.batch_size, files, False, data_root)
+        return cls(folder, training_task(folder, data_root), config.batch_size, files, config)
 
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
-        if self.recorded:
-            at = open_recorded_checkpoint(self.folder, step, self.task)
+        if self.log is not None:  # a recorded run
+            at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
             lr = float(at.optimizer.param_groups[0]["lr"]) * options.lr_scale
-            clip = read_run(self.folder).get("max_grad_norm")
-            return _At(step, at.model.eval(), at.optimizer, lr, clip)
-        config = load_run_config(self.folder, self.data_root)
+            return _At(step, at.model.eval(), at.optimizer, lr, self.clip)
         if self.dataset is None:
-            self.dataset = build_dataset(config)
-        state = TrainingState(config, self.dataset)
+            self.dataset = build_dataset(self.config)
+        state = TrainingState(self.config, self.dataset)
         state.load_state_dict(load_checkpoint(self.checkpoint_files[step]))
         cast_optimizer_state(state.optimizer, torch.float64)
         # BatchNorm meets each batch with its own statistics, as the run trained
         model = state.model.to(torch.float64).train()
         if options.batchnorm == "running":
             recompute_batchnorm_statistics(model, self.dataset, 1024, options.seed, torch.float64)
-        return _At(step, model, state.optimizer, config.lr * options.lr_scale, None)
+        return _At(step, model, state.optimizer, self.config.lr * options.lr_scale, None)
 
 
 def _target_source(task: Task, wanted: str | None) -> str | None:
