@@ -2,6 +2,7 @@
 
     python3 dev.py demo    # train -> brackets -> report on the embedded digits data
     python3 dev.py test    # ruff, then the test suite
+    python3 dev.py grab    # GraB's sampler for benchmarks/ordering.py (not needed otherwise)
 
 Creates ``.venv`` beside this file on first use (CPU torch from the local wheel
 cache when available) and reinstalls only when ``pyproject.toml`` changes.
@@ -25,6 +26,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".perturbative-install"
 TORCH = "torch==2.13.0"  # the CPU build; any torch>=2.3 works if you install it yourself
+GRAB = "grab-sampler==0.1.3"
 
 
 def _run(*args: str | Path) -> None:
@@ -63,12 +65,24 @@ def ensure_browser() -> None:
         print(f"could not install chromium ({err}): the browser test will be skipped", flush=True)
 
 
+def install_grab() -> None:
+    """GraB's own sampler, for benchmarks/ordering.py. ``grab-sampler`` declares ``torch-sparse``,
+    a compiled package with no wheel for this torch that only its sparse random projection
+    imports (the benchmark does not use it): install the sampler without its dependencies and
+    the ones it uses, pinned, so nothing replaces the installed torch."""
+    _run(PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[grab]")
+    _run(PY, "-m", "pip", "install", "-q", "--no-deps", GRAB)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test"}:
+    if not argv or argv[0] not in {"demo", "test", "grab"}:
         print(__doc__)
         return 2
     ensure_venv()
     command, rest = argv[0], argv[1:]
+    if command == "grab":
+        install_grab()
+        return 0
     if command == "demo":
         return subprocess.run([str(BIN / "perturbative"), "demo", *rest]).returncode
     ensure_browser()

@@ -24,6 +24,7 @@ from perturbative.brackets import (
     FreshOptimizerWarning,
     Observable,
     OrderPrediction,
+    OrderSampler,
     PhasePrediction,
     PhaseTournament,
     PieceMismatchError,
@@ -128,6 +129,8 @@ __all__ = [
     "PhaseTournament",
     "phase_check",
     "PhaseCheckOptions",
+    # acting on the predictions: a batch sampler that orders minibatches
+    "OrderSampler",
     # summaries and the swap experiment
     "vector_norm",
     "vector_rms",

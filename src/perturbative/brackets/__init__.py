@@ -17,6 +17,7 @@ then y and on y then x. One module per object:
 * ``_predictions``: what the order does to an observable: predictions and best orders;
 * ``_scores``: order scores of single examples, plain and with the run's optimizer;
 * ``_phases``: the order of two training phases, and a tournament of sources;
+* ``_ordering``: a batch sampler that orders minibatches by the predictions;
 * ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
@@ -42,6 +43,10 @@ from perturbative.brackets._norms import vector_norm as vector_norm
 from perturbative.brackets._norms import vector_rms as vector_rms
 from perturbative.brackets._observable import Observable as Observable
 from perturbative.brackets._optimizers import UPDATE_RULES as UPDATE_RULES
+from perturbative.brackets._ordering import ORDER_POLICIES as ORDER_POLICIES
+from perturbative.brackets._ordering import OrderSampler as OrderSampler
+from perturbative.brackets._ordering import batch_alignments as batch_alignments
+from perturbative.brackets._ordering import optimizer_batch_scores as optimizer_batch_scores
 from perturbative.brackets._output_shifts import order_sensitivity as order_sensitivity
 from perturbative.brackets._output_shifts import output_shift as output_shift
 from perturbative.brackets._output_shifts import (

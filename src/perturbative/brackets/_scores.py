@@ -323,9 +323,9 @@ def optimizer_order_scores(
     sgd = plain_sgd(names, read.lr, max_grad_norm)
     u = observable.gradient(model, {k: v.clone().requires_grad_() for k, v in theta.items()})
     with differentiable_kernels():
-        full = _adjoints(model, loss_fn, observable, read, theta, state, window, frozen=False)
-        frozen = _adjoints(model, loss_fn, observable, read, theta, state, window, u=u)
-        plain = _adjoints(model, loss_fn, observable, sgd, theta, state, window, frozen=False)
+        full = window_adjoints(model, loss_fn, observable, read, theta, state, window, frozen=False)
+        frozen = window_adjoints(model, loss_fn, observable, read, theta, state, window, u=u)
+        plain = window_adjoints(model, loss_fn, observable, sgd, theta, state, window, frozen=False)
 
     at_theta = _example_gradients(model, loss_fn, theta, examples)  # shared by all three
 
@@ -355,7 +355,7 @@ def optimizer_order_scores(
     )
 
 
-def _adjoints(
+def window_adjoints(
     model: nn.Module,
     loss_fn: LossFn,
     observable: Observable,
