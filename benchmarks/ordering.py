@@ -3,7 +3,10 @@ shuffle-once, paired reversal and GraB, with seeds and 95% intervals, side by si
 
     python benchmarks/ordering.py                    # both tasks, 5 seeds (about 70 min, 2 cores)
     python benchmarks/ordering.py --tasks digits --seeds 2 --steps 60 --arms random,windows
+    python benchmarks/ordering.py --arms random,alignment-observed/4 --tag refresh
+                                                     # "/R": score every R epochs
     python benchmarks/ordering.py --summary-only     # print the saved results again
+    python benchmarks/ordering.py --summary-only --markdown    # as docs/ordering.md's tables
 
 Tasks: ``digits``, the run of ``perturbative demo`` (quarter-width MXResNet-18 with BatchNorm in
 train mode, Adam lr 5e-3 betas (0.8, 0.999), batch 32, 600 steps: 13 epochs of 44 batches), and
@@ -241,10 +244,11 @@ def train_arm(setting: Setting, arm: str, seed: int) -> dict:
         loader = DataLoader(setting.train, batch_size=32, sampler=sampler, drop_last=False)
         params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     else:
-        policy, _, scoring = arm.partition("-")
+        name, _, refresh = arm.partition("/")  # "alignment-observed/4": refresh every 4 epochs
+        policy, _, scoring = name.partition("-")
         sampler = pt.OrderSampler(
             n, 32, policy=policy, seed=seed, window=setting.window, scoring=scoring or "pass",
-            max_grad_norm=setting.max_grad_norm,
+            refresh=int(refresh or 1), max_grad_norm=setting.max_grad_norm,
         )  # fmt: skip
         if policy in ("alignment", "scores", "windows"):
             observable = pt.Observable.mean_loss(setting.loss_fn, setting.observable_batch)
@@ -323,58 +327,100 @@ def summarize(arms: dict[str, list[dict]], baseline: str) -> dict:
     return out
 
 
-def print_table(task: str, summary: dict, baseline: str) -> None:
-    print(f"\n{task}: final held-out loss over seeds (mean +- 95% interval), paired vs {baseline}")
-    print(
-        f"{'arm':<24}{'final loss':>24}{'minus ' + baseline:>28}{'steps to reach':>16}{'wall x':>9}"
-    )
+def print_table(task: str, summary: dict, baseline: str, markdown: bool = False) -> None:
+    """The summary as text, or as the markdown table of ``docs/ordering.md``."""
+    if markdown:
+        print(f"\n**{task}**\n")
+        print(
+            f"| arm | final held-out loss | minus {baseline} (paired) | below {baseline} by "
+            f"> 2 SE | steps to {baseline}'s final loss | wall time vs {baseline} |"
+        )
+        print("| --- | --- | --- | --- | --- | --- |")
+    else:
+        print(
+            f"\n{task}: final held-out loss over seeds (mean +- 95% interval), paired vs {baseline}"
+        )
+        print(
+            f"{'arm':<20}{'final loss':>24}{'minus ' + baseline:>28}{'steps to reach':>16}"
+            f"{'wall x':>9}"
+        )
     for arm, row in summary.items():
         f, d = row["final"], row[f"minus_{baseline}"]
         half = (f["ci95"][1] - f["ci95"][0]) / 2
         dhalf = (d["ci95"][1] - d["ci95"][0]) / 2
         reach = row[f"steps_to_{baseline}_final"]
-        print(
-            f"{arm:<24}{f['mean']:>14.4f} +- {half:<7.4f}{d['mean']:>+17.4f} +- {dhalf:<7.4f}"
-            f"{'-' if reach is None else reach:>16}{row[f'wall_vs_{baseline}']:>9.2f}"
-        )
+        reach = "not reached" if reach is None else reach
+        wall = row[f"wall_vs_{baseline}"]
+        if markdown:
+            below = "**yes**" if row["below_by_two_se"] else "no"
+            print(
+                f"| {arm} | {f['mean']:.4f} +- {half:.4f} | {d['mean']:+.4f} +- {dhalf:.4f} | "
+                f"{below} | {reach} | {wall:.2f}x |"
+            )
+        else:
+            print(
+                f"{arm:<20}{f['mean']:>14.4f} +- {half:<7.4f}{d['mean']:>+17.4f} +- {dhalf:<7.4f}"
+                f"{reach:>16}{wall:>9.2f}"
+            )
 
 
 def draw(task: str, arms: dict[str, list[dict]], path: Path) -> None:
+    """Held-out loss against steps and against wall time, and each arm's paired difference from
+    random reshuffling against steps: means over seeds with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    base = arms["random"]
+    losses = [v for curves in arms.values() for c in curves for v in c["loss"][1:]]
+    log = max(losses) > 10 * min(losses)
+    floor = min(losses) / 2 if log else -math.inf  # a log axis shows intervals down to here
     for arm, curves in arms.items():
-        steps = curves[0]["step"]
-        for ax, x in ((axes[0], steps), (axes[1], None)):
-            xs = x or [
-                sum(c["seconds"][i] for c in curves) / len(curves) for i in range(len(steps))
-            ]
-            stats = [mean_interval([c["loss"][i] for c in curves]) for i in range(len(steps))]
-            mean = [s["mean"] for s in stats]
-            ax.plot(xs[1:], mean[1:], label=arm, lw=1.4)
-            if len(curves) > 1:
+        steps = curves[0]["step"][1:]
+        seconds = [
+            sum(c["seconds"][i] for c in curves) / len(curves) for i in range(1, len(steps) + 1)
+        ]
+        loss = [mean_interval([c["loss"][i] for c in curves]) for i in range(1, len(steps) + 1)]
+        diff = [
+            mean_interval([c["loss"][i] - b["loss"][i] for c, b in zip(curves, base, strict=False)])
+            for i in range(1, len(steps) + 1)
+        ]
+        for ax, xs, stats in (
+            (axes[0], steps, loss),
+            (axes[1], seconds, loss),
+            (axes[2], steps, diff),
+        ):
+            (line,) = ax.plot(xs, [s["mean"] for s in stats], label=arm, lw=1.4)
+            if len(curves) > 1 and not (ax is axes[2] and arm == "random"):
+                low = floor if ax is not axes[2] else -math.inf
                 ax.fill_between(
-                    xs[1:],
-                    [s["ci95"][0] for s in stats[1:]],
-                    [s["ci95"][1] for s in stats[1:]],
-                    alpha=0.15,
-                )
+                    xs, [max(s["ci95"][0], low) for s in stats],
+                    [s["ci95"][1] for s in stats],
+                    color=line.get_color(), alpha=0.12,
+                )  # fmt: skip
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("wall seconds (training and the policy's predictions)")
+    axes[2].set_xlabel("step")
     axes[0].set_ylabel("held-out loss")
+    axes[1].set_ylabel("held-out loss")
+    axes[2].set_ylabel("minus random reshuffling, same seeds")
+    if log:  # digits falls by decades
+        axes[0].set_yscale("log")
+        axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{task}: held-out loss, mean over seeds with 95% intervals")
+    fig.suptitle(f"{task}: means over seeds with 95% intervals")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def figure_name(task: str) -> str:
-    """``digits (no BatchNorm)`` -> ``digits-no-batchnorm``."""
-    return "-".join(task.replace("(", "").replace(")", "").lower().split())
+    """``digits (no BatchNorm)`` -> ``digits-no-batchnorm``; ``digits [tag]`` -> ``digits-tag``."""
+    for mark in "()[],":
+        task = task.replace(mark, " ")
+    return "-".join(task.lower().split())
 
 
 # the run ---------------------------------------------------------------------------------------
@@ -394,18 +440,25 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=2, help="k of 'windows' (k! orders)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(OUT))
-    parser.add_argument("--figures", default=str(ROOT / "docs"))
-    parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--figures", default=str(ROOT / "docs"), help="folder, or none")
+    parser.add_argument("--tag", default="", help="save under 'TASK [TAG]', beside other runs")
+    parser.add_argument("--summary-only", action="store_true", help="print the saved results")
+    parser.add_argument("--markdown", action="store_true", help="with --summary-only: as tables")
     args = parser.parse_args()
     if args.summary_only:
         saved = json.loads(Path(args.out).read_text())
         for task, result in saved["tasks"].items():
-            for group, summary in result["summaries"].items():
-                print_table(f"{task}, {group}", summary, "random")
+            for group, curves in result["curves"].items():
+                label = task if group == task.split(" [")[0] else f"{task}, {group}"
+                for baseline in ("random", "grab"):
+                    if baseline in curves:
+                        print_table(label, summarize(curves, baseline), baseline, args.markdown)
+                if "[" not in task and "random" in curves and args.figures != "none":
+                    draw(label, curves, Path(args.figures) / f"ordering-{figure_name(label)}.png")
         return
     torch.set_num_threads(args.threads)
     policies = args.arms.split(",")
-    unknown = set(policies) - set(ARMS) - {"grab"}
+    unknown = {p.partition("/")[0] for p in policies} - set(ARMS) - {"grab"}
     if unknown or "random" not in policies:
         raise SystemExit(f"--arms takes {ARMS} and grab, random among them; not {unknown}")
     if "grab" in policies and importlib.util.find_spec("grabsampler") is None:
@@ -414,6 +467,7 @@ def main() -> None:
             "grab-sampler==0.1.3 without replacing torch), or leave grab out of --arms"
         )
     builders = {"digits": digits, "language-model": language_model}
+    command = " ".join(["python benchmarks/ordering.py", *sys.argv[1:]])
     results = {}
     for task in args.tasks.split(","):
         if task not in builders:
@@ -427,7 +481,7 @@ def main() -> None:
                 groups["no BatchNorm"] = (digits(args.steps, args.window, twin=True), twin)
             else:
                 groups[task][1].append("grab")
-        result = {"summaries": {}, "curves": {}, "settings": {}}
+        result = {"summaries": {}, "curves": {}, "settings": {}, "command": command}
         for group, (setting, arms) in groups.items():
             curves = {arm: [] for arm in arms}
             for seed in range(args.seeds):  # seeds outermost: arms side by side in time
@@ -445,17 +499,15 @@ def main() -> None:
             result["summaries"][group] = summary
             result["curves"][group] = curves
             result["settings"][group] = {**setting.notes, "steps": args.steps, "seeds": args.seeds}
-            draw(
-                setting.name,
-                curves,
-                Path(args.figures) / f"ordering-{figure_name(setting.name)}.png",
-            )
-        results[task] = result
+            if args.figures != "none":
+                name = figure_name(f"{setting.name} {args.tag}")
+                draw(setting.name, curves, Path(args.figures) / f"ordering-{name}.png")
+        results[f"{task} [{args.tag}]" if args.tag else task] = result
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"tasks": {}}
     saved["tasks"].update(results)
     saved.update(
-        command="python " + " ".join(["benchmarks/ordering.py", *sys.argv[1:]]),
+        command=command,
         torch=torch.__version__,
         threads=args.threads,
     )

@@ -365,3 +365,18 @@ def test_the_ordering_benchmark_runs_every_arm_and_writes_what_it_prints(tmp_pat
         assert (tmp_path / "ordering-digits-no-batchnorm.png").exists()
     else:
         print("grab-sampler is not installed (python3 dev.py grab): its arm was left out")
+
+
+def test_observed_refresh_takes_the_direction_every_refresh_epochs():
+    model, optimizer, data, observable = run()
+    sampler = pt.OrderSampler(64, 8, policy="alignment", scoring="observed", refresh=2)
+    sampler.attach(model, loss_fn, optimizer, observable, data)
+    directions = []
+    for _ in range(3):
+        for x, y in DataLoader(data, batch_sampler=sampler):
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            sampler.observe()
+            optimizer.step()
+        directions.append(sampler.state_dict()["direction"])
+    assert directions[0] is directions[1] and directions[2] is not directions[1]

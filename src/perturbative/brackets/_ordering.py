@@ -35,16 +35,18 @@ first-order rule would have gained it too.
 ``alignment`` and ``scores`` score every batch of the epoch when it starts, at the parameters
 and optimizer state of that moment; with ``refresh=R`` they score every ``R``-th epoch only and
 replay that epoch's batches, in the same order, in the ``R - 1`` epochs after it (the cost is
-then ``1/R`` per epoch). With ``scoring="observed"`` they cost almost nothing, as GraB does: the
-batches are the same every epoch (one permutation), the loop calls :meth:`OrderSampler.observe`
-after each ``backward()``, which dots the gradient the loop just computed with the epoch's
-direction (``u`` for ``alignment``; ``lambda_1 - lambda_W`` of the optimizer-aware score for
-``scores``, so the batch's gradient is taken where the loop took it rather than at the window's
-two ends), and each epoch is ordered by the scores of the epoch before (the first as drawn).
-Per epoch: one gradient of ``O`` (``alignment``), or ``W`` unrolled steps and one backward pass
-(``scores``), and one dot product per step. ``windows`` decides each window when the loader asks for its first
-batch: with ``DataLoader(num_workers=0)`` that is right after the previous step, so the
-prediction starts from the real state; with worker processes the loader asks a few batches
+then ``1/R`` per epoch). With ``scoring="observed"`` they reuse the loop's own gradients,
+as GraB does: the batches are the same every epoch (one permutation), the loop calls
+:meth:`OrderSampler.observe` after each ``backward()``, which dots the gradient the loop just
+computed with a direction (``u`` for ``alignment``; ``lambda_1 - lambda_W`` of the
+optimizer-aware score for ``scores``, the batch's gradient taken where the loop took it rather
+than at the window's two ends), and each epoch is ordered by the scores of the epoch before
+(the first as drawn). Per ``refresh`` epochs: one gradient of ``O`` (``alignment``), or ``W``
+unrolled steps and one backward pass (``scores``); per step, one dot product.
+
+``windows`` decides each window when the loader asks for its first batch: with
+``DataLoader(num_workers=0)`` that is right after the previous step, so the prediction starts
+from the real state; with worker processes the loader asks a few batches
 ahead and the state the decision sees is that many steps old.
 
 **Usage.** ``DataLoader(dataset, batch_sampler=sampler)``; policies that predict need the run:
@@ -90,7 +92,7 @@ from perturbative.brackets._swap import trained_names
 
 #: The sampler's policies, in the order of the module docstring's table.
 ORDER_POLICIES = ("random", "once", "reversal", "alignment", "scores", "windows")
-_PREDICTING = ("alignment", "scores", "windows")
+_SCORED = ("alignment", "scores")  # the policies that score every batch of an epoch
 
 
 def batch_alignments(
@@ -208,7 +210,8 @@ class OrderSampler(Sampler[list[int]]):
         window: ``k`` for ``windows`` (``k!`` orders predicted per window; 2 to 4), and ``W``,
             the steps of the adjoint window, for ``scores``.
         refresh: score every ``refresh``-th epoch (``alignment``, ``scores``) and replay it
-            between.
+            between; with ``scoring="observed"``, take the direction every ``refresh``-th
+            epoch (the order still follows each epoch's observations).
         scoring: ``"pass"``: ``alignment`` and ``scores`` score the epoch's batches in one pass
             when it starts; ``"observed"``: from the gradients the loop computes anyway, read by
             :meth:`observe` after each ``backward()`` (module docstring).
@@ -271,7 +274,7 @@ class OrderSampler(Sampler[list[int]]):
             raise ValueError(f"refresh must be a positive integer, got {refresh!r}")
         if scoring not in ("pass", "observed"):
             raise ValueError(f"scoring must be 'pass' or 'observed', not {scoring!r}")
-        if scoring == "observed" and policy not in ("alignment", "scores"):
+        if scoring == "observed" and policy not in _SCORED:
             raise ValueError(
                 f"scoring='observed' scores batches for 'alignment' and 'scores', not {policy!r}"
             )
@@ -280,7 +283,7 @@ class OrderSampler(Sampler[list[int]]):
         self.policy = policy
         self.seed = int(seed)
         self.window = window
-        self.refresh = refresh if scoring == "pass" else 1
+        self.refresh = refresh
         self.scoring = scoring
         self.expansion = expansion
         self.lr = lr
@@ -363,7 +366,9 @@ class OrderSampler(Sampler[list[int]]):
                 self._order = None
 
     def _scores_epoch(self, epoch: int) -> int:
-        return epoch - epoch % self.refresh if self.policy in ("alignment", "scores") else epoch
+        if self.policy in _SCORED and self.scoring == "pass":
+            return epoch - epoch % self.refresh
+        return epoch
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
@@ -391,10 +396,10 @@ class OrderSampler(Sampler[list[int]]):
 
     def _ordered(self, epoch: int) -> list[list[int]]:
         batches = self.epoch_batches(epoch)
-        if self.policy not in ("alignment", "scores"):
+        if self.policy not in _SCORED:
             return batches
         if self.scoring == "observed":
-            return self._observed_order(batches)
+            return self._observed_order(batches, epoch)
         run = self._require_run()
         start = time.perf_counter()
         data = [self._collate(b) for b in batches]
@@ -416,13 +421,15 @@ class OrderSampler(Sampler[list[int]]):
         self.seconds += time.perf_counter() - start
         return [batches[i] for i in order]
 
-    def _observed_order(self, batches: list[list[int]]) -> list[list[int]]:
+    def _observed_order(self, batches: list[list[int]], epoch: int) -> list[list[int]]:
         """Order by the scores observed in the epoch before (the first epoch as drawn), then
-        take this epoch's direction at the parameters and state reached."""
+        take the direction at the parameters and state reached (every ``refresh`` epochs)."""
         if all(tuple(b) in self._observed for b in batches):
             key = torch.tensor([self._observed[tuple(b)] for b in batches], dtype=torch.float64)
             order = torch.sort(-key if self.policy == "alignment" else key, stable=True).indices
             batches = [batches[i] for i in order.tolist()]
+        if self._direction is not None and epoch % self.refresh:
+            return batches
         run = self._require_run()
         start = time.perf_counter()
         model = run["model"]
@@ -430,7 +437,14 @@ class OrderSampler(Sampler[list[int]]):
         by_name = dict(model.named_parameters())
         theta = {k: by_name[k].detach() for k in names}
         if self.policy == "alignment":
-            self._direction = run["observable"].gradient(model, _leaf(theta))
+            # a first derivative: torch's fused kernels are right, and faster
+            params = _leaf(theta)
+            value = run["observable"].evaluate(model, params, calls.fixed_state(model, params))
+            grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
+            self._direction = {
+                k: torch.zeros_like(theta[k]) if g is None else g
+                for k, g in zip(params, grads, strict=True)
+            }
         else:
             read = functional_optimizer(
                 run["optimizer"],
@@ -484,7 +498,8 @@ class OrderSampler(Sampler[list[int]]):
                 "and before optimizer.zero_grad()"
             )
         score = sum(
-            (by_name[k].grad.double() * d.double()).sum() for k, d in self._direction.items()
+            float(torch.dot(by_name[k].grad.flatten(), d.flatten()))
+            for k, d in self._direction.items()
         )
         self._observed[tuple(self._order[self._batch - 1])] = float(score)
 
