@@ -380,3 +380,66 @@ def test_observed_refresh_takes_the_direction_every_refresh_epochs():
             optimizer.step()
         directions.append(sampler.state_dict()["direction"])
     assert directions[0] is directions[1] and directions[2] is not directions[1]
+
+
+def test_under_ddp_each_rank_orders_its_own_shard(tmp_path):
+    """A real 2-process gloo group: DistributedDataParallel, the windows policy per rank; the
+    ranks' batches are disjoint shards of the same minibatches and the replicas stay equal."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            import torch.distributed as dist
+            import torch.nn.functional as F
+            from torch import nn
+            from torch.utils.data import DataLoader, TensorDataset
+            import perturbative as pt
+
+            dist.init_process_group("gloo")
+            rank, world = dist.get_rank(), dist.get_world_size()
+            torch.manual_seed(0)
+            inner = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+            model = nn.parallel.DistributedDataParallel(inner)
+            x = torch.randn(80, 3, dtype=torch.float64)
+            y = (x[:, :1] > 0).double()
+            data = TensorDataset(x[:64], y[:64])
+            loss_fn = lambda out, t: F.binary_cross_entropy_with_logits(out, t)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+            held_out = pt.Observable.mean_loss(loss_fn, (x[64:], y[64:]))
+            sampler = pt.OrderSampler(64, 8, policy="windows", window=2, seed=3, rank=rank,
+                                      world_size=world)
+            sampler.attach(inner, loss_fn, optimizer, held_out, data)
+            drawn = []
+            for epoch in range(2):
+                for xb, yb in DataLoader(data, batch_sampler=sampler):
+                    drawn.append(sampler.state_dict()["order"][sampler.state_dict()["batch"] - 1])
+                    optimizer.zero_grad()
+                    loss_fn(model(xb), yb).backward()
+                    optimizer.step()
+            everything = [None] * world
+            dist.all_gather_object(everything, drawn)
+            weights = [None] * world
+            dist.all_gather_object(weights, [p.detach().tolist() for p in inner.parameters()])
+            if rank == 0:
+                for step in range(len(drawn)):
+                    assert not set(everything[0][step]) & set(everything[1][step])
+                first = [i for b in everything[0][:4] + everything[1][:4] for i in b]
+                assert sorted(first) == sorted(set(first)) and len(first) == 64
+                assert weights[0] == weights[1]
+                print("shards", len(drawn))
+            dist.destroy_process_group()
+            """
+        )
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", str(script)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "shards 8" in done.stdout
