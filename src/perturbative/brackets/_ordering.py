@@ -16,9 +16,9 @@ policy         order of the epoch's minibatches                             cost
 ``alignment``  first-order baseline: by ``u . g_B`` (the batch's gradient    ``N + 1`` gradients
                against ``u = grad O``), the most aligned first              per refresh
 ``scores``     by the optimizer-aware score ``O(B first) - O(B last)`` of    ``2 N`` gradients +
-               each batch in a window of the run's next ``W`` steps, with   ``W`` unrolled steps
-               the optimizer's real state (:func:`optimizer_batch_scores`),  and one backward
-               lowest first                                                  pass, per refresh
+               each batch in a window of ``W`` of the epoch's batches,      ``W`` unrolled steps
+               with the optimizer's real state                              and one backward
+               (:func:`optimizer_batch_scores`), lowest first                pass, per refresh
 ``windows``    within consecutive windows of ``k`` batches, the predicted   per window: ``k``
                best of the ``k!`` orders (:func:`best_order`) at the          gradients, at most
                window's start, with the optimizer's real state               ``k! (k - 1)`` HVPs
@@ -207,8 +207,9 @@ class OrderSampler(Sampler[list[int]]):
             and lands in a batch of a later epoch's permutation).
         policy: one of :data:`ORDER_POLICIES`.
         seed: seed of the permutations.
-        window: ``k`` for ``windows`` (``k!`` orders predicted per window; 2 to 4), and ``W``,
-            the steps of the adjoint window, for ``scores``.
+        window: ``k`` for ``windows`` (``k!`` orders predicted per window; 2 to 4), and ``W``
+            for ``scores``: the adjoint's window is the first ``W`` of the epoch's batches as
+            drawn, the steps the run would take next in a random order.
         refresh: score every ``refresh``-th epoch (``alignment``, ``scores``) and replay it
             between; with ``scoring="observed"``, take the direction every ``refresh``-th
             epoch (the order still follows each epoch's observations).
