@@ -2,6 +2,8 @@
 indices each optimizer step really trained on, accumulation included, and the recorded run's
 order predictions hold against really reordering it."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,3 +100,56 @@ def test_order_predictions_on_a_lightning_run(tmp_path):
     check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=4))
     numbers = summary(check)
     assert numbers["pairs"] == 8 and numbers["sign_accuracy"] == 1.0, numbers
+
+
+class Ordered(Module):
+    """The same module fed by an OrderSampler: the observed alignment scores the batches from
+    Lightning's own backward pass (``on_after_backward``)."""
+
+    def __init__(self, sampler, data):
+        super().__init__()
+        self.sampler, self.data, self.snapshots = sampler, data, []
+
+    def on_train_start(self):
+        from recorded_task import INPUTS, TARGETS
+
+        import perturbative as pt
+
+        held_out = pt.Observable.mean_loss(
+            lambda out, y: F.cross_entropy(out, y), (INPUTS[:16], TARGETS[:16])
+        )
+        loss_fn = lambda out, y, _index: F.cross_entropy(out, y)  # noqa: E731
+        self.sampler.attach(self.net, loss_fn, self.trainer.optimizers[0], held_out, self.data)
+
+    def on_after_backward(self):
+        self.sampler.observe()
+
+    def on_train_epoch_start(self):  # what the epochs before observed
+        self.snapshots.append(copy.deepcopy(self.sampler.state_dict()))
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_sampler=self.sampler)
+
+
+def test_an_order_sampler_drives_a_lightning_run():
+    import perturbative as pt
+
+    data = Witnessed()
+    sampler = pt.OrderSampler(len(data), 16, policy="alignment", scoring="observed", seed=1)
+    module = Ordered(sampler, data)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module)
+    first, second = module.seen[:10], module.seen[10:]
+    assert len(second) == 10 and sorted(map(sorted, first)) == sorted(map(sorted, second))
+    observed = {tuple(b): v for b, v in module.snapshots[1]["observed"]}
+    scores = [observed[tuple(b)] for b in second]  # the first epoch's observations
+    assert scores == sorted(scores, reverse=True)  # most aligned first

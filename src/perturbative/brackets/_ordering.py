@@ -57,7 +57,8 @@ function, :func:`torch.utils.data.default_collate` by default).
 **Epochs and state.** An epoch's minibatches are a pure function of ``(seed, epoch)`` (for
 ``once``, of the seed; for ``reversal``, of ``(seed, epoch // 2)``); their order depends on the
 model only under the predicting policies. ``__iter__`` continues the current epoch from the
-batch reached and then moves to the next; ``set_epoch`` jumps. ``state_dict()`` holds the epoch,
+batch reached (the next epoch if every batch of this one was drawn, as by a loader that stops
+at ``len()``) and then moves to the next; ``set_epoch`` jumps. ``state_dict()`` holds the epoch,
 the position and the epoch's order as decided so far, so a resumed run draws the same batches in
 the same order as an uninterrupted one (with the model and optimizer restored too, later epochs'
 predictions are the same as well).
@@ -376,6 +377,8 @@ class OrderSampler(Sampler[list[int]]):
         return (self.num_examples // self.batch_size) // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self._order is not None and self._batch >= len(self._order):
+            self._next_epoch()  # the last loop stopped at the epoch's end without asking past it
         if self._order is None:
             self._order = self._ordered(self.epoch)
             self._order_epoch = self._scores_epoch(self.epoch)
@@ -386,6 +389,9 @@ class OrderSampler(Sampler[list[int]]):
             batch = self._order[self._batch]
             self._batch += 1  # counted before yielding: state_dict() after a step includes it
             yield list(batch)
+        self._next_epoch()
+
+    def _next_epoch(self) -> None:
         self.epoch += 1
         self._batch = 0
         if self._scores_epoch(self.epoch) != self._order_epoch:
