@@ -208,12 +208,11 @@ def held_out_loss(setting: Setting, model: nn.Module) -> float:
     return sum(losses) / len(losses)
 
 
-def grab_sampler(setting: Setting, model: nn.Module):
+def grab_sampler(setting: Setting, params: dict[str, torch.Tensor]):
     sys.modules.setdefault("torch_sparse", types.ModuleType("torch_sparse"))
     sys.modules["torch_sparse"].SparseTensor = None  # only its sparse projection uses it
     from grabsampler import GraBSampler
 
-    params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     # grab-sampler 0.1.3 calls Sampler.__init__(data_source), an argument torch no longer takes
     base = torch.utils.data.Sampler.__init__
     torch.utils.data.Sampler.__init__ = lambda self, *_: None
@@ -240,9 +239,9 @@ def train_arm(setting: Setting, arm: str, seed: int) -> dict:
     n = len(setting.train)
     if arm == "grab":
         torch.manual_seed(seed)  # GraB's first epoch is torch.randperm from the global RNG
-        sampler = grab_sampler(setting, model)
-        loader = DataLoader(setting.train, batch_size=32, sampler=sampler, drop_last=False)
         params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+        sampler = grab_sampler(setting, params)
+        loader = DataLoader(setting.train, batch_size=32, sampler=sampler, drop_last=False)
     else:
         name, _, refresh = arm.partition("/")  # "alignment-observed/4": refresh every 4 epochs
         policy, _, scoring = name.partition("-")

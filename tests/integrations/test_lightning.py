@@ -58,6 +58,19 @@ class Module(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def quiet_trainer(**settings):
+    """A CPU Trainer that writes nothing (no logger, checkpoints, bar or summary)."""
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )
+
+
 def fit(run_dir, steps=8, accumulation=1):
     from perturbative.integrations.lightning import RecorderCallback
 
@@ -65,16 +78,10 @@ def fit(run_dir, steps=8, accumulation=1):
     loader = torch.utils.data.DataLoader(
         Witnessed(), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2)
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
         accumulate_grad_batches=accumulation,
         gradient_clip_val=1.0,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[RecorderCallback(run_dir, task="recorded_task:task", save_at=4)],
     )
     trainer.fit(module, loader)
@@ -137,16 +144,7 @@ def test_an_order_sampler_drives_a_lightning_run():
     data = Witnessed()
     sampler = pt.OrderSampler(len(data), 16, policy="alignment", scoring="observed", seed=1)
     module = Ordered(sampler, data)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = quiet_trainer(max_epochs=2, use_distributed_sampler=False)
     trainer.fit(module)
     first, second = module.seen[:10], module.seen[10:]
     assert len(second) == 10 and sorted(map(sorted, first)) == sorted(map(sorted, second))

@@ -123,7 +123,7 @@ def batch_alignments(
     for batch in checks.check_batches(model, batches):
         with differentiable_kernels():
             g = mean_gradient(model, loss_fn, params, batch)
-        out.append(sum((u[k].double() * g[k].double()).sum() for k in u))
+        out.append(_dot(g, u))
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
