@@ -1,5 +1,6 @@
-"""The documentation site builds with ``mkdocs build --strict`` (a broken reference fails), and
-its API reference has a section for every public name of ``perturbative``."""
+"""The documentation site builds with ``mkdocs build --strict`` and prints no WARNING (a broken
+reference or a docstring griffe cannot read fails), and its API reference has a section for every
+public name of ``perturbative``."""
 
 import re
 import subprocess
@@ -11,6 +12,9 @@ import pytest
 import perturbative as pt
 
 ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# A log record at WARNING level, not a word such as NO_MKDOCS_2_WARNING inside another message.
+WARNING = re.compile(r"\bWARNING\b")
 
 
 def test_the_site_builds_strictly_with_every_public_name(tmp_path):
@@ -18,12 +22,15 @@ def test_the_site_builds_strictly_with_every_public_name(tmp_path):
         "mkdocstrings", reason="the docs extra is not installed: pip install '.[docs]'"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = ANSI.sub("", done.stdout + done.stderr)
+    warnings = [line for line in output.splitlines() if WARNING.search(line)]
+    assert not warnings, "mkdocs printed warnings:\n" + "\n".join(warnings)
+    assert done.returncode == 0, output[-6000:]
     pages = "".join(p.read_text() for p in (tmp_path / "site" / "reference").rglob("*.html"))
     documented = set(re.findall(r'id="perturbative\.[\w.]*?(\w+)"', pages))
     missing = sorted(set(pt.__all__) - documented)

@@ -111,7 +111,8 @@ def predict_phase_order(
         model: the model at the checkpoint (eval mode for BatchNorm); not modified.
         loss_fn: the per-example loss.
         optimizer: SGD, Adam or AdamW on the model, in the run's state; not modified.
-        phase_a, phase_b: the phases' batches in order, ``k`` each (one step each).
+        phase_a: the first phase's batches in order, ``k`` of them (one step each).
+        phase_b: the second phase's batches in order, as many as ``phase_a``.
         observable: ``O``.
         method: ``"expansion"`` (default) or ``"composition"``.
         lr: the learning rate (default: the optimizer's).
