@@ -30,6 +30,7 @@ from perturbative.brackets import (
     PieceMismatchError,
     SwapCheck,
     SwapPrediction,
+    TrainingStep,
     adam_preconditioner,
     best_order,
     bracket,
@@ -112,7 +113,8 @@ __all__ = [
     "output_shift",
     "projected_bracket_matrix",
     "order_sensitivity",
-    # order effects on an observable, with the real optimizer
+    # order effects on an observable, with the user's own training step
+    "TrainingStep",
     "Observable",
     "Expansion",
     "order_scores",

@@ -8,6 +8,7 @@ then y and on y then x. One module per object:
 * ``_hvp``: Hessian-vector products, one factory for both engines, and third derivatives;
 * ``_bracket``: the bracket of two examples or minibatches, and of all pairs;
 * ``_expansion``: how an order prediction expands each gradient (:class:`Expansion`);
+* ``_step``: the user's training step as one value (optimizer, clipping, lr schedule);
 * ``_optimizers``: the one reader of a ``torch.optim`` optimizer, and its update as a function;
 * ``_preconditioners``: Adam's diagonal preconditioner from its state;
 * ``_output_shifts``: what a bracket does to the model's outputs and to a scalar observable;
@@ -78,6 +79,7 @@ from perturbative.brackets._scores import OptimizerOrderScores as OptimizerOrder
 from perturbative.brackets._scores import moved_first_or_last as moved_first_or_last
 from perturbative.brackets._scores import optimizer_order_scores as optimizer_order_scores
 from perturbative.brackets._scores import order_scores as order_scores
+from perturbative.brackets._step import TrainingStep as TrainingStep
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
 from perturbative.brackets._swap import swap_check as swap_check

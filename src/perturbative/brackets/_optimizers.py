@@ -9,7 +9,8 @@ function per optimizer and a registry, :data:`UPDATE_RULES`. Tests check each ru
 ``optimizer.step()``.
 
 :func:`functional_optimizer` is the one place that reads a ``torch.optim`` optimizer: its kind,
-each parameter's group hyperparameters and its state. Everything else derives from what it
+each parameter's group hyperparameters and its state, with the clipping and the lr of each group
+at each step from a :class:`~perturbative.TrainingStep`. Everything else derives from what it
 returns: the functional steps of the predictions, Adam's preconditioner
 (:func:`adam_denominator`, :func:`perturbative.brackets.adam_preconditioner`) and the leading-order
 swap coefficients of :func:`perturbative.brackets.swap_check`.
@@ -20,7 +21,6 @@ decay coupled or decoupled), not ``amsgrad``, ``maximize`` or other optimizers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from perturbative._core.checks import Params
+from perturbative.brackets._step import TrainingStep, as_training_step
 
 UpdateRule = Callable[[Tensor, Tensor, dict, dict], tuple[Tensor, dict]]
 
@@ -78,15 +79,19 @@ UPDATE_RULES: dict[type, UpdateRule] = {
 
 @dataclass
 class FunctionalOptimizer:
-    """An optimizer's update rule, hyperparameters and state at one point, as plain data.
+    """A training step's update rule, hyperparameters, schedule and state, as plain data.
 
     Attributes:
         rule: the update of one tensor (from :data:`UPDATE_RULES`).
-        hyper: per parameter name, the hyperparameters of its group.
+        hyper: per parameter name, the hyperparameters of its group (``"lr"``: the group's lr
+            at the first step; ``rates`` gives every step's).
         state: per parameter name, the state to start from (tensors detached and copied).
         name: the optimizer's class name (``"SGD"``, ``"Adam"``, ``"AdamW"``).
         max_grad_norm: clip the gradient to this total norm before each step, as
             ``torch.nn.utils.clip_grad_norm_`` does (``None``: no clipping).
+        group: per parameter name, the index of its param group.
+        rates: ``position -> per-group lrs`` (the :class:`~perturbative.TrainingStep`'s
+            schedule); ``None``: each group's ``hyper["lr"]`` at every step.
     """
 
     rule: UpdateRule
@@ -94,10 +99,12 @@ class FunctionalOptimizer:
     state: dict[str, dict] = field(default_factory=dict)
     name: str = "SGD"
     max_grad_norm: float | None = None
+    group: dict[str, int] = field(default_factory=dict)
+    rates: Callable[[int], tuple[float, ...]] | None = None
 
     @property
     def lr(self) -> float:
-        """The learning rate of the first parameter's group."""
+        """The learning rate of the first parameter's group at the first step."""
         return float(next(iter(self.hyper.values()))["lr"])
 
     @property
@@ -105,32 +112,33 @@ class FunctionalOptimizer:
         """Whether the update divides by a second moment (Adam, AdamW)."""
         return self.rule is adam_update
 
-    def step(self, params: Params, grads: Params, state: dict[str, dict]):
-        """``(params, grads, state) -> (params, state)`` for every name of ``params``."""
+    def lr_of(self, name: str, position: int) -> float:
+        """The lr of parameter ``name``'s group at step ``position``."""
+        if self.rates is None:
+            return float(self.hyper[name]["lr"])
+        return float(self.rates(position)[self.group[name]])
+
+    def step(self, params: Params, grads: Params, state: dict[str, dict], position: int = 0):
+        """``(params, grads, state) -> (params, state)`` for every name of ``params``: step
+        ``position`` of the schedule (0: the first from :attr:`state`)."""
         if self.max_grad_norm is not None:
             grads = clipped(grads, self.max_grad_norm)
         out_params, out_state = {}, {}
         for name, theta in params.items():
-            out_params[name], out_state[name] = self.rule(
-                theta, grads[name], state[name], self.hyper[name]
-            )
+            hyper = self.hyper[name]
+            if self.rates is not None:
+                hyper = {**hyper, "lr": self.lr_of(name, position)}
+            out_params[name], out_state[name] = self.rule(theta, grads[name], state[name], hyper)
         return out_params, out_state
 
-    def run(self, params: Params, gradients: list[Params]) -> list[Params]:
+    def run(self, params: Params, gradients: list[Params], start: int = 0) -> list[Params]:
         """Parameters after each of ``len(gradients)`` steps fed these gradients, from
-        :attr:`state`: ``[theta_1, ..., theta_k]``."""
+        :attr:`state`, the first at schedule position ``start``: ``[theta_1, ..., theta_k]``."""
         state, path = self.state, []
-        for grads in gradients:
-            params, state = self.step(params, grads, state)
+        for i, grads in enumerate(gradients):
+            params, state = self.step(params, grads, state, start + i)
             path.append(params)
         return path
-
-    def with_lr(self, lr: float | None) -> FunctionalOptimizer:
-        """The same optimizer with every group's learning rate replaced (``None``: unchanged)."""
-        if lr is None:
-            return self
-        hyper = {name: {**h, "lr": float(lr)} for name, h in self.hyper.items()}
-        return dataclasses.replace(self, hyper=hyper)
 
 
 def clipped(grads: Params, max_norm: float) -> Params:
@@ -144,42 +152,45 @@ def clipped(grads: Params, max_norm: float) -> Params:
 
 
 def functional_optimizer(
-    optimizer: torch.optim.Optimizer,
-    params: dict[str, Tensor],
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
+    step: TrainingStep | torch.optim.Optimizer, params: dict[str, Tensor]
 ) -> FunctionalOptimizer:
-    """Read ``optimizer``'s rule, per-group hyperparameters and current state for ``params``.
+    """Read a training step's rule, per-group hyperparameters, schedule, clipping and current
+    state for ``params``: the one reader of a torch optimizer.
 
     Args:
-        optimizer: built on the tensors of ``params`` (``dict(model.named_parameters())``).
-        params: the trained parameters by name, the tensors the optimizer updates.
-        lr: replaces every group's learning rate (``None``: the optimizer's own).
-        max_grad_norm: the gradient clipping of the steps (``None``: none).
+        step: the :class:`~perturbative.TrainingStep` (an optimizer alone: its current lrs at
+            every step, no clipping), built on the tensors of ``params``.
+        params: the trained parameters by name (``dict(model.named_parameters())``).
 
     Raises:
         ValueError: the optimizer's update is not modelled (see the module docstring), or a
             parameter is not in any of its groups.
     """
+    step = as_training_step(step)
+    optimizer = step.optimizer
     kind = type(optimizer)
     if kind not in UPDATE_RULES:
         raise ValueError(
             f"the update of {kind.__name__} is not modelled; predictions support "
             f"{', '.join(k.__name__ for k in UPDATE_RULES)}"
         )
-    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    hyper, state = {}, {}
+    groups = {
+        id(p): (index, group)
+        for index, group in enumerate(optimizer.param_groups)
+        for p in group["params"]
+    }
+    hyper, state, group_of = {}, {}, {}
+    first = step.rates_at(0)
     for name, p in params.items():
         if id(p) not in groups:
             raise ValueError(
                 f"params[{name!r}] is not updated by the optimizer: build it on "
                 "model.parameters() and pass dict(model.named_parameters())"
             )
-        group = groups[id(p)]
+        group_of[name], group = groups[id(p)]
         if group.get("maximize", False) or group.get("amsgrad", False):
             raise ValueError("maximize=True and amsgrad=True are not modelled")
-        hyper[name] = _hyperparameters(kind, group)
+        hyper[name] = {**_hyperparameters(kind, group), "lr": float(first[group_of[name]])}
         saved = optimizer.state.get(p, {})
         state[name] = {
             k: (v.detach().clone().to(p) if isinstance(v, Tensor) and k != "step" else v)
@@ -187,8 +198,15 @@ def functional_optimizer(
         }
         if "step" in state[name]:
             state[name]["step"] = int(float(state[name]["step"]))
-    read = FunctionalOptimizer(UPDATE_RULES[kind], hyper, state, kind.__name__, max_grad_norm)
-    return read.with_lr(lr)
+    return FunctionalOptimizer(
+        UPDATE_RULES[kind],
+        hyper,
+        state,
+        kind.__name__,
+        step.max_grad_norm,
+        group_of,
+        step.rates_at,
+    )
 
 
 def plain_sgd(

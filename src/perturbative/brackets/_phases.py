@@ -52,6 +52,7 @@ from perturbative.brackets._hvp import hvp
 from perturbative.brackets._observable import Observable
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer
 from perturbative.brackets._predictions import predicted_values
+from perturbative.brackets._step import TrainingStep
 from perturbative.brackets._swap import trained_names
 
 METHODS = ("composition", "exact-state", "expansion")
@@ -95,29 +96,27 @@ class PhaseEffect:
 def predict_phase_order(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     phase_a: Sequence[Any],
     phase_b: Sequence[Any],
     observable: Observable,
     *,
     method: str = "expansion",
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
 ) -> PhasePrediction:
     """``O(A then B) - O(B then A)`` for two phases of ``k`` minibatches each (module docstring).
 
     Args:
         model: the model at the checkpoint (eval mode for BatchNorm); not modified.
         loss_fn: the per-example loss.
-        optimizer: SGD, Adam or AdamW on the model, in the run's state; not modified.
+        step: the loop's :class:`~perturbative.TrainingStep` (SGD, Adam or AdamW on the model,
+            in the run's state, its clipping and the lr of each group at each of the ``2k``
+            steps), or the optimizer alone; not modified.
         phase_a: the first phase's batches in order, ``k`` of them (one step each).
         phase_b: the second phase's batches in order, as many as ``phase_a``.
         observable: ``O``.
         method: ``"expansion"`` (default) or ``"composition"``.
-        lr: the learning rate (default: the optimizer's).
         expansion: how the ``"expansion"`` method expands gradients.
-        max_grad_norm: the run's gradient clipping.
 
     Raises:
         ValueError: an unknown method, or phases of different lengths.
@@ -133,39 +132,28 @@ def predict_phase_order(
         ab, ba = predicted_values(
             model,
             loss_fn,
-            optimizer,
+            step,
             [*phase_a, *phase_b],
             [range(2 * k), [*range(k, 2 * k), *range(k)]],
             observable,
-            lr=lr,
             expansion=expansion,
-            max_grad_norm=max_grad_norm,
         )
         return PhasePrediction(predicted=ab - ba, method=method)
     if method == "exact-state":
-        return _exact_state(
-            model, loss_fn, optimizer, phase_a, phase_b, observable, lr, max_grad_norm
-        )
-    a, b = (
-        phase_effect(
-            model, loss_fn, optimizer, phase, observable, lr=lr, max_grad_norm=max_grad_norm
-        )
-        for phase in (phase_a, phase_b)
-    )
+        return _exact_state(model, loss_fn, step, phase_a, phase_b, observable)
+    a, b = (phase_effect(model, loss_fn, step, phase, observable) for phase in (phase_a, phase_b))
     return composed(model, observable, a, b)
 
 
 def predict_phase_orders(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     phases: Sequence[Sequence[Any]],
     orders: Sequence[Sequence[int]],
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
 ) -> list[float]:
     """``O`` predicted after training the phases in each of ``orders`` (e.g. all ``3!`` orders
     of three phases), by the expansion at the checkpoint on the window of all their batches,
@@ -187,19 +175,17 @@ def predict_phase_orders(
     return predicted_values(
         model,
         loss_fn,
-        optimizer,
+        step,
         batches,
         windows,
         observable,
-        lr=lr,
         expansion=expansion,
-        max_grad_norm=max_grad_norm,
     )
 
 
-def _exact_state(model, loss_fn, optimizer, phase_a, phase_b, observable, lr, max_grad_norm):
+def _exact_state(model, loss_fn, step, phase_a, phase_b, observable):
     """The ``"exact-state"`` method (module docstring)."""
-    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
+    names, read, theta, loss = _functional(model, loss_fn, step)
     a, b = (checks.check_batches(model, p) for p in (phase_a, phase_b))
     with differentiable_kernels():
         (end_a, state_a), (end_b, state_b) = (
@@ -207,8 +193,8 @@ def _exact_state(model, loss_fn, optimizer, phase_a, phase_b, observable, lr, ma
         )
         starts = [{n: v.clone().requires_grad_() for n, v in theta.items()} for _ in "ab"]
         # A then B: B from the checkpoint's parameters and the state A left; B then A likewise
-        ab, _ = _run(read, loss, starts[0], state_a, b, graph=True)
-        ba, _ = _run(read, loss, starts[1], state_b, a, graph=True)
+        ab, _ = _run(read, loss, starts[0], state_a, b, graph=True, start=len(a))
+        ba, _ = _run(read, loss, starts[1], state_b, a, graph=True, start=len(b))
     delta_a = {n: end_a[n] - theta[n] for n in names}
     delta_b = {n: end_b[n] - theta[n] for n in names}
     point = {
@@ -253,12 +239,9 @@ def composed(
 def phase_effect(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     phase: Sequence[Any],
     observable: Observable,
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> PhaseEffect:
     """Train ``phase`` alone from the checkpoint twice with the optimizer's functional steps: in
     first place (its displacement of parameters and state) and in second place, its step count
@@ -266,7 +249,7 @@ def phase_effect(
     pulls back to its start. Costs ``2 k`` gradients (``k`` with their graphs) and holds the
     graph of ``k`` steps while the effect lives (:func:`phase_tournaments` holds one at a
     time)."""
-    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
+    names, read, theta, loss = _functional(model, loss_fn, step)
     batches = checks.check_batches(model, phase)
     with differentiable_kernels():
         delta = _displacement(read, loss, theta, batches)
@@ -296,7 +279,7 @@ def _second_place(read, loss, names, theta, batches) -> tuple[Params, dict[str, 
     leaves = {key: value.clone().requires_grad_() for key, value in start.items()}
     params = {n: leaves[f"p/{n}"] for n in names}
     later = _advanced(_unflat(read.state, leaves), len(batches))
-    end, _ = _run(read, loss, params, later, batches, graph=True)
+    end, _ = _run(read, loss, params, later, batches, graph=True, start=len(batches))
     return end, leaves
 
 
@@ -317,30 +300,36 @@ def _pulled(names, end, leaves, cotangent: dict[str, Tensor], retain: bool) -> d
     return out
 
 
-def _functional(model, loss_fn, optimizer, lr, max_grad_norm):
-    """``(names, read, theta, loss)``: the trained parameters' names, the optimizer as
-    functional steps (lr and clipping applied), the checkpoint's parameters, the batch loss."""
-    names = trained_names(model, optimizer)
+def _functional(model, loss_fn, step):
+    """``(names, read, theta, loss)``: the trained parameters' names, the training step as
+    functional steps (schedule and clipping), the checkpoint's parameters, the batch loss."""
+    names = trained_names(model, step)
     by_name = dict(model.named_parameters())
-    read = functional_optimizer(
-        optimizer, {n: by_name[n] for n in names}, lr=lr, max_grad_norm=max_grad_norm
-    )
+    read = functional_optimizer(step, {n: by_name[n] for n in names})
     theta = {n: by_name[n].detach() for n in names}
     return names, read, theta, calls.batch_loss(model, loss_fn, calls.fixed_state(model, theta))
 
 
 def _run(
-    read: FunctionalOptimizer, loss, params: Params, state: dict, batches, *, graph: bool
+    read: FunctionalOptimizer,
+    loss,
+    params: Params,
+    state: dict,
+    batches,
+    *,
+    graph: bool,
+    start: int = 0,
 ) -> tuple[Params, dict]:
-    """The phase's functional steps from ``(params, state)``; with ``graph`` every gradient
-    keeps its graph so that the end can be differentiated by the start."""
+    """The phase's functional steps from ``(params, state)``, the first at schedule position
+    ``start`` (0 in first place, ``k`` in second); with ``graph`` every gradient keeps its graph
+    so that the end can be differentiated by the start."""
     for t, batch in enumerate(batches):
         at = params if graph else {k: v.detach().requires_grad_() for k, v in params.items()}
         grads = torch.autograd.grad(loss(at, *batch), list(at.values()), create_graph=graph)
         grads = dict(zip(at, grads if graph else [g.detach() for g in grads], strict=True))
         checks.check_finite(grads, f"the gradient of the phase's batch {t}")
-        start = at if graph else {k: v.detach() for k, v in at.items()}
-        params, state = read.step(start, grads, state)
+        point = at if graph else {k: v.detach() for k, v in at.items()}
+        params, state = read.step(point, grads, state, start + t)
     return params, state
 
 
@@ -426,13 +415,11 @@ TOURNAMENT_METHODS = ("composition", "last-phase")
 def phase_tournament(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     phases: Sequence[Sequence[Any]],
     observable: Observable,
     *,
     method: str = "composition",
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> PhaseTournament:
     """The predicted order of every pair of ``N`` phases (one per source, ``k`` batches each),
     and their ranking by row sums: :func:`phase_tournaments` for one observable and method.
@@ -443,12 +430,10 @@ def phase_tournament(
     got = phase_tournaments(
         model,
         loss_fn,
-        optimizer,
+        step,
         phases,
         {"O": observable},
         methods=(method,),
-        lr=lr,
-        max_grad_norm=max_grad_norm,
     )
     return got[method]["O"]
 
@@ -456,13 +441,11 @@ def phase_tournament(
 def phase_tournaments(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     phases: Sequence[Sequence[Any]],
     observables: Mapping[str, Observable],
     *,
     methods: Sequence[str] = TOURNAMENT_METHODS,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> dict[str, dict[str, PhaseTournament]]:
     """Every pair's predicted order for several observables at once: ``{method: {name:
     tournament}}``, each phase trained twice alone from the checkpoint, whatever ``N``.
@@ -486,7 +469,7 @@ def phase_tournaments(
     if len(phases) < 2 or len({len(p) for p in phases}) != 1:
         raise ValueError("a tournament needs at least two phases of the same number of batches")
     n, k = len(phases), len(phases[0])
-    names, read, theta, loss = _functional(model, loss_fn, optimizer, lr, max_grad_norm)
+    names, read, theta, loss = _functional(model, loss_fn, step)
     batches = [checks.check_batches(model, p) for p in phases]
     with differentiable_kernels():
         deltas = [_displacement(read, loss, theta, b) for b in batches]

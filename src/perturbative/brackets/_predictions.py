@@ -56,6 +56,7 @@ from perturbative.brackets._norms import vector_norm
 from perturbative.brackets._observable import Observable
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
 from perturbative.brackets._pieces import Selection, on_pieces, record_pieces
+from perturbative.brackets._step import TrainingStep, as_training_step
 from perturbative.brackets._swap import trained_names
 
 
@@ -75,7 +76,7 @@ class SwapPrediction:
         state_part: the part from the optimizer's state alone (both orders fed the gradients at
             ``theta``); zero for plain SGD.
         before: ``O(theta)``.
-        lr: the learning rate of the two steps.
+        lr: the learning rate of the first step (of the first parameter's group).
         gradient_norms: ``(|g_x|, |g_y|)``, for heuristics that order by gradient size.
         later: with ``horizons``, the predicted difference after ``h`` further identical steps
             for each ``h`` (:func:`_later_differences`; ``predicted`` at ``h = 0``), else ``None``.
@@ -199,7 +200,7 @@ class _Window:
             d = None if position == 0 else {k: current[k] - self.theta[k] for k in current}
             after = order[0] if position == 1 else None
             gradient = self.gradient_at(index, d, third_order, after)
-            current, state = self.optimizer.step(current, gradient, state)
+            current, state = self.optimizer.step(current, gradient, state, position)
             yield current, state
 
     def predicted_end(
@@ -225,13 +226,12 @@ class _Window:
         return self.observable.value(self.model, {**self.theta, **path[-1]})
 
 
-def _window(
-    model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm=None
-) -> _Window:
-    names = trained_names(model, optimizer)
+def _window(model, loss_fn, step, batches, observable, expansion) -> _Window:
+    step = as_training_step(step)
+    names = trained_names(model, step)
     by_name = dict(model.named_parameters())
     batches = checks.check_batches(model, batches)
-    _warn_if_stateless(optimizer, [by_name[k] for k in names])
+    _warn_if_stateless(step.optimizer, [by_name[k] for k in names])
     params = {k: by_name[k].detach().clone().requires_grad_() for k in names}
     gradients = [mean_gradient(model, loss_fn, params, b) for b in batches]
     return _Window(
@@ -239,9 +239,7 @@ def _window(
         loss_fn=loss_fn,
         params=params,
         theta={k: v.detach() for k, v in params.items()},
-        optimizer=functional_optimizer(
-            optimizer, {k: by_name[k] for k in names}, lr=lr, max_grad_norm=max_grad_norm
-        ),
+        optimizer=functional_optimizer(step, {k: by_name[k] for k in names}),
         batches=batches,
         gradients=gradients,
         observable=observable,
@@ -307,7 +305,9 @@ def _later_differences(
     current, state = theta, optimizer.state
     for position, index in enumerate(one):  # the run's own steps on `one`
         gradient = window.gradients[index] if position == 0 else None
-        current, state = _real_step(window, current, state, window.batches[index], gradient)
+        current, state = _real_step(
+            window, current, state, window.batches[index], position, gradient
+        )
     # the run that took `other`: the real one minus the predicted difference (a second moment
     # stays >= 0 where rounding, on a gradient that is zero up to it, would cross 0)
     shifted = {k: current[k] - (ends[0][0][k] - ends[1][0][k]) for k in current}
@@ -334,8 +334,9 @@ def _later_differences(
         expanded = {k: gradient[k] + curvature[k] for k in gradient}
         if selections:  # the run's own step takes the network's gradient
             gradient = mean_gradient(model, window.loss_fn, _leaf(current), batch)
-        current, state = optimizer.step(current, gradient, state)
-        shifted, shifted_state = optimizer.step(shifted, expanded, shifted_state)
+        position = len(one) + h - 1  # the schedule goes on after the window
+        current, state = optimizer.step(current, gradient, state, position)
+        shifted, shifted_state = optimizer.step(shifted, expanded, shifted_state, position)
         if h in wanted:
             values[h] = window.observable.value(
                 model, {**theta, **current}
@@ -354,79 +355,74 @@ def _leaf(params: Params) -> Params:
     return {k: v.detach().clone().requires_grad_() for k, v in params.items()}
 
 
-def _real_step(window: _Window, current, state, batch, gradient=None):
-    """One real step of the window's optimizer on ``batch`` from ``current``."""
+def _real_step(window: _Window, current, state, batch, position: int, gradient=None):
+    """One real step of the window's optimizer on ``batch`` from ``current``, at schedule
+    position ``position``."""
     if gradient is None:
         gradient = mean_gradient(window.model, window.loss_fn, _leaf(current), batch)
-    return window.optimizer.step(current, gradient, state)
+    return window.optimizer.step(current, gradient, state, position)
 
 
 def predict_order(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
 ) -> float:
     """``O`` predicted after training on ``batches`` in the given order (module docstring).
 
     Args:
         model: the model at ``theta`` (eval mode for BatchNorm); not modified.
         loss_fn: per-example loss ``loss_fn(outputs, *targets) -> scalar`` (batch of one).
-        optimizer: a ``torch.optim`` SGD, Adam or AdamW built on ``model.parameters()``, in the
-            state to start from (its real state: momentum buffers, moments, step count); not
-            modified.
-        batches: data tuples, one optimizer step each (a batch of one is one example).
+        step: the loop's :class:`~perturbative.TrainingStep`: a ``torch.optim`` SGD, Adam or
+            AdamW built on ``model.parameters()``, in the state to start from (its real state:
+            momentum buffers, moments, step count), the clipping (applied to every expanded
+            gradient) and the lr of each group at each step; an optimizer alone is its current
+            lrs at every step, no clipping. Not modified.
+        batches: data tuples, one optimizer step each (a batch of one is one example), step
+            ``i`` at the schedule's position ``i``.
         observable: ``O``.
-        lr: the learning rate of the steps (default: the optimizer's).
         expansion: how each gradient is expanded (:class:`Expansion`; ``2`` or ``3`` is short
             for ``Expansion(order=...)``). The default, third order on each point's own piece,
             is what every figure in ``docs/results/`` was measured with.
-        max_grad_norm: the run's gradient clipping (``torch.nn.utils.clip_grad_norm_`` to this
-            total norm before each step), applied to every expanded gradient; ``None``: none.
 
     Returns:
         The predicted ``O`` after the last step. Costs ``k`` gradients, ``k - 1`` HVPs (and
         ``k - 1`` third derivatives at third order) for ``k`` batches, and one evaluation of
         ``O``.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
+    window = _window(model, loss_fn, step, batches, observable, expansion)
     return window.predicted_value(range(len(window.batches)))
 
 
 def predicted_values(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     orders: Sequence[Sequence[int]],
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
 ) -> list[float]:
     """``O`` predicted after each of ``orders`` of ``batches`` (:func:`predict_order` of each),
     sharing the derivatives at ``theta`` and along the way between the orders."""
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
+    window = _window(model, loss_fn, step, batches, observable, expansion)
     return [window.predicted_value(list(order)) for order in orders]
 
 
 def expanded_values_along_steps(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     observable: Observable,
     record_after: Sequence[int],
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
 ) -> list[float]:
     """``O`` predicted after each step count of ``record_after`` along ``batches`` in order: the
     prediction of :func:`perturbative.brackets.values_along_steps` (which really trains), every
@@ -443,7 +439,7 @@ def expanded_values_along_steps(
         raise ValueError(
             f"record_after {list(record_after)} must hold step counts from 1 to {len(batches)}"
         )
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
+    window = _window(model, loss_fn, step, batches, observable, expansion)
     values, wanted = {}, set(record_after)
     path = window.predicted_path(range(max(record_after)), window.expansion.third_order)
     for count, (point, _) in enumerate(path, start=1):
@@ -455,14 +451,12 @@ def expanded_values_along_steps(
 def predict_swap(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     x: tuple[Tensor, ...],
     y: tuple[Tensor, ...],
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
 ) -> SwapPrediction:
@@ -486,22 +480,22 @@ def predict_swap(
         Plain SGD at small ``lr`` gives ``lr^2 u . [v_x, v_y]``:
         ``predict_swap(...).predicted`` equals ``.sgd_bracket`` up to ``O(lr^3)``.
     """
-    window = _window(model, loss_fn, optimizer, [x, y], observable, lr, expansion, max_grad_norm)
+    window = _window(model, loss_fn, step, [x, y], observable, expansion)
     engine = window.expansion.engine
     u = observable.gradient(model, window.params)
     h_y_u = hvp(model, loss_fn, window.params, window.batches[1], u, engine=engine)
     h_x_u = hvp(model, loss_fn, window.params, window.batches[0], u, engine=engine)
     g_x, g_y = window.gradients
-    step = window.optimizer.lr
+    first, second = (window.optimizer.lr_of(next(iter(u)), i) for i in (0, 1))
     bracket = sum(float((g_x[k] * h_y_u[k]).sum() - (g_y[k] * h_x_u[k]).sum()) for k in u)
     predicted, second_order = _differences(window, (0, 1), (1, 0))
     return SwapPrediction(
         predicted=predicted,
         second_order=second_order,
-        sgd_bracket=step**2 * bracket,
+        sgd_bracket=first * second * bracket,
         state_part=window.frozen_value((0, 1)) - window.frozen_value((1, 0)),
         before=observable.value(model, window.theta),
-        lr=step,
+        lr=first,
         gradient_norms=(float(vector_norm(g_x)), float(vector_norm(g_y))),
         later=_later(window, (0, 1), (1, 0), later, horizons),
     )
@@ -553,16 +547,14 @@ def exchanged(
 def predict_exchange(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     first: tuple[Tensor, ...],
     second: tuple[Tensor, ...],
     i: int,
     j: int,
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
     later: Sequence[tuple[Tensor, ...]] = (),
     horizons: Sequence[int] = (),
 ) -> SwapPrediction:
@@ -587,9 +579,9 @@ def predict_exchange(
             f"example ({i}, {j}) is not in minibatches of {sizes[0]} and {sizes[1]} examples"
         )
     batches = [first, second, *exchanged(first, second, i, j)]
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
-    step = window.optimizer.lr
-    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), step), cache={})
+    window = _window(model, loss_fn, step, batches, observable, expansion)
+    lr = window.optimizer.lr
+    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), lr), cache={})
     predicted, second_order = _differences(window, (0, 1), (2, 3))
     return SwapPrediction(
         predicted=predicted,
@@ -597,7 +589,7 @@ def predict_exchange(
         sgd_bracket=sgd.predicted_value((0, 1), False) - sgd.predicted_value((2, 3), False),
         state_part=window.frozen_value((0, 1)) - window.frozen_value((2, 3)),
         before=observable.value(model, window.theta),
-        lr=step,
+        lr=lr,
         gradient_norms=(
             float(vector_norm(window.gradients[0])),
             float(vector_norm(window.gradients[2])),
@@ -609,13 +601,11 @@ def predict_exchange(
 def best_order(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     observable: Observable,
     *,
-    lr: float | None = None,
     expansion: Expansion | int = Expansion(),
-    max_grad_norm: float | None = None,
     max_orders: int = 24,
 ) -> OrderPrediction:
     """The predicted best and worst orders of a window of ``k`` minibatches for ``O``.
@@ -626,7 +616,7 @@ def best_order(
     their total score (the ones whose going first lowers ``O`` most come first), and that order
     and its reverse are predicted. Arguments as :func:`predict_order`.
     """
-    window = _window(model, loss_fn, optimizer, batches, observable, lr, expansion, max_grad_norm)
+    window = _window(model, loss_fn, step, batches, observable, expansion)
     k = len(window.batches)
     if k < 2:
         raise ValueError(f"best_order needs at least 2 batches, got {k}")

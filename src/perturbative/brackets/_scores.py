@@ -70,6 +70,7 @@ from perturbative.brackets._hvp import (
 )
 from perturbative.brackets._observable import Observable
 from perturbative.brackets._optimizers import FunctionalOptimizer, functional_optimizer, plain_sgd
+from perturbative.brackets._step import TrainingStep
 from perturbative.brackets._swap import steps_on_copies, trained_names
 
 
@@ -282,13 +283,10 @@ class OptimizerOrderScores:
 def optimizer_order_scores(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     examples: Any,
     observable: Observable,
     window: Sequence[Any],
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> OptimizerOrderScores:
     """How much training each of ``examples`` in the first rather than the last batch of
     ``window`` changes ``O``, with the optimizer's own steps from its real state (module
@@ -297,30 +295,28 @@ def optimizer_order_scores(
     Args:
         model: the model at ``theta``; not modified.
         loss_fn: the per-example loss (a batch of one).
-        optimizer: ``SGD``, ``Adam`` or ``AdamW`` built on the model, in the run's state.
+        step: the loop's :class:`~perturbative.TrainingStep` (``SGD``, ``Adam`` or ``AdamW``
+            built on the model, in the run's state; its clipping and the lr of each group at
+            each step of the window), or the optimizer alone.
         examples: ``n`` examples to score (a data tuple or keyword batch).
         observable: ``O``.
         window: ``W >= 2`` minibatches, the steps the run takes next (one step each); an
             example joins the first or the last, weighted like that batch's own examples.
-        lr: the learning rate (default: the optimizer's).
-        max_grad_norm: the run's gradient clipping, applied to every step.
 
     Returns:
         :class:`OptimizerOrderScores`, each ``(n,)``.
     """
     if len(window) < 2:
         raise ValueError(f"the window needs at least 2 minibatches, not {len(window)}")
-    names = trained_names(model, optimizer)
+    names = trained_names(model, step)
     by_name = dict(model.named_parameters())
     window = checks.check_batches(model, window)
     sizes = [calls.num_examples(b) for b in window]
     examples, n = checks.check_data(examples, "examples")
     theta = {k: by_name[k].detach() for k in names}
     state = calls.fixed_state(model, theta)
-    read = functional_optimizer(
-        optimizer, {k: by_name[k] for k in names}, lr=lr, max_grad_norm=max_grad_norm
-    )
-    sgd = plain_sgd(names, read.lr, max_grad_norm)
+    read = functional_optimizer(step, {k: by_name[k] for k in names})
+    sgd = plain_sgd(names, read.lr, read.max_grad_norm)
     u = observable.gradient(model, {k: v.clone().requires_grad_() for k, v in theta.items()})
     with differentiable_kernels():
         full = window_adjoints(model, loss_fn, observable, read, theta, state, window, frozen=False)
@@ -385,7 +381,7 @@ def window_adjoints(
             if not frozen:  # frozen gradients are all taken at theta
                 before_last = {k: v.detach() for k, v in params.items()}
             grads = {k: g + added[1][k] for k, g in grads.items()}
-        params, opt_state = read.step(params, grads, opt_state)
+        params, opt_state = read.step(params, grads, opt_state, t)
     if frozen:
         value = sum((u[k] * params[k]).sum() for k in u)
     else:
@@ -417,13 +413,10 @@ def _dots(gradients: Params, vector: Params) -> Tensor:
 def moved_first_or_last(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     example: Any,
     observable: Observable,
     window: Sequence[Any],
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> tuple[float, float]:
     """Really train the window on copies of the model and optimizer with ``example`` in its
     first batch, then in its last (weighted like each batch's own examples): ``(O first, O
@@ -434,8 +427,6 @@ def moved_first_or_last(
     for at in (0, len(window) - 1):
         extra = [None] * len(window)
         extra[at] = (example, 1.0 / calls.num_examples(window[at]))
-        *_, (trained, _) = steps_on_copies(
-            model, loss_fn, optimizer, window, lr=lr, max_grad_norm=max_grad_norm, extra=extra
-        )
+        *_, (trained, _) = steps_on_copies(model, loss_fn, step, window, extra=extra)
         values.append(observable.value(trained))
     return values[0], values[1]

@@ -94,6 +94,7 @@ from perturbative.brackets._optimizers import (
     functional_optimizer,
     sgd_update,
 )
+from perturbative.brackets._step import TrainingStep, as_training_step
 
 
 @dataclass
@@ -127,13 +128,11 @@ class SwapCheck:
     prediction_formula: str
 
 
-def trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+def trained_names(model: nn.Module, step: TrainingStep | torch.optim.Optimizer) -> list[str]:
+    """The names of ``model``'s parameters the step trains (the model checked against it)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, not {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}"
-        )
+    optimizer = as_training_step(step).optimizer
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     names = [k for k, p in model.named_parameters() if p.requires_grad]
     if not names:
@@ -159,27 +158,25 @@ def trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[st
 def steps_on_copies(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     *,
-    lr: float | None = None,
     gradients: Sequence[Mapping[str, Tensor]] | None = None,
     batch_context: Tensor | None = None,
-    max_grad_norm: float | None = None,
     extra: Sequence[tuple[tuple[Any, ...], float] | None] | None = None,
 ) -> Iterator[tuple[nn.Module, Params]]:
-    """Copies of ``model`` and ``optimizer`` trained one step per batch, in order: yields the
-    model copy and its trained parameters before the first step and after each step (lazily, so
-    a caller that stops early takes no further steps). ``extra[i]``, where given, is ``(data,
-    weight)``: step ``i``'s loss adds ``weight`` times the mean loss of ``data``."""
-    names = trained_names(model, optimizer)
+    """Copies of ``model`` and the step's optimizer trained one step per batch, in order, as the
+    loop trains (step ``i``: its schedule's lrs written into the groups, backward, the clipping,
+    ``optimizer.step()``): yields the model copy and its trained parameters before the first step
+    and after each step (lazily, so a caller that stops early takes no further steps).
+    ``extra[i]``, where given, is ``(data, weight)``: step ``i``'s loss adds ``weight`` times the
+    mean loss of ``data``."""
+    step = as_training_step(step)
+    names = trained_names(model, step)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")
     batches = checks.check_batches(model, batches, batch_context)
-    model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
-    if lr is not None:
-        for group in optimizer_copy.param_groups:
-            group["lr"] = lr
+    model_copy, optimizer_copy = copy.deepcopy((model, step.optimizer))
     params = {k: p for k, p in model_copy.named_parameters() if k in names}
     loss = calls.batch_loss(
         model_copy, loss_fn, calls.fixed_state(model_copy, params), batch_context
@@ -196,8 +193,8 @@ def steps_on_copies(
         else:
             for k, p in params.items():
                 p.grad = gradients[i][k].detach().to(p).clone()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
+        step.clip(params.values())
+        step.write_rates(optimizer_copy, i)
         optimizer_copy.step()
         yield model_copy, params
 
@@ -205,23 +202,23 @@ def steps_on_copies(
 def parameters_after_steps(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     *,
-    lr: float | None = None,
     gradients: Sequence[Mapping[str, Tensor]] | None = None,
     batch_context: Tensor | None = None,
 ) -> Params:
-    """Take one optimizer step per batch, in order, on copies of ``model`` and ``optimizer``.
+    """Take one training step per batch, in order, on copies of ``model`` and the optimizer.
 
     Each step minimises the batch's mean per-example loss (a batch of one is one example).
 
     Args:
         model: the module at ``theta``; not modified.
         loss_fn: ``loss_fn(outputs, *targets) -> scalar`` for one example.
-        optimizer: built on ``model.parameters()``, in the state to start from; not modified.
+        step: the loop's :class:`~perturbative.TrainingStep` (or its optimizer alone: current
+            lrs, no clipping), built on ``model.parameters()``, in the state to start from; not
+            modified.
         batches: data tuples, each with a leading example dimension.
-        lr: if given, replaces the learning rate of every parameter group (of the copies).
         gradients: if given, one gradient dict per batch (keyed like the trained parameters,
             shaped like them) fed to the optimizer instead of the gradient at the current point.
         batch_context: inputs of a batch each example joins (train-mode BatchNorm); see
@@ -231,13 +228,7 @@ def parameters_after_steps(
         The trained parameters after the last step, detached: ``{name: (*param.shape)}``.
     """
     steps = steps_on_copies(
-        model,
-        loss_fn,
-        optimizer,
-        batches,
-        lr=lr,
-        gradients=gradients,
-        batch_context=batch_context,
+        model, loss_fn, step, batches, gradients=gradients, batch_context=batch_context
     )
     _, params = collections.deque(steps, maxlen=1)[0]  # run every step, keep the last
     return {k: p.detach().clone() for k, p in params.items()}
@@ -246,23 +237,20 @@ def parameters_after_steps(
 def values_along_steps(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[tuple[Tensor, ...]],
     evaluate: Callable[[nn.Module], float],
     record_after: Sequence[int],
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> list[float]:
-    """Really train on copies of ``model`` and ``optimizer``, one step per batch in order, and
-    ``evaluate`` the trained copy after each step count in ``record_after``.
+    """Really train on copies of ``model`` and the optimizer, one training step per batch in
+    order (the step's schedule and clipping, as the loop trains), and ``evaluate`` the trained
+    copy after each step count in ``record_after``.
 
     Args:
+        step: the loop's :class:`~perturbative.TrainingStep`, or its optimizer alone.
         evaluate: ``model -> float``, e.g. ``observable.value``.
         record_after: step counts (``2`` is after the first two batches); each at most
             ``len(batches)``.
-        lr: if given, replaces the learning rate of every parameter group (of the copies).
-        max_grad_norm: clip each step's gradient to this total norm first, as the run did.
 
     Returns:
         One value per entry of ``record_after``.
@@ -271,9 +259,7 @@ def values_along_steps(
         raise ValueError(f"record_after {list(record_after)} goes past {len(batches)} batches")
     wanted = set(record_after)
     recorded = {}
-    for count, (model_copy, _) in enumerate(
-        steps_on_copies(model, loss_fn, optimizer, batches, lr=lr, max_grad_norm=max_grad_norm)
-    ):
+    for count, (model_copy, _) in enumerate(steps_on_copies(model, loss_fn, step, batches)):
         if count in wanted:
             recorded[count] = evaluate(model_copy)
         if len(recorded) == len(wanted):
@@ -288,11 +274,10 @@ def _difference(a: Params, b: Params) -> Params:
 def swap_check(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     x: tuple[Tensor, ...],
     y: tuple[Tensor, ...],
     *,
-    lr: float | None = None,
     engine: str = "auto",
     batch_context: Tensor | None = None,
 ) -> SwapCheck:
@@ -304,12 +289,14 @@ def swap_check(
     Args:
         model: the module at ``theta`` (e.g. eval mode for BatchNorm); not modified.
         loss_fn: ``loss_fn(outputs, *targets) -> scalar`` for one example.
-        optimizer: any ``torch.optim`` optimizer built on ``model.parameters()``, in the state to
-            start from; not modified. Predictions for ``SGD`` (momentum, dampening, Nesterov,
-            weight decay) and ``Adam``/``AdamW`` (not amsgrad, not maximize).
+        step: the loop's :class:`~perturbative.TrainingStep` (or any ``torch.optim`` optimizer
+            alone) built on ``model.parameters()``, in the state to start from; not modified.
+            Predictions for ``SGD`` (momentum, dampening, Nesterov, weight decay) and
+            ``Adam``/``AdamW`` (not amsgrad, not maximize), without clipping; each step at its
+            schedule's lr (the first step's displacement at the first, its effect on the second
+            at the second).
         x: a data tuple (one example, or a minibatch: then its mean field).
         y: the same for ``y``.
-        lr: the learning rate of both steps (default: the optimizer's own).
         engine: Hessian-vector-product engine for the prediction (see :mod:`perturbative.brackets`).
         batch_context: for train-mode BatchNorm (see :mod:`perturbative._core.calls`).
 
@@ -333,7 +320,8 @@ def swap_check(
         >>> swap_check(model, mse, opt, x, y).relative_residual < 1e-2
         True
     """
-    names = trained_names(model, optimizer)
+    step = as_training_step(step)
+    names = trained_names(model, step)
     x, n_x = checks.check_data(x, "x")
     y, n_y = checks.check_data(y, "y")
     checks.check_train_mode(model, batch_context, whole_batches=(n_x, n_y))
@@ -342,15 +330,11 @@ def swap_check(
     g_x = mean_gradient(model, loss_fn, params, x, batch_context=batch_context)
     g_y = mean_gradient(model, loss_fn, params, y, batch_context=batch_context)
 
-    kw = dict(lr=lr, batch_context=batch_context)
-    theta_xy = parameters_after_steps(model, loss_fn, optimizer, [x, y], **kw)
-    theta_yx = parameters_after_steps(model, loss_fn, optimizer, [y, x], **kw)
-    frozen_xy = parameters_after_steps(
-        model, loss_fn, optimizer, [x, y], gradients=[g_x, g_y], **kw
-    )
-    frozen_yx = parameters_after_steps(
-        model, loss_fn, optimizer, [y, x], gradients=[g_y, g_x], **kw
-    )
+    kw = dict(batch_context=batch_context)
+    theta_xy = parameters_after_steps(model, loss_fn, step, [x, y], **kw)
+    theta_yx = parameters_after_steps(model, loss_fn, step, [y, x], **kw)
+    frozen_xy = parameters_after_steps(model, loss_fn, step, [x, y], gradients=[g_x, g_y], **kw)
+    frozen_yx = parameters_after_steps(model, loss_fn, step, [y, x], gradients=[g_y, g_x], **kw)
     measured = _difference(theta_xy, theta_yx)
     state_part = _difference(frozen_xy, frozen_yx)
     curvature_part = _difference(measured, state_part)
@@ -358,7 +342,9 @@ def swap_check(
 
     by_name = dict(model.named_parameters())
     try:
-        read = functional_optimizer(optimizer, {k: by_name[k] for k in names})
+        read = functional_optimizer(step, {k: by_name[k] for k in names})
+        if read.max_grad_norm is not None:
+            raise ValueError("the leading-order formula does not model gradient clipping")
         model_of_update = update_model(read, {k: params[k].detach() for k in names})
     except ValueError as reason:
         read, model_of_update = (
@@ -368,16 +354,12 @@ def swap_check(
                 "still exact"
             ),
         )
-    default_lr = read.lr if read is not None else float(optimizer.param_groups[0]["lr"])
-    steps = {
-        k: float(lr if lr is not None else read.hyper[k]["lr"] if read else default_lr)
-        for k in names
-    }
+    first = step.rates_at(0)[0]
     parts = dict(
         measured=measured,
         optimizer_state_part=state_part,
         curvature_part=curvature_part,
-        lr=steps[names[0]],
+        lr=float(first),
     )
     if isinstance(model_of_update, str):
         return SwapCheck(
@@ -396,17 +378,20 @@ def swap_check(
             model, loss_fn, params, batch, vector, engine=engine, batch_context=batch_context
         )
 
-    # Displacements of the first step (without the minus sign), split into example and shared.
-    w_gx = {k: steps[k] * beta[k] * pre[k] * g_x[k] for k in names}
-    w_gy = {k: steps[k] * beta[k] * pre[k] * g_y[k] for k in names}
-    shared = {k: steps[k] * alpha_m_plus_s1[k] for k in names}
+    # Displacements of the first step (without the minus sign), split into example and shared;
+    # the first step moves at its lr, the second responds at its own.
+    lr_1 = {k: read.lr_of(k, 0) for k in names}
+    lr_2 = {k: read.lr_of(k, 1) for k in names}
+    w_gx = {k: lr_1[k] * beta[k] * pre[k] * g_x[k] for k in names}
+    w_gy = {k: lr_1[k] * beta[k] * pre[k] * g_y[k] for k in names}
+    shared = {k: lr_1[k] * alpha_m_plus_s1[k] for k in names}
     h_y_wx, h_x_wy = hvp_of(y, w_gx), hvp_of(x, w_gy)
-    bracket_term = {k: steps[k] * kappa[k] * pre[k] * (h_y_wx[k] - h_x_wy[k]) for k in names}
+    bracket_term = {k: lr_2[k] * kappa[k] * pre[k] * (h_y_wx[k] - h_x_wy[k]) for k in names}
     if all(not bool(v.any()) for v in shared.values()):
         momentum_term = {k: torch.zeros_like(v) for k, v in bracket_term.items()}
     else:
         h_y_s, h_x_s = hvp_of(y, shared), hvp_of(x, shared)
-        momentum_term = {k: steps[k] * kappa[k] * pre[k] * (h_y_s[k] - h_x_s[k]) for k in names}
+        momentum_term = {k: lr_2[k] * kappa[k] * pre[k] * (h_y_s[k] - h_x_s[k]) for k in names}
     prediction = {k: bracket_term[k] + momentum_term[k] for k in names}
     residual = float(vector_norm(_difference(curvature_part, prediction)))
     scale = float(vector_norm(prediction))

@@ -44,9 +44,10 @@ from tqdm.auto import tqdm
 
 from perturbative._core import calls
 from perturbative._core.errors import InputError
-from perturbative._core.io import file_sha256, folder_lock, read_json_lines, write_json
+from perturbative._core.io import file_sha256, folder_lock, write_json
 from perturbative.brackets import (
     Observable,
+    TrainingStep,
     bracket_tournaments,
     phase_tournaments,
     predict_phase_order,
@@ -62,8 +63,8 @@ from perturbative.pipeline.order_check import (
     recompute_batchnorm_statistics,
 )
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
-from perturbative.pipeline.recorded import ORDER_LOG, open_recorded_checkpoint, read_run, run_task
-from perturbative.pipeline.recorder import RUN_FILE
+from perturbative.pipeline.recorded_run import open_recorded_checkpoint, run_task
+from perturbative.pipeline.recorder import RUN_FILE, read_order_log
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype
@@ -188,14 +189,18 @@ def phase_check(
 
 @dataclass
 class _At:
-    """A checkpoint restored for the check: model and optimizer in float64, the lr of the
-    phases, the gradient clipping."""
+    """A checkpoint restored for the check: the model in float64 and the run's training step
+    from it (its optimizer in float64, clipping, and each group's lr at each step after the
+    checkpoint, times the check's lr scale)."""
 
     step: int
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    lr: float
-    clip: float | None
+    training: TrainingStep
+
+    @property
+    def lr(self) -> float:
+        """The first group's lr at the first step after the checkpoint."""
+        return self.training.rates_at(0)[0]
 
 
 @dataclass
@@ -209,19 +214,17 @@ class _Run:
     checkpoint_files: dict[int, Path]
     config: Any = None  # a train run's TrainConfig
     log: list[dict] | None = None  # a recorded run's order log
-    clip: float | None = None  # a recorded run's gradient clipping
     dataset: Any = None  # a train run's, loaded once
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
         files = dict(list_checkpoints(folder))
         if (folder / RUN_FILE).is_file():
-            clip = read_run(folder).get("max_grad_norm")
-            log = read_json_lines(folder / ORDER_LOG)
+            log = read_order_log(folder)
             if not log:
                 raise InputError(f"{folder} has an empty order log: record some steps first")
             chosen = run_task(folder, task)
-            return cls(folder, chosen, len(log[0]["indices"]), files, log=log, clip=clip)
+            return cls(folder, chosen, len(log[0]["indices"]), files, log=log)
         if task is not None:
             raise InputError(f"--task applies to recorded runs; {folder} has no {RUN_FILE}")
         config = load_run_config(folder, data_root)
@@ -230,8 +233,14 @@ class _Run:
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
         if self.log is not None:  # a recorded run
             at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
-            lr = float(at.optimizer.param_groups[0]["lr"]) * options.lr_scale
-            return _At(step, at.model.eval(), at.optimizer, lr, self.clip)
+            needed = 2 * max(options.ks)
+            if len(at.next_steps) < needed:
+                raise InputError(
+                    f"step {step} has {len(at.next_steps)} logged steps after it, fewer than the "
+                    f"{needed} of two phases of k = {max(options.ks)}: their lrs are not known; "
+                    "choose an earlier checkpoint (--steps) or smaller --ks"
+                )
+            return _At(step, at.model.eval(), at.training.scaled(options.lr_scale))
         if self.dataset is None:
             self.dataset = build_dataset(self.config)
         state = TrainingState(self.config, self.dataset)
@@ -241,7 +250,8 @@ class _Run:
         model = state.model.to(torch.float64).train()
         if options.batchnorm == "running":
             recompute_batchnorm_statistics(model, self.dataset, 1024, options.seed, torch.float64)
-        return _At(step, model, state.optimizer, self.config.lr * options.lr_scale, None)
+        # `train` runs hold their lr constant and do not clip
+        return _At(step, model, TrainingStep(state.optimizer).scaled(options.lr_scale))
 
 
 def _target_source(task: Task, wanted: str | None) -> str | None:
@@ -288,7 +298,7 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
     """Train every pair both ways and every triple's orders, and predict them all."""
     n = len(chosen)
     names = list(targets)
-    args = (at.model, run.task.loss_fn, at.optimizer)
+    args = (at.model, run.task.loss_fn, at.training)
 
     def values(order: Sequence[int], batches_of=None) -> list[float]:
         batches = [b for i in order for b in (batches_of or phases)[i]]
@@ -297,8 +307,6 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
             batches,
             lambda m: [targets[t].value(m) for t in names],
             [len(batches)],
-            lr=at.lr,
-            max_grad_norm=at.clip,
         )[0]
 
     def both_ways(i: int, j: int) -> dict:
@@ -339,8 +347,6 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
                         [phases[i] for i in m],
                         orders,
                         targets[name],
-                        lr=at.lr,
-                        max_grad_norm=at.clip,
                     )
                     for name in names
                 },
@@ -376,9 +382,7 @@ def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]
     cost: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    tournaments = phase_tournaments(
-        model, loss_fn, at.optimizer, phases, targets, lr=at.lr, max_grad_norm=at.clip
-    )
+    tournaments = phase_tournaments(model, loss_fn, at.training, phases, targets)
     seconds["composition"] = time.perf_counter() - clock  # last-phase comes with it
     for method, got in tournaments.items():
         predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
@@ -402,12 +406,10 @@ def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]
                 value = predict_phase_order(
                     model,
                     loss_fn,
-                    at.optimizer,
+                    at.training,
                     phases[i],
                     phases[j],
                     targets[t],
-                    lr=at.lr,
-                    max_grad_norm=at.clip,
                 ).predicted
                 matrix[t][i, j], matrix[t][j, i] = value, -value
         seconds["expansion"] = time.perf_counter() - clock

@@ -15,7 +15,7 @@ training examples with the run's optimizer against really moving each of them.
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -27,11 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from perturbative._core.errors import InputError
-from perturbative._core.io import file_sha256, read_json_lines, write_json
+from perturbative._core.io import file_sha256, write_json
 from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
     Observable,
+    TrainingStep,
     adam_preconditioner,
     best_order,
     moved_first_or_last,
@@ -42,133 +43,26 @@ from perturbative.brackets import (
 from perturbative.pipeline.checkpoints import (
     list_checkpoints,
     read_checkpoint,
-    unpack_training_state,
 )
 from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.order_summary import sign_accuracy
-from perturbative.pipeline.recorder import ORDER_LOG, RECORDED_FORMAT, RUN_FILE
+from perturbative.pipeline.recorded_run import (
+    RecordedCheckpoint as RecordedCheckpoint,
+)
+from perturbative.pipeline.recorded_run import (
+    model_weights,
+    open_recorded_checkpoint,
+    read_run,
+    rebuild,
+    run_task,
+)
+from perturbative.pipeline.recorder import read_order_log
+from perturbative.pipeline.replay import ReplayGap, refuse, replay_gap
 from perturbative.pipeline.results import RECORDED_CHECK
 from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
-from perturbative.pipeline.task import Task, as_dtype, load_task
+from perturbative.pipeline.task import Task, as_dtype
 
-RECORDED_CHECK_VERSION = 1
-
-
-def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``run.json`` of a recorded run.
-
-    Raises:
-        InputError: the folder holds no recorded run (the message says what it holds).
-    """
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        held = "a run of `perturbative train`" if (Path(run_dir) / "config.json").is_file() else ""
-        raise InputError(
-            f"{run_dir} is not a recorded run (no {RUN_FILE}){': it is ' + held if held else ''}; "
-            "record one with perturbative.Recorder"
-        )
-    run = json.loads(path.read_text())
-    if run.get("format") != RECORDED_FORMAT:
-        raise InputError(f"{path} is not a perturbative recorded run")
-    return run
-
-
-def run_task(run_dir: str | os.PathLike, task: str | Task | None = None) -> Task:
-    """The run's task: ``task`` if given (a :class:`Task` or ``"module:attribute"``), else the
-    one ``run.json`` names.
-
-    Raises:
-        InputError: no task given and none recorded, or it cannot be imported.
-    """
-    if isinstance(task, Task):
-        return task
-    spec = task or read_run(run_dir).get("task")
-    if not spec:
-        raise InputError(
-            f"{run_dir} names no task: pass --task module:attribute (a perturbative.Task)"
-        )
-    return load_task(spec, search=Path(run_dir).resolve().parent)
-
-
-@dataclass
-class RecordedCheckpoint:
-    """A recorded checkpoint, rebuilt: the model and optimizer in the run's state at ``step``."""
-
-    step: int
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    next_steps: list[dict]  # the order log from step + 1 on
-
-
-def open_recorded_checkpoint(
-    run_dir: str | os.PathLike,
-    step: int,
-    task: Task,
-    dtype: torch.dtype = torch.float64,
-    log: list[dict] | None = None,
-) -> RecordedCheckpoint:
-    """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
-    the recorded class (its param groups and state) at ``step``, in ``dtype``.
-
-    Args:
-        log: the run's order log, if already read.
-
-    Raises:
-        InputError: no such checkpoint, a model whose names or shapes do not match the
-            checkpoint, or an optimizer class torch does not have.
-    """
-    paths = dict(list_checkpoints(run_dir))
-    if step not in paths:
-        raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
-    model, optimizer = _rebuild(read_run(run_dir), *read_checkpoint(paths[step]), task, dtype)
-    log = read_json_lines(Path(run_dir) / ORDER_LOG) if log is None else log
-    return RecordedCheckpoint(step, model, optimizer, [r for r in log if r["step"] > step])
-
-
-def _model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, str]:
-    """The checkpoint's model tensors named as ``model`` names them, and the wrapper prefix
-    taken off (:func:`_wrapper_prefix`)."""
-    weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-    prefix = _wrapper_prefix(set(weights), set(model.state_dict()))
-    return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}, prefix
-
-
-def _rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype):
-    """``(model, optimizer)`` of a read checkpoint: the task's model with the weights, the
-    recorded optimizer class over its groups (by parameter name) with its state, in ``dtype``."""
-    model = task.model()
-    weights, prefix = _model_weights(tensors, model)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0] if str(error) else "mismatch"
-        raise InputError(
-            f"the task's model does not match the checkpoint at step {info['step']} ({first}): "
-            "the task builds another architecture than the one recorded"
-        ) from None
-    model.to(dtype).eval()
-    kind = getattr(torch.optim, run["optimizer"], None)
-    if kind is None:
-        raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
-    by_name = dict(model.named_parameters())
-    names = [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
-    missing = sorted({n for group in names for n in group} - set(by_name))
-    if missing:
-        raise InputError(
-            f"the checkpoint's optimizer updates {missing[:3]}, which the task's model lacks"
-        )
-    optimizer = kind(
-        [
-            {**{k: v for k, v in g.items() if k != "params"}, "params": [by_name[n] for n in group]}
-            for g, group in zip(info["optimizer_param_groups"], names, strict=True)
-        ]
-    )
-    optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
-    for values in optimizer.state.values():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "step":
-                values[key] = value.to(dtype)
-    return model, optimizer
+RECORDED_CHECK_VERSION = 2  # 2: the replay gate's gaps
 
 
 def sweep_recorded_run(
@@ -192,7 +86,7 @@ def sweep_recorded_run(
     options = options or SweepOptions()
     task = run_task(run_dir, task)
     run = read_run(run_dir)
-    log = read_json_lines(Path(run_dir) / ORDER_LOG)
+    log = read_order_log(run_dir)
     checkpoints = list_checkpoints(run_dir)
     if options.only_steps is not None:
         checkpoints = [(s, p) for s, p in checkpoints if s in options.only_steps]
@@ -204,13 +98,13 @@ def sweep_recorded_run(
     read = functools.lru_cache(maxsize=1)(read_checkpoint)  # weights, then Adam's state: once
 
     def weights(path: Path):
-        return lambda: _model_weights(read(path)[0], model)[0]
+        return lambda: model_weights(read(path)[0], model)[0]
 
     paths = dict(checkpoints)
 
     @functools.lru_cache(maxsize=1)  # the preconditioner, then the scores: rebuilt once
     def rebuilt_at(step: int, dtype: torch.dtype):
-        return _rebuild(run, *read(paths[step]), task, dtype)
+        return rebuild(run, *read(paths[step]), task, dtype)
 
     def opened(step: int, at_model: nn.Module):
         return rebuilt_at(step, next(at_model.parameters()).dtype)
@@ -230,19 +124,19 @@ def sweep_recorded_run(
             return None
         rebuilt, optimizer = opened(step, at_model)
         dtype = next(at_model.parameters()).dtype
+        training = TrainingStep(optimizer, run.get("max_grad_norm"), [r["lr"] for r in later])
         return optimizer_order_scores(
             rebuilt,
             task.loss_fn,
-            optimizer,
+            training,
             data.ranking_data(),
             Observable.mean_loss(task.loss_fn, data.test_data()),
             [as_dtype(task.batch(r["indices"]), dtype) for r in later],
-            max_grad_norm=run.get("max_grad_norm"),
         ).scores
 
     optimizer_aware = window >= 2 and modelled and data.ranking_data() is not None
     settings = SweepSettings(
-        lr=max(float(r["lr"][0]) for r in log),  # the schedule's largest, not warm-up's first
+        lr=max(float(r["lr"][0]) for r in log),  # the schedule's largest; each step takes its own
         bracket_examples=options.bracket_examples,
         dataset="recorded",
         observable=f"held-out mean loss of the {len(data.test_indices)}-example test batch",
@@ -262,6 +156,7 @@ def sweep_recorded_run(
         sources={s: file_sha256(p) for s, p in list_checkpoints(run_dir)},
         replace_stale=True,
         scores_at=scores_at if optimizer_aware else None,
+        lr_at=lambda step: _lr_after(log, step),
         scores_model=(
             f"order scores with the run's {run['optimizer']} in its recorded state: an example "
             f"trained in the first rather than the last of the run's next {window} batches "
@@ -270,19 +165,6 @@ def sweep_recorded_run(
             else None
         ),
     )
-
-
-def _wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:
-    """The prefix the recorded names carry over the task model's (``"net."`` when the run
-    trained a wrapper, a ``LightningModule`` holding the task's model as ``self.net``), or ""."""
-    if recorded == wanted:
-        return ""
-    heads = {k.split(".", 1)[0] for k in recorded if "." in k}
-    for head in heads:
-        prefix = head + "."
-        if {k.removeprefix(prefix) for k in recorded if k.startswith(prefix)} == wanted:
-            return prefix
-    return ""
 
 
 @dataclass
@@ -302,6 +184,10 @@ class RecordedCheckOptions:
         score_window: the run's batches an example is moved across for the order scores.
         seed: picks the random pairs and windows.
         expansion: 2 or 3, the order of the predictions' expansion.
+        replay_steps: the replay gate replays at most this many logged steps to the nearest
+            checkpoint (:mod:`perturbative.pipeline.replay`).
+        allow_replay_gap: check even where the replay gate fails (the gap is kept in the
+            results and shown first in the report).
     """
 
     checkpoints: int = 3
@@ -312,6 +198,8 @@ class RecordedCheckOptions:
     score_window: int = 4
     seed: int = 0
     expansion: int = 3
+    replay_steps: int = 50
+    allow_replay_gap: bool = False
 
 
 @dataclass
@@ -364,6 +252,7 @@ class RecordedCheck:
     pairs: list[RecordedPair] = field(default_factory=list)
     windows: list[RecordedWindow] = field(default_factory=list)
     scores: list[RecordedScore] = field(default_factory=list)
+    replay: list[ReplayGap] = field(default_factory=list)
     version: int = RECORDED_CHECK_VERSION
 
 
@@ -376,14 +265,21 @@ def check_recorded_run(
 ) -> RecordedCheck:
     """Check order predictions against really reordering a recorded run (module docstring).
 
-    Each pair trains two minibatches of the run's batch size in both orders on copies of the
-    model and optimizer (float64), from the checkpoint, at each param group's lr the schedule
-    gave the step after it, with the run's gradient clipping in the predictions and the real
-    steps (a pair whose gradient norm exceeds it is marked ``clipped``).
+    At each chosen checkpoint the replay gate runs first
+    (:func:`perturbative.pipeline.replay.replay_gap`): the logged steps replayed with the
+    modelled training step must land on the next recorded checkpoint to within rounding, or the
+    check refuses (``options.allow_replay_gap`` checks anyway and keeps the gap). Each pair then
+    trains two minibatches of the run's batch size in both orders on copies of the model and
+    optimizer (float64), from the checkpoint, as the loop would have trained them next: the
+    first at the lr of each param group that the log holds for the step after the checkpoint,
+    the second at the next step's, with the run's gradient clipping, in the predictions and the
+    real steps alike (a pair whose gradient norm exceeds the clipping is marked ``clipped``).
 
     Raises:
         InputError: not a recorded run, no task, an optimizer the predictions cannot model
-            (named), or a run with no checkpoint after step 0.
+            (named), a corrupt or truncated order log (the line named), a run with no
+            checkpoint after step 0, or a replay gap beyond rounding (the gap and the likely
+            causes).
     """
     options = options or RecordedCheckOptions()
     run, task = read_run(run_dir), run_task(run_dir, task)
@@ -393,18 +289,23 @@ def check_recorded_run(
             f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
             "Adam and AdamW are); brackets and the report still work"
         )
-    log = read_json_lines(Path(run_dir) / ORDER_LOG)
+    log = read_order_log(run_dir)
     steps = _chosen([s for s, _ in list_checkpoints(run_dir) if s > 0], options, log)
     rng = random.Random(options.seed)
     result = RecordedCheck(options=asdict(options), optimizer=run["optimizer"])
-    clip = run.get("max_grad_norm")
+    for step in steps:
+        gap = replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps)
+        print(gap.line(), flush=True)
+        result.replay.append(gap)
+        if not gap.passed and not options.allow_replay_gap:
+            refuse(gap)
     for step in steps:
         at = open_recorded_checkpoint(run_dir, step, task, log=log)
         observable = task.build_observable(at.model)
         later = range(len(at.next_steps))
         drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.pairs - 1)]
         for i, j in drawn[: options.pairs]:
-            record = _pair(at, task, observable, (i, j), options.expansion, clip)
+            record = _pair(at, task, observable, (i, j), options.expansion)
             result.pairs.append(record)
             if progress:
                 print(
@@ -413,13 +314,11 @@ def check_recorded_run(
                     flush=True,
                 )
         for _ in range(options.windows):
-            window = _window(at, task, observable, rng.sample(later, 3), options.expansion, clip)
+            window = _window(at, task, observable, rng.sample(later, 3), options.expansion)
             result.windows.append(window)
         if options.scored_examples:
             examples = rng.sample(range(len(task.train)), options.scored_examples)
-            result.scores.extend(
-                _scores(at, task, observable, examples, options.score_window, clip)
-            )
+            result.scores.extend(_scores(at, task, observable, examples, options.score_window))
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
     write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
     return result
@@ -430,22 +329,20 @@ def _batches(at: RecordedCheckpoint, task: Task, positions) -> list[Any]:
     return [as_dtype(task.batch(at.next_steps[i]["indices"]), torch.float64) for i in positions]
 
 
-def _pair(at, task, observable, positions, order, clip) -> RecordedPair:
-    """Predict and really train one minibatch pair, from the checkpoint, at the lr of each
-    group that the checkpoint's optimizer holds (the schedule's, for the step after it)."""
+def _pair(at, task, observable, positions, order) -> RecordedPair:
+    """Predict and really train one minibatch pair from the checkpoint, as the next two steps
+    of the loop (each at its own logged lrs, with the run's clipping)."""
     a, b = _batches(at, task, positions)
-    args = (at.model, task.loss_fn, at.optimizer)
-    pred = predict_swap(
-        *args, a, b, observable, expansion=Expansion(order=order), max_grad_norm=clip
-    )
+    args = (at.model, task.loss_fn, at.training)
+    pred = predict_swap(*args, a, b, observable, expansion=Expansion(order=order))
     ab, ba = (
-        values_along_steps(*args, steps, observable.value, [2], max_grad_norm=clip)[0]
-        for steps in ([a, b], [b, a])
+        values_along_steps(*args, steps, observable.value, [2])[0] for steps in ([a, b], [b, a])
     )
+    clip = at.training.max_grad_norm
     return RecordedPair(
         step=at.step,
         batches=tuple(at.next_steps[i]["step"] for i in positions),
-        lr=float(at.optimizer.param_groups[0]["lr"]),
+        lr=float(at.training.rates_at(0)[0]),
         predicted=pred.predicted,
         second_order=pred.second_order,
         sgd_bracket=pred.sgd_bracket,
@@ -456,7 +353,7 @@ def _pair(at, task, observable, positions, order, clip) -> RecordedPair:
     )
 
 
-def _scores(at, task, observable, examples, size, clip) -> list[RecordedScore]:
+def _scores(at, task, observable, examples, size) -> list[RecordedScore]:
     """Optimizer-aware order scores of training examples, each moved between the first and the
     last of the run's next ``size`` batches, and the real difference of training both."""
     if len(at.next_steps) < size:
@@ -465,13 +362,13 @@ def _scores(at, task, observable, examples, size, clip) -> list[RecordedScore]:
             f"score window of {size}: lower --score-window"
         )
     window = _batches(at, task, range(size))
-    args = (at.model, task.loss_fn, at.optimizer)
+    args = (at.model, task.loss_fn, at.training)
     data = as_dtype(task.batch(examples), torch.float64)
-    scores = optimizer_order_scores(*args, data, observable, window, max_grad_norm=clip)
+    scores = optimizer_order_scores(*args, data, observable, window)
     out = []
     for x, index in enumerate(examples):
         example = as_dtype(task.batch([index]), torch.float64)
-        first, last = moved_first_or_last(*args, example, observable, window, max_grad_norm=clip)
+        first, last = moved_first_or_last(*args, example, observable, window)
         out.append(
             RecordedScore(
                 step=at.step,
@@ -486,18 +383,14 @@ def _scores(at, task, observable, examples, size, clip) -> list[RecordedScore]:
     return out
 
 
-def _window(at, task, observable, positions, order, clip) -> RecordedWindow:
+def _window(at, task, observable, positions, order) -> RecordedWindow:
     """Predict the best of the ``3!`` orders of three of the run's batches and really train
     every order."""
     batches = _batches(at, task, positions)
-    args = (at.model, task.loss_fn, at.optimizer)
-    prediction = best_order(
-        *args, batches, observable, expansion=Expansion(order=order), max_grad_norm=clip
-    )
+    args = (at.model, task.loss_fn, at.training)
+    prediction = best_order(*args, batches, observable, expansion=Expansion(order=order))
     real = [
-        values_along_steps(
-            *args, [batches[i] for i in o], observable.value, [len(o)], max_grad_norm=clip
-        )[0]
+        values_along_steps(*args, [batches[i] for i in o], observable.value, [len(o)])[0]
         for o in prediction.orders
     ]
     return RecordedWindow(
@@ -507,6 +400,13 @@ def _window(at, task, observable, positions, order, clip) -> RecordedWindow:
         predicted=prediction.predicted.tolist(),
         real=real,
     )
+
+
+def _lr_after(log: list[dict], step: int) -> float:
+    """The first group's lr of the step the run took after checkpoint ``step`` (the last
+    logged lr for the last checkpoint)."""
+    after = [r for r in log if r["step"] == step + 1] or log[-1:]
+    return float(after[0]["lr"][0]) if after else math.nan
 
 
 def _chosen(steps: list[int], options: RecordedCheckOptions, log: list[dict]) -> list[int]:

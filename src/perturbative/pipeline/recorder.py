@@ -4,7 +4,10 @@ Call ``recorder.step(indices)`` at the end of each training step, after ``optimi
 ``scheduler.step()``, with the dataset indices that step trained on. The folder it writes:
 
 * ``run.json``: format and version, the task (``"module:attribute"``), the optimizer's class, the
-  scheduler's class, the gradient-clipping norm, the save schedule;
+  scheduler's class, the gradient-clipping norm, the save schedule, and (from the first step)
+  how the model trains: ``model_mode`` with its train flag, the stochastic layers active in
+  train mode (dropout: a :class:`StochasticTrainingWarning` says so when recording starts) and
+  the BatchNorm layers that use batch statistics;
 * ``order.jsonl``: one line per step, ``{"step", "indices", "lr"}`` (``lr`` per param group, the
   rate that step used: the groups' rates when the previous step ended; under DDP ``indices``
   holds every rank's, rank by rank);
@@ -25,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from perturbative._core import checks
 from perturbative._core.distributed import all_gather_objects, rank_and_world
 from perturbative._core.errors import InputError
 from perturbative._core.io import (
@@ -53,6 +58,60 @@ RECORDED_FORMAT = "perturbative-recorded-run"
 RECORDED_VERSION = 1
 RUN_FILE = "run.json"
 ORDER_LOG = "order.jsonl"
+
+
+class StochasticTrainingWarning(UserWarning):
+    """The recorded model trains with dropout or another stochastic layer active."""
+
+
+def read_order_log(run_dir: str | os.PathLike) -> list[dict]:
+    """The order log of a recorded run, every line checked: line ``n`` is step ``n``'s
+    ``{"step": n, "indices": [...], "lr": [...]}``.
+
+    A log that cannot be trusted is refused rather than read around: a line that is not JSON or
+    lacks a field (a skipped line would make the next steps look like the ones trained after a
+    checkpoint), a step out of sequence, a log that ends before the run's last checkpoint (cut
+    short: the steps after it are unknown).
+
+    Raises:
+        InputError: naming the file and the first bad line, and what to do.
+    """
+    path = Path(run_dir) / ORDER_LOG
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no {ORDER_LOG}: record the run with perturbative.Recorder")
+    text = path.read_text()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    log: list[dict] = []
+    for number, line in enumerate(lines, start=1):
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            cut = number == len(lines) and not text.endswith("\n")
+            raise InputError(
+                f"{where} is {'cut short' if cut else 'not valid JSON'} ({error.msg}): the order "
+                f"log is {'truncated' if cut else 'corrupt'}, so the steps from {number} on are "
+                "unknown; restore the log, or resume the recording from the last checkpoint "
+                "(Recorder(..., resume=True) drops the lines past it)"
+            ) from None
+        fields = isinstance(record, dict) and {"step", "indices", "lr"} <= set(record)
+        if not fields or not isinstance(record["indices"], list):
+            raise InputError(f"{where} lacks step, indices or lr: the order log is corrupt")
+        if record["step"] != number:
+            raise InputError(
+                f"{where} is step {record['step']}, not {number}: the order log skips or repeats "
+                "steps (two recorders on one folder, or an edited log)"
+            )
+        log.append(record)
+    saved = [step for step, _ in list_checkpoints(run_dir)]
+    if saved and saved[-1] > len(log):
+        raise InputError(
+            f"{path} ends at step {len(log)} but checkpoints go to step {saved[-1]}: the log is "
+            "truncated, so the steps after it are unknown; restore the full log"
+        )
+    return log
 
 
 def save_steps(schedule: int | Sequence[int] | str, last: int | None = None) -> Any:
@@ -121,6 +180,7 @@ class Recorder:
         self._exit = contextlib.ExitStack()
         self._lr = self._rates()  # the rates the next step will use
         self._log = None
+        self._noted = False  # the model's training mode, read at the first step
         if self.rank != 0:
             return
         existing = (self.run_dir / RUN_FILE).is_file()
@@ -132,6 +192,7 @@ class Recorder:
         self._exit.enter_context(folder_lock(self.run_dir, "a Recorder"))
         if existing:
             self.step_count = self._resume_log()
+            self._noted = "model_mode" in json.loads((self.run_dir / RUN_FILE).read_text())
             return
         write_text(self.run_dir / ORDER_LOG, "")
         self.save()  # step 0 first: a folder with run.json always has a checkpoint
@@ -159,6 +220,8 @@ class Recorder:
         self.step_count += 1
         if self.rank != 0:
             return
+        if not self._noted:
+            self._note_mode()
         record = {
             "step": self.step_count,
             "indices": [i for rank in gathered for i in rank],
@@ -192,6 +255,30 @@ class Recorder:
         path = checkpoint_path(self.run_dir, self.step_count)
         save_checkpoint(path, tensors, info)
         return path
+
+    def _note_mode(self) -> None:
+        """Read how the model trains (at the first step, in the loop's own mode), write it into
+        ``run.json`` and say so when it makes the run's steps random: dropout (or another
+        stochastic layer) in train mode draws masks no replay or reordering can repeat."""
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        mode = {
+            "training": bool(model.training),
+            "stochastic": checks.train_mode_dropout(model),
+            "batch_statistics": checks.train_mode_batchnorm(model),
+        }
+        run = json.loads((self.run_dir / RUN_FILE).read_text())
+        write_json(self.run_dir / RUN_FILE, {**run, "model_mode": mode})
+        self._noted = True
+        if mode["stochastic"]:
+            warnings.warn(
+                f"recording a model that trains with {len(mode['stochastic'])} stochastic layers "
+                f"active ({', '.join(mode['stochastic'][:3])}): each step draws random masks that "
+                "no replay or reordering repeats, so order checks of this run will refuse (their "
+                "replay gap is the masks'); train with dropout 0 (or model.eval() for those "
+                "layers) to check order effects",
+                StochasticTrainingWarning,
+                stacklevel=3,
+            )
 
     def _rates(self) -> list[float]:
         return [float(group["lr"]) for group in self.optimizer.param_groups]

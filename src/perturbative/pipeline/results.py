@@ -210,7 +210,8 @@ def read_order_check(run_dir: str | os.PathLike) -> OrderCheckRecord | None:
 
 def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The order check of a recorded run (``<run>/order_check/recorded.json``: its options,
-    records and ``summary``), or ``None``.
+    records, the replay gate's gaps (``replay``; empty for version 1, written before the gate)
+    and ``summary``), or ``None``.
 
     Raises:
         InputError: the file is not valid JSON, or of a version this reader does not know.
@@ -222,8 +223,10 @@ def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         check = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error}); rerun the order check") from error
-    if check.get("version") != 1:
-        raise InputError(f"{path} has version {check.get('version')}; this reader reads 1")
+    version = check.get("version")
+    if version not in (1, 2):
+        raise InputError(f"{path} has version {version}; this reader reads 1 and 2")
+    check.setdefault("replay", [])  # version 1 ran no replay gate
     return check
 
 

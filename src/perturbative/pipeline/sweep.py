@@ -13,6 +13,7 @@ Compute, save, then render: nothing here draws, and nothing in the report comput
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 import time
@@ -64,7 +65,7 @@ T = TypeVar("T")
 # what a sweep measures of each step it computes, recorded in meta.json beside its source:
 # wall-clock seconds (loading, brackets, shifts, ranking, writing) and the sweeping process's
 # peak resident memory so far, in GiB
-MEASURED = ("seconds", "peak_memory_gib")
+MEASURED = ("seconds", "peak_memory_gib", "step_lr")
 
 
 @dataclass
@@ -315,6 +316,7 @@ def bracket_sweep(
     progress: bool = True,
     scores_at: Callable[[int, nn.Module], Tensor | None] | None = None,
     scores_model: str | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> Path:
     """Run the sweep over ``checkpoints`` and write the results directory.
 
@@ -344,6 +346,9 @@ def bracket_sweep(
             cannot be scored (it is then left unranked).
         scores_model: what ``scores_at`` models, for the report (e.g. "AdamW, the run's state,
             window of 4 batches").
+        lr_at: ``step -> lr``, the lr the run trained with after each checkpoint (a schedule):
+            each step's shifts ``lr^2 J [v_x, v_y]`` take its own (kept in ``meta.json`` as
+            ``step_lr``); ``None``: ``settings.lr`` at every step.
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -414,7 +419,10 @@ def bracket_sweep(
             model.eval()
             precond = preconditioner_at(step, model) if preconditioner_at is not None else None
             scores = functools.partial(scores_at, step, model) if scores_at is not None else None
-            results = checkpoint_results(model, loss_fn, data, settings, precond, scores)
+            lr = settings.lr if lr_at is None else float(lr_at(step))
+            at_lr = dataclasses.replace(settings, lr=lr)
+            results = checkpoint_results(model, loss_fn, data, at_lr, precond, scores)
+            measured["step_lr"][step] = lr
             write_step(out_dir, step, results)
             measured["seconds"][step] = round(time.perf_counter() - started, 3)
             measured["peak_memory_gib"][step] = _peak_memory_gib()

@@ -300,7 +300,7 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
     names = data.attribute_names
     parts = {
         "TITLE": e(f"Bracket report: {data.meta.get('dataset', 'run')}"),
-        "FACTS": _facts(data),
+        "FACTS": _facts(data) + _replay_html(data),
         "SOURCE": e(str(data.results_dir)),
         "PEARSON": _num(fit.pearson),
         "SPEARMAN": _num(fit.spearman),
@@ -347,11 +347,40 @@ def fill_template(template: str, parts: dict[str, str]) -> str:
     return re.sub(r"%%([A-Z_]+)%%", lambda m: parts[m.group(1)], template)
 
 
+def _replay_html(data: ReportData) -> str:
+    """The replay gate's gaps of the run's order check, first thing on the page: a check run
+    past a failed gate (``--allow-replay-gap``) says so above everything it measured."""
+    gaps = (data.recorded_check or {}).get("replay", [])
+    if not gaps:
+        return ""
+    failed = [g for g in gaps if not g["passed"]]
+    worst = max(gaps, key=lambda g: g["gap"] / max(g["tolerance"], 1e-300))
+    e = html.escape
+    if failed:
+        return (
+            f'</p><p class="warning"><b>The order check models a step the loop did not take:</b> '
+            f"replaying the logged steps missed the recorded checkpoint by {worst['gap']:.2e} of "
+            f"the movement at step {worst['step']} (rounding allows {worst['tolerance']:.1e}), "
+            f"at {len(failed)} of {len(gaps)} checkpoints; it was run anyway "
+            f"(--allow-replay-gap). Likely: {e('; or '.join(worst.get('causes', [])[:3]))}."
+        )
+    return (
+        f" · replay gate passed at {len(gaps)} checkpoints (largest gap {worst['gap']:.1e}, "
+        f"tolerance {worst['tolerance']:.1e})"
+    )
+
+
 def _facts(data: ReportData) -> str:
     e, meta = html.escape, data.meta
     s, p, t, k = data.output_shift.shape
+    lrs = sorted(set(meta.get("step_lr", {}).values()))
+    lr = (
+        f"lr {lrs[0]:.3g}–{lrs[-1]:.3g} (each checkpoint's shifts at its own)"
+        if len(lrs) > 1
+        else f"lr {e(str(meta.get('lr', '?')))}"
+    )
     return (
-        f"dataset <b>{e(str(meta.get('dataset', '?')))}</b> · lr {e(str(meta.get('lr', '?')))}"
+        f"dataset <b>{e(str(meta.get('dataset', '?')))}</b> · {lr}"
         f" · preconditioner {e(str(meta.get('preconditioner', 'none')))} · {s} checkpoints"
         f" (steps {data.steps[0]}–{data.steps[-1]}) · B = {meta['bracket_examples']} bracket "
         f"examples, P = {p} pairs, T = {t} test examples, K = {k} outputs"

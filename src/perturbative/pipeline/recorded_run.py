@@ -1,0 +1,165 @@
+"""A recorded run on disk, opened for analysis: its ``run.json``, its order log (read
+strictly: :func:`perturbative.pipeline.recorder.read_order_log`), and a checkpoint rebuilt with
+the run's own training step.
+
+:func:`open_recorded_checkpoint` rebuilds the model from the task's factory and the checkpoint's
+weights, the optimizer of the recorded class from its param groups and state, and the loop's
+step from them: a :class:`~perturbative.TrainingStep` with the run's clipping and each group's
+logged lr at each step after the checkpoint. Every check of a recorded run starts here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from perturbative._core.errors import InputError
+from perturbative.brackets import TrainingStep
+from perturbative.pipeline.checkpoints import (
+    list_checkpoints,
+    read_checkpoint,
+    unpack_training_state,
+)
+from perturbative.pipeline.recorder import RECORDED_FORMAT, RUN_FILE, read_order_log
+from perturbative.pipeline.task import Task, load_task
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``run.json`` of a recorded run.
+
+    Raises:
+        InputError: the folder holds no recorded run (the message says what it holds).
+    """
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        held = "a run of `perturbative train`" if (Path(run_dir) / "config.json").is_file() else ""
+        raise InputError(
+            f"{run_dir} is not a recorded run (no {RUN_FILE}){': it is ' + held if held else ''}; "
+            "record one with perturbative.Recorder"
+        )
+    run = json.loads(path.read_text())
+    if run.get("format") != RECORDED_FORMAT:
+        raise InputError(f"{path} is not a perturbative recorded run")
+    return run
+
+
+def run_task(run_dir: str | os.PathLike, task: str | Task | None = None) -> Task:
+    """The run's task: ``task`` if given (a :class:`Task` or ``"module:attribute"``), else the
+    one ``run.json`` names.
+
+    Raises:
+        InputError: no task given and none recorded, or it cannot be imported.
+    """
+    if isinstance(task, Task):
+        return task
+    spec = task or read_run(run_dir).get("task")
+    if not spec:
+        raise InputError(
+            f"{run_dir} names no task: pass --task module:attribute (a perturbative.Task)"
+        )
+    return load_task(spec, search=Path(run_dir).resolve().parent)
+
+
+@dataclass
+class RecordedCheckpoint:
+    """A recorded checkpoint, rebuilt: the model and optimizer in the run's state at ``step``,
+    and the loop's training step from there (clipping, each group's logged lr per step)."""
+
+    step: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    next_steps: list[dict]  # the order log from step + 1 on
+    training: TrainingStep
+
+
+def open_recorded_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    task: Task,
+    dtype: torch.dtype = torch.float64,
+    log: list[dict] | None = None,
+) -> RecordedCheckpoint:
+    """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
+    the recorded class (its param groups and state) at ``step``, in ``dtype``.
+
+    Args:
+        log: the run's order log, if already read (:func:`read_order_log`).
+
+    Raises:
+        InputError: no such checkpoint, a model whose names or shapes do not match the
+            checkpoint, or an optimizer class torch does not have.
+    """
+    paths = dict(list_checkpoints(run_dir))
+    if step not in paths:
+        raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
+    run = read_run(run_dir)
+    model, optimizer = rebuild(run, *read_checkpoint(paths[step]), task, dtype)
+    log = read_order_log(run_dir) if log is None else log
+    later = [r for r in log if r["step"] > step]
+    training = TrainingStep(optimizer, run.get("max_grad_norm"), rates=[r["lr"] for r in later])
+    return RecordedCheckpoint(step, model, optimizer, later, training)
+
+
+def model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, str]:
+    """The checkpoint's model tensors named as ``model`` names them, and the wrapper prefix
+    taken off (:func:`_wrapper_prefix`)."""
+    weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    prefix = wrapper_prefix(set(weights), set(model.state_dict()))
+    return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}, prefix
+
+
+def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype):
+    """``(model, optimizer)`` of a read checkpoint: the task's model with the weights, the
+    recorded optimizer class over its groups (by parameter name) with its state, in ``dtype``."""
+    model = task.model()
+    weights, prefix = model_weights(tensors, model)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0] if str(error) else "mismatch"
+        raise InputError(
+            f"the task's model does not match the checkpoint at step {info['step']} ({first}): "
+            "the task builds another architecture than the one recorded"
+        ) from None
+    model.to(dtype).eval()
+    kind = getattr(torch.optim, run["optimizer"], None)
+    if kind is None:
+        raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
+    by_name = dict(model.named_parameters())
+    names = [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
+    missing = sorted({n for group in names for n in group} - set(by_name))
+    if missing:
+        raise InputError(
+            f"the checkpoint's optimizer updates {missing[:3]}, which the task's model lacks"
+        )
+    optimizer = kind(
+        [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [by_name[n] for n in group]}
+            for g, group in zip(info["optimizer_param_groups"], names, strict=True)
+        ]
+    )
+    optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "step":
+                values[key] = value.to(dtype)
+    return model, optimizer
+
+
+def wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:
+    """The prefix the recorded names carry over the task model's (``"net."`` when the run
+    trained a wrapper, a ``LightningModule`` holding the task's model as ``self.net``), or ""."""
+    if recorded == wanted:
+        return ""
+    heads = {k.split(".", 1)[0] for k in recorded if "." in k}
+    for head in heads:
+        prefix = head + "."
+        if {k.removeprefix(prefix) for k in recorded if k.startswith(prefix)} == wanted:
+            return prefix
+    return ""
