@@ -56,18 +56,15 @@ def main() -> None:
         chosen = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(0))
         chosen = chosen[: args.examples].tolist()
         data = as_dtype(task.batch(chosen), torch.float64)
-        clip = 1.0
+        step = at.training  # the loop's step: its clipping (1.0) and each step's logged lr
         started = time.perf_counter()
-        scores = optimizer_order_scores(
-            at.model, task.loss_fn, at.optimizer, data, observable, window, max_grad_norm=clip
-        )
+        scores = optimizer_order_scores(at.model, task.loss_fn, step, data, observable, window)
         predicted_seconds = time.perf_counter() - started
         started, real = time.perf_counter(), []
         for index in chosen[: args.real]:
             first, last = moved_first_or_last(
-                at.model, task.loss_fn, at.optimizer,
+                at.model, task.loss_fn, step,
                 as_dtype(task.batch([index]), torch.float64), observable, window,
-                max_grad_norm=clip,
             )  # fmt: skip
             real.append(first - last)
         real_seconds = time.perf_counter() - started

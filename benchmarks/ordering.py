@@ -247,11 +247,14 @@ def train_arm(setting: Setting, arm: str, seed: int) -> dict:
         policy, _, scoring = name.partition("-")
         sampler = pt.OrderSampler(
             n, 32, policy=policy, seed=seed, window=setting.window, scoring=scoring or "pass",
-            refresh=int(refresh or 1), max_grad_norm=setting.max_grad_norm,
+            refresh=int(refresh or 1),
         )  # fmt: skip
         if policy in ("alignment", "scores", "windows"):
             observable = pt.Observable.mean_loss(setting.loss_fn, setting.observable_batch)
-            sampler.attach(model, setting.loss_fn, optimizer, observable, setting.train)
+            sampler.attach(
+                model, setting.loss_fn, optimizer, observable, setting.train,
+                max_grad_norm=setting.max_grad_norm,
+            )  # fmt: skip
         loader = DataLoader(setting.train, batch_sampler=sampler)
     curve = {"step": [0], "loss": [held_out_loss(setting, model)], "seconds": [0.0]}
     model.train()

@@ -88,6 +88,7 @@ def phase(dataset, source: list[int], k: int, batch: int, rng: random.Random):
 
 def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
     from perturbative.brackets import (
+        TrainingStep,
         hvp,
         mean_gradient,
         predict_phase_order,
@@ -107,12 +108,14 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
     groups = sources(dataset)
     rng = random.Random(args.seed + step)
     lr = config.lr * args.lr_scale
+    # the run's optimizer state at one constant lr for every step of the longest pair of phases
+    constant = TrainingStep(optimizer, rates=[lr] * (2 * max(args.ks)))
 
     def timed(method: str, a, b) -> tuple[float, float]:
         """A prediction of ``O(A then B) - O(B then A)``, and the seconds it took."""
         started = time.perf_counter()
         value = predict_phase_order(
-            model, per_example_bce, optimizer, a, b, observable, method=method, lr=lr
+            model, per_example_bce, constant, a, b, observable, method=method
         ).predicted
         return value, time.perf_counter() - started
 
@@ -125,7 +128,7 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
             started = time.perf_counter()
             ab, ba = (
                 values_along_steps(
-                    model, per_example_bce, optimizer, order, observable.value, [2 * k], lr=lr
+                    model, per_example_bce, constant, order, observable.value, [2 * k]
                 )[0]
                 for order in ([*a, *b], [*b, *a])
             )

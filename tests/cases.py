@@ -570,6 +570,20 @@ def warm_up(case: Case, optimizer: torch.optim.Optimizer, steps: int = 3) -> Non
         optimizer.step()
 
 
+#: How many steps :func:`at_lr` gives the rate of: more than any test takes.
+AT_LR_STEPS = 64
+
+
+def at_lr(optimizer: torch.optim.Optimizer, lr: float | None):
+    """``optimizer`` as the loop's training step (no clipping) with every param group at ``lr``
+    for each of its first :data:`AT_LR_STEPS` steps (``None``: the groups' own lrs at every
+    step). The rates are given, not derived by scaling the optimizer's lr, so each step uses
+    ``lr`` exactly; a prediction past the last given step fails instead of inventing one."""
+    from perturbative import TrainingStep
+
+    return TrainingStep(optimizer, rates=None if lr is None else [lr] * AT_LR_STEPS)
+
+
 def random_preconditioner(params, seed=0):
     """A positive diagonal preconditioner in [0.5, 1.5), keyed like ``params``."""
     g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,7 @@ both orders (float64, tiny models)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import mlp_bce, warm_up
+from cases import at_lr, mlp_bce, warm_up
 from torch import nn
 
 import perturbative as pt
@@ -222,9 +222,10 @@ def test_the_residual_shrinks_with_lr_as_each_method_claims(kind, method, lrs, r
     a, b = a[:2], b[:2]
     residuals = []
     for lr in lrs:
-        got = predict_phase_order(model, loss_fn, optimizer, a, b, observable, method=method, lr=lr)
+        step = at_lr(optimizer, lr)
+        got = predict_phase_order(model, loss_fn, step, a, b, observable, method=method)
         ab, ba = (
-            values_along_steps(model, loss_fn, optimizer, o, observable.value, [4], lr=lr)[0]
+            values_along_steps(model, loss_fn, step, o, observable.value, [4])[0]
             for o in ([*a, *b], [*b, *a])
         )
         residuals.append(abs(got.predicted - (ab - ba)))

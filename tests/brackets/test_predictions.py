@@ -9,6 +9,7 @@ import pytest
 import torch
 from cases import (
     CASES,
+    at_lr,
     bce_loss,
     linear_mse,
     mlp_bce,
@@ -39,7 +40,7 @@ from perturbative.brackets._predictions import expanded_values_along_steps
 
 def real_value(case, optimizer, batches, observable, lr):
     """O after really training on ``batches`` in order (copies of model and optimizer)."""
-    trained = parameters_after_steps(case.model, case.loss_fn, optimizer, batches, lr=lr)
+    trained = parameters_after_steps(case.model, case.loss_fn, at_lr(optimizer, lr), batches)
     model = copy.deepcopy(case.model)
     return observable.value(model, {**dict(model.named_parameters()), **trained})
 
@@ -73,7 +74,7 @@ def test_swap_prediction_residual_shrinks_like_lr_cubed(name):
             case, optimizer, [y, x], observable, lr
         )
         predicted = predict_swap(
-            case.model, case.loss_fn, optimizer, x, y, observable, lr=lr, expansion=2
+            case.model, case.loss_fn, at_lr(optimizer, lr), x, y, observable, expansion=2
         )
         residuals.append(abs(real - predicted.predicted))
         if name == "sgd":
@@ -112,10 +113,9 @@ def test_third_order_expansion_shrinks_the_residual_to_lr_to_the_fourth():
                 - predict_order(
                     case.model,
                     case.loss_fn,
-                    optimizer,
+                    at_lr(optimizer, lr),
                     batches,
                     observable,
-                    lr=lr,
                     expansion=3 if third else 2,
                 )
             )
@@ -152,11 +152,10 @@ def test_following_pieces_keeps_the_expansion_converging_across_relu_and_max_poo
             got = predict_swap(
                 case.model,
                 case.loss_fn,
-                optimizer,
+                at_lr(optimizer, lr),
                 first,
                 second,
                 observable,
-                lr=lr,
                 expansion=Expansion(order=3, follow_pieces=follow),
             )
             error[follow, lr] = abs(got.predicted - real) / abs(real)
@@ -171,7 +170,8 @@ def test_best_order_of_three_minibatches_is_the_real_best(name):
     observable = Observable.mean_loss(case.loss_fn, case.example(5))
     batches = case.minibatches()
     lr = 0.05 if name != "adam" else 0.02
-    got = best_order(case.model, case.loss_fn, optimizer, batches, observable, lr=lr, expansion=2)
+    step = at_lr(optimizer, lr)
+    got = best_order(case.model, case.loss_fn, step, batches, observable, expansion=2)
     assert got.exhaustive and sorted(got.orders) == list(itertools.permutations(range(3)))
     real = torch.tensor(
         [real_value(case, optimizer, [batches[i] for i in o], observable, lr) for o in got.orders],
@@ -250,9 +250,10 @@ def test_train_mode_batchnorm_swaps_are_predicted_like_eval_mode_ones(name):
             optimizer.step()
     errors, sizes = [], []
     for lr in (4e-3, 2e-3, 1e-3):
-        prediction = predict_swap(model, bce_loss, optimizer, x, y, observable, lr=lr, expansion=2)
+        step = at_lr(optimizer, lr)
+        prediction = predict_swap(model, bce_loss, step, x, y, observable, expansion=2)
         xy, yx = (
-            values_along_steps(model, bce_loss, optimizer, order, observable.value, [2], lr=lr)[0]
+            values_along_steps(model, bce_loss, step, order, observable.value, [2])[0]
             for order in ([x, y], [y, x])
         )
         errors.append(abs(prediction.predicted - (xy - yx)))
@@ -270,15 +271,15 @@ def test_third_order_predictions_keep_the_second_order_one_beside_them():
     optimizer = warmed(case, OPTIMIZERS["adam"])
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     x, y = case.example(0), case.example(1)
-    args = (case.model, case.loss_fn, optimizer)
-    second = predict_swap(*args, x, y, observable, lr=0.05, expansion=2)
-    third = predict_swap(*args, x, y, observable, lr=0.05, expansion=3)
+    args = (case.model, case.loss_fn, at_lr(optimizer, 0.05))
+    second = predict_swap(*args, x, y, observable, expansion=2)
+    third = predict_swap(*args, x, y, observable, expansion=3)
     assert second.second_order == second.predicted
     assert third.second_order == pytest.approx(second.predicted, rel=1e-12)
     assert third.predicted != pytest.approx(second.predicted, rel=1e-6)
     batches = case.minibatches()
-    plain = best_order(*args, batches, observable, lr=0.05, expansion=2)
-    both = best_order(*args, batches, observable, lr=0.05, expansion=3)
+    plain = best_order(*args, batches, observable, expansion=2)
+    both = best_order(*args, batches, observable, expansion=3)
     assert plain.second_order is None
     torch.testing.assert_close(both.second_order, plain.predicted, rtol=1e-12, atol=0)
 
@@ -292,11 +293,10 @@ def test_third_order_with_train_mode_batchnorm_shrinks_the_residual_to_lr_to_the
     for third in (False, True):
         residual[third] = []
         for lr in (2e-2, 1e-2):
-            real = values_along_steps(
-                model, bce_loss, optimizer, batches, observable.value, [3], lr=lr
-            )[0]
+            step = at_lr(optimizer, lr)
+            real = values_along_steps(model, bce_loss, step, batches, observable.value, [3])[0]
             predicted = predict_order(
-                model, bce_loss, optimizer, batches, observable, lr=lr, expansion=3 if third else 2
+                model, bce_loss, step, batches, observable, expansion=3 if third else 2
             )
             residual[third].append(abs(real - predicted))
     assert residual[True][1] < residual[False][1] / 10
@@ -325,11 +325,11 @@ def test_exchanged_swaps_one_row_of_each_batch():
     assert keyword[0][0]["ids"].tolist() == [4, 2] and keyword[1][0]["ids"].tolist() == [3, 1]
 
 
-def _real_exchange(model, loss_fn, optimizer, a, b, i, j, observable, lr):
+def _real_exchange(model, loss_fn, step, a, b, i, j, observable):
     a2, b2 = exchanged(a, b, i, j)
     return (
-        values_along_steps(model, loss_fn, optimizer, [a, b], observable.value, [2], lr=lr)[0]
-        - values_along_steps(model, loss_fn, optimizer, [a2, b2], observable.value, [2], lr=lr)[0]
+        values_along_steps(model, loss_fn, step, [a, b], observable.value, [2])[0]
+        - values_along_steps(model, loss_fn, step, [a2, b2], observable.value, [2])[0]
     )
 
 
@@ -342,11 +342,10 @@ def test_exchange_prediction_residual_shrinks_like_lr_cubed_for_sgd():
     a, b = case.minibatches()[:2]
     residuals = []
     for lr in (0.04, 0.02, 0.01):
-        got = predict_exchange(
-            case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr=lr, expansion=2
-        )
+        step = at_lr(optimizer, lr)
+        got = predict_exchange(case.model, case.loss_fn, step, a, b, 0, 1, observable, expansion=2)
         assert got.sgd_bracket == pytest.approx(got.predicted, rel=1e-12)
-        real = _real_exchange(case.model, case.loss_fn, optimizer, a, b, 0, 1, observable, lr)
+        real = _real_exchange(case.model, case.loss_fn, step, a, b, 0, 1, observable)
         residuals.append(abs(real - got.predicted))
     ratios = [residuals[0] / residuals[1], residuals[1] / residuals[2]]
     assert all(6.0 < r < 10.0 for r in ratios), (residuals, ratios)
@@ -373,10 +372,9 @@ def test_exchange_with_train_mode_batchnorm_and_adam_is_predicted():
     optimizer = adam_with_state(model, batch)
     relative = {False: [], True: []}
     for lr in (4e-3, 2e-3, 1e-3):
-        real = _real_exchange(model, bce_loss, optimizer, a, b, 2, 3, observable, lr)
-        got = predict_exchange(
-            model, bce_loss, optimizer, a, b, 2, 3, observable, lr=lr, expansion=3
-        )
+        step = at_lr(optimizer, lr)
+        real = _real_exchange(model, bce_loss, step, a, b, 2, 3, observable)
+        got = predict_exchange(model, bce_loss, step, a, b, 2, 3, observable, expansion=3)
         relative[False].append(abs(got.second_order - real) / abs(real))
         relative[True].append(abs(got.predicted - real) / abs(real))
     for errors in relative.values():
@@ -393,31 +391,32 @@ def test_expanded_values_along_steps_follow_real_training():
     optimizer = warmed(case, OPTIMIZERS["adam"])
     observable = Observable.mean_loss(case.loss_fn, case.minibatches()[2])
     batches = [case.example(i) for i in (0, 1, 2, 3)]
-    args = (case.model, case.loss_fn, optimizer, batches)
-    along = expanded_values_along_steps(*args, observable, [2, 4], lr=0.01, expansion=2)
-    assert along[1] == pytest.approx(
-        predict_order(*args, observable, lr=0.01, expansion=2), rel=1e-14
-    )
+
+    def args(lr=None):
+        return case.model, case.loss_fn, at_lr(optimizer, lr), batches
+
+    along = expanded_values_along_steps(*args(0.01), observable, [2, 4], expansion=2)
+    assert along[1] == pytest.approx(predict_order(*args(0.01), observable, expansion=2), rel=1e-14)
     for third, expected in ((False, 8.0), (True, 16.0)):
         errors = []
         for lr in (0.004, 0.002):
-            real = values_along_steps(*args, observable.value, [2, 4], lr=lr)
+            real = values_along_steps(*args(lr), observable.value, [2, 4])
             got = expanded_values_along_steps(
-                *args, observable, [2, 4], lr=lr, expansion=3 if third else 2
+                *args(lr), observable, [2, 4], expansion=3 if third else 2
             )
             errors.append([abs(a - b) for a, b in zip(got, real, strict=True)])
         ratios = [errors[0][i] / errors[1][i] for i in range(2)]
         assert all(0.7 * expected < r < 1.3 * expected for r in ratios), (third, ratios)
     with pytest.raises(ValueError, match="step counts from 1 to 4"):
-        expanded_values_along_steps(*args, observable, [5])
+        expanded_values_along_steps(*args(), observable, [5])
 
 
-def _real_later(args, one, other, later, observable, horizons, lr):
-    """O(one, later[:h]) - O(other, later[:h]) by really training both schedules."""
+def _real_later(args, one, other, later, observable, horizons):
+    """O(one, later[:h]) - O(other, later[:h]) by really training both schedules; ``args`` is
+    ``(model, loss_fn, step)``."""
     after = [len(one) + h for h in horizons]
     values = [
-        values_along_steps(*args, [*s, *later], observable.value, after, lr=lr)
-        for s in (one, other)
+        values_along_steps(*args, [*s, *later], observable.value, after) for s in (one, other)
     ]
     return [a - b for a, b in zip(*values, strict=True)]
 
@@ -430,16 +429,16 @@ def test_later_differences_are_exact_for_a_quadratic_loss_with_momentum():
     observable = Observable(case.data[0][:3], lambda outputs: outputs.sum(), "sum of outputs")
     x, y = case.example(0), case.example(1)
     later, horizons = [case.example(i) for i in (2, 3, 4, 2)], (0, 1, 4)
-    args = (case.model, case.loss_fn, optimizer)
-    got = predict_swap(
-        *args, x, y, observable, lr=0.05, later=later, horizons=horizons, expansion=2
-    )
-    real = _real_later(args, [x, y], [y, x], later, observable, horizons, 0.05)
+    args = (case.model, case.loss_fn, at_lr(optimizer, 0.05))
+    got = predict_swap(*args, x, y, observable, later=later, horizons=horizons, expansion=2)
+    real = _real_later(args, [x, y], [y, x], later, observable, horizons)
     assert got.later[0] == got.predicted
     torch.testing.assert_close(torch.tensor(got.later), torch.tensor(real), rtol=1e-9, atol=1e-15)
     assert abs(real[2]) > 1e-4 and abs(real[2] - real[0]) > 1e-4  # the swap's effect moves on
     with pytest.raises(ValueError, match="step counts from 0 to the 4 later batches"):
-        predict_swap(*args, x, y, observable, later=later, horizons=(5,))
+        predict_swap(
+            case.model, case.loss_fn, optimizer, x, y, observable, later=later, horizons=(5,)
+        )
 
 
 def test_later_differences_with_adam_and_batch_statistics_follow_real_training():
@@ -452,15 +451,14 @@ def test_later_differences_with_adam_and_batch_statistics_follow_real_training()
     later = [batch(5) for _ in range(8)]
     observable = Observable.mean_loss(bce_loss, held_out)
     optimizer = adam_with_state(model, batch)
-    args, horizons = (model, bce_loss, optimizer), (0, 2, 8)
+    horizons = (0, 2, 8)
     errors = []
     for lr in (4e-3, 1e-3):
+        args = (model, bce_loss, at_lr(optimizer, lr))
         got = predict_exchange(
-            *args, a, b, 2, 3, observable, lr=lr, later=later, horizons=horizons, expansion=2
+            *args, a, b, 2, 3, observable, later=later, horizons=horizons, expansion=2
         )
-        real = _real_later(
-            args, [a, b], list(exchanged(a, b, 2, 3)), later, observable, horizons, lr
-        )
+        real = _real_later(args, [a, b], list(exchanged(a, b, 2, 3)), later, observable, horizons)
         errors.append([abs(p - r) / abs(r) for p, r in zip(got.later, real, strict=True)])
     # the relative error falls like lr^2 (about 16x here) at every horizon
     assert all(e1 < e0 / 8 for e0, e1 in zip(*errors, strict=True)), errors
@@ -474,8 +472,8 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
     case, optimizer, observable, first, second = warmed_pooled_convnet()
     g = torch.Generator().manual_seed(5)
     later = [case.rows(torch.randperm(40, generator=g)[:10]) for _ in range(6)]
-    args, horizons = (case.model, case.loss_fn, optimizer), (0, 2, 6)
-    real = _real_later(args, [first, second], [second, first], later, observable, horizons, 0.01)
+    args, horizons = (case.model, case.loss_fn, at_lr(optimizer, 0.01)), (0, 2, 6)
+    real = _real_later(args, [first, second], [second, first], later, observable, horizons)
     error = {}
     for follow in (False, True):
         got = predict_swap(
@@ -483,7 +481,6 @@ def test_later_differences_follow_pieces_across_relu_and_max_pool_kinks():
             first,
             second,
             observable,
-            lr=0.01,
             expansion=Expansion(order=3, follow_pieces=follow),
             later=later,
             horizons=horizons,
@@ -519,14 +516,15 @@ def test_gradient_clipping_is_modelled_in_the_predictions():
         float(vector_norm(mean_gradient(case.model, case.loss_fn, case.params, b))) for b in (x, y)
     ]
     clip = 0.5 * min(norms)
-    args = (case.model, case.loss_fn, optimizer)
+    model, loss_fn = case.model, case.loss_fn
+    clipping = pt.TrainingStep(optimizer, max_grad_norm=clip)
     real = [
-        values_along_steps(*args, order, observable.value, [2], max_grad_norm=clip)[0]
+        values_along_steps(model, loss_fn, clipping, order, observable.value, [2])[0]
         for order in ([x, y], [y, x])
     ]
     real = real[0] - real[1]
-    clipped = predict_swap(*args, x, y, observable, max_grad_norm=clip).predicted
-    unclipped = predict_swap(*args, x, y, observable).predicted
+    clipped = predict_swap(model, loss_fn, clipping, x, y, observable).predicted
+    unclipped = predict_swap(model, loss_fn, optimizer, x, y, observable).predicted
     assert abs(clipped - real) < 1e-3 * abs(real) < abs(unclipped - real), (
         clipped,
         unclipped,

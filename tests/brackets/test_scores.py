@@ -49,15 +49,14 @@ def setting(kind, **hyper):
     return model, optimizer, window, examples, observable
 
 
-def real(model, optimizer, window, examples, observable, weight=None, **kw):
-    """O(x first) - O(x last) of each example, really trained (``weight`` in place of 1/b)."""
+def real(model, step, window, examples, observable, weight=None):
+    """O(x first) - O(x last) of each example, really trained with ``step`` (a TrainingStep or
+    an optimizer; ``weight`` in place of 1/b)."""
     out = []
     for i in range(len(examples[0])):
         example = (examples[0][i : i + 1], examples[1][i : i + 1])
         if weight is None:
-            first, last = moved_first_or_last(
-                model, loss_fn, optimizer, example, observable, window, **kw
-            )
+            first, last = moved_first_or_last(model, loss_fn, step, example, observable, window)
         else:
             first, last = (
                 observable.value(
@@ -65,10 +64,9 @@ def real(model, optimizer, window, examples, observable, weight=None, **kw):
                         steps_on_copies(
                             model,
                             loss_fn,
-                            optimizer,
+                            step,
                             window,
                             extra=[(example, weight) if t == at else None for t in range(3)],
-                            **kw,
                         )
                     )[-1][0]
                 )
@@ -110,10 +108,9 @@ def test_scores_match_really_moving_each_example_to_first_order_in_its_weight(ki
 def test_clipping_is_modelled():
     model, optimizer, window, examples, observable = setting(torch.optim.Adam, lr=3e-2)
     clip = 0.05  # below every batch gradient's norm: every step is clipped
-    got = optimizer_order_scores(
-        model, loss_fn, optimizer, examples, observable, window, max_grad_norm=clip
-    )
-    moved = real(model, optimizer, window, examples, observable, 1 / 800, max_grad_norm=clip)
+    step = pt.TrainingStep(optimizer, max_grad_norm=clip)
+    got = optimizer_order_scores(model, loss_fn, step, examples, observable, window)
+    moved = real(model, step, window, examples, observable, 1 / 800)
     torch.testing.assert_close(moved / (8 / 800), got.scores, rtol=0.05, atol=0)
 
 

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from cases import DTYPE, mean_squared_error
+from cases import DTYPE, at_lr, mean_squared_error
 from torch import nn
 
 from perturbative.brackets import (
@@ -49,7 +49,7 @@ def norm(v):
 def test_sgd_swap_residual_shrinks_like_lr_cubed():
     model, optimizer, x, y = warmed_up(lambda p: torch.optim.SGD(p, lr=0.1), 0)
     lrs = [0.1, 0.05, 0.025]
-    checks = [swap_check(model, mean_squared_error, optimizer, x, y, lr=lr) for lr in lrs]
+    checks = [swap_check(model, mean_squared_error, at_lr(optimizer, lr), x, y) for lr in lrs]
     for c, lr in zip(checks, lrs, strict=True):
         assert norm(c.optimizer_state_part) < 1e-14  # plain SGD: the order only enters via H
         expected = bracket(model, mean_squared_error, dict(model.named_parameters()), x, y)
@@ -65,7 +65,7 @@ def test_swap_leaves_the_callers_model_and_optimizer_unchanged():
     model, optimizer, x, y = warmed_up(lambda p: torch.optim.Adam(p, lr=1e-2), 5)
     weights = copy.deepcopy(model.state_dict())
     state = copy.deepcopy(optimizer.state_dict())
-    check = swap_check(model, mean_squared_error, optimizer, x, y, lr=1e-2)
+    check = swap_check(model, mean_squared_error, at_lr(optimizer, 1e-2), x, y)
     assert norm(check.measured) > 0
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
@@ -80,8 +80,8 @@ def test_palindromic_order_has_no_second_order_term():
     model, optimizer, x, y = warmed_up(lambda p: torch.optim.SGD(p, lr=0.1), 0)
 
     def gap(first, second, lr):
-        a = parameters_after_steps(model, mean_squared_error, optimizer, first, lr=lr)
-        b = parameters_after_steps(model, mean_squared_error, optimizer, second, lr=lr)
+        a = parameters_after_steps(model, mean_squared_error, at_lr(optimizer, lr), first)
+        b = parameters_after_steps(model, mean_squared_error, at_lr(optimizer, lr), second)
         return norm(difference(a, b))
 
     lrs = [0.04, 0.02, 0.01]
@@ -97,7 +97,9 @@ def test_palindromic_order_has_no_second_order_term():
 def test_sgd_momentum_prediction_includes_the_momentum_buffer():
     make = lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.1)  # noqa: E731
     model, optimizer, x, y = warmed_up(make, 50)
-    checks = [swap_check(model, mean_squared_error, optimizer, x, y, lr=lr) for lr in (0.05, 0.025)]
+    checks = [
+        swap_check(model, mean_squared_error, at_lr(optimizer, lr), x, y) for lr in (0.05, 0.025)
+    ]
     # Optimizer-state part: -lr mu (1 - tau) (g_x - g_y), first order.
     ratio = norm(checks[0].optimizer_state_part) / norm(checks[1].optimizer_state_part)
     assert 1.9 < ratio < 2.1
@@ -118,7 +120,7 @@ def test_adam_curvature_part_is_predicted_once_second_moment_is_established():
     """
     model, optimizer, x, y = adam_with_betas((0.8, 0.999))
     lrs = [1e-2, 5e-3, 2.5e-3]
-    checks = [swap_check(model, mean_squared_error, optimizer, x, y, lr=lr) for lr in lrs]
+    checks = [swap_check(model, mean_squared_error, at_lr(optimizer, lr), x, y) for lr in lrs]
     for c in checks:
         assert c.relative_residual < 0.03
         bracket_only = norm(difference(c.curvature_part, c.bracket_term)) / norm(c.bracket_term)
@@ -142,7 +144,7 @@ def test_adam_with_zero_first_moment_follows_the_preconditioned_bracket_scaled()
     scale = (1 - b1) ** 2 / ((1 - b1 ** (t + 1)) * (1 - b1 ** (t + 2)))
     bracket_p = bracket(model, mean_squared_error, params, x, y, preconditioner=pre)
     lr = 2.5e-3
-    check = swap_check(model, mean_squared_error, optimizer, x, y, lr=lr)
+    check = swap_check(model, mean_squared_error, at_lr(optimizer, lr), x, y)
     predicted = {k: lr**2 * scale * v for k, v in bracket_p.items()}
     assert norm(check.momentum_term) == 0
     for k in predicted:
@@ -157,16 +159,16 @@ def test_adam_with_zero_first_moment_follows_the_preconditioned_bracket_scaled()
 
 def test_adam_prediction_degrades_as_the_second_moment_moves():
     """The frozen-P floor grows with the v_hat update weight (1-b2)/(1-b2^(t+1))."""
-    settled = swap_check(*_args(adam_with_betas((0.8, 0.999))), lr=2.5e-3).relative_residual
-    faster = swap_check(*_args(adam_with_betas((0.8, 0.99))), lr=2.5e-3).relative_residual
-    young = swap_check(*_args(adam_with_betas((0.8, 0.999), steps=3)), lr=2.5e-3).relative_residual
+    settled = swap_check(*_args(adam_with_betas((0.8, 0.999)), 2.5e-3)).relative_residual
+    faster = swap_check(*_args(adam_with_betas((0.8, 0.99)), 2.5e-3)).relative_residual
+    young = swap_check(*_args(adam_with_betas((0.8, 0.999), steps=3), 2.5e-3)).relative_residual
     assert settled < faster < young  # measured: 0.009, 0.03, 0.57
     assert young > 0.2
 
 
-def _args(warm):
+def _args(warm, lr):
     model, optimizer, x, y = warm
-    return model, mean_squared_error, optimizer, x, y
+    return model, mean_squared_error, at_lr(optimizer, lr), x, y
 
 
 def test_fresh_adam_and_unmodelled_optimizers_give_no_prediction_but_exact_measurements():
@@ -190,7 +192,7 @@ def test_sgd_swap_on_every_case(case):
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.01)
     x, y = case.example(0), case.example(1)
     lrs = [0.02, 0.01]
-    checks = [swap_check(case.model, case.loss_fn, optimizer, x, y, lr=lr) for lr in lrs]
+    checks = [swap_check(case.model, case.loss_fn, at_lr(optimizer, lr), x, y) for lr in lrs]
     if case.name == "linear_mse":
         assert all(c.relative_residual < 1e-10 for c in checks)
     else:
@@ -231,7 +233,7 @@ def test_swap_refuses_a_foreign_optimizer_and_train_mode_dropout():
 )
 def test_weight_decay_and_nesterov_variants_are_predicted(make, steps, lr):
     model, optimizer, x, y = warmed_up(make, steps)
-    check = swap_check(model, mean_squared_error, optimizer, x, y, lr=lr)
+    check = swap_check(model, mean_squared_error, at_lr(optimizer, lr), x, y)
     assert check.relative_residual < 0.05  # measured: 0.039, 0.006, 0.013
     assert norm(check.momentum_term) > 0.1 * norm(check.bracket_term)
 
@@ -244,6 +246,6 @@ def test_zero_second_moments_get_what_adam_does_not_one_over_eps():
     optimizer.state[weight]["exp_avg_sq"][0].zero_()
     optimizer.state[weight]["exp_avg"][0].zero_()
     with pytest.warns(RuntimeWarning, match="second moment is zero"):
-        check = swap_check(model, mean_squared_error, optimizer, x, y, lr=1e-3)
+        check = swap_check(model, mean_squared_error, at_lr(optimizer, 1e-3), x, y)
     assert "0 where v = 0" in check.prediction_formula
     assert bool((check.prediction[next(iter(check.prediction))][0] == 0).all())
