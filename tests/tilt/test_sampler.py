@@ -217,3 +217,43 @@ def test_works_as_dataloader_batch_sampler():
     got = [xb.tolist() for (xb,) in loader]
     assert got == [b.tolist() for b in expected]
     assert len(loader) == len(sampler)
+
+
+def _draw_len_batches(sampler, through):
+    """One epoch as a loader under Lightning draws it: len() batches, never asking past them."""
+    if through == "loader":
+        dataset = TensorDataset(torch.arange(len(sampler.weights)))
+        loader = DataLoader(dataset, batch_sampler=sampler)
+        count = len(loader)
+        batches = [xb.tolist() for (xb,) in itertools.islice(loader, count)]
+    else:
+        count = len(sampler)
+        batches = list(itertools.islice(sampler, count))
+    assert len(batches) == count
+    return batches
+
+
+@pytest.mark.parametrize("through", ["sampler", "loader"])
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_loop_that_stops_at_len_gets_every_epoch(through, world_size):
+    # Stopping on an epoch's last batch leaves the sampler there: the next iteration is the next
+    # epoch, and len() already counts that epoch's batches (two ranks' epochs differ in length).
+    w = _weights(200)
+    samplers = [
+        AdjustedBatchSampler(w, 20.0, seed=0, rank=r, world_size=world_size, even_batches=False)
+        for r in range(world_size)
+    ]
+    epochs = [[_draw_len_batches(s, through) for s in samplers] for _ in range(3)]
+    for epoch, per_rank in enumerate(epochs):
+        for sampler, batches in zip(samplers, per_rank, strict=True):
+            assert batches == [b.tolist() for b in sampler.epoch_batches(epoch)]
+        drawn = itertools.chain.from_iterable(itertools.chain.from_iterable(per_rank))
+        assert sorted(drawn) == list(range(200))
+    assert epochs[0] != epochs[1] != epochs[2]
+    if world_size == 2:
+        assert len({len(per_rank[0]) for per_rank in epochs}) > 1
+    # saved on an epoch's last batch, a resumed sampler starts the next epoch
+    resumed = AdjustedBatchSampler(w, 20.0, seed=0, world_size=world_size, even_batches=False)
+    resumed.load_state_dict(samplers[0].state_dict())
+    assert len(resumed) == len(samplers[0].epoch_batches(3))
+    assert list(resumed) == [b.tolist() for b in samplers[0].epoch_batches(3)]

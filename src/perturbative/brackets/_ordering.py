@@ -83,6 +83,7 @@ from torch.utils.data import Sampler, default_collate
 from perturbative._core import calls, checks
 from perturbative._core.calls import LossFn
 from perturbative._core.engines import differentiable_kernels
+from perturbative._core.epochs import EpochPosition
 from perturbative.brackets._expansion import Expansion
 from perturbative.brackets._gradients import mean_gradient
 from perturbative.brackets._observable import Observable
@@ -292,9 +293,8 @@ class OrderSampler(Sampler[list[int]]):
         self.max_grad_norm = max_grad_norm
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
         self.seconds = 0.0
-        self._batch = 0  # batches of the current epoch already emitted
+        self._epochs = EpochPosition()  # the epoch, and the batches of it already emitted
         self._order: list[list[int]] | None = None  # the current epoch's order, as decided
         self._order_epoch: int | None = None  # the epoch the order was made for (refresh)
         self._decided = 0  # windows: positions of the current order already decided
@@ -358,12 +358,15 @@ class OrderSampler(Sampler[list[int]]):
         per_rank = count // self.world_size
         return batches[self.rank :: self.world_size][:per_rank]
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self._epochs.epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its first batch at the next ``__iter__``."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch != self.epoch:
-            self.epoch, self._batch = int(epoch), 0
+            self._epochs.set_epoch(epoch)
             if self._order_epoch is None or self._scores_epoch(epoch) != self._order_epoch:
                 self._order = None
 
@@ -377,23 +380,22 @@ class OrderSampler(Sampler[list[int]]):
         return (self.num_examples // self.batch_size) // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self._order is not None and self._batch >= len(self._order):
-            self._next_epoch()  # the last loop stopped at the epoch's end without asking past it
+        if self._order is not None and self._epochs.start(len(self._order)):
+            self._follow_epoch()  # the last loop stopped at the epoch's end without asking past it
         if self._order is None:
             self._order = self._ordered(self.epoch)
             self._order_epoch = self._scores_epoch(self.epoch)
             self._decided = 0
-        while self._batch < len(self._order):
-            if self.policy == "windows" and self._batch >= self._decided:
-                self._decide_window(self._batch)
-            batch = self._order[self._batch]
-            self._batch += 1  # counted before yielding: state_dict() after a step includes it
-            yield list(batch)
-        self._next_epoch()
+        while self._epochs.position < len(self._order):
+            if self.policy == "windows" and self._epochs.position >= self._decided:
+                self._decide_window(self._epochs.position)
+            # counted before yielding: state_dict() after a step includes it
+            yield list(self._order[self._epochs.take()])
+        self._epochs.next_epoch()
+        self._follow_epoch()
 
-    def _next_epoch(self) -> None:
-        self.epoch += 1
-        self._batch = 0
+    def _follow_epoch(self) -> None:
+        """The epoch just begun replays the order until the next refresh, else orders anew."""
         if self._scores_epoch(self.epoch) != self._order_epoch:
             self._order = None
         else:  # replayed until the next refresh
@@ -492,7 +494,7 @@ class OrderSampler(Sampler[list[int]]):
         """
         if self.scoring != "observed":
             return
-        if self._order is None or self._batch == 0 or self._direction is None:
+        if self._order is None or self._epochs.position == 0 or self._direction is None:
             raise RuntimeError(
                 "observe() reads the gradient of the batch just drawn: call it after the loop's "
                 "backward() on a batch from this sampler"
@@ -508,7 +510,7 @@ class OrderSampler(Sampler[list[int]]):
             float(torch.dot(by_name[k].grad.flatten(), d.flatten()))
             for k, d in self._direction.items()
         )
-        self._observed[tuple(self._order[self._batch - 1])] = float(score)
+        self._observed[tuple(self._order[self._epochs.position - 1])] = float(score)
 
     def _decide_window(self, position: int) -> None:
         run = self._require_run()
@@ -553,8 +555,7 @@ class OrderSampler(Sampler[list[int]]):
         the settings a resumed sampler must share (``"policy", "seed", "num_examples",
         "batch_size", "window", "refresh", "scoring", "rank", "world_size"``)."""
         return {
-            "epoch": self.epoch,
-            "batch": self._batch,
+            **self._epochs.state_dict(),
             "order": None if self._order is None else [list(b) for b in self._order],
             "order_epoch": self._order_epoch,
             "decided": self._decided,
@@ -589,8 +590,7 @@ class OrderSampler(Sampler[list[int]]):
                     f"state has {key}={state[key]!r} but this sampler has {value!r}; build the "
                     "sampler with the settings of the run it resumes"
                 )
-        self.epoch = int(state["epoch"])
-        self._batch = int(state["batch"])
+        self._epochs.load_state_dict(state)
         self._order = None if state["order"] is None else [list(b) for b in state["order"]]
         self._order_epoch = state["order_epoch"]
         self._decided = int(state["decided"])

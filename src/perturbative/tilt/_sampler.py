@@ -35,7 +35,11 @@ strong tilt toward a rare attribute impossible, so merging is the policy.
 **Epochs and state.** Each epoch is a permutation drawn from ``seed + epoch`` (identity if
 ``shuffle=False``), and the carry restarts at 0, so an epoch is a pure function of
 ``(weights, target, seed, epoch, rank, world_size)``. ``__iter__`` continues the current epoch from
-the batch reached, and moves on to the next epoch when it finishes one; ``set_epoch`` jumps.
+the batch reached, and moves on to the next epoch when it finishes one; a loop that stops on an
+epoch's last batch without asking past it (a ``DataLoader`` under Lightning takes ``len()``
+batches) gets the next epoch from its next ``__iter__``, and ``len()`` counts that epoch's
+batches (the rule of ``perturbative._core.epochs``, which ``OrderSampler`` also follows);
+``set_epoch`` jumps.
 ``state_dict()`` / ``load_state_dict()`` save and restore ``(epoch, batch)``, so a resumed run
 draws the same batches as an uninterrupted one.
 
@@ -61,6 +65,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from perturbative._core.epochs import EpochPosition
 from perturbative.tilt._diagnostics import TiltWarning
 
 OVERSIZE_POLICIES = ("singleton", "error")
@@ -203,8 +208,7 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         self.even_batches = even_batches
         self.oversize = oversize
         self.min_batch_size = min_batch_size
-        self.epoch = 0
-        self._batch = 0  # batches of the current epoch already emitted
+        self._epochs = EpochPosition()  # the epoch, and the batches of it already emitted
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
         heavy = np.flatnonzero(self.weights > self.rank_target_batch_size)
@@ -238,12 +242,14 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         """``B_avg / world_size``: the target adjusted size of this rank's batches."""
         return self.target_batch_size / self.world_size
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self._epochs.epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its first batch at the next ``__iter__``."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
-        self._batch = 0
+        self._epochs.set_epoch(epoch)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         n = len(self.weights)
@@ -286,16 +292,19 @@ class AdjustedBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        # a loop that stopped on the epoch's last batch without asking past it: the next epoch
+        self._epochs.start(len(self.epoch_batches()))
         batches = self.epoch_batches()
-        while self._batch < len(batches):
-            batch = batches[self._batch]
-            self._batch += 1  # counted before yielding, so state_dict() after a batch includes it
-            yield batch.tolist()
-        self.epoch += 1
-        self._batch = 0
+        while self._epochs.position < len(batches):
+            # counted before yielding, so state_dict() after a batch includes it
+            yield batches[self._epochs.take()].tolist()
+        self._epochs.next_epoch()
 
     def __len__(self) -> int:
-        """Number of batches in the current epoch (all of them, including those emitted)."""
+        """Number of batches of the epoch the next ``__iter__`` draws (all of them, including
+        those emitted): the current epoch, or the next once every batch of it was emitted."""
+        if self._epochs.finished(len(self.epoch_batches())):
+            return len(self.epoch_batches(self.epoch + 1))
         return len(self.epoch_batches())
 
     def state_dict(self, batches_consumed: int | None = None) -> dict[str, Any]:
@@ -311,10 +320,11 @@ class AdjustedBatchSampler(Sampler[list[int]]):
             "world_size", "weights_sum", "min_batch_size"}``; all but the first two guard against
             loading into a different sampler.
         """
-        batch = self._batch if batches_consumed is None else int(batches_consumed)
+        place = self._epochs.state_dict()
+        if batches_consumed is not None:
+            place["batch"] = int(batches_consumed)
         return {
-            "epoch": self.epoch,
-            "batch": batch,
+            **place,
             "seed": self.seed,
             "num_examples": len(self.weights),
             "target_batch_size": self.target_batch_size,
@@ -345,5 +355,4 @@ class AdjustedBatchSampler(Sampler[list[int]]):
                 "state was saved with different weights (their sums differ); recompute the "
                 "weights exactly as in the run being resumed"
             )
-        self.epoch = int(state["epoch"])
-        self._batch = int(state["batch"])
+        self._epochs.load_state_dict(state)
