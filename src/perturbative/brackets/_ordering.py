@@ -90,6 +90,7 @@ from perturbative.brackets._observable import Observable
 from perturbative.brackets._optimizers import functional_optimizer
 from perturbative.brackets._predictions import FreshOptimizerWarning, best_order
 from perturbative.brackets._scores import window_adjoints
+from perturbative.brackets._step import TrainingStep
 from perturbative.brackets._swap import trained_names
 
 #: The sampler's policies, in the order of the module docstring's table.
@@ -131,13 +132,10 @@ def batch_alignments(
 def optimizer_batch_scores(
     model: nn.Module,
     loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
+    step: TrainingStep | torch.optim.Optimizer,
     batches: Sequence[Any],
     observable: Observable,
     window: Sequence[Any],
-    *,
-    lr: float | None = None,
-    max_grad_norm: float | None = None,
 ) -> Tensor:
     """``O(B first) - O(B last)`` for each minibatch ``B``: its gradient added to the first or
     to the last of the ``W`` steps of ``window``, taken with the optimizer's own update from its
@@ -153,27 +151,24 @@ def optimizer_batch_scores(
     Args:
         model: the model at ``theta_0``; not modified.
         loss_fn: the per-example loss (a batch of one).
-        optimizer: ``SGD``, ``Adam`` or ``AdamW`` on the model, in the run's state.
+        step: the loop's :class:`~perturbative.TrainingStep` (``SGD``, ``Adam`` or ``AdamW`` on
+            the model, in the run's state, its clipping and schedule), or the optimizer alone.
         batches: ``N`` minibatches to score.
         observable: ``O``.
         window: ``W >= 2`` minibatches, the steps the run takes next.
-        lr: the learning rate (default: the optimizer's).
-        max_grad_norm: the run's gradient clipping.
 
     Returns:
         ``(N,)`` float64.
     """
     if len(window) < 2:
         raise ValueError(f"the window needs at least 2 minibatches, not {len(window)}")
-    names = trained_names(model, optimizer)
+    names = trained_names(model, step)
     by_name = dict(model.named_parameters())
     window = checks.check_batches(model, window)
     batches = checks.check_batches(model, batches)
     theta = {k: by_name[k].detach() for k in names}
     state = calls.fixed_state(model, theta)
-    read = functional_optimizer(
-        optimizer, {k: by_name[k] for k in names}, lr=lr, max_grad_norm=max_grad_norm
-    )
+    read = functional_optimizer(step, {k: by_name[k] for k in names})
     with differentiable_kernels():
         first, last, before_last = window_adjoints(
             model, loss_fn, observable, read, theta, state, window, frozen=False
@@ -220,8 +215,6 @@ class OrderSampler(Sampler[list[int]]):
             :meth:`observe` after each ``backward()`` (module docstring).
         expansion: how ``windows`` expands each gradient (default: to second order, the
             bracket; ``Expansion()`` adds the third).
-        lr: the learning rate the predictions use (default: the optimizer's current one).
-        max_grad_norm: the run's gradient clipping, for the predictions.
         rank: this process's rank in ``[0, world_size)``.
         world_size: number of ranks.
 
@@ -250,8 +243,6 @@ class OrderSampler(Sampler[list[int]]):
         refresh: int = 1,
         scoring: str = "pass",
         expansion: Expansion | int = 2,
-        lr: float | None = None,
-        max_grad_norm: float | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -289,8 +280,6 @@ class OrderSampler(Sampler[list[int]]):
         self.refresh = refresh
         self.scoring = scoring
         self.expansion = expansion
-        self.lr = lr
-        self.max_grad_norm = max_grad_norm
         self.rank = rank
         self.world_size = world_size
         self.seconds = 0.0
@@ -310,10 +299,14 @@ class OrderSampler(Sampler[list[int]]):
         observable: Observable,
         dataset: Any,
         collate_fn: Callable[[list[Any]], Any] = default_collate,
+        *,
+        scheduler: Any = None,
+        max_grad_norm: float | None = None,
     ) -> OrderSampler:
         """Give the predicting policies the run: the model and optimizer (read, never
-        modified), the per-example loss, ``O``, and the dataset the loader reads. Returns the
-        sampler."""
+        modified), the per-example loss, ``O``, the dataset the loader reads, and the rest of
+        the loop's step: its lr ``scheduler`` (read on a copy each time a policy predicts) and
+        its gradient clipping. Returns the sampler."""
         if len(dataset) != self.num_examples:
             raise ValueError(
                 f"the dataset has {len(dataset)} examples but the sampler was built for "
@@ -331,8 +324,15 @@ class OrderSampler(Sampler[list[int]]):
             observable=observable,
             dataset=dataset,
             collate_fn=collate_fn,
+            scheduler=scheduler,
+            max_grad_norm=max_grad_norm,
         )
         return self
+
+    def _step(self) -> TrainingStep:
+        """The loop's step as it stands now (the optimizer's state, the schedule from here)."""
+        run = self._require_run()
+        return TrainingStep(run["optimizer"], run["max_grad_norm"], scheduler=run["scheduler"])
 
     # the epoch's minibatches -----------------------------------------------------------------
 
@@ -419,12 +419,10 @@ class OrderSampler(Sampler[list[int]]):
             key = optimizer_batch_scores(
                 run["model"],
                 run["loss_fn"],
-                run["optimizer"],
+                self._step(),
                 data,
                 run["observable"],
                 data[: self.window],
-                lr=self.lr,
-                max_grad_norm=self.max_grad_norm,
             )
         order = torch.sort(key, stable=True).indices.tolist()
         self.seconds += time.perf_counter() - start
@@ -455,12 +453,7 @@ class OrderSampler(Sampler[list[int]]):
                 for k, g in zip(params, grads, strict=True)
             }
         else:
-            read = functional_optimizer(
-                run["optimizer"],
-                {k: by_name[k] for k in names},
-                lr=self.lr,
-                max_grad_norm=self.max_grad_norm,
-            )
+            read = functional_optimizer(self._step(), {k: by_name[k] for k in names})
             window = checks.check_batches(model, [self._collate(b) for b in batches[: self.window]])
             with differentiable_kernels(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FreshOptimizerWarning)
@@ -523,12 +516,10 @@ class OrderSampler(Sampler[list[int]]):
                 prediction = best_order(
                     run["model"],
                     run["loss_fn"],
-                    run["optimizer"],
+                    self._step(),
                     [self._collate(b) for b in chunk],
                     run["observable"],
-                    lr=self.lr,
                     expansion=self.expansion,
-                    max_grad_norm=self.max_grad_norm,
                 )
             self._order[position : position + len(chunk)] = [chunk[i] for i in prediction.best]
         self._decided = position + len(chunk)

@@ -14,6 +14,9 @@ from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_
 from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.results import read_order_check_file, write_order_check
 
+#: the flags of recorded runs alone
+RECORDED_ONLY = ("scored_examples", "score_window", "replay_steps", "allow_replay_gap")
+
 
 def order_check_command_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +25,8 @@ def order_check_command_parser(subparsers) -> None:
     parser.add_argument(
         "run_dir",
         help="a run directory made by `perturbative train`, or recorded by perturbative.Recorder "
-        "(then --checkpoints, --steps, --batch-pairs, --expansion, --seed and --out-dir apply)",
+        "(then --checkpoints, --steps, --batch-pairs, --windows, --expansion, --seed, --out-dir, "
+        "--scored-examples, --score-window, --replay-steps and --allow-replay-gap apply)",
     )
     add_run_flags(parser)
     parser.add_argument(
@@ -32,7 +36,7 @@ def order_check_command_parser(subparsers) -> None:
         "(or --out-dir) from its stored pairs, without training anything",
     )
     add_config_flags(parser, OrderCheckOptions)
-    add_config_flags(parser, RecordedCheckOptions, ("scored_examples", "score_window"))
+    add_config_flags(parser, RecordedCheckOptions, RECORDED_ONLY)
     parser.set_defaults(func=order_check_command)
 
 
@@ -68,7 +72,7 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         steps=values["steps"],
         pairs=values["batch_pairs"],
         windows=values["windows"],
-        **read_config_flags(args, RecordedCheckOptions, ("scored_examples", "score_window")),
+        **read_config_flags(args, RecordedCheckOptions, RECORDED_ONLY),
         seed=values["seed"],
         expansion=values["expansion"],
     )

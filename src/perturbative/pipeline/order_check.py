@@ -58,6 +58,7 @@ from perturbative._core.io import (
 )
 from perturbative.brackets import (
     Observable,
+    TrainingStep,
     best_order,
     exchanged,
     predict_exchange,
@@ -238,9 +239,14 @@ class Checkpoint:
     lr: float
     options: OrderCheckOptions = field(default_factory=OrderCheckOptions)
 
-    def expansion(self, lr: float) -> dict[str, Any]:
-        """The keywords every prediction of the check takes: its lr and how it expands."""
-        return {"lr": lr, "expansion": self.options.expansion_settings}
+    def training(self, lr: float) -> TrainingStep:
+        """The run's step at ``lr`` (a `train` run holds its lr constant and does not clip; the
+        lr-scale diagnostics shrink it)."""
+        return TrainingStep(self.optimizer).scaled(lr / self.lr)
+
+    def expansion(self) -> dict[str, Any]:
+        """The keywords every prediction of the check takes: how it expands."""
+        return {"expansion": self.options.expansion_settings}
 
     @property
     def example_batch(self) -> int:
@@ -402,13 +408,13 @@ def pair_record(
 ) -> PairRecord:
     """Prediction and real differences of one swap at every horizon (predicted at ``h > 0``
     only with ``predict_later``, by following the run that took ``x`` then ``y``)."""
-    args = (at.model, per_example_bce, at.optimizer)
+    args = (at.model, per_example_bce, at.training(lr))
     later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
     if kind == "exchange":  # the first examples of x and y change places
-        prediction = predict_exchange(*args, x, y, 0, 0, at.observable, **at.expansion(lr), **later)
+        prediction = predict_exchange(*args, x, y, 0, 0, at.observable, **at.expansion(), **later)
         orders = ((x, y), exchanged(x, y, 0, 0))
     else:
-        prediction = predict_swap(*args, x, y, at.observable, **at.expansion(lr), **later)
+        prediction = predict_swap(*args, x, y, at.observable, **at.expansion(), **later)
         orders = ((x, y), (y, x))
     return PairRecord(
         kind=kind,
@@ -431,7 +437,7 @@ def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[fl
     def run(steps):
         batches = [*steps, *at.continuation]
         return values_along_steps(
-            at.model, per_example_bce, at.optimizer, batches, at.observable.value, after, lr=lr
+            at.model, per_example_bce, at.training(lr), batches, at.observable.value, after
         )
 
     return [a - b for a, b in zip(run(one), run(other), strict=True)]
@@ -483,20 +489,19 @@ def window_record(at: Checkpoint, batches, lr: float) -> WindowRecord:
     prediction = best_order(
         at.model,
         per_example_bce,
-        at.optimizer,
+        at.training(lr),
         batches,
         at.observable,
-        **at.expansion(lr),
+        **at.expansion(),
     )
     real = [
         values_along_steps(
             at.model,
             per_example_bce,
-            at.optimizer,
+            at.training(lr),
             [batches[i] for i in order],
             at.observable.value,
             [len(order)],
-            lr=lr,
         )[0]
         for order in prediction.orders
     ]
