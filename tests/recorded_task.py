@@ -26,13 +26,44 @@ heldout = list(zip(INPUTS[160:], TARGETS[160:], strict=True))
 task = Task(model=model, loss_fn=loss, train=train, heldout=heldout, heldout_examples=40)
 
 
+# --- what the replay gate must catch: the same names and shapes, another network or data
+def dropout_model() -> nn.Module:
+    """The task's network with dropout after the activation (no parameters: the same names)."""
+    net = model()
+    net.insert(2, nn.Dropout(0.3))
+    return net
+
+
+def relu_model() -> nn.Module:
+    """The task's names and shapes with another activation."""
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+dropout_task = Task(model=dropout_model, loss_fn=loss, train=train, heldout=heldout)
+relu_task = Task(model=relu_model, loss_fn=loss, train=train, heldout=heldout)
+changed_data_task = Task(
+    model=model, loss_fn=loss, train=[(x + 0.1, y) for x, y in train], heldout=heldout
+)
+
+
 def record(
-    run_dir, steps=30, save_at=10, optimizer="AdamW", resume=False, start=0, task=None, clip=100.0
+    run_dir,
+    steps=30,
+    save_at=10,
+    optimizer="AdamW",
+    resume=False,
+    start=0,
+    task=None,
+    clip=100.0,
+    recorded_clip="same",
+    network=None,
 ):
     """Record a plain loop over this task: AdamW (or another optimizer), a scheduler, gradient
-    clipping at ``clip``; returns the trained model and the batches of every step."""
+    clipping at ``clip`` (the Recorder told ``recorded_clip``, by default the same), the network
+    ``network()`` (default the task's), trained in train mode; returns the trained model and the
+    batches of every step."""
     torch.manual_seed(0)
-    net = model()
+    net = (network or model)().train()
     opt = getattr(torch.optim, optimizer)(net.parameters(), lr=3e-2, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + 0.05 * s))
     if resume:
@@ -44,7 +75,7 @@ def record(
         task=task or "recorded_task:task",
         scheduler=sched,
         save_at=save_at,
-        max_grad_norm=clip,
+        max_grad_norm=clip if recorded_clip == "same" else recorded_clip,
         resume=resume,
     )
     order = torch.Generator().manual_seed(1)

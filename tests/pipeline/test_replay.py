@@ -1,0 +1,95 @@
+"""``pipeline/replay.py``: the replay gate passes a faithfully recorded loop to rounding, and
+refuses, in one line with the measured gap, each way a check can model a step the loop did not
+take."""
+
+import json
+
+import pytest
+import recorded_task
+from recorded_task import record
+
+from perturbative._core.errors import InputError
+from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run
+from perturbative.pipeline.recorded_run import read_run
+from perturbative.pipeline.recorder import StochasticTrainingWarning, read_order_log
+from perturbative.pipeline.replay import replay_gap
+
+
+def gap_of(run, step=10, task=recorded_task.task):
+    return replay_gap(run, step, task, read_run(run), read_order_log(run))
+
+
+def test_a_faithful_recording_replays_to_rounding(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=20, clip=0.5)  # clipping active, and told to the Recorder
+    gap = gap_of(run)
+    assert gap.passed and (gap.start, gap.end, gap.steps) == (10, 20, 10)
+    assert 0 < gap.floor < 1e-5 and gap.gap <= gap.tolerance, gap
+    assert gap.line().startswith("replay gap at step 10: ")
+    last = gap_of(run, step=20)  # the last checkpoint: replayed from the one before
+    assert last.passed and (last.start, last.end) == (10, 20)
+
+
+def test_clipping_not_given_to_the_recorder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=20, clip=0.5, recorded_clip=None)
+    gap = gap_of(run)
+    assert not gap.passed and gap.gap > 1e3 * gap.tolerance
+    assert any("clipping not given" in cause for cause in gap.causes)
+    with pytest.raises(InputError, match=r"^replay gap at step \d+: .* NOT the loop's; likely"):
+        check_recorded_run(run, options=RecordedCheckOptions(checkpoints=1, pairs=2))
+
+
+def test_the_override_checks_anyway_and_keeps_the_gap(tmp_path, capsys):
+    run = tmp_path / "run"
+    record(run, steps=20, clip=0.5, recorded_clip=None)
+    options = RecordedCheckOptions(steps=(10,), pairs=2, allow_replay_gap=True)
+    check = check_recorded_run(run, options=options)
+    assert len(check.replay) == 1 and not check.replay[0].passed
+    assert capsys.readouterr().out.startswith("replay gap at step 10")  # printed first
+    saved = json.loads((run / "order_check" / "recorded.json").read_text())
+    assert saved["version"] == 2 and saved["replay"][0]["gap"] == check.replay[0].gap
+
+
+def test_dropout_on_is_said_when_recording_starts_and_refused(tmp_path):
+    run = tmp_path / "run"
+    with pytest.warns(StochasticTrainingWarning, match="stochastic layers active"):
+        record(run, steps=20, network=recorded_task.dropout_model)
+    assert read_run(run)["model_mode"]["stochastic"] == ["2"]
+    gap = gap_of(run, task=recorded_task.dropout_task)
+    assert not gap.passed and "dropout or other randomness on" in gap.causes[0]
+
+
+@pytest.mark.parametrize("task", ["relu_task", "changed_data_task"])
+def test_another_network_with_the_same_shapes_or_changed_data_is_refused(tmp_path, task):
+    run = tmp_path / "run"
+    record(run, steps=20)
+    assert gap_of(run).passed
+    gap = gap_of(run, task=getattr(recorded_task, task))
+    assert not gap.passed and gap.gap > 100 * gap.tolerance, gap
+
+
+def test_a_corrupt_or_truncated_log_is_refused_naming_the_line(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=20)
+    log = run / "order.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:12]) + "{not json\n" + "".join(lines[13:]))
+    with pytest.raises(InputError, match=r"order.jsonl line 13 is not valid JSON"):
+        check_recorded_run(run)
+    log.write_text("".join(lines[:15]))  # cut: checkpoints go to step 20
+    with pytest.raises(InputError, match=r"ends at step 15 but checkpoints go to step 20"):
+        check_recorded_run(run)
+    log.write_text("".join(lines[:19]) + lines[19][:10])  # the last line cut short
+    with pytest.raises(InputError, match=r"line 20 is cut short"):
+        check_recorded_run(run)
+    log.write_text("".join(lines[:5]) + "".join(lines[6:]))  # a step missing
+    with pytest.raises(InputError, match=r"line 6 is step 7, not 6"):
+        check_recorded_run(run)
+
+
+def test_no_checkpoint_near_enough_says_what_to_do(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=20)
+    with pytest.raises(InputError, match="raise --replay-steps"):
+        replay_gap(run, 10, recorded_task.task, read_run(run), read_order_log(run), max_steps=5)
