@@ -33,7 +33,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,9 @@ from perturbative.pipeline.order_check import (
     recompute_batchnorm_statistics,
 )
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
-from perturbative.pipeline.recorded_run import open_recorded_checkpoint, run_task
+from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
 from perturbative.pipeline.recorder import RUN_FILE, read_order_log
+from perturbative.pipeline.replay import refuse, replay_gap
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype
@@ -98,6 +99,10 @@ class PhaseCheckOptions:
             recomputed at the checkpoint: a diagnostic of what one-source batches' statistics
             do).
         seed: draws the sources, phases and triples.
+        replay_steps: on a recorded run, the replay gate replays at most this many logged steps
+            to the nearest checkpoint (:mod:`perturbative.pipeline.replay`).
+        allow_replay_gap: check even where the replay gate fails (the gap is kept in the
+            results).
         out_dir: the check's folder (default ``RUN/phase_check``).
     """
 
@@ -114,6 +119,8 @@ class PhaseCheckOptions:
     batchnorm: str = "batch"
     seed: int = 0
     out_dir: str | None = None
+    replay_steps: int = 50
+    allow_replay_gap: bool = False
 
 
 def phase_check(
@@ -126,9 +133,13 @@ def phase_check(
     """Run the check on a run of ``perturbative train`` or a recorded run (module docstring);
     returns ``<out>/phase_check.json``.
 
+    On a recorded run the replay gate runs first at every chosen checkpoint and prints its gap
+    (:func:`perturbative.pipeline.replay.replay_gap`).
+
     Raises:
         InputError: a run whose task names fewer than two sources, sources too small for a
-            batch, no checkpoint at a step asked for, or an out folder holding another check.
+            batch, no checkpoint at a step asked for, an out folder holding another check, or
+            a replay gap beyond rounding (the gap and the likely causes).
     """
     options = options or PhaseCheckOptions()
     if options.batchnorm not in ("batch", "running"):
@@ -145,7 +156,22 @@ def phase_check(
         )
     target = _target_source(run.task, options.target_source)
     out = Path(options.out_dir) if options.out_dir else Path(run_dir) / "phase_check"
-    settings = {k: v for k, v in asdict(options).items() if k != "out_dir"}
+    if run.log is not None:  # a recorded run: its modelled step is held to its checkpoints
+        for step in steps:
+            gap = replay_gap(
+                run.folder,
+                step,
+                run.task,
+                read_run(run.folder),
+                run.log,
+                max_steps=options.replay_steps,
+            )
+            print(gap.line(), flush=True)
+            run.replay.append(gap)
+            if not gap.passed and not options.allow_replay_gap:
+                refuse(gap)
+    unsaved = ("out_dir", "replay_steps", "allow_replay_gap")  # not what the records depend on
+    settings = {k: v for k, v in asdict(options).items() if k not in unsaved}
     header = json.loads(
         json.dumps(
             {
@@ -215,6 +241,7 @@ class _Run:
     config: Any = None  # a train run's TrainConfig
     log: list[dict] | None = None  # a recorded run's order log
     dataset: Any = None  # a train run's, loaded once
+    replay: list = field(default_factory=list)  # a recorded run's replay gaps (ReplayGap)
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
@@ -457,6 +484,7 @@ def _write(out, run, options, records, targets, final: bool = False) -> Path:
             "finished": final,
             "options": asdict(options),
             "targets": list(targets),
+            "replay": [asdict(g) for g in run.replay],
             "tournaments": [asdict(r) for r in records],
             "summary": summarize(records),
         },
