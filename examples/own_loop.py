@@ -181,6 +181,27 @@ class Indexed(torch.utils.data.Dataset):
         return i, self.data[i]
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 50):
+    """The loop's schedule: linear warm-up over ``warmup`` steps, then a cosine over ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
+    )
+
+
+def train_step(model, optimizer, schedule, batch: dict) -> None:
+    """One step of the loop, as written: the model's own loss, backward, clipping at 1.0, the
+    optimizer's step, then the scheduler's."""
+    loss = model(**batch).loss
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="runs/own_loop")
@@ -192,15 +213,7 @@ def main() -> None:
     train, heldout, alphabet = sequences()
     model = build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    warmup = 50
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * 0.5
-            * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-        ),
-    )
+    schedule = warmup_cosine(optimizer, args.steps)
     recorder = pt.Recorder(
         args.run_dir,
         model,
@@ -220,12 +233,7 @@ def main() -> None:
     step = 0
     while step < args.steps:
         for indices, batch in loader:
-            loss = model(**batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
+            train_step(model, optimizer, schedule, batch)
             recorder.step(indices)  # the dataset indices this step trained on
             step += 1
             if step == args.steps:

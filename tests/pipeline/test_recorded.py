@@ -151,3 +151,37 @@ def test_a_classifier_of_keyword_batches_draws_its_labels_in_their_class_cells(t
         "output_1",
         "output_2",
     ]
+
+
+def test_an_interrupted_recorded_check_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import perturbative.pipeline.recorded as recorded
+
+    run = tmp_path / "run"
+    record(run, steps=20)
+    options = RecordedCheckOptions(steps=(10,), pairs=4, windows=1)
+    whole = check_recorded_run(run, options=options, out_dir=tmp_path / "whole")
+    calls, pair = [], recorded._pair
+
+    def stops_at_the_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return pair(*args)
+
+    monkeypatch.setattr(recorded, "_pair", stops_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
+    assert (tmp_path / "cut" / "recorded.progress.jsonl").is_file()
+    calls.clear()
+    resumed = check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
+    assert len(calls) == 2  # only the two pairs it had not finished
+    assert [p.real for p in resumed.pairs] == [p.real for p in whole.pairs]
+    assert resumed.windows == whole.windows
+    assert not (tmp_path / "cut" / "recorded.progress.jsonl").exists()
+    with pytest.raises(InputError, match="already holds a finished recorded order check"):
+        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
+    with pytest.raises(InputError, match="unfinished recorded order check with other settings"):
+        (tmp_path / "cut" / "recorded.progress.jsonl").write_text(
+            '{"options": {"pairs": 9}, "checkpoints": {}}\n'
+        )
+        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")

@@ -66,8 +66,8 @@ class TrainingStep:
         >>> opt = torch.optim.SGD([w], lr=0.1)
         >>> warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 4))
         >>> step = TrainingStep(opt, max_grad_norm=1.0, scheduler=warm)
-        >>> [round(step.rates_at(i)[0], 3) for i in range(5)]
-        [0.025, 0.05, 0.075, 0.1, 0.1]
+        >>> print(*(round(step.rates_at(i)[0], 3) for i in range(5)))
+        0.025 0.05 0.075 0.1 0.1
     """
 
     optimizer: torch.optim.Optimizer

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from perturbative._core.errors import InputError
-from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
+from perturbative.cli._flags import add_config_flags, add_run_flags, field_help, read_config_flags
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
 from perturbative.pipeline.recorder import RUN_FILE
-from perturbative.pipeline.results import read_order_check_file, write_order_check
+from perturbative.pipeline.results import (
+    read_order_check_file,
+    read_recorded_check,
+    write_order_check,
+)
 
 #: the flags of recorded runs alone
 RECORDED_ONLY = ("scored_examples", "score_window", "replay_steps", "allow_replay_gap")
+#: the flags both kinds of run take (``batch_pairs`` is a recorded check's ``pairs``)
+SHARED = ("checkpoints", "steps", "batch_pairs", "windows", "seed", "expansion", "out_dir")
+#: what a shared flag is called in :class:`RecordedCheckOptions`
+RECORDED_NAMES = {"batch_pairs": "pairs"}
+
+
+def _defaults(name: str) -> str:
+    """``--help``'s default of a flag: a `train` run's, and a recorded run's where it differs
+    (each is its options class's own default, the same as in Python)."""
+    train = getattr(OrderCheckOptions(), name)
+    if name not in SHARED:
+        return f"{train}; runs of `perturbative train` only"
+    recorded = getattr(RecordedCheckOptions(), RECORDED_NAMES.get(name, name), train)
+    return f"{train}" if recorded == train else f"{train}; on a recorded run {recorded}"
 
 
 def order_check_command_parser(subparsers) -> None:
@@ -26,7 +45,8 @@ def order_check_command_parser(subparsers) -> None:
         "run_dir",
         help="a run directory made by `perturbative train`, or recorded by perturbative.Recorder "
         "(then --checkpoints, --steps, --batch-pairs, --windows, --expansion, --seed, --out-dir, "
-        "--scored-examples, --score-window, --replay-steps and --allow-replay-gap apply)",
+        "--scored-examples, --score-window, --replay-steps and --allow-replay-gap apply; a flag "
+        "that does not apply to the run is refused)",
     )
     add_run_flags(parser)
     parser.add_argument(
@@ -35,16 +55,25 @@ def order_check_command_parser(subparsers) -> None:
         help="recompute and print the summaries of the check already in RUN/order_check "
         "(or --out-dir) from its stored pairs, without training anything",
     )
-    add_config_flags(parser, OrderCheckOptions)
-    add_config_flags(parser, RecordedCheckOptions, RECORDED_ONLY)
+    add_config_flags(parser, OrderCheckOptions, overrides=True, default_text=_defaults)
+    add_config_flags(
+        parser,
+        RecordedCheckOptions,
+        RECORDED_ONLY,
+        overrides=True,
+        default_text=lambda n: f"{getattr(RecordedCheckOptions(), n)}; recorded runs only",
+    )
     parser.set_defaults(func=order_check_command)
 
 
 def order_check_command(args: argparse.Namespace) -> int:
     if (Path(args.run_dir) / RUN_FILE).is_file():
+        _refuse_flags(args, OrderCheckOptions, set(field_help(OrderCheckOptions)) - set(SHARED),
+                      "runs of `perturbative train`")  # fmt: skip
         return recorded_check_command(args)
     if args.task is not None:
         raise InputError(f"--task applies to recorded runs; {args.run_dir} has no {RUN_FILE}")
+    _refuse_flags(args, RecordedCheckOptions, RECORDED_ONLY, "recorded runs")
     if args.summary_only:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"
         result = read_order_check_file(folder)
@@ -63,23 +92,37 @@ def print_summary(path: Path) -> int:
     return 0
 
 
+def _refuse_flags(args: argparse.Namespace, cls: type, names, kind: str) -> None:
+    given = sorted(read_config_flags(args, cls, names))
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise InputError(f"{flags} apply to {kind} only, not to {args.run_dir}: leave them out")
+
+
 def recorded_check_command(args: argparse.Namespace) -> int:
     """The order check of a run recorded by :class:`perturbative.Recorder`: minibatch pairs and
-    windows of three of the run's own batches (the other flags are for runs of ``train``)."""
-    values = read_config_flags(args, OrderCheckOptions)
+    windows of three of the run's own batches; flags not given take
+    :class:`RecordedCheckOptions`' defaults."""
+    values = read_config_flags(args, OrderCheckOptions, SHARED)
+    out_dir = values.pop("out_dir", None)
     options = RecordedCheckOptions(
-        checkpoints=values["checkpoints"],
-        steps=values["steps"],
-        pairs=values["batch_pairs"],
-        windows=values["windows"],
+        **{RECORDED_NAMES.get(k, k): v for k, v in values.items()},
         **read_config_flags(args, RecordedCheckOptions, RECORDED_ONLY),
-        seed=values["seed"],
-        expansion=values["expansion"],
     )
-    check = check_recorded_run(args.run_dir, args.task, options, values.get("out_dir"))
-    numbers = summary(check)
+    out = Path(out_dir or Path(args.run_dir) / "order_check")
+    if args.summary_only:
+        saved = read_recorded_check(args.run_dir if out_dir is None else out.parent)
+        if saved is None:
+            raise InputError(f"no recorded check in {out}: run the check first")
+        return print_recorded(saved["summary"], saved["optimizer"], saved["options"], out)
+    check = check_recorded_run(args.run_dir, args.task, options, out_dir)
+    return print_recorded(summary(check), check.optimizer, asdict(options), out)
+
+
+def print_recorded(numbers: dict, optimizer: str, options: dict, out: Path) -> int:
+    """Print a recorded check's summary (as :func:`summary` computes it)."""
     print(
-        f"{check.optimizer}: {numbers['pairs']} minibatch pairs of the run's own batches "
+        f"{optimizer}: {numbers['pairs']} minibatch pairs of the run's own batches "
         f"({numbers.get('clipped', 0)} with the gradient clipping active, modelled)"
     )
     rows = {"all": numbers, **numbers.get("by_checkpoint", {})}
@@ -94,8 +137,8 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         )
     if numbers.get("scored_examples"):
         print(
-            f"order scores with the run's optimizer ({check.optimizer}): sign of training an "
-            f"example in the first rather than the last of {options.score_window} batches right "
+            f"order scores with the run's optimizer ({optimizer}): sign of training an example "
+            f"in the first rather than the last of {options.get('score_window')} batches right "
             f"for {numbers['scores_predicted']:.3f} of {numbers['scored_examples']} examples; "
             f"the plain-SGD score {numbers['scores_sgd']:.3f}, the optimizer-state part alone "
             f"{numbers['scores_state_part']:.3f}; median relative error "
@@ -107,6 +150,5 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         )
     if numbers["windows"]:
         print(f"best of 3! picked: {numbers['best_of_3_picked']} of {numbers['windows']} windows")
-    out = Path(values.get("out_dir") or Path(args.run_dir) / "order_check")
     print(f"numbers: {out / 'recorded.json'}")
     return 0

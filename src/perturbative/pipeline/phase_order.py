@@ -23,7 +23,7 @@ Writes ``<out>/phase_check.json``; the summary pools checkpoints per ``k``, targ
 sign accuracy over all pairs and over pairs above the floor, Spearman, calibration slope, median
 relative error, Kendall's tau of the ranking against the real tournament's, best of ``3!``, and
 seconds against training every order. A check that stops continues where it stopped when run
-again (the same :class:`~perturbative.pipeline.order_check.PartialCheck` as the order check).
+again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the order check).
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ from perturbative.brackets import (
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import load_run_config
 from perturbative.pipeline.order_check import (
-    PartialCheck,
     cast_optimizer_state,
     choose_checkpoints,
     recompute_batchnorm_statistics,
 )
+from perturbative.pipeline.partial import PartialCheck
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
 from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
 from perturbative.pipeline.recorder import RUN_FILE, read_order_log

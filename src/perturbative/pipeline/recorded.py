@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from perturbative._core.errors import InputError
-from perturbative._core.io import file_sha256, write_json
+from perturbative._core.io import file_sha256, folder_lock, write_json
 from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
@@ -46,6 +46,7 @@ from perturbative.pipeline.checkpoints import (
 )
 from perturbative.pipeline.config import SweepOptions, SweepSettings
 from perturbative.pipeline.order_summary import sign_accuracy
+from perturbative.pipeline.partial import PartialCheck, partial_header
 from perturbative.pipeline.recorded_run import (
     RecordedCheckpoint as RecordedCheckpoint,
 )
@@ -62,6 +63,8 @@ from perturbative.pipeline.results import RECORDED_CHECK
 from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task, as_dtype
 
+#: the finished pairs, windows and scores of an unfinished recorded check
+PROGRESS = "recorded.progress.jsonl"
 RECORDED_CHECK_VERSION = 2  # 2: the replay gate's gaps
 
 
@@ -217,6 +220,16 @@ class RecordedPair:
     gradient_norms: tuple[float, float]
     clipped: bool = False  # the gradient clipping was active on one of the two batches
 
+    @classmethod
+    def from_json(cls, data: dict) -> RecordedPair:
+        return cls(
+            **{
+                **data,
+                "batches": tuple(data["batches"]),
+                "gradient_norms": tuple(data["gradient_norms"]),
+            }
+        )
+
 
 @dataclass
 class RecordedWindow:
@@ -227,6 +240,10 @@ class RecordedWindow:
     orders: list[list[int]]
     predicted: list[float]
     real: list[float]
+
+    @classmethod
+    def from_json(cls, data: dict) -> RecordedWindow:
+        return cls(**{**data, "batches": tuple(data["batches"])})
 
 
 @dataclass
@@ -275,6 +292,11 @@ def check_recorded_run(
     the second at the next step's, with the run's gradient clipping, in the predictions and the
     real steps alike (a pair whose gradient norm exceeds the clipping is marked ``clipped``).
 
+    A check that stops continues where it stopped when run again with the same options (each
+    finished pair, window and set of scores is saved in ``recorded.progress.jsonl`` beside
+    ``recorded.json``: :class:`perturbative.pipeline.partial.PartialCheck`); a folder holding a
+    finished check is refused, never overwritten.
+
     Raises:
         InputError: not a recorded run, no task, an optimizer the predictions cannot model
             (named), a corrupt or truncated order log (the line named), a run with no
@@ -282,6 +304,8 @@ def check_recorded_run(
             causes).
     """
     options = options or RecordedCheckOptions()
+    if options.pairs < 0 or options.windows < 0 or options.scored_examples < 0:
+        raise InputError("pairs, windows and scored_examples must be >= 0")
     run, task = read_run(run_dir), run_task(run_dir, task)
     kind = getattr(torch.optim, run["optimizer"], None)
     if kind not in UPDATE_RULES:
@@ -299,28 +323,58 @@ def check_recorded_run(
         result.replay.append(gap)
         if not gap.passed and not options.allow_replay_gap:
             refuse(gap)
-    for step in steps:
-        at = open_recorded_checkpoint(run_dir, step, task, log=log)
-        observable = task.build_observable(at.model)
-        later = range(len(at.next_steps))
-        drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.pairs - 1)]
-        for i, j in drawn[: options.pairs]:
-            record = _pair(at, task, observable, (i, j), options.expansion)
-            result.pairs.append(record)
-            if progress:
-                print(
-                    f"step {step}: batches {record.batches}: predicted "
-                    f"{record.predicted:+.3e} real {record.real:+.3e}",
-                    flush=True,
-                )
-        for _ in range(options.windows):
-            window = _window(at, task, observable, rng.sample(later, 3), options.expansion)
-            result.windows.append(window)
-        if options.scored_examples:
-            examples = rng.sample(range(len(task.train)), options.scored_examples)
-            result.scores.extend(_scores(at, task, observable, examples, options.score_window))
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
-    write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
+    unsaved = ("replay_steps", "allow_replay_gap")  # not what the records depend on
+    settings = {k: v for k, v in asdict(options).items() if k not in unsaved}
+    with folder_lock(out, "an order check"):
+        unfinished = PartialCheck.open(
+            out,
+            partial_header(Path(run_dir), steps, settings),
+            progress=PROGRESS,
+            finished=RECORDED_CHECK,
+            what="recorded order check",
+        )
+        for step in steps:
+            at = open_recorded_checkpoint(run_dir, step, task, log=log)
+            observable = task.build_observable(at.model)
+            later = range(len(at.next_steps))
+            drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.pairs - 1)]
+            for index, (i, j) in enumerate(drawn[: options.pairs]):
+                record = RecordedPair.from_json(
+                    unfinished.get(
+                        (step, "pair", index),
+                        lambda p=(i, j), at=at, o=observable: asdict(
+                            _pair(at, task, o, p, options.expansion)
+                        ),
+                    )
+                )
+                result.pairs.append(record)
+                if progress:
+                    print(
+                        f"step {step}: batches {record.batches}: predicted "
+                        f"{record.predicted:+.3e} real {record.real:+.3e}",
+                        flush=True,
+                    )
+            for index in range(options.windows):
+                positions = rng.sample(later, 3)
+                window = unfinished.get(
+                    (step, "window", index),
+                    lambda p=positions, at=at, o=observable: asdict(
+                        _window(at, task, o, p, options.expansion)
+                    ),
+                )
+                result.windows.append(RecordedWindow.from_json(window))
+            if options.scored_examples:
+                examples = rng.sample(range(len(task.train)), options.scored_examples)
+                scores = unfinished.get(
+                    (step, "scores"),
+                    lambda e=examples, at=at, o=observable: [
+                        asdict(r) for r in _scores(at, task, o, e, options.score_window)
+                    ],
+                )
+                result.scores.extend(RecordedScore(**r) for r in scores)
+        write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
+        unfinished.finish()
     return result
 
 
