@@ -62,3 +62,24 @@ def test_order_check_of_a_recorded_run(tmp_path, capsys):
     assert "best of 3! picked:" in out and "of 1 windows" in out
     assert main(["order-check", str(tmp_path / "run"), *flags, "--task", "nowhere:task"]) == 2
     assert "cannot import the task's module 'nowhere'" in capsys.readouterr().err
+
+
+def test_flags_that_do_not_apply_to_the_run_are_refused_and_defaults_are_pythons(tmp_path, capsys):
+    from recorded_task import record
+
+    run = tmp_path / "recorded"
+    record(run, steps=20)
+    assert main(["order-check", str(run), "--example-pairs", "3", "--lr-scales", "1"]) == 2
+    assert "--example-pairs, --lr-scales apply to runs of `perturbative train` only" in (
+        capsys.readouterr().err
+    )
+    flags = ["--steps", "10", "--windows", "0", "--threads", "1"]
+    assert main(["order-check", str(run), *flags]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("replay gap at step 10: ") and "AdamW: 20 minibatch pairs" in out
+    assert main(["order-check", str(run), "--summary-only", *flags]) == 0
+    assert "AdamW: 20 minibatch pairs" in capsys.readouterr().out
+    config = TrainConfig.demo(run_dir=str(tmp_path / "train"), image_size=8, width=0.0625, steps=2)
+    train_run = train(config, progress=False)
+    assert main(["order-check", str(train_run), "--scored-examples", "2"]) == 2
+    assert "--scored-examples apply to recorded runs only" in capsys.readouterr().err

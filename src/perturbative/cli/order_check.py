@@ -93,7 +93,7 @@ def print_summary(path: Path) -> int:
 
 
 def _refuse_flags(args: argparse.Namespace, cls: type, names, kind: str) -> None:
-    given = sorted(read_config_flags(args, cls, names))
+    given = sorted(k for k, v in read_config_flags(args, cls, names).items() if v is not False)
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         raise InputError(f"{flags} apply to {kind} only, not to {args.run_dir}: leave them out")
