@@ -214,3 +214,54 @@ image_task = Task(
     heldout=list(zip(IMAGES[60:], IMAGE_CLASSES[60:], strict=True)),
     examples_view="image",
 )
+
+
+def record_precisely(
+    run_dir,
+    steps=20,
+    autocast=None,
+    tell_autocast=True,
+    micro=None,
+    tell_micro=True,
+    scaler=False,
+    infinite_at=None,
+):
+    """Record the task's loop under mixed precision or gradient accumulation: forward passes
+    under ``torch.autocast(dtype=autocast)``, each step the mean of ``micro`` micro-batches'
+    mean losses (sizes, e.g. ``(10, 6)``), a ``GradScaler`` whose step ``infinite_at`` meets an
+    infinite gradient (and is skipped); the Recorder told of each unless ``tell_*`` is false."""
+    torch.manual_seed(0)
+    net = model().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-2, weight_decay=1e-2)
+    grads = torch.amp.GradScaler("cpu", init_scale=2.0**4) if scaler else None
+    recorder = Recorder(
+        run_dir,
+        net,
+        opt,
+        task="recorded_task:task",
+        save_at=10,
+        max_grad_norm=1.0,
+        autocast=autocast if tell_autocast else None,
+        scaler=grads,
+    )
+    sizes = micro or (16,)
+    order = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        indices = torch.randperm(160, generator=order)[: sum(sizes)]
+        parts = list(torch.split(indices, list(sizes)))
+        opt.zero_grad()
+        for part in parts:
+            with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+                inputs = INPUTS[part] * (float("inf") if step == infinite_at else 1.0)
+                value = F.cross_entropy(net(inputs).float(), TARGETS[part]) / len(parts)
+            (grads.scale(value) if grads else value).backward()
+        if grads:
+            grads.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        if grads:
+            grads.step(opt)
+            grads.update()
+        else:
+            opt.step()
+        recorder.step(indices, micro_batches=parts if tell_micro and micro else None)
+    recorder.close()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import recorded_task
+import torch
 from recorded_task import record
 
 from perturbative._core.errors import InputError
@@ -93,3 +94,38 @@ def test_no_checkpoint_near_enough_says_what_to_do(tmp_path):
     record(run, steps=20)
     with pytest.raises(InputError, match="raise --replay-steps"):
         replay_gap(run, 10, recorded_task.task, read_run(run), read_order_log(run), max_steps=5)
+
+
+def test_mixed_precision_recorded_as_such_replays_to_its_own_rounding(tmp_path):
+    from recorded_task import record_precisely
+
+    told, untold = tmp_path / "told", tmp_path / "untold"
+    record_precisely(told, autocast=torch.bfloat16)
+    record_precisely(untold, autocast=torch.bfloat16, tell_autocast=False)
+    assert read_run(told)["autocast"] == "bfloat16"
+    passed, refused = gap_of(told), gap_of(untold)
+    assert passed.passed and passed.floor > 1e-4, passed  # bfloat16's rounding, measured
+    assert not refused.passed and refused.floor < 1e-5, refused  # float32's: far below the gap
+    assert any("mixed precision not given" in cause for cause in refused.causes)
+
+
+def test_accumulation_over_equal_micro_batches_is_the_modelled_step_unequal_is_refused(tmp_path):
+    from recorded_task import record_precisely
+
+    equal, unequal = tmp_path / "equal", tmp_path / "unequal"
+    record_precisely(equal, micro=(8, 8))
+    record_precisely(unequal, micro=(12, 4))
+    assert read_order_log(equal)[0]["micro"] == [8, 8]
+    assert gap_of(equal).passed
+    gap = gap_of(unequal)  # a mean of means, not the checks' one mean per batch
+    assert not gap.passed and gap.gap > 100 * gap.tolerance, gap
+    assert any("unequal sizes" in cause for cause in gap.causes)
+
+
+def test_a_step_the_gradient_scaler_skipped_is_logged_and_not_replayed(tmp_path):
+    from recorded_task import record_precisely
+
+    run = tmp_path / "run"
+    record_precisely(run, scaler=True, infinite_at=13)
+    assert [r["step"] for r in read_order_log(run) if r.get("skipped")] == [14]
+    assert gap_of(run).passed

@@ -152,6 +152,12 @@ class Recorder:
         save_at: when to write a checkpoint: every ``N`` steps, a list of steps, or ``"log"``.
         max_grad_norm: the gradient-clipping norm the loop uses (recorded; ``None`` if none).
         resume: continue an existing folder (see :meth:`restore`) instead of refusing it.
+        autocast: the dtype the loop's forward passes run in under ``torch.autocast``
+            (``torch.bfloat16`` or ``torch.float16``; ``None``: none). The replay gate replays
+            the run's own precision under it, so the rounding it allows is the run's.
+        scaler: the loop's ``torch.amp.GradScaler``, if any: a step it skipped (infinite
+            gradients: its scale fell) is logged as skipped and not replayed. Unscale before
+            clipping (``scaler.unscale_(optimizer)``), as torch's recipe says.
 
     Example:
         >>> recorder = Recorder("runs/mine", model, optimizer, task="my_tasks:task", save_at=50)
@@ -171,6 +177,8 @@ class Recorder:
         save_at: int | Sequence[int] | str = 100,
         max_grad_norm: float | None = None,
         resume: bool = False,
+        autocast: torch.dtype | None = None,
+        scaler: Any = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
@@ -181,6 +189,8 @@ class Recorder:
         self._lr = self._rates()  # the rates the next step will use
         self._log = None
         self._noted = False  # the model's training mode, read at the first step
+        self.scaler = scaler
+        self._scale = self._current_scale()
         if self.rank != 0:
             return
         existing = (self.run_dir / RUN_FILE).is_file()
@@ -208,14 +218,42 @@ class Recorder:
                 "max_grad_norm": max_grad_norm,
                 "save_at": save_at if isinstance(save_at, (int, str)) else list(save_at),
                 "world_size": self.world,
+                "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
+                "grad_scaler": scaler is not None,
             },
         )
 
-    def step(self, indices: Iterable[int] | Tensor) -> None:
+    def step(
+        self,
+        indices: Iterable[int] | Tensor,
+        micro_batches: Sequence[Iterable[int] | Tensor] | None = None,
+    ) -> None:
         """Log one training step's example indices and the lr it used; save a checkpoint when
         the schedule says so. Call it at the end of the step, after ``optimizer.step()`` and
-        ``scheduler.step()``."""
+        ``scheduler.step()``.
+
+        Args:
+            indices: the dataset indices the step trained on (every micro-batch's).
+            micro_batches: under gradient accumulation, the indices of each micro-batch, in
+                order (their concatenation is ``indices``), for a loop whose step is the mean
+                of its micro-batches' mean losses: logged as their sizes, and replayed so.
+        """
         own = [int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
+        sizes = None
+        if micro_batches is not None:
+            parts = [
+                [int(i) for i in (m.tolist() if isinstance(m, Tensor) else m)]
+                for m in micro_batches
+            ]
+            if [i for part in parts for i in part] != own:
+                raise ValueError(
+                    "micro_batches must hold the step's indices in order: their concatenation "
+                    "is indices"
+                )
+            sizes = [len(part) for part in parts]
+            if self.world > 1:
+                raise ValueError("micro_batches are not recorded under DDP yet: log each step once")
+        skipped = self._skipped()
         gathered = all_gather_objects(own) if self.world > 1 else [own]
         self.step_count += 1
         if self.rank != 0:
@@ -230,6 +268,10 @@ class Recorder:
         self._lr = self._rates()
         if self.world > 1:
             record["rank_sizes"] = [len(rank) for rank in gathered]
+        if sizes is not None and len(sizes) > 1:
+            record["micro"] = sizes
+        if skipped:
+            record["skipped"] = True
         if self._log is None:  # held open: a line per step, flushed to the OS (a kill keeps it)
             self._log = self._exit.enter_context(open(self.run_dir / ORDER_LOG, "a"))
         self._log.write(json.dumps(record) + "\n")
@@ -279,6 +321,17 @@ class Recorder:
                 StochasticTrainingWarning,
                 stacklevel=3,
             )
+
+    def _current_scale(self) -> float | None:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        return float(self.scaler.get_scale())
+
+    def _skipped(self) -> bool:
+        """Whether the scaler skipped the step just taken: it lowers its scale exactly when it
+        found infinite gradients and did not step."""
+        before, self._scale = self._scale, self._current_scale()
+        return before is not None and self._scale is not None and self._scale < before
 
     def _rates(self) -> list[float]:
         return [float(group["lr"]) for group in self.optimizer.param_groups]

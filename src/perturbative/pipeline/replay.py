@@ -11,13 +11,16 @@ the check does not share with itself: replaying the logged steps from checkpoint
 next one ``s'`` must land on ``theta_s'``.
 
 The gap is ``|theta_replayed - theta_s'| / |theta_s' - theta_s|`` over all trained parameters
-(norms in float64): 1 means the replay missed by as much as the steps moved. Replays are taken
-in float64, the precision of the checks, while a run usually trained in float32, so even a right
-model misses by the run's rounding. That floor is measured, not guessed: the same steps replayed
-in the run's own precision (or, for a float64 run, with each batch's rows reversed, which
-reorders every sum) differ from the float64 replay by the rounding alone. The gate passes when
+(norms in float64): 1 means the replay missed by as much as the steps moved. The modelled step
+is replayed in float64, the precision of the checks, while a run usually trained in float32 (or
+under autocast), so even a right model misses by the run's rounding. That floor is measured,
+not guessed: the loop is replayed as it ran (each micro-batch of a step under gradient
+accumulation, the recorded autocast, the steps its gradient scaler skipped left out) twice, in
+float64 and in the run's own precision (a float64 run: with each batch's rows reversed, which
+reorders every sum); the two differ by the rounding alone. The gate passes when
 ``gap <= TOLERANCE_FACTOR * floor`` (plus a float64 epsilon); a modelling error of any size
-above rounding fails it.
+above rounding fails it, including accumulation over micro-batches of unequal sizes (a mean of
+means, which the checks' one mean per batch does not model).
 
 The gate replays at most ``max_steps`` logged steps (the checks' ``--replay-steps``): checkpoint
 ``s`` is compared with the next checkpoint when it is that close, else the previous checkpoint is
@@ -26,6 +29,8 @@ replayed to ``s`` when that is close, else the gate cannot run and says so.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -34,8 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from perturbative._core import calls
 from perturbative._core.errors import InputError
-from perturbative.brackets import parameters_after_steps
+from perturbative.brackets import TrainingStep, parameters_after_steps
 from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
 from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
 from perturbative.pipeline.task import Task, as_dtype
@@ -54,8 +60,8 @@ class ReplayGap:
         end: the checkpoint replayed to.
         steps: logged steps replayed (``end - start``).
         gap: ``|theta_replayed - theta_end| / |theta_end - theta_start|``, replayed in float64.
-        floor: the same measure between the float64 replay and one that differs only in
-            rounding (the run's precision, or rows reversed).
+        floor: the same measure between two replays of the loop as it ran that differ only in
+            rounding (float64 and the run's own precision, or rows reversed).
         tolerance: the largest gap that passes, ``TOLERANCE_FACTOR * floor`` + epsilon.
         passed: ``gap <= tolerance``.
         causes: what would explain a failed gate, from what the run recorded.
@@ -115,24 +121,22 @@ def replay_gap(
             "gate cannot check it: raise --replay-steps, or save checkpoints more often"
         )
     target = _trained_weights(run_dir, end, task)
-    replays = {}
+    records = log[start:end]  # steps start + 1 .. end
+    modelled, origin = _modelled(run_dir, start, task, log, records)
+    # the loop as it ran (micro-batches, autocast, skipped steps) in float64 and in the run's
+    # own precision: they differ by the rounding alone
     run_dtype = _run_dtype(run_dir, start)
-    for dtype, reverse in _replay_precisions(run_dtype):
-        at = open_recorded_checkpoint(run_dir, start, task, dtype=dtype, log=log)
-        names = [k for k, p in at.model.named_parameters() if p.requires_grad]
-        batches = [
-            _packed(as_dtype(task.batch(_rows(r["indices"], reverse)), dtype))
-            for r in at.next_steps[: end - start]
-        ]
-        params = parameters_after_steps(at.model, task.loss_fn, at.training, batches)
-        replays[dtype, reverse] = {k: params[k].double() for k in names}
-        if (dtype, reverse) == (torch.float64, False):
-            origin = {k: v.detach().double() for k, v in at.model.named_parameters() if k in names}
-    exact, *others = replays.values()
+    autocast = _dtype(run.get("autocast"))
+    faithful = [
+        _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, cast)
+        for dtype, reverse, cast in _replay_precisions(run_dtype, autocast)
+    ]
+    replays = {"modelled": modelled, "float64": faithful[0], "rounded": faithful[1]}
+    exact = replays["modelled"]
     moved = _norm({k: target[k] - origin[k] for k in exact})
     scale = moved if moved > 0 else 1.0
     gap = _norm({k: exact[k] - target[k] for k in exact}) / scale
-    floor = max(_norm({k: exact[k] - other[k] for k in exact}) / scale for other in others)
+    floor = _norm({k: faithful[0][k] - faithful[1][k] for k in exact}) / scale
     tolerance = TOLERANCE_FACTOR * floor + 64 * torch.finfo(torch.float64).eps
     passed = bool(gap <= tolerance)
     return ReplayGap(
@@ -164,7 +168,12 @@ def likely_causes(run: dict[str, Any]) -> tuple[str, ...]:
     causes.append("the task's model or data not the run's (another architecture, changed data)")
     if run.get("scheduler") is None:
         causes.append("an lr set outside the optimizer's param groups (a schedule not recorded)")
-    causes.append("a loss or step not the Task's (gradient accumulation, mixed precision)")
+    if run.get("autocast") is None:
+        causes.append("mixed precision not given to the Recorder (autocast=)")
+    causes.append(
+        "a loss or step not the Task's (gradient accumulation over micro-batches of unequal "
+        "sizes, which the checks do not model, or not recorded with micro_batches=)"
+    )
     return tuple(causes)
 
 
@@ -180,11 +189,70 @@ def _rows(indices: list[int], reverse: bool) -> list[int]:
     return list(reversed(indices)) if reverse else list(indices)
 
 
-def _replay_precisions(run_dtype: torch.dtype) -> list[tuple[torch.dtype, bool]]:
-    """The float64 replay, then one that differs only in rounding."""
-    if run_dtype == torch.float64:
-        return [(torch.float64, False), (torch.float64, True)]
-    return [(torch.float64, False), (run_dtype, False)]
+def _replay_precisions(run_dtype: torch.dtype, autocast: torch.dtype | None) -> list:
+    """``(dtype, rows reversed, autocast)`` of the float64 replay, then of one that differs from
+    it only in rounding: the run's own precision (and autocast), or a float64 run's rows
+    reversed."""
+    if run_dtype == torch.float64 and autocast is None:
+        return [(torch.float64, False, None), (torch.float64, True, None)]
+    return [(torch.float64, False, None), (run_dtype, False, autocast)]
+
+
+def _modelled(run_dir, start, task, log, records) -> tuple[dict, dict]:
+    """The parameters after ``records`` replayed with the checks' modelled step (float64, the
+    :class:`~perturbative.TrainingStep` the checks use, each step's batch as one mean loss), and
+    the parameters replayed from. A step the scaler skipped is left out, as the loop left it."""
+    at = open_recorded_checkpoint(run_dir, start, task, log=log)
+    names = [k for k, p in at.model.named_parameters() if p.requires_grad]
+    taken = [r for r in records if not r.get("skipped")]
+    training = TrainingStep(
+        at.optimizer, at.training.max_grad_norm, rates=[r["lr"] for r in taken] or None
+    )
+    batches = [_packed(as_dtype(task.batch(r["indices"]), torch.float64)) for r in taken]
+    origin = {k: v.detach().double() for k, v in at.model.named_parameters() if k in names}
+    if not batches:
+        return origin, origin
+    params = parameters_after_steps(at.model, task.loss_fn, training, batches)
+    return {k: params[k].double() for k in names}, origin
+
+
+def _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, autocast) -> dict:
+    """The parameters after ``records`` replayed as the loop ran them: each micro-batch's mean
+    loss over their number (gradient accumulation), under ``autocast``, skipped steps left out,
+    in ``dtype`` (rows reversed within each micro-batch with ``reverse``)."""
+    at = open_recorded_checkpoint(run_dir, start, task, dtype=dtype, log=log)
+    model, optimizer, training = at.model, at.optimizer, at.training
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    loss = calls.batch_loss(model, task.loss_fn, calls.fixed_state(model, params))
+    device = next(model.parameters()).device.type
+    cast = (
+        torch.autocast(device, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    )
+    for position, record in enumerate(records):
+        if record.get("skipped"):
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        parts = _split(record["indices"], record.get("micro"))
+        for part in parts:
+            batch = _packed(as_dtype(task.batch(_rows(part, reverse)), dtype))
+            with cast:
+                value = loss(params, *batch)
+            (value / len(parts)).backward()
+        training.clip(params.values())
+        training.write_rates(optimizer, position)
+        optimizer.step()
+    return {k: p.detach().double() for k, p in params.items()}
+
+
+def _split(indices: list[int], sizes: list[int] | None) -> list[list[int]]:
+    if not sizes:
+        return [indices]
+    bounds = [0, *itertools.accumulate(sizes)]
+    return [indices[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else getattr(torch, name)
 
 
 def _run_dtype(run_dir: str | os.PathLike, step: int) -> torch.dtype:
