@@ -116,8 +116,10 @@ def loop_value(module, at, saved: dict, order, observable, steps: int) -> float:
     """O after the example's own ``train_step`` trains ``order`` from the checkpoint, with its
     scheduler restored from the checkpoint's saved state."""
     model, optimizer = copy.deepcopy((at.model, at.optimizer))
-    schedule = module.warmup_cosine(optimizer, steps)
+    schedule = module.warmup_cosine(optimizer, steps)  # (its constructor sets the first lr)
     schedule.load_state_dict(saved["scheduler"])
+    for group, lr in zip(optimizer.param_groups, schedule.get_last_lr(), strict=True):
+        group["lr"] = lr  # the lr the resumed loop's next step uses, as a resumed loop has it
     model.train()  # dropout 0: as the loop trains
     for batch in order:
         module.train_step(model, optimizer, schedule, batch)

@@ -254,3 +254,31 @@ def test_phase_check_section_shows_accuracy_against_k_and_predicted_against_real
         assert f'alt="{name}" src="data:image/png;base64,' in text
     assert "<tr><td>1</td><td>3 of 3</td>" in text and "<tr><td>5</td><td>3 of 3</td>" in text
     assert "best of 3!" in text and "<td>not run</td>" not in text
+
+
+def test_the_report_is_worded_for_its_own_run_and_names_it(tmp_path):
+    written = write_synthetic_results(tmp_path / "my_bert_run")
+    text = write_report(written["dir"]).read_text(encoding="utf-8")
+    assert "<h1>Bracket report: my_bert_run (synthetic)</h1>" in text
+    assert "CelebA" not in text and "Black_Hair" not in text
+    assert "Which outputs move together" in text and "attributes" not in text.split("<h2>")[0]
+    meta = json.loads((written["dir"] / "meta.json").read_text())
+    meta.update(dataset="celeba", step_lr={"0": 0.001, "100": 0.004})
+    (written["dir"] / "meta.json").write_text(json.dumps(meta))
+    text = write_report(written["dir"]).read_text(encoding="utf-8")
+    assert "Which attributes move together" in text and "Black_Hair / Brown_Hair" in text
+    assert "lr 0.001–0.004 (each checkpoint's shifts at its own)" in text
+
+
+def test_a_check_run_past_a_failed_replay_gate_says_so_first(tmp_path):
+    written = write_synthetic_results(tmp_path / "run")
+    check = tmp_path / "run" / "order_check" / "recorded.json"
+    check.parent.mkdir()
+    gap = dict(step=100, start=100, end=200, steps=100, gap=0.02, floor=4e-7, tolerance=4e-6)
+    gap.update(passed=False, causes=["gradient clipping not given"])
+    saved = {"version": 2, "optimizer": "AdamW", "options": {}, "replay": [gap]}
+    check.write_text(json.dumps({**saved, "summary": {"pairs": 0}}))
+    text = write_report(written["dir"]).read_text(encoding="utf-8")
+    warning = text.index('<p class="warning">')
+    assert warning < text.index("<h2>") and "2.00e-02 of the movement at step 100" in text
+    assert "gradient clipping not given" in text

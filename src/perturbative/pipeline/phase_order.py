@@ -119,7 +119,7 @@ class PhaseCheckOptions:
     batchnorm: str = "batch"
     seed: int = 0
     out_dir: str | None = None
-    replay_steps: int = 50
+    replay_steps: int = 200
     allow_replay_gap: bool = False
 
 

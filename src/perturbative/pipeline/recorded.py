@@ -201,7 +201,7 @@ class RecordedCheckOptions:
     score_window: int = 4
     seed: int = 0
     expansion: int = 3
-    replay_steps: int = 50
+    replay_steps: int = 200
     allow_replay_gap: bool = False
 
 

@@ -100,7 +100,7 @@ def replay_gap(
     run: dict[str, Any],
     log: list[dict],
     *,
-    max_steps: int = 50,
+    max_steps: int = 200,
 ) -> ReplayGap:
     """Replay the logged steps around checkpoint ``step`` with the modelled training step and
     measure the gap to the recorded checkpoint (module docstring).
@@ -274,5 +274,6 @@ def _norm(vector: dict[str, Tensor]) -> float:
     return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vector.values()))
 
 
-def _packed(batch: Any) -> Any:
-    return batch if isinstance(batch, (tuple, dict)) else (batch,)
+def _packed(batch: Any) -> tuple:
+    """A collated batch as the loss takes it: a tuple of tensors, or ``(keyword batch,)``."""
+    return batch if isinstance(batch, tuple) else (batch,)

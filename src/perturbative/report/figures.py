@@ -18,9 +18,14 @@ from perturbative.report.statistics import (
 )
 
 
+def outside_legend(ax, fontsize: float = 8) -> None:
+    """The legend beside the axes, never over the points (the saved figure grows to hold it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize)
+
+
 def png_uri(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -58,7 +63,7 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     if math.isfinite(fit.slope):
         xs = np.geomspace(product[ok].min(), product[ok].max(), 50)
         ax.plot(xs, np.exp(fit.intercept) * xs**fit.slope, "k--", lw=1, label="least squares")
-        ax.legend(loc="upper left")
+        outside_legend(ax)
     ax.set(xscale="log", yscale="log", xlabel="|g_i| |g_j|", ylabel="|[v_i, v_j]|")
     ax.set_title(f"Pearson r (log-log) = {fit.pearson:.3f}, slope = {fit.slope:.2f}")
     fig.colorbar(dots, ax=ax, label="step")
@@ -74,7 +79,7 @@ def report_figures(data: ReportData, fit: NormCorrelation, corr: np.ndarray, top
     if data.cancellation.size:
         ax.plot(steps, np.median(data.cancellation, axis=1), "^-", label="median cancellation")
     ax.set(yscale="log", xlabel="step", title="norms over training")
-    ax.legend()
+    outside_legend(ax)
     plots["norms_steps"] = png_uri(fig)
 
     if data.tokens is None:
@@ -114,7 +119,7 @@ def _comovement_plots(names: list[str], steps: np.ndarray, corr: np.ndarray, top
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="step", ylabel="correlation r of output shifts", ylim=(-1.05, 1.05))
     if len(a):
-        ax.legend(fontsize=8)
+        outside_legend(ax, fontsize=8)
     plots["comovement"] = png_uri(fig)
 
     size = min(7.0, 3.0 + 0.12 * len(names))
@@ -147,7 +152,7 @@ def _layers_plot(rows: list[dict], steps: np.ndarray, Figure) -> str:
         ax.scatter(values[ok], y[ok], marker=marker, s=14, label=label)
     ax.set_yticks(y, [r["name"] for r in rows], fontsize=6 if len(rows) > 30 else 8)
     ax.set(xscale="log", xlabel="RMS over the tensor's entries", title="per parameter tensor")
-    ax.legend(fontsize=7, loc="lower right")
+    outside_legend(ax, fontsize=7)
     return png_uri(fig)
 
 
@@ -190,7 +195,7 @@ def order_check_figures(check: OrderCheckRecord) -> dict:
     ax.set_yscale("symlog", linthresh=max(linear, 1e-12))
     ax.tick_params(labelsize=7)
     ax.tick_params(axis="x", labelrotation=35)  # symlog labels of both signs would overlap
-    ax.legend(fontsize=7)
+    outside_legend(ax, fontsize=7)
     plots["order_scatter"] = png_uri(fig)
     scales = [entry.at_run_lr() for entry in check.checkpoints if entry.at_run_lr()]
     several_horizons = any(len(s.summary.get("all", [])) > 1 for s in scales)
@@ -298,7 +303,7 @@ def phase_check_figures(check: dict) -> dict:
     )
     ax.tick_params(labelsize=7)
     ax.tick_params(axis="x", labelrotation=35)
-    ax.legend(fontsize=7)
+    outside_legend(ax, fontsize=7)
     plots["phase_scatter"] = png_uri(fig)
     return plots
 
@@ -307,7 +312,7 @@ def _accuracy_axes(ax, xscale: str, xlabel: str, title: str) -> None:
     """Sign accuracy on ``[0, 1]`` with the coin's 0.5 drawn in."""
     ax.axhline(0.5, color="grey", lw=0.6)
     ax.set(xscale=xscale, xlabel=xlabel, ylabel="sign accuracy", ylim=(0, 1.02), title=title)
-    ax.legend(fontsize=7)
+    outside_legend(ax, fontsize=7)
 
 
 def _nan(value):

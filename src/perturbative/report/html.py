@@ -299,17 +299,17 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
     e = html.escape
     names = data.attribute_names
     parts = {
-        "TITLE": e(f"Bracket report: {data.meta.get('dataset', 'run')}"),
+        "TITLE": e(_title(data)),
         "FACTS": _facts(data) + _replay_html(data),
         "SOURCE": e(str(data.results_dir)),
         "PEARSON": _num(fit.pearson),
         "SPEARMAN": _num(fit.spearman),
         "SLOPE": _num(fit.slope),
         "COUNT": str(fit.count),
-        "COMOVEMENT_BOX": "" if data.tokens else _comovement_box(names, corr, top),
+        "COMOVEMENT_BOX": "" if data.tokens else _comovement_box(names, corr, top, _noun(data)),
         "COMOVEMENT": ""
         if data.tokens or not top
-        else _comovement_html(names, corr, top, data.steps[-1], plots),
+        else _comovement_html(names, corr, top, data.steps[-1], plots, data.meta),
         "LAYERS": _layers_html(data, plots.pop("layers", None)),
         "METRICS": (
             f'<h2>Training</h2><img alt="training curves" src="{metrics_plot}">'
@@ -387,33 +387,60 @@ def _facts(data: ReportData) -> str:
     )
 
 
-def _comovement_box(names: list[str], corr: np.ndarray, top: list[tuple[int, int]]) -> str:
+def _title(data: ReportData) -> str:
+    """The run's folder name, and what it trained on where the sweep names it."""
+    folder = Path(data.results_dir).resolve()
+    run = folder.parent.name if folder.name == "brackets" else folder.name
+    dataset = str(data.meta.get("dataset", ""))
+    return f"Bracket report: {run}" + (f" ({dataset})" if dataset not in ("", "recorded") else "")
+
+
+def _noun(data: ReportData) -> str:
+    """What the outputs are called: a CelebA run's are attributes, any other run's outputs."""
+    return "attributes" if data.meta.get("dataset") == "celeba" else "outputs"
+
+
+def _comovement_box(
+    names: list[str], corr: np.ndarray, top: list[tuple[int, int]], noun: str
+) -> str:
     e = html.escape
     if not top:
         return ""
     a, c = top[0]
     return (
         f'<div><span class="num">{np.abs(corr[:, a, c]).mean():.3f}</span>strongest co-moving '
-        f"attributes: <b>{e(names[a])} / {e(names[c])}</b> (largest mean |r| of their output "
+        f"{noun}: <b>{e(names[a])} / {e(names[c])}</b> (largest mean |r| of their output "
         f"shifts over checkpoints; mean r {corr[:, a, c].mean():+.3f}).</div>"
     )
 
 
 def _comovement_html(
-    names: list[str], corr: np.ndarray, top: list[tuple[int, int]], last: int, plots: dict
+    names: list[str],
+    corr: np.ndarray,
+    top: list[tuple[int, int]],
+    last: int,
+    plots: dict,
+    meta: dict,
 ) -> str:
     """Which outputs move together; left out where the columns are tokens of different
-    texts, whose co-movement means nothing."""
+    texts, whose co-movement means nothing. The wording is the run's: CelebA's attributes
+    and its hair-colour example only on a CelebA run."""
+    celeba = meta.get("dataset") == "celeba"
+    noun, one = ("attributes", "attribute") if celeba else ("outputs", "output")
+    example = (
+        " On CelebA, the mutually exclusive Black_Hair / Brown_Hair move in opposite directions "
+        "(r near -0.95) from a few hundred steps on: a swap of two training examples that raises "
+        "one lowers the other."
+        if celeba
+        else ""
+    )
     return (
-        "<h2>Which attributes move together</h2>"
+        f"<h2>Which {noun} move together</h2>"
         '<p class="hint">At each checkpoint: the Pearson correlation, over all (pair, test '
-        "example) samples, between the output shifts of two attributes. Pairs are sorted by "
+        f"example) samples, between the output shifts of two {noun}. Pairs are sorted by "
         "mean |r| over checkpoints, largest first (|r| large: the pair moves together, r > 0, "
-        "or in opposite directions, r < 0); the signed mean r says which. On CelebA, the "
-        "mutually exclusive Black_Hair / Brown_Hair move in opposite directions (r near -0.95) "
-        "from a few hundred steps on: a swap of two training examples that raises one lowers "
-        "the other.</p>"
-        '<table class="data" id="pairs-table"><thead><tr><th>attribute</th><th>attribute</th>'
+        f"or in opposite directions, r < 0); the signed mean r says which.{example}</p>"
+        f'<table class="data" id="pairs-table"><thead><tr><th>{one}</th><th>{one}</th>'
         f"<th>mean |r| &#9660;</th><th>mean r</th><th>r at step {last}</th></tr></thead>"
         f"<tbody>{_pair_rows(names, corr, top)}</tbody></table>"
         '<div class="plots"><img alt="co-movement of the strongest pairs over training" '
