@@ -53,9 +53,11 @@ def run_benchmark(name: str, *argv: str) -> None:
         sys.argv = saved
 
 
-def tiny_digits_run(folder: Path, steps: int = 6, checkpoint_every: int = 3) -> Path:
+def tiny_digits_run(
+    folder: Path, steps: int = 6, checkpoint_every: int = 3, tilt: str | None = None
+) -> Path:
     """A real digits run of ``perturbative train``, as small as it gets: 8x8 images, a
-    sixteenth-width MXResNet, batches of 4 (seconds on a CPU)."""
+    sixteenth-width MXResNet, batches of 4 (seconds on a CPU); tilted by ``tilt``."""
     from perturbative.pipeline.config import TrainConfig
     from perturbative.pipeline.train import train
 
@@ -67,6 +69,7 @@ def tiny_digits_run(folder: Path, steps: int = 6, checkpoint_every: int = 3) -> 
         checkpoint_every=checkpoint_every,
         eval_every=checkpoint_every,
         batch_size=4,
+        tilt=tilt,
     )
     return train(config, progress=False)
 

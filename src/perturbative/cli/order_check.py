@@ -13,6 +13,7 @@ from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
 from perturbative.pipeline.recorder import RUN_FILE
+from perturbative.pipeline.replay import ReplayGap
 from perturbative.pipeline.results import (
     read_order_check_file,
     read_recorded_check,
@@ -20,9 +21,19 @@ from perturbative.pipeline.results import (
 )
 
 #: the flags of recorded runs alone
-RECORDED_ONLY = ("scored_examples", "score_window", "replay_steps", "allow_replay_gap")
+RECORDED_ONLY = ("scored_examples", "score_window")
 #: the flags both kinds of run take (``batch_pairs`` is a recorded check's ``pairs``)
-SHARED = ("checkpoints", "steps", "batch_pairs", "windows", "seed", "expansion", "out_dir")
+SHARED = (
+    "checkpoints",
+    "steps",
+    "batch_pairs",
+    "windows",
+    "seed",
+    "expansion",
+    "out_dir",
+    "replay_steps",
+    "allow_replay_gap",
+)
 #: what a shared flag is called in :class:`RecordedCheckOptions`
 RECORDED_NAMES = {"batch_pairs": "pairs"}
 
@@ -45,7 +56,7 @@ def order_check_command_parser(subparsers) -> None:
         "run_dir",
         help="a run directory made by `perturbative train`, or recorded by perturbative.Recorder "
         "(then --checkpoints, --steps, --batch-pairs, --windows, --expansion, --seed, --out-dir, "
-        "--scored-examples, --score-window, --replay-steps and --allow-replay-gap apply; a flag "
+        "--replay-steps, --allow-replay-gap, --scored-examples and --score-window apply; a flag "
         "that does not apply to the run is refused)",
     )
     add_run_flags(parser)
@@ -77,6 +88,8 @@ def order_check_command(args: argparse.Namespace) -> int:
     if args.summary_only:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"
         result = read_order_check_file(folder)
+        for gap in result.replay:
+            print(ReplayGap.from_json(gap).line())
         return print_summary(write_order_check(folder, resummarize(result)))
     values = read_config_flags(args, OrderCheckOptions)
     return print_summary(
@@ -114,6 +127,8 @@ def recorded_check_command(args: argparse.Namespace) -> int:
         saved = read_recorded_check(args.run_dir if out_dir is None else out.parent)
         if saved is None:
             raise InputError(f"no recorded check in {out}: run the check first")
+        for gap in saved.get("replay", []):
+            print(ReplayGap.from_json(gap).line())
         return print_recorded(saved["summary"], saved["optimizer"], saved["options"], out)
     check = check_recorded_run(args.run_dir, args.task, options, out_dir)
     return print_recorded(summary(check), check.optimizer, asdict(options), out)

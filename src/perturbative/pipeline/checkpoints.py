@@ -147,3 +147,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "config": TrainConfig.from_dict(info["config"]),
         **unpack_training_state(tensors, info),
     }
+
+
+def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+    """Cast an optimizer's floating state tensors (not its step counts) to ``dtype``."""
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if isinstance(value, Tensor) and value.is_floating_point() and key != "step":
+                values[key] = value.to(dtype)

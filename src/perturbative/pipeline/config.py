@@ -445,6 +445,10 @@ class OrderCheckOptions:
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
         seed: picks pairs, windows and held-out examples.
         out_dir: default ``<run>/order_check``.
+        replay_steps: the replay gate replays at most this many of the run's steps to the
+            nearest checkpoint (:mod:`perturbative.pipeline.replay`).
+        allow_replay_gap: check even where the replay gate fails (the gap is kept in the
+            results and shown first in the report).
     """
 
     checkpoints: int = 3
@@ -469,6 +473,8 @@ class OrderCheckOptions:
     floor_pairs: int = 20
     seed: int = 0
     out_dir: str | None = None
+    replay_steps: int = 200
+    allow_replay_gap: bool = False
 
     @property
     def expansion_settings(self) -> Expansion:

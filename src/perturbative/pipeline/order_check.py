@@ -60,7 +60,11 @@ from perturbative.brackets import (
     predict_swap,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
+from perturbative.pipeline.checkpoints import (
+    cast_optimizer_state,
+    list_checkpoints,
+    load_checkpoint,
+)
 from perturbative.pipeline.config import (
     OrderCheckOptions,
     examples_in_batch,
@@ -82,6 +86,7 @@ from perturbative.pipeline.order_sampling import (
 )
 from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
+from perturbative.pipeline.replay import refuse, train_replay_gap
 from perturbative.pipeline.results import ORDER_CHECK, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
@@ -116,11 +121,20 @@ def order_check(
         lr=config.lr,
         options={k: getattr(options, k) for k in options.__dataclass_fields__},
     )
+    for step in steps:  # the modelled step held to the run's own checkpoints first
+        gap = train_replay_gap(run_dir, step, config, dataset, max_steps=options.replay_steps)
+        print(gap.line(), flush=True)
+        result.replay.append(asdict(gap))
+        if not gap.passed and not options.allow_replay_gap:
+            refuse(gap)
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
+    unsaved = ("out_dir", "replay_steps", "allow_replay_gap")  # not what the records depend on
     with folder_lock(out, "an order check"):
         unfinished = PartialCheck.open(
             out,
-            partial_header(run_dir, steps, result.options),
+            partial_header(
+                run_dir, steps, {k: v for k, v in result.options.items() if k not in unsaved}
+            ),
             progress=PROGRESS,
             finished=ORDER_CHECK,
         )
@@ -309,14 +323,6 @@ def recompute_batchnorm_statistics(model, dataset, examples: int, seed: int, dty
     inputs = dataset.batch(chosen)[0].to(dtype)
     torch.optim.swa_utils.update_bn([inputs[i : i + 64] for i in range(0, len(inputs), 64)], model)
     model.eval()
-
-
-def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
-    """Cast an optimizer's floating state tensors (not its step counts) to ``dtype``."""
-    for values in optimizer.state.values():
-        for key, value in values.items():
-            if isinstance(value, Tensor) and value.is_floating_point() and key != "step":
-                values[key] = value.to(dtype)
 
 
 def pair_record(

@@ -20,8 +20,8 @@ from perturbative._core.errors import InputError
 
 #: The ``format_version`` written; :meth:`OrderCheckRecord.from_json` reads every version in
 #: :data:`READABLE_VERSIONS`.
-ORDER_CHECK_VERSION = 1
-READABLE_VERSIONS = (1,)
+ORDER_CHECK_VERSION = 2  # 2: the replay gate's gaps
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -184,12 +184,15 @@ class OrderCheckRecord:
         lr: the run's lr.
         options: :class:`perturbative.pipeline.config.OrderCheckOptions` as a dict.
         checkpoints: per checkpoint, its scales.
+        replay: the replay gate's gap at each checkpoint
+            (:class:`perturbative.pipeline.replay.ReplayGap` as a dict; none before version 2).
     """
 
     run: str
     lr: float
     options: dict[str, Any]
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    replay: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The check as the JSON object written to ``order_check.json``."""
@@ -220,6 +223,7 @@ class OrderCheckRecord:
                     )
                     for entry in data.get("checkpoints", [])
                 ],
+                replay=[dict(gap) for gap in data.get("replay", [])],
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(

@@ -54,10 +54,13 @@ from perturbative.brackets import (
     predict_phase_orders,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
+from perturbative.pipeline.checkpoints import (
+    cast_optimizer_state,
+    list_checkpoints,
+    load_checkpoint,
+)
 from perturbative.pipeline.config import load_run_config
 from perturbative.pipeline.order_check import (
-    cast_optimizer_state,
     choose_checkpoints,
     recompute_batchnorm_statistics,
 )
@@ -65,7 +68,7 @@ from perturbative.pipeline.partial import PartialCheck
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
 from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
 from perturbative.pipeline.recorder import RUN_FILE, read_order_log
-from perturbative.pipeline.replay import refuse, replay_gap
+from perturbative.pipeline.replay import ReplayGap, refuse, replay_gap, train_replay_gap
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype
@@ -99,8 +102,8 @@ class PhaseCheckOptions:
             recomputed at the checkpoint: a diagnostic of what one-source batches' statistics
             do).
         seed: draws the sources, phases and triples.
-        replay_steps: on a recorded run, the replay gate replays at most this many logged steps
-            to the nearest checkpoint (:mod:`perturbative.pipeline.replay`).
+        replay_steps: the replay gate replays at most this many of the run's steps to the
+            nearest checkpoint (:mod:`perturbative.pipeline.replay`).
         allow_replay_gap: check even where the replay gate fails (the gap is kept in the
             results).
         out_dir: the check's folder (default ``RUN/phase_check``).
@@ -133,8 +136,8 @@ def phase_check(
     """Run the check on a run of ``perturbative train`` or a recorded run (module docstring);
     returns ``<out>/phase_check.json``.
 
-    On a recorded run the replay gate runs first at every chosen checkpoint and prints its gap
-    (:func:`perturbative.pipeline.replay.replay_gap`).
+    The replay gate runs first at every chosen checkpoint and prints its gap
+    (:mod:`perturbative.pipeline.replay`).
 
     Raises:
         InputError: a run whose task names fewer than two sources, sources too small for a
@@ -156,20 +159,12 @@ def phase_check(
         )
     target = _target_source(run.task, options.target_source)
     out = Path(options.out_dir) if options.out_dir else Path(run_dir) / "phase_check"
-    if run.log is not None:  # a recorded run: its modelled step is held to its checkpoints
-        for step in steps:
-            gap = replay_gap(
-                run.folder,
-                step,
-                run.task,
-                read_run(run.folder),
-                run.log,
-                max_steps=options.replay_steps,
-            )
-            print(gap.line(), flush=True)
-            run.replay.append(gap)
-            if not gap.passed and not options.allow_replay_gap:
-                refuse(gap)
+    for step in steps:  # the modelled step held to the run's own checkpoints first
+        gap = run.replay_gap(step, options.replay_steps)
+        print(gap.line(), flush=True)
+        run.replay.append(gap)
+        if not gap.passed and not options.allow_replay_gap:
+            refuse(gap)
     unsaved = ("out_dir", "replay_steps", "allow_replay_gap")  # not what the records depend on
     settings = {k: v for k, v in asdict(options).items() if k not in unsaved}
     header = json.loads(
@@ -256,6 +251,15 @@ class _Run:
             raise InputError(f"--task applies to recorded runs; {folder} has no {RUN_FILE}")
         config = load_run_config(folder, data_root)
         return cls(folder, training_task(folder, data_root), config.batch_size, files, config)
+
+    def replay_gap(self, step: int, max_steps: int) -> ReplayGap:
+        """The replay gate at ``step`` (:mod:`perturbative.pipeline.replay`)."""
+        if self.log is not None:
+            run = read_run(self.folder)
+            return replay_gap(self.folder, step, self.task, run, self.log, max_steps=max_steps)
+        if self.dataset is None:
+            self.dataset = build_dataset(self.config)
+        return train_replay_gap(self.folder, step, self.config, self.dataset, max_steps=max_steps)
 
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
         if self.log is not None:  # a recorded run

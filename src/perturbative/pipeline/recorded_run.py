@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from perturbative._core.errors import InputError
 from perturbative.brackets import TrainingStep
 from perturbative.pipeline.checkpoints import (
+    cast_optimizer_state,
     list_checkpoints,
     read_checkpoint,
     unpack_training_state,
@@ -145,10 +146,7 @@ def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype
         ]
     )
     optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
-    for values in optimizer.state.values():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "step":
-                values[key] = value.to(dtype)
+    cast_optimizer_state(optimizer, dtype)
     return model, optimizer
 
 

@@ -42,7 +42,12 @@ from torch import Tensor
 from perturbative._core import calls
 from perturbative._core.errors import InputError
 from perturbative.brackets import TrainingStep, parameters_after_steps
-from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
+from perturbative.pipeline.checkpoints import (
+    cast_optimizer_state,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint,
+)
 from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
 from perturbative.pipeline.task import Task, as_dtype
 
@@ -108,18 +113,7 @@ def replay_gap(
     Raises:
         InputError: no recorded checkpoint within ``max_steps`` logged steps of ``step``.
     """
-    saved = [s for s, _ in list_checkpoints(run_dir)]
-    after = [s for s in saved if step < s <= step + max_steps]
-    before = [s for s in saved if step - max_steps <= s < step]
-    if after:
-        start, end = step, after[0]
-    elif before:
-        start, end = before[-1], step
-    else:
-        raise InputError(
-            f"step {step} has no other checkpoint within {max_steps} logged steps, so the replay "
-            "gate cannot check it: raise --replay-steps, or save checkpoints more often"
-        )
+    start, end = replayed_span(run_dir, step, max_steps)
     target = _trained_weights(run_dir, end, task)
     records = log[start:end]  # steps start + 1 .. end
     modelled, origin = _modelled(run_dir, start, task, log, records)
@@ -132,11 +126,37 @@ def replay_gap(
         for dtype, reverse, cast in _replay_precisions(run_dtype, autocast)
     ]
     replays = {"modelled": modelled, "float64": faithful[0], "rounded": faithful[1]}
+    return measured(step, start, end, replays, target, origin, likely_causes(run))
+
+
+def replayed_span(run_dir: str | os.PathLike, step: int, max_steps: int) -> tuple[int, int]:
+    """``(start, end)``: the checkpoints to replay between for checkpoint ``step``, the next one
+    within ``max_steps`` steps, else the one before it.
+
+    Raises:
+        InputError: no other checkpoint within ``max_steps`` steps.
+    """
+    saved = [s for s, _ in list_checkpoints(run_dir)]
+    after = [s for s in saved if step < s <= step + max_steps]
+    before = [s for s in saved if step - max_steps <= s < step]
+    if after:
+        return step, after[0]
+    if before:
+        return before[-1], step
+    raise InputError(
+        f"step {step} has no other checkpoint within {max_steps} logged steps, so the replay "
+        "gate cannot check it: raise --replay-steps, or save checkpoints more often"
+    )
+
+
+def measured(step, start, end, replays: dict, target: dict, origin: dict, causes) -> ReplayGap:
+    """The gap of the modelled replay to ``target`` and the floor between the two replays as
+    the loop ran (``replays``: "modelled", "float64", "rounded"), as shares of the movement."""
     exact = replays["modelled"]
     moved = _norm({k: target[k] - origin[k] for k in exact})
     scale = moved if moved > 0 else 1.0
     gap = _norm({k: exact[k] - target[k] for k in exact}) / scale
-    floor = _norm({k: faithful[0][k] - faithful[1][k] for k in exact}) / scale
+    floor = _norm({k: replays["float64"][k] - replays["rounded"][k] for k in exact}) / scale
     tolerance = TOLERANCE_FACTOR * floor + 64 * torch.finfo(torch.float64).eps
     passed = bool(gap <= tolerance)
     return ReplayGap(
@@ -148,8 +168,56 @@ def replay_gap(
         floor=floor,
         tolerance=tolerance,
         passed=passed,
-        causes=() if passed else likely_causes(run),
+        causes=() if passed else tuple(causes),
     )
+
+
+def train_replay_gap(
+    run_dir: str | os.PathLike, step: int, config: Any, dataset: Any, *, max_steps: int = 200
+) -> ReplayGap:
+    """The replay gate on a run of ``perturbative train``: its own steps (the sampler's next
+    batches from the checkpoint, the mean per-example loss, BatchNorm on each batch's
+    statistics, Adam at the run's constant lr) replayed with the order check's modelled step in
+    float64, against the next checkpoint; the floor from the run's own ``train_step`` in float32
+    and in float64.
+
+    Raises:
+        InputError: no other checkpoint within ``max_steps`` steps.
+    """
+    from perturbative.pipeline.train import TrainingState, per_example_bce
+
+    start, end = replayed_span(run_dir, step, max_steps)
+    files = dict(list_checkpoints(run_dir))
+
+    def restored(dtype: torch.dtype) -> Any:
+        state = TrainingState(config, dataset)
+        state.load_state_dict(load_checkpoint(files[start]))
+        state.model.to(dtype).train()
+        cast_optimizer_state(state.optimizer, dtype)
+        return state
+
+    state = restored(torch.float64)
+    names = [k for k, p in state.model.named_parameters() if p.requires_grad]
+    origin = {k: p.detach().clone() for k, p in state.model.named_parameters() if k in names}
+    positions = [p for p, _ in zip(state.batches(), range(end - start), strict=False)]
+    batches = [as_dtype(dataset.batch(dataset.train_indices[p]), torch.float64) for p in positions]
+    modelled = parameters_after_steps(
+        state.model, per_example_bce, TrainingStep(state.optimizer), batches
+    )
+    replays = {"modelled": {k: modelled[k].double() for k in names}}
+    for key, dtype in (("float64", torch.float64), ("rounded", torch.float32)):
+        state = restored(dtype)
+        for p in positions:  # the run's own step, as it ran
+            state.train_step(p)
+        replays[key] = {k: v.detach().double() for k, v in state.model.named_parameters()}
+    weights = load_checkpoint(files[end])["model"]
+    target = {k: weights[k].double() for k in names}
+    causes = (
+        ["the run's step is not the check's (a tilted run's weighted loss)"]
+        if getattr(config, "tilt", None)
+        else ["the run's data or model changed since it trained (another CelebA folder)"]
+    )
+    return measured(step, start, end, replays, target, origin, causes)
 
 
 def likely_causes(run: dict[str, Any]) -> tuple[str, ...]:

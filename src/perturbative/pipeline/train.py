@@ -229,7 +229,10 @@ class TrainingState:
     def train_step(self, positions: Tensor) -> None:
         """One Adam step on the batch at ``positions`` of the training indices."""
         inputs, targets = self.dataset.batch(self.dataset.train_indices[positions])
-        losses = attribute_bce(self.network(inputs.to(self.device)), targets.to(self.device))
+        dtype = next(self.model.parameters()).dtype  # the run's, or the replay gate's float64
+        losses = attribute_bce(
+            self.network(inputs.to(self.device, dtype)), targets.to(self.device, dtype)
+        )
         if self.config.tilt is None:
             loss = losses.mean()
         else:

@@ -350,7 +350,9 @@ def fill_template(template: str, parts: dict[str, str]) -> str:
 def _replay_html(data: ReportData) -> str:
     """The replay gate's gaps of the run's order check, first thing on the page: a check run
     past a failed gate (``--allow-replay-gap``) says so above everything it measured."""
-    gaps = (data.recorded_check or {}).get("replay", [])
+    gaps = (data.recorded_check or {}).get("replay") or (
+        data.order_check.replay if data.order_check is not None else []
+    )
     if not gaps:
         return ""
     failed = [g for g in gaps if not g["passed"]]
