@@ -73,4 +73,4 @@ def test_order_predictions_on_a_trainer_run(tmp_path):
     train(run)
     check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=4))
     numbers = summary(check)
-    assert numbers["pairs"] == 8 and numbers["sign_accuracy"] == 1.0, numbers
+    assert numbers.pairs == 8 and numbers.all.sign_accuracy == 1.0, numbers

@@ -15,8 +15,8 @@ def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path
     record(run, steps=40, clip=0.5)  # clipping active on most batches, and modelled
     check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=6))
     numbers = summary(check)
-    assert numbers["pairs"] == 12 and numbers["clipped"] >= 6
-    assert numbers["sign_accuracy"] == 1.0 and numbers["median_relative_error"] < 0.05, numbers
+    assert numbers.pairs == 12 and numbers.all.clipped >= 6
+    assert numbers.all.sign_accuracy == 1.0 and numbers.all.median_relative_error < 0.05, numbers
     assert (run / "order_check" / "recorded.json").is_file()
 
 

@@ -27,3 +27,10 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation (Pearson of average ranks)."""
     return pearson(average_ranks(x), average_ranks(y))
+
+
+def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:
+    """Share of pairs whose predicted sign is the real sign (NaN for no pairs)."""
+    if len(real) == 0:
+        return math.nan
+    return float(np.mean(np.sign(predicted) == np.sign(real)))

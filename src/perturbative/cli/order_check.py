@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from perturbative._core.errors import InputError
@@ -11,12 +10,16 @@ from perturbative.cli._flags import add_config_flags, add_run_flags, field_help,
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
-from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run
+from perturbative.pipeline.recorded_records import (
+    RECORDED_CHECK,
+    RecordedCheck,
+    read_recorded_check_file,
+    summary,
+)
 from perturbative.pipeline.recorder import RUN_FILE
-from perturbative.pipeline.replay import ReplayGap
 from perturbative.pipeline.results import (
     read_order_check_file,
-    read_recorded_check,
     write_order_check,
 )
 
@@ -89,7 +92,7 @@ def order_check_command(args: argparse.Namespace) -> int:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"
         result = read_order_check_file(folder)
         for gap in result.replay:
-            print(ReplayGap.from_json(gap).line())
+            print(gap.line())
         return print_summary(write_order_check(folder, resummarize(result)))
     values = read_config_flags(args, OrderCheckOptions)
     return print_summary(
@@ -124,46 +127,45 @@ def recorded_check_command(args: argparse.Namespace) -> int:
     )
     out = Path(out_dir or Path(args.run_dir) / "order_check")
     if args.summary_only:
-        saved = read_recorded_check(args.run_dir if out_dir is None else out.parent)
-        if saved is None:
+        if not (out / RECORDED_CHECK).is_file():
             raise InputError(f"no recorded check in {out}: run the check first")
-        for gap in saved.get("replay", []):
-            print(ReplayGap.from_json(gap).line())
-        return print_recorded(saved["summary"], saved["optimizer"], saved["options"], out)
-    check = check_recorded_run(args.run_dir, args.task, options, out_dir)
-    return print_recorded(summary(check), check.optimizer, asdict(options), out)
+        saved = read_recorded_check_file(out / RECORDED_CHECK)
+        for gap in saved.replay:
+            print(gap.line())
+        return print_recorded(saved, out)
+    return print_recorded(check_recorded_run(args.run_dir, args.task, options, out_dir), out)
 
 
-def print_recorded(numbers: dict, optimizer: str, options: dict, out: Path) -> int:
-    """Print a recorded check's summary (as :func:`summary` computes it)."""
+def print_recorded(check: RecordedCheck, out: Path) -> int:
+    """Print a recorded check's summary."""
+    numbers = summary(check)
+    clipped = numbers.all.clipped if numbers.all else 0
     print(
-        f"{optimizer}: {numbers['pairs']} minibatch pairs of the run's own batches "
-        f"({numbers.get('clipped', 0)} with the gradient clipping active, modelled)"
+        f"{check.optimizer}: {numbers.pairs} minibatch pairs of the run's own batches "
+        f"({clipped} with the gradient clipping active, modelled)"
     )
-    rows = {"all": numbers, **numbers.get("by_checkpoint", {})}
-    for name, row in rows.items() if numbers["pairs"] else ():
-        label = "all checkpoints" if name == "all" else f"step {name}"
+    rows = {"all checkpoints": numbers.all} if numbers.all else {}
+    rows |= {f"step {step}": row for step, row in numbers.by_checkpoint.items()}
+    for label, row in rows.items():
         print(
-            f"  {label}: sign accuracy {row['sign_accuracy']:.3f} ({row['pairs']} pairs), median "
-            f"relative error {row['median_relative_error']:.2g}; baselines: fair coin "
-            f"{row['fair_coin']:.2f}, larger gradient first {row['larger_gradient_first']:.2f}, "
-            f"plain-SGD bracket {row['plain_sgd_bracket']:.2f}, optimizer-state part alone "
-            f"{row['optimizer_state_part']:.2f}"
+            f"  {label}: sign accuracy {row.sign_accuracy:.3f} ({row.pairs} pairs), median "
+            f"relative error {row.median_relative_error:.2g}; baselines: fair coin "
+            f"{row.fair_coin:.2f}, larger gradient first {row.larger_gradient_first:.2f}, "
+            f"plain-SGD bracket {row.plain_sgd_bracket:.2f}, optimizer-state part alone "
+            f"{row.optimizer_state_part:.2f}"
         )
-    if numbers.get("scored_examples"):
+    scores = numbers.scores
+    if scores is not None:
         print(
-            f"order scores with the run's optimizer ({optimizer}): sign of training an example "
-            f"in the first rather than the last of {options.get('score_window')} batches right "
-            f"for {numbers['scores_predicted']:.3f} of {numbers['scored_examples']} examples; "
-            f"the plain-SGD score {numbers['scores_sgd']:.3f}, the optimizer-state part alone "
-            f"{numbers['scores_state_part']:.3f}; median relative error "
-            f"{numbers['scores_median_relative_error']:.2g}; by checkpoint: "
-            + ", ".join(
-                f"step {step} {value:.3f}"
-                for step, value in numbers["scores_by_checkpoint"].items()
-            )
+            f"order scores with the run's optimizer ({check.optimizer}): sign of training an "
+            f"example in the first rather than the last of {check.options.get('score_window')} "
+            f"batches right for {scores.predicted:.3f} of {scores.scored_examples} examples; the "
+            f"plain-SGD score {scores.sgd:.3f}, the optimizer-state part alone "
+            f"{scores.state_part:.3f}; median relative error {scores.median_relative_error:.2g}; "
+            "by checkpoint: "
+            + ", ".join(f"step {step} {value:.3f}" for step, value in scores.by_checkpoint.items())
         )
-    if numbers["windows"]:
-        print(f"best of 3! picked: {numbers['best_of_3_picked']} of {numbers['windows']} windows")
-    print(f"numbers: {out / 'recorded.json'}")
+    if numbers.windows:
+        print(f"best of 3! picked: {numbers.best_of_3_picked} of {numbers.windows} windows")
+    print(f"numbers: {out / RECORDED_CHECK}")
     return 0

@@ -124,7 +124,7 @@ def order_check(
     for step in steps:  # the modelled step held to the run's own checkpoints first
         gap = train_replay_gap(run_dir, step, config, dataset, max_steps=options.replay_steps)
         print(gap.line(), flush=True)
-        result.replay.append(asdict(gap))
+        result.replay.append(gap)
         if not gap.passed and not options.allow_replay_gap:
             refuse(gap)
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from perturbative._core.errors import InputError
+from perturbative.pipeline.recorded_records import ReplayGap
 
 #: The ``format_version`` written; :meth:`OrderCheckRecord.from_json` reads every version in
 #: :data:`READABLE_VERSIONS`.
@@ -184,15 +185,14 @@ class OrderCheckRecord:
         lr: the run's lr.
         options: :class:`perturbative.pipeline.config.OrderCheckOptions` as a dict.
         checkpoints: per checkpoint, its scales.
-        replay: the replay gate's gap at each checkpoint
-            (:class:`perturbative.pipeline.replay.ReplayGap` as a dict; none before version 2).
+        replay: the replay gate's gap at each checkpoint (none before version 2).
     """
 
     run: str
     lr: float
     options: dict[str, Any]
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
-    replay: list[dict[str, Any]] = field(default_factory=list)
+    replay: list[ReplayGap] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The check as the JSON object written to ``order_check.json``."""
@@ -223,7 +223,7 @@ class OrderCheckRecord:
                     )
                     for entry in data.get("checkpoints", [])
                 ],
-                replay=[dict(gap) for gap in data.get("replay", [])],
+                replay=[ReplayGap.from_json(gap) for gap in data.get("replay", [])],
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from perturbative._core.stats import sign_accuracy as sign_accuracy
 from perturbative._core.stats import spearman
 from perturbative.pipeline.config import WINDOW_SIZES
 from perturbative.pipeline.order_records import OrderCheckRecord, PairRecord, WindowRecord
@@ -126,13 +127,6 @@ def resummarize(result: OrderCheckRecord) -> OrderCheckRecord:
         for scale in entry.scales:
             scale.summary = summarize(scale.pairs, scale.horizons, scale.floor, scale.windows, seed)
     return result
-
-
-def sign_accuracy(predicted: np.ndarray, real: np.ndarray) -> float:
-    """Share of pairs whose predicted sign is the real sign (NaN for no pairs)."""
-    if len(real) == 0:
-        return math.nan
-    return float(np.mean(np.sign(predicted) == np.sign(real)))
 
 
 def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:

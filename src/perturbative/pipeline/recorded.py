@@ -18,7 +18,7 @@ import functools
 import math
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,15 @@ from perturbative.pipeline.checkpoints import (
     read_checkpoint,
 )
 from perturbative.pipeline.config import SweepOptions, SweepSettings
-from perturbative.pipeline.order_summary import sign_accuracy
 from perturbative.pipeline.partial import PartialCheck, partial_header
+from perturbative.pipeline.recorded_records import (
+    RECORDED_CHECK,
+    RecordedCheck,
+    RecordedPair,
+    RecordedScore,
+    RecordedWindow,
+)
+from perturbative.pipeline.recorded_records import summary as summary
 from perturbative.pipeline.recorded_run import (
     RecordedCheckpoint as RecordedCheckpoint,
 )
@@ -58,14 +65,12 @@ from perturbative.pipeline.recorded_run import (
     run_task,
 )
 from perturbative.pipeline.recorder import read_order_log
-from perturbative.pipeline.replay import ReplayGap, refuse, replay_gap
-from perturbative.pipeline.results import RECORDED_CHECK
+from perturbative.pipeline.replay import refuse, replay_gap
 from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task, as_dtype
 
 #: the finished pairs, windows and scores of an unfinished recorded check
 PROGRESS = "recorded.progress.jsonl"
-RECORDED_CHECK_VERSION = 2  # 2: the replay gate's gaps
 
 
 def sweep_recorded_run(
@@ -205,74 +210,6 @@ class RecordedCheckOptions:
     allow_replay_gap: bool = False
 
 
-@dataclass
-class RecordedPair:
-    """One minibatch pair: what was predicted, what really happened."""
-
-    step: int
-    batches: tuple[int, int]
-    lr: float
-    predicted: float
-    second_order: float
-    sgd_bracket: float
-    state_part: float
-    real: float
-    gradient_norms: tuple[float, float]
-    clipped: bool = False  # the gradient clipping was active on one of the two batches
-
-    @classmethod
-    def from_json(cls, data: dict) -> RecordedPair:
-        return cls(
-            **{
-                **data,
-                "batches": tuple(data["batches"]),
-                "gradient_norms": tuple(data["gradient_norms"]),
-            }
-        )
-
-
-@dataclass
-class RecordedWindow:
-    """Three of the run's batches: ``O`` after each of their orders, predicted and real."""
-
-    step: int
-    batches: tuple[int, ...]
-    orders: list[list[int]]
-    predicted: list[float]
-    real: list[float]
-
-    @classmethod
-    def from_json(cls, data: dict) -> RecordedWindow:
-        return cls(**{**data, "batches": tuple(data["batches"])})
-
-
-@dataclass
-class RecordedScore:
-    """One training example trained in the first rather than the last batch of the run's next
-    ``score_window`` batches: ``O(first) - O(last)``, predicted (with its parts) and real."""
-
-    step: int
-    example: int
-    predicted: float
-    state_part: float
-    curvature_part: float
-    sgd: float
-    real: float
-
-
-@dataclass
-class RecordedCheck:
-    """The check's records and options (written as ``order_check/recorded.json``)."""
-
-    options: dict
-    optimizer: str
-    pairs: list[RecordedPair] = field(default_factory=list)
-    windows: list[RecordedWindow] = field(default_factory=list)
-    scores: list[RecordedScore] = field(default_factory=list)
-    replay: list[ReplayGap] = field(default_factory=list)
-    version: int = RECORDED_CHECK_VERSION
-
-
 def check_recorded_run(
     run_dir: str | os.PathLike,
     task: str | Task | None = None,
@@ -373,7 +310,7 @@ def check_recorded_run(
                     ],
                 )
                 result.scores.extend(RecordedScore(**r) for r in scores)
-        write_json(out / RECORDED_CHECK, {**asdict(result), "summary": summary(result)})
+        write_json(out / RECORDED_CHECK, result.to_json())
         unfinished.finish()
     return result
 
@@ -478,61 +415,3 @@ def _chosen(steps: list[int], options: RecordedCheckOptions, log: list[dict]) ->
         raise InputError("the run has no checkpoint after step 0 with two logged steps after it")
     picks = np.linspace(0, len(usable) - 1, min(options.checkpoints, len(usable)))
     return sorted({usable[int(round(p))] for p in picks})
-
-
-def summary(check: RecordedCheck) -> dict[str, Any]:
-    """Sign accuracy of the prediction and of the baselines, over all pairs and per checkpoint,
-    and the share of windows whose predicted best order is the real best."""
-    pairs = [p for p in check.pairs if p.real == p.real and p.real != 0]
-    out: dict[str, Any] = {"pairs": len(pairs), "windows": len(check.windows)}
-    if pairs:
-        out.update(_accuracies(pairs))
-        out["by_checkpoint"] = {
-            step: _accuracies([p for p in pairs if p.step == step])
-            for step in sorted({p.step for p in pairs})
-        }
-    scored = [r for r in check.scores if r.real != 0]
-    if scored:
-        real = np.array([r.real for r in scored])
-        out["scored_examples"] = len(scored)
-        for name in ("predicted", "state_part", "sgd"):
-            out[f"scores_{name}"] = sign_accuracy(
-                np.array([getattr(r, name) for r in scored]), real
-            )
-        predicted = np.array([r.predicted for r in scored])
-        out["scores_median_relative_error"] = float(
-            np.median(np.abs(predicted - real) / np.abs(real))
-        )
-        out["scores_by_checkpoint"] = {
-            step: sign_accuracy(
-                np.array([r.predicted for r in scored if r.step == step]),
-                np.array([r.real for r in scored if r.step == step]),
-            )
-            for step in sorted({r.step for r in scored})
-        }
-    if check.windows:
-        picked = [int(np.argmin(w.predicted)) == int(np.argmin(w.real)) for w in check.windows]
-        out["best_of_3_picked"] = sum(picked)
-    return out
-
-
-def _accuracies(pairs: list[RecordedPair]) -> dict[str, Any]:
-    real = np.array([p.real for p in pairs])
-
-    def accuracy(values) -> float:
-        return sign_accuracy(np.asarray(values, dtype=np.float64), real)
-
-    errors = np.abs(np.array([p.predicted for p in pairs]) - real) / np.abs(real)
-    coin = np.random.default_rng(0).choice([-1.0, 1.0], size=len(pairs))
-    return {
-        "pairs": len(pairs),
-        "fair_coin": accuracy(coin),
-        "clipped": sum(p.clipped for p in pairs),
-        "sign_accuracy": accuracy([p.predicted for p in pairs]),
-        "median_relative_error": float(np.median(errors)),
-        "plain_sgd_bracket": accuracy([p.sgd_bracket for p in pairs]),
-        "larger_gradient_first": accuracy(
-            [1.0 if p.gradient_norms[0] < p.gradient_norms[1] else -1.0 for p in pairs]
-        ),
-        "optimizer_state_part": accuracy([p.state_part for p in pairs]),
-    }

@@ -33,7 +33,6 @@ import contextlib
 import itertools
 import math
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,54 +47,12 @@ from perturbative.pipeline.checkpoints import (
     load_checkpoint,
     read_checkpoint,
 )
+from perturbative.pipeline.recorded_records import ReplayGap
 from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
 from perturbative.pipeline.task import Task, as_dtype
 
 #: the gap may be this many times the measured rounding floor
 TOLERANCE_FACTOR = 10.0
-
-
-@dataclass
-class ReplayGap:
-    """What the gate measured at one checkpoint.
-
-    Attributes:
-        step: the checkpoint being checked.
-        start: the checkpoint replayed from.
-        end: the checkpoint replayed to.
-        steps: logged steps replayed (``end - start``).
-        gap: ``|theta_replayed - theta_end| / |theta_end - theta_start|``, replayed in float64.
-        floor: the same measure between two replays of the loop as it ran that differ only in
-            rounding (float64 and the run's own precision, or rows reversed).
-        tolerance: the largest gap that passes, ``TOLERANCE_FACTOR * floor`` + epsilon.
-        passed: ``gap <= tolerance``.
-        causes: what would explain a failed gate, from what the run recorded.
-    """
-
-    step: int
-    start: int
-    end: int
-    steps: int
-    gap: float
-    floor: float
-    tolerance: float
-    passed: bool
-    causes: tuple[str, ...] = ()
-
-    def line(self) -> str:
-        """One line for the console: the measured gap first, then the verdict."""
-        head = (
-            f"replay gap at step {self.step}: {self.gap:.2e} of the movement over the "
-            f"{self.steps} logged steps {self.start} -> {self.end} (rounding floor "
-            f"{self.floor:.1e}, tolerance {self.tolerance:.1e})"
-        )
-        if self.passed:
-            return head + ": the modelled step is the loop's"
-        return head + ": the modelled step is NOT the loop's; likely " + "; or ".join(self.causes)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ReplayGap:
-        return cls(**{**data, "causes": tuple(data.get("causes", ()))})
 
 
 def replay_gap(

@@ -30,13 +30,17 @@ from perturbative._core.io import (
     write_text,
 )
 from perturbative.pipeline.order_records import OrderCheckRecord
+from perturbative.pipeline.recorded_records import (
+    RECORDED_CHECK,
+    RecordedCheck,
+    read_recorded_check_file,
+)
 
 RESULTS_FORMAT_VERSION = 1
 META = "meta.json"
 THUMBNAILS = "thumbnails.safetensors"
 METRICS = "metrics.jsonl"
 ORDER_CHECK = "order_check.json"
-RECORDED_CHECK = "recorded.json"  # the order check of a run recorded by perturbative.Recorder
 PHASE_CHECK = "phase_check.json"  # the phase check, in <run>/phase_check
 PHASE_CHECK_FORMAT = ("perturbative phase check", 1)
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
@@ -208,26 +212,15 @@ def read_order_check(run_dir: str | os.PathLike) -> OrderCheckRecord | None:
     return read_order_check_file(folder) if (folder / ORDER_CHECK).is_file() else None
 
 
-def read_recorded_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The order check of a recorded run (``<run>/order_check/recorded.json``: its options,
-    records, the replay gate's gaps (``replay``; empty for version 1, written before the gate)
-    and ``summary``), or ``None``.
+def read_recorded_check(run_dir: str | os.PathLike) -> RecordedCheck | None:
+    """The order check of a recorded run (``<run>/order_check/recorded.json``) as typed records
+    (:func:`perturbative.pipeline.recorded_records.read_recorded_check_file`), or ``None``.
 
     Raises:
         InputError: the file is not valid JSON, or of a version this reader does not know.
     """
     path = Path(run_dir) / "order_check" / RECORDED_CHECK
-    if not path.is_file():
-        return None
-    try:
-        check = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON ({error}); rerun the order check") from error
-    version = check.get("version")
-    if version not in (1, 2):
-        raise InputError(f"{path} has version {version}; this reader reads 1 and 2")
-    check.setdefault("replay", [])  # version 1 ran no replay gate
-    return check
+    return read_recorded_check_file(path) if path.is_file() else None
 
 
 def read_phase_check_file(folder: str | os.PathLike) -> dict[str, Any]:

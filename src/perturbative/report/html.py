@@ -19,6 +19,7 @@ import numpy as np
 
 from perturbative._core.io import write_text
 from perturbative.pipeline.config import examples_in_batch
+from perturbative.pipeline.recorded_records import summary
 from perturbative.report.figures import image_uri, phase_check_figures, report_figures
 from perturbative.report.statistics import (
     ReportData,
@@ -137,42 +138,39 @@ def _recorded_check_html(data: ReportData) -> str:
     """Predictions against really reordering a recorded run (``perturbative order-check`` on a
     run of :class:`perturbative.Recorder`), from the check's saved summary."""
     check = data.recorded_check
-    summary = (check or {}).get("summary", {})
-    if not summary.get("pairs") and not summary.get("scored_examples"):
+    numbers = summary(check) if check is not None else None
+    if numbers is None or (not numbers.pairs and numbers.scores is None):
         return ""
-    rows = (
-        {"all checkpoints": summary, **summary.get("by_checkpoint", {})}
-        if summary.get("pairs")
-        else {}
-    )
+    rows = {"all checkpoints": numbers.all} if numbers.all else {}
+    rows |= {str(step): row for step, row in numbers.by_checkpoint.items()}
     body = "".join(
-        f"<tr><td>{html.escape(str(name))}</td><td>{row['pairs']}</td>"
-        f"<td>{_num(row['sign_accuracy'])}</td><td>{_num(row['median_relative_error'])}</td>"
-        f"<td>{_num(row['fair_coin'])}</td><td>{_num(row['larger_gradient_first'])}</td>"
-        f"<td>{_num(row['plain_sgd_bracket'])}</td><td>{_num(row['optimizer_state_part'])}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td><td>{row.pairs}</td>"
+        f"<td>{_num(row.sign_accuracy)}</td><td>{_num(row.median_relative_error)}</td>"
+        f"<td>{_num(row.fair_coin)}</td><td>{_num(row.larger_gradient_first)}</td>"
+        f"<td>{_num(row.plain_sgd_bracket)}</td><td>{_num(row.optimizer_state_part)}</td></tr>"
         for name, row in rows.items()
     )
     windows = (
         f"<p>Best of 3! orders: the predicted best was the real best in "
-        f"{summary['best_of_3_picked']} of {summary['windows']} windows of three of the run's "
+        f"{numbers.best_of_3_picked} of {numbers.windows} windows of three of the run's "
         "batches.</p>"
-        if summary.get("windows")
+        if numbers.windows
         else ""
     )
-    optimizer = html.escape(str(check.get("optimizer", "the run's optimizer")))
+    optimizer = html.escape(check.optimizer or "the run's optimizer")
     scores = ""
-    if summary.get("scored_examples"):
-        window = check.get("options", {}).get("score_window", "?")
+    if numbers.scores is not None:
+        got = numbers.scores
+        window = check.options.get("score_window", "?")
         by_step = ", ".join(
-            f"step {step} {_num(value)}"
-            for step, value in summary.get("scores_by_checkpoint", {}).items()
+            f"step {step} {_num(value)}" for step, value in got.by_checkpoint.items()
         )
         scores = (
             f"<p>Order scores with the run's {optimizer}: the sign of training an example in "
             f"the first rather than the last of the run's next {window} batches was right for "
-            f"<b>{_num(summary['scores_predicted'])}</b> of {summary['scored_examples']} "
-            f"examples ({by_step}); the plain-SGD score {_num(summary['scores_sgd'])}, the "
-            f"optimizer-state part alone {_num(summary['scores_state_part'])}.</p>"
+            f"<b>{_num(got.predicted)}</b> of {got.scored_examples} "
+            f"examples ({by_step}); the plain-SGD score {_num(got.sgd)}, the "
+            f"optimizer-state part alone {_num(got.state_part)}.</p>"
         )
     table = (
         '<table class="data"><thead><tr><th>checkpoint</th><th>pairs</th><th>sign accuracy</th>'
@@ -350,25 +348,25 @@ def fill_template(template: str, parts: dict[str, str]) -> str:
 def _replay_html(data: ReportData) -> str:
     """The replay gate's gaps of the run's order check, first thing on the page: a check run
     past a failed gate (``--allow-replay-gap``) says so above everything it measured."""
-    gaps = (data.recorded_check or {}).get("replay") or (
+    gaps = (data.recorded_check.replay if data.recorded_check is not None else []) or (
         data.order_check.replay if data.order_check is not None else []
     )
     if not gaps:
         return ""
-    failed = [g for g in gaps if not g["passed"]]
-    worst = max(gaps, key=lambda g: g["gap"] / max(g["tolerance"], 1e-300))
+    failed = [g for g in gaps if not g.passed]
+    worst = max(gaps, key=lambda g: g.gap / max(g.tolerance, 1e-300))
     e = html.escape
     if failed:
         return (
             f'</p><p class="warning"><b>The order check models a step the loop did not take:</b> '
-            f"replaying the logged steps missed the recorded checkpoint by {worst['gap']:.2e} of "
-            f"the movement at step {worst['step']} (rounding allows {worst['tolerance']:.1e}), "
+            f"replaying the logged steps missed the recorded checkpoint by {worst.gap:.2e} of "
+            f"the movement at step {worst.step} (rounding allows {worst.tolerance:.1e}), "
             f"at {len(failed)} of {len(gaps)} checkpoints; it was run anyway "
-            f"(--allow-replay-gap). Likely: {e('; or '.join(worst.get('causes', [])[:3]))}."
+            f"(--allow-replay-gap). Likely: {e('; or '.join(worst.causes[:3]))}."
         )
     return (
-        f" · replay gate passed at {len(gaps)} checkpoints (largest gap {worst['gap']:.1e}, "
-        f"tolerance {worst['tolerance']:.1e})"
+        f" · replay gate passed at {len(gaps)} checkpoints (largest gap {worst.gap:.1e}, "
+        f"tolerance {worst.tolerance:.1e})"
     )
 
 

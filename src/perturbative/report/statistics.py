@@ -22,6 +22,7 @@ from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.config import WINDOW_SIZES, examples_in_batch
 from perturbative.pipeline.order_records import OrderCheckRecord
+from perturbative.pipeline.recorded_records import RecordedCheck
 from perturbative.pipeline.results import (
     RERUN,
     load_results,
@@ -60,7 +61,7 @@ class ReportData:
         ranking_scores: ``(S, M)`` their order-sensitivity scores, or None.
         order_check: the run's ``order_check/order_check.json`` (predictions against real
             reordered training), or None.
-        recorded_check: a recorded run's ``order_check/recorded.json``, or None.
+        recorded_check: a recorded run's ``order_check/recorded.json`` (typed), or None.
         phase_check: the run's ``phase_check/phase_check.json`` (phase orders predicted against
             real sequential training), or None.
         loss_shift: ``(S, P, T)`` each test example's loss shift ``lr^2 grad L_t . [v_i, v_j]``,
@@ -88,7 +89,7 @@ class ReportData:
     ranking_indices: np.ndarray | None = None
     ranking_scores: np.ndarray | None = None
     order_check: OrderCheckRecord | None = None
-    recorded_check: dict | None = None
+    recorded_check: RecordedCheck | None = None
     phase_check: dict | None = None
     loss_shift: np.ndarray | None = None
     texts: list[str] | None = None
