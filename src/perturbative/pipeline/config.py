@@ -259,7 +259,14 @@ def load_run_config(
     """
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run directory")
+        recorded = (Path(run_dir) / "run.json").is_file()
+        raise FileNotFoundError(
+            f"{run_dir} is a recorded run (run.json), not a run of `perturbative train`: this "
+            "command needs a run of `perturbative train`"
+            if recorded
+            else f"{run_dir} holds no run: neither a run of `perturbative train` (config.json) "
+            "nor a run recorded by perturbative.Recorder (run.json); check the path"
+        )
     try:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
