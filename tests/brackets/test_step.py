@@ -80,7 +80,6 @@ def test_the_schedule_is_read_as_the_loop_steps_it_and_the_callers_objects_stay(
     expected = [(2e-2 * warmup_cosine(i), 4e-2 * warmup_cosine(i)) for i in range(12)]
     np.testing.assert_allclose(step.schedule(12), expected, rtol=1e-15)
     assert (scheduler.state_dict(), [g["lr"] for g in optimizer.param_groups]) == before
-    np.testing.assert_allclose(step.later(5).rates_at(0), expected[5], rtol=1e-15)
     np.testing.assert_allclose(step.scaled(0.5).rates_at(3), np.array(expected[3]) / 2)
     given = pt.TrainingStep(optimizer, rates=[0.1, (0.2, 0.3)])
     assert given.rates_at(0) == (0.1, 0.1) and given.rates_at(1) == (0.2, 0.3)

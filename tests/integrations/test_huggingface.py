@@ -8,6 +8,9 @@ import torch
 from perturbative._core.io import read_json_lines
 from perturbative.pipeline.checkpoints import list_checkpoints
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+from perturbative.pipeline.recorded_run import read_run, run_task
+from perturbative.pipeline.recorder import read_order_log
+from perturbative.pipeline.replay import replay_gap
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
@@ -15,7 +18,7 @@ transformers = pytest.importorskip(
 pytest.importorskip("accelerate", reason="accelerate is not installed (pip install -e '.[hf]')")
 
 
-def train(run_dir, steps=12, accumulation=1):
+def train(run_dir, steps=12, accumulation=1, mean_of_micro_batches=False):
     from recorded_task import SEQUENCES, bert_model
 
     from perturbative.integrations.huggingface import RecorderCallback
@@ -51,6 +54,8 @@ def train(run_dir, steps=12, accumulation=1):
         data_collator=collate,
         callbacks=[RecorderCallback(run_dir, task="recorded_task:bert_task", save_at=4)],
     )
+    if mean_of_micro_batches:  # the model ignores num_items_in_batch: let the Trainer average
+        trainer.model_accepts_loss_kwargs = False
     trainer.train()
     return seen
 
@@ -66,6 +71,19 @@ def test_the_callback_logs_the_batches_each_step_trained_on(tmp_path, accumulati
         assert record["indices"] == [i for b in batches for i in b]
     assert [s for s, _ in list_checkpoints(run)] == [0, 4]
     assert log[0]["lr"][0] > log[-1]["lr"][0]  # the linear schedule, as each step used it
+    gap = replay_gap(run, 4, run_task(run), read_run(run), read_order_log(run))
+    if accumulation == 1:
+        assert gap.passed, gap
+        return
+    assert all(r["micro"] == [len(b) for b in seen[:accumulation]] for r in log)
+    # The Trainer sums the micro-batches' mean losses when the model takes num_items_in_batch
+    # (BERT's classifier takes it and does not use it): a step of twice the mean gradient,
+    # which under clipping is another step. The gate sees it and names it.
+    assert not gap.passed and any("summed" in cause for cause in gap.causes), gap
+    averaged = run.parent / "averaged"
+    train(averaged, steps=6, accumulation=accumulation, mean_of_micro_batches=True)
+    gap = replay_gap(averaged, 4, run_task(averaged), read_run(averaged), read_order_log(averaged))
+    assert gap.passed, gap
 
 
 def test_order_predictions_on_a_trainer_run(tmp_path):

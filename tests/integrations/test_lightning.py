@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from perturbative._core.io import read_json_lines
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+from perturbative.pipeline.recorded_run import read_run, run_task
+from perturbative.pipeline.recorder import read_order_log
+from perturbative.pipeline.replay import replay_gap
 
 pl = pytest.importorskip(
     "pytorch_lightning", reason="Lightning is not installed (pip install -e '.[lightning]')"
@@ -99,6 +102,10 @@ def test_the_callback_logs_the_batches_each_step_trained_on(tmp_path, accumulati
         assert record["indices"] == [i for b in batches for i in b]
     lrs = [record["lr"][0] for record in log]
     assert lrs[:4] == pytest.approx([2e-2, 2e-2, 2e-2, 1e-2])  # StepLR, as each step used it
+    if accumulation > 1:  # each step's micro-batches, and the loop replays to its checkpoint
+        assert all(r["micro"] == [len(b) for b in seen[:accumulation]] for r in log)
+    gap = replay_gap(run, 4, run_task(run), read_run(run), read_order_log(run))
+    assert gap.passed, gap
 
 
 def test_order_predictions_on_a_lightning_run(tmp_path):

@@ -147,3 +147,31 @@ def test_a_train_run_replays_to_rounding_and_a_tilted_one_is_not_the_checks_step
             assert gap.passed, gap
         else:  # its steps weigh examples; the check's do not
             assert not gap.passed and "tilted run" in gap.causes[0], gap
+
+
+def test_a_loop_that_sets_its_lr_before_the_step_is_logged_right(tmp_path):
+    """nanoGPT's way: ``group["lr"] = get_lr(it)`` at the top of the iteration, no scheduler;
+    the log holds the rate each step really used, so the gate passes."""
+    import torch.nn.functional as F
+    from recorded_task import INPUTS, TARGETS, model
+
+    from perturbative.pipeline.recorder import Recorder
+
+    torch.manual_seed(0)
+    net = model()
+    opt = torch.optim.AdamW(net.parameters(), lr=1.0)
+    run = tmp_path / "run"
+    recorder = Recorder(run, net, opt, task="recorded_task:task", save_at=10)
+    order = torch.Generator().manual_seed(1)
+    for it in range(20):
+        for group in opt.param_groups:
+            group["lr"] = 3e-2 * min(1.0, (it + 1) / 8)  # warm-up, set before the step
+        indices = torch.randperm(160, generator=order)[:16]
+        opt.zero_grad()
+        F.cross_entropy(net(INPUTS[indices]), TARGETS[indices]).backward()
+        opt.step()
+        recorder.step(indices)
+    recorder.close()
+    log = read_order_log(run)
+    assert [r["lr"][0] for r in log[:3]] == pytest.approx([3e-2 / 8, 6e-2 / 8, 9e-2 / 8])
+    assert gap_of(run).passed and gap_of(run, step=20).passed

@@ -167,6 +167,7 @@ def functional_optimizer(
             parameter is not in any of its groups.
     """
     step = as_training_step(step)
+    step.check_current()
     optimizer = step.optimizer
     kind = type(optimizer)
     if kind not in UPDATE_RULES:

@@ -75,8 +75,10 @@ class TrainingStep:
     rates: tuple[Rates, ...] | None = None
     scheduler: Any = None
     lr_scale: float = 1.0
-    start: int = 0  # positions counted from this step of the schedule (see later())
     _read: list = dataclasses.field(default_factory=list, repr=False)  # a scheduler's, so far
+    # the caller's scheduler and its step count when this step was built: a step built once
+    # and used after the loop moved on would pair today's optimizer state with an old schedule
+    _origin: tuple | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer, torch.optim.Optimizer):
@@ -89,36 +91,53 @@ class TrainingStep:
             raise ValueError("give the schedule once: rates= or scheduler=, not both")
         if self.rates is not None:
             object.__setattr__(self, "rates", _as_rates(self.rates, self.groups))
-        if self.scheduler is not None and not isinstance(
-            getattr(self.scheduler, "optimizer", None), _StandIn
-        ):
-            if getattr(self.scheduler, "optimizer", None) is not self.optimizer:
+        caller = self.scheduler
+        if caller is not None and not isinstance(getattr(caller, "optimizer", None), _StandIn):
+            if isinstance(caller, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise ValueError(
+                    "ReduceLROnPlateau sets the lr from the metric the loop gives it, which a "
+                    "prediction cannot know: pass rates= (the lrs of the steps to predict)"
+                )
+            if getattr(caller, "optimizer", None) is not self.optimizer:
                 raise ValueError("the scheduler is not this optimizer's: build it on the optimizer")
-            object.__setattr__(self, "scheduler", _stand_in_copy(self.scheduler, self.optimizer))
+            object.__setattr__(self, "scheduler", _stand_in_copy(caller, self.optimizer))
+            object.__setattr__(self, "_origin", (caller, getattr(caller, "last_epoch", None)))
 
     @property
     def groups(self) -> int:
         """How many param groups the optimizer has."""
         return len(self.optimizer.param_groups)
 
-    @property
-    def known_steps(self) -> int | None:
-        """How many steps the given ``rates`` cover (``None``: no end)."""
-        return None if self.rates is None else len(self.rates) - self.start
-
     def rates_at(self, position: int) -> Rates:
         """Each group's lr at step ``position`` (0: the next step from the optimizer's state).
 
         Raises:
             IndexError: ``position`` is past the end of the given ``rates``.
+            ValueError: the scheduler changes another setting than the lr (OneCycleLR's
+                momentum: not modelled), or it has stepped since this step was built.
         """
         rates = self._unscaled(position)
         return rates if self.lr_scale == 1.0 else tuple(self.lr_scale * r for r in rates)
 
+    def check_current(self) -> None:
+        """Refuse a step whose scheduler has stepped since it was built.
+
+        Raises:
+            ValueError: the caller's scheduler moved on.
+        """
+        if self._origin is None:
+            return
+        caller, epoch = self._origin
+        if getattr(caller, "last_epoch", None) != epoch:
+            raise ValueError(
+                f"the scheduler has stepped since this TrainingStep was built (at its step "
+                f"{epoch}, now {caller.last_epoch}): build the TrainingStep from the optimizer "
+                "and scheduler as they are where you predict"
+            )
+
     def _unscaled(self, position: int) -> Rates:
         if position < 0:
             raise IndexError(f"step position {position} < 0")
-        position += self.start
         if self.rates is not None:
             if position >= len(self.rates):
                 raise IndexError(
@@ -131,32 +150,31 @@ class TrainingStep:
         while len(self._read) <= position:
             groups = self.scheduler.optimizer.param_groups
             self._read.append(tuple(float(g["lr"]) for g in groups))
+            before = [_settings(g) for g in groups]
             with warnings.catch_warnings():  # the stand-in takes no optimizer step
                 warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
                 self.scheduler.step()
+            changed = sorted({k for b, g in zip(before, groups, strict=True) for k in b
+                              if b[k] != _settings(g).get(k)})  # fmt: skip
+            if changed:
+                raise ValueError(
+                    f"the scheduler changes {', '.join(changed)} as well as the lr, which the "
+                    "predictions do not model (OneCycleLR and CyclicLR cycle the momentum: pass "
+                    "cycle_momentum=False), or pass rates= with the lrs alone"
+                )
         return self._read[position]
 
-    def schedule(self, steps: int, start: int = 0) -> list[Rates]:
-        """The rates of ``steps`` steps from position ``start``."""
-        return [self.rates_at(start + i) for i in range(steps)]
-
-    def later(self, start: int) -> TrainingStep:
-        """The same step with positions counted from ``start`` (for an optimizer that has taken
-        ``start`` of its steps); a frozen schedule stays frozen."""
-        if start == 0 or (self.rates is None and self.scheduler is None):
-            return self
-        # the same schedule (a scheduler's copy and what was read of it are shared)
-        return dataclasses.replace(self, start=self.start + start, _read=self._read)
+    def schedule(self, steps: int) -> list[Rates]:
+        """The rates of the first ``steps`` steps."""
+        return [self.rates_at(i) for i in range(steps)]
 
     def scaled(self, factor: float) -> TrainingStep:
         """The same schedule with every rate times ``factor``."""
         if not float(factor) > 0:
             raise ValueError(f"lr scale {factor}: give a factor > 0")
-        return dataclasses.replace(self, lr_scale=self.lr_scale * float(factor), _read=self._read)
-
-    def with_max_grad_norm(self, max_grad_norm: float | None) -> TrainingStep:
-        """The same step with another clipping norm (``None``: none)."""
-        return dataclasses.replace(self, max_grad_norm=max_grad_norm, _read=self._read)
+        return dataclasses.replace(
+            self, lr_scale=self.lr_scale * float(factor), _read=self._read, _origin=self._origin
+        )
 
     def write_rates(self, optimizer: torch.optim.Optimizer, position: int) -> None:
         """Set ``optimizer``'s group lrs (a copy of :attr:`optimizer`) to step ``position``'s."""
@@ -184,6 +202,12 @@ def as_training_step(step: TrainingStep | torch.optim.Optimizer) -> TrainingStep
         f"expected a perturbative.TrainingStep or a torch.optim.Optimizer, not "
         f"{type(step).__name__}: pt.TrainingStep(optimizer, max_grad_norm=..., scheduler=...)"
     )
+
+
+def _settings(group: dict) -> dict:
+    """A param group's settings a scheduler could change, other than its lr."""
+    kept = ("momentum", "betas", "weight_decay", "eps", "dampening")
+    return {k: group[k] for k in kept if k in group}
 
 
 def _as_rates(rates: Any, groups: int) -> tuple[Rates, ...]:

@@ -172,6 +172,7 @@ def steps_on_copies(
     ``extra[i]``, where given, is ``(data, weight)``: step ``i``'s loss adds ``weight`` times the
     mean loss of ``data``."""
     step = as_training_step(step)
+    step.check_current()
     names = trained_names(model, step)
     if gradients is not None and len(gradients) != len(batches):
         raise ValueError(f"got {len(gradients)} gradient dicts for {len(batches)} batches")

@@ -16,6 +16,8 @@ import collections
 import os
 from typing import Any
 
+import torch
+
 from perturbative._core.extras import require
 from perturbative.pipeline.recorder import Recorder, watch_batches
 
@@ -65,12 +67,14 @@ class RecorderCallback(transformers.TrainerCallback):
             scheduler=_inner(kwargs["lr_scheduler"], "scheduler"),
             save_at=self.save_at,
             max_grad_norm=float(args.max_grad_norm) if args.max_grad_norm else None,
+            autocast=torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None,
         )
 
     def on_step_end(self, args, state, control, **kwargs):
         steps = max(1, int(args.gradient_accumulation_steps))
-        indices = [i for _ in range(steps) for i in self.batches.popleft()]
-        self.recorder.step(indices)
+        parts = [self.batches.popleft() for _ in range(steps)]
+        indices = [i for part in parts for i in part]
+        self.recorder.step(indices, micro_batches=parts if steps > 1 else None)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.recorder is not None:

@@ -16,10 +16,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from perturbative._core.extras import require
 from perturbative.pipeline.recorder import Recorder, watch_batches
 
 pl = require("pytorch_lightning", "the Lightning callback")
+
+
+#: Lightning's mixed precisions and the dtype their autocast runs the forward pass in
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class RecorderCallback(pl.Callback):
@@ -82,13 +88,16 @@ class RecorderCallback(pl.Callback):
             scheduler=configs[0].scheduler if configs else None,
             save_at=self.save_at,
             max_grad_norm=float(clip) if clip else None,
+            autocast=AUTOCAST.get(str(trainer.precision)),
         )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.pending.extend(self.batches.popleft())
+        self.pending.append(self.batches.popleft())
         if trainer.global_step > self.last_step:  # an optimizer step was taken
             self.last_step = trainer.global_step
-            self.recorder.step(self.pending)
+            indices = [i for part in self.pending for i in part]
+            parts = self.pending if len(self.pending) > 1 else None  # gradient accumulation
+            self.recorder.step(indices, micro_batches=parts)
             self.pending = []
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -59,7 +59,10 @@ class ReplayGap:
             f"{self.floor:.1e}, tolerance {self.tolerance:.1e})"
         )
         if self.passed:
-            return head + ": the modelled step is the loop's"
+            return head + (
+                ": the modelled step is the loop's (to within the tolerance: a modelling error "
+                "smaller than that would not show)"
+            )
         return head + ": the modelled step is NOT the loop's; likely " + "; or ".join(self.causes)
 
     @classmethod

@@ -9,8 +9,10 @@ Call ``recorder.step(indices)`` at the end of each training step, after ``optimi
   train mode (dropout: a :class:`StochasticTrainingWarning` says so when recording starts) and
   the BatchNorm layers that use batch statistics;
 * ``order.jsonl``: one line per step, ``{"step", "indices", "lr"}`` (``lr`` per param group, the
-  rate that step used: the groups' rates when the previous step ended; under DDP ``indices``
-  holds every rank's, rank by rank);
+  rate that step used, read by a hook when the optimizer's ``step()`` runs, so a loop may set
+  its lr before the step or a scheduler after it; under DDP ``indices`` holds every rank's, rank
+  by rank), with ``"micro"`` (micro-batch sizes under gradient accumulation) and ``"skipped"``
+  (the optimizer's ``step()`` did not run: a gradient scaler skipped it) where they apply;
 * ``checkpoints/step_NNNNNN.safetensors`` at the chosen steps (step 0 first): the model's
   parameters and buffers, the optimizer's state and param groups, the scheduler's state and the
   torch RNG state, written atomically (:mod:`perturbative.pipeline.checkpoints`' format).
@@ -155,9 +157,11 @@ class Recorder:
         autocast: the dtype the loop's forward passes run in under ``torch.autocast``
             (``torch.bfloat16`` or ``torch.float16``; ``None``: none). The replay gate replays
             the run's own precision under it, so the rounding it allows is the run's.
-        scaler: the loop's ``torch.amp.GradScaler``, if any: a step it skipped (infinite
-            gradients: its scale fell) is logged as skipped and not replayed. Unscale before
-            clipping (``scaler.unscale_(optimizer)``), as torch's recipe says.
+        scaler: the loop's ``torch.amp.GradScaler``, if any (unscale before clipping,
+            ``scaler.unscale_(optimizer)``, as torch's recipe says). A step whose
+            ``optimizer.step()`` never ran (the scaler skipped it: infinite gradients) is logged
+            as skipped and not replayed; the recorder sees that, and each step's lr, from a hook
+            on the optimizer's ``step()``.
 
     Example:
         >>> recorder = Recorder("runs/mine", model, optimizer, task="my_tasks:task", save_at=50)
@@ -186,7 +190,15 @@ class Recorder:
         self.rank, self.world = rank_and_world()
         self.step_count = 0
         self._exit = contextlib.ExitStack()
-        self._lr = self._rates()  # the rates the next step will use
+        self._lr = self._rates()  # the rates the next step will use, if no hook reports them
+        # the rates the optimizer really stepped with, read when its step() runs: right whether
+        # the loop sets its lr before the step (nanoGPT) or a scheduler after it; a step() that
+        # never runs is a step the loop skipped (a gradient scaler's, on infinite gradients)
+        self._stepped: list[list[float]] = []
+        self._hooked = False
+        inner = _torch_optimizer(optimizer)
+        if inner is not None:
+            self._exit.callback(inner.register_step_pre_hook(self._on_step).remove)
         self._log = None
         self._noted = False  # the model's training mode, read at the first step
         self.scaler = scaler
@@ -220,6 +232,10 @@ class Recorder:
                 "world_size": self.world,
                 "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
                 "grad_scaler": scaler is not None,
+                "device": str(next(iter(model.parameters()), torch.zeros(0)).device),
+                "tf32": bool(
+                    torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+                ),
             },
         )
 
@@ -253,7 +269,12 @@ class Recorder:
             sizes = [len(part) for part in parts]
             if self.world > 1:
                 raise ValueError("micro_batches are not recorded under DDP yet: log each step once")
-        skipped = self._skipped()
+        scaled_down = self._skipped()
+        taken, self._stepped = self._stepped, []
+        if self._hooked:
+            skipped, rates = not taken, (taken[-1] if taken else self._rates())
+        else:  # no hook reached (a wrapper that hides the optimizer): the scaler tells
+            skipped, rates = scaled_down, self._lr
         gathered = all_gather_objects(own) if self.world > 1 else [own]
         self.step_count += 1
         if self.rank != 0:
@@ -263,7 +284,7 @@ class Recorder:
         record = {
             "step": self.step_count,
             "indices": [i for rank in gathered for i in rank],
-            "lr": self._lr,
+            "lr": rates,
         }
         self._lr = self._rates()
         if self.world > 1:
@@ -322,6 +343,10 @@ class Recorder:
                 stacklevel=3,
             )
 
+    def _on_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._hooked = True
+        self._stepped.append(self._rates())
+
     def _current_scale(self) -> float | None:
         if self.scaler is None or not self.scaler.is_enabled():
             return None
@@ -377,6 +402,19 @@ class Recorder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The ``torch.optim`` optimizer whose ``step()`` really runs: ``optimizer``, or the one a
+    wrapper holds (accelerate's ``AcceleratedOptimizer.optimizer``, Lightning's
+    ``LightningOptimizer._optimizer``)."""
+    seen = 0
+    while seen < 4:
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            break
+        optimizer, seen = inner, seen + 1
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
 def watch_batches(batch_sampler: Any) -> collections.deque:

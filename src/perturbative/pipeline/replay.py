@@ -1,7 +1,7 @@
 """The replay gate: before a check analyses a recorded checkpoint, it replays the run's logged
 steps from it with the modelled training step and compares with the next recorded checkpoint.
 
-Every order check, phase check and sweep of a recorded run models the loop's step: the task's
+Every order check and phase check of a run models the loop's step: the task's
 model and loss, the logged batches, the optimizer in its saved state, the run's clipping and each
 step's logged lr. If any of these is not what the loop did (clipping not given to the
 :class:`~perturbative.Recorder`, dropout on, another architecture with the same names and
@@ -18,9 +18,12 @@ not guessed: the loop is replayed as it ran (each micro-batch of a step under gr
 accumulation, the recorded autocast, the steps its gradient scaler skipped left out) twice, in
 float64 and in the run's own precision (a float64 run: with each batch's rows reversed, which
 reorders every sum); the two differ by the rounding alone. The gate passes when
-``gap <= TOLERANCE_FACTOR * floor`` (plus a float64 epsilon); a modelling error of any size
-above rounding fails it, including accumulation over micro-batches of unequal sizes (a mean of
-means, which the checks' one mean per batch does not model).
+``gap <= TOLERANCE_FACTOR * floor`` (plus a float64 epsilon): a modelling error larger than ten
+times the run's own rounding over those steps fails it, including accumulation over
+micro-batches of unequal sizes (a mean of means, which the checks' one mean per batch does not
+model). The floor is measured on the CPU: a run trained on a GPU with TF32 matrix products
+(torch's default for cuDNN convolutions) rounds more than that, and the gate names it as a
+likely cause.
 
 The gate replays at most ``max_steps`` logged steps (the checks' ``--replay-steps``): checkpoint
 ``s`` is compared with the next checkpoint when it is that close, else the previous checkpoint is
@@ -51,7 +54,12 @@ from perturbative.pipeline.recorded_records import ReplayGap
 from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
 from perturbative.pipeline.task import Task, as_dtype
 
-#: the gap may be this many times the measured rounding floor
+#: the gap may be this many times the measured rounding floor. Rounding differences grow along
+#: the replayed steps at a rate that differs between replays (another summation order, another
+#: thread count); on every faithful run measured the gap was 0.9-1.1 times its floor, and the
+#: modelling errors of the tests were 50 to 10^6 times it. The tolerance, printed with every gap,
+#: is the gate's resolving power: an error of the modelled step below it does not show, so under
+#: bfloat16 (a floor near 1e-3 of the movement) the gate sees less than under float32.
 TOLERANCE_FACTOR = 10.0
 
 
@@ -83,7 +91,8 @@ def replay_gap(
         for dtype, reverse, cast in _replay_precisions(run_dtype, autocast)
     ]
     replays = {"modelled": modelled, "float64": faithful[0], "rounded": faithful[1]}
-    return measured(step, start, end, replays, target, origin, likely_causes(run))
+    accumulated = any(r.get("micro") for r in records)
+    return measured(step, start, end, replays, target, origin, likely_causes(run, accumulated))
 
 
 def replayed_span(run_dir: str | os.PathLike, step: int, max_steps: int) -> tuple[int, int]:
@@ -177,8 +186,9 @@ def train_replay_gap(
     return measured(step, start, end, replays, target, origin, causes)
 
 
-def likely_causes(run: dict[str, Any]) -> tuple[str, ...]:
-    """What could make the modelled step differ from the loop's, the recorded ones first."""
+def likely_causes(run: dict[str, Any], accumulated: bool = False) -> tuple[str, ...]:
+    """What could make the modelled step differ from the loop's, the recorded ones first
+    (``accumulated``: the replayed steps had micro-batches)."""
     mode = run.get("model_mode") or {}
     causes = []
     if mode.get("stochastic"):
@@ -195,10 +205,24 @@ def likely_causes(run: dict[str, Any]) -> tuple[str, ...]:
         causes.append("an lr set outside the optimizer's param groups (a schedule not recorded)")
     if run.get("autocast") is None:
         causes.append("mixed precision not given to the Recorder (autocast=)")
+    if str(run.get("device", "cpu")).startswith("cuda") and run.get("tf32", True):
+        causes.append(
+            "TF32 on the GPU the run trained on (its rounding is larger than the float32 replay's "
+            "on the CPU): train with torch.backends.cudnn.allow_tf32 = False and "
+            "torch.backends.cuda.matmul.allow_tf32 = False to check order effects"
+        )
     causes.append(
         "a loss or step not the Task's (gradient accumulation over micro-batches of unequal "
         "sizes, which the checks do not model, or not recorded with micro_batches=)"
     )
+    if accumulated:
+        causes.insert(
+            0,
+            "gradient accumulation whose micro-batch losses are summed, not averaged (a step "
+            "of k times the mean gradient: the Hugging Face Trainer sums them for a model that "
+            "takes num_items_in_batch; set trainer.model_accepts_loss_kwargs = False if it "
+            "does not use it)",
+        )
     return tuple(causes)
 
 
