@@ -55,17 +55,22 @@ def least_squares(kind, **hyper):
     return model, loss_fn, optimizer, phases, observable
 
 
-@pytest.mark.parametrize("method", ["composition", "exact-state"])
+@pytest.mark.parametrize("scheduled", [False, True])
+@pytest.mark.parametrize("method", ["composition", "exact-state", "expansion"])
 @pytest.mark.parametrize(
     "kind, hyper",
     [(torch.optim.SGD, {"lr": 0.05}), (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9})],
 )
 def test_composition_is_exact_for_sgd_on_least_squares_with_a_linear_observable(
-    kind, hyper, method
+    kind, hyper, method, scheduled
 ):
     """Affine steps (with or without momentum) make each phase an affine map of where it starts
-    (parameters and momentum), and a linear O has one gradient: nothing is left out."""
+    (parameters and momentum), and a linear O has one gradient: nothing is left out. With a
+    rising lr every step's own rate must be used: the phase in second place runs at the rates
+    of steps k to 2k - 1, so a position off by one would show."""
     model, loss_fn, optimizer, (a, b), observable = least_squares(kind, **hyper)
+    if scheduled:
+        optimizer = pt.TrainingStep(optimizer, rates=[0.05 * (1 + 0.3 * i) for i in range(6)])
     got = predict_phase_order(model, loss_fn, optimizer, a, b, observable, method=method)
     real = real_difference(model, loss_fn, optimizer, a, b, observable)
     assert got.method == method and abs(real) > 1e-4

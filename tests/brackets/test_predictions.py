@@ -421,15 +421,18 @@ def _real_later(args, one, other, later, observable, horizons):
     return [a - b for a, b in zip(*values, strict=True)]
 
 
-def test_later_differences_are_exact_for_a_quadratic_loss_with_momentum():
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_later_differences_are_exact_for_a_quadratic_loss_with_momentum(scheduled):
     """Least squares with momentum SGD is an affine map and the observable is linear: carrying
-    the swap's predicted difference along the run's later steps is then exact."""
+    the swap's predicted difference along the run's later steps is then exact, each step at its
+    own rate (a rising schedule: the later steps run at the rates of steps 2, 3, ...)."""
     case = linear_mse()
     optimizer = warmed(case, OPTIMIZERS["momentum"], steps=6)
     observable = Observable(case.data[0][:3], lambda outputs: outputs.sum(), "sum of outputs")
     x, y = case.example(0), case.example(1)
     later, horizons = [case.example(i) for i in (2, 3, 4, 2)], (0, 1, 4)
-    args = (case.model, case.loss_fn, at_lr(optimizer, 0.05))
+    rates = [0.05 * (1 + 0.3 * i) for i in range(6)] if scheduled else [0.05] * 6
+    args = (case.model, case.loss_fn, pt.TrainingStep(optimizer, rates=rates))
     got = predict_swap(*args, x, y, observable, later=later, horizons=horizons, expansion=2)
     real = _real_later(args, [x, y], [y, x], later, observable, horizons)
     assert got.later[0] == got.predicted

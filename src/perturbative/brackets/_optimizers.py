@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -211,16 +212,20 @@ def functional_optimizer(
 
 
 def plain_sgd(
-    names: list[str], lr: float, max_grad_norm: float | None = None
+    names: list[str], lr: float, max_grad_norm: float | None = None, like: Any = None
 ) -> FunctionalOptimizer:
     """Plain SGD at ``lr`` on ``names`` (no momentum, no weight decay, no state, the given
-    clipping): what a prediction that ignores the run's optimizer assumes."""
+    clipping): what a prediction that ignores the run's optimizer assumes. ``like``: a read
+    :class:`FunctionalOptimizer` whose schedule (each group's lr at each step) it follows, so
+    that it differs from that optimizer in its update rule alone."""
     hyper = {"lr": float(lr), "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
     return FunctionalOptimizer(
         sgd_update,
         {k: {**hyper, "nesterov": False} for k in names},
         {k: {} for k in names},
         max_grad_norm=max_grad_norm,
+        group=like.group if like is not None else {},
+        rates=like.rates if like is not None else None,
     )
 
 

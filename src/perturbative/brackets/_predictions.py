@@ -71,8 +71,10 @@ class SwapPrediction:
             ``predicted`` unless ``third_order``): what the third-order term adds. Where that
             term is smaller than ``predicted`` the expansion's own error estimate leaves the
             sign safe (``order-check`` calls such pairs settled).
-        sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, whatever the optimizer (a
-            baseline: what ignoring the optimizer predicts).
+        sgd_bracket: the plain-SGD bracket ``lr_1 lr_2 u . [v_x, v_y]`` (the two steps' lrs),
+            whatever the optimizer (a baseline: what ignoring the optimizer predicts; under a
+            schedule it leaves out the first-order term ``(lr_2 - lr_1) u . (g_x - g_y)`` that
+            two steps of different lrs add).
         state_part: the part from the optimizer's state alone (both orders fed the gradients at
             ``theta``); zero for plain SGD.
         before: ``O(theta)``.
@@ -581,7 +583,8 @@ def predict_exchange(
     batches = [first, second, *exchanged(first, second, i, j)]
     window = _window(model, loss_fn, step, batches, observable, expansion)
     lr = window.optimizer.lr
-    sgd = dataclasses.replace(window, optimizer=plain_sgd(list(window.theta), lr), cache={})
+    rule = plain_sgd(list(window.theta), lr, like=window.optimizer)  # the same schedule
+    sgd = dataclasses.replace(window, optimizer=rule, cache={})
     predicted, second_order = _differences(window, (0, 1), (2, 3))
     return SwapPrediction(
         predicted=predicted,

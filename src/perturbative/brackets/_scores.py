@@ -316,7 +316,7 @@ def optimizer_order_scores(
     theta = {k: by_name[k].detach() for k in names}
     state = calls.fixed_state(model, theta)
     read = functional_optimizer(step, {k: by_name[k] for k in names})
-    sgd = plain_sgd(names, read.lr, read.max_grad_norm)
+    sgd = plain_sgd(names, read.lr, read.max_grad_norm, like=read)  # the run's schedule
     u = observable.gradient(model, {k: v.clone().requires_grad_() for k, v in theta.items()})
     with differentiable_kernels():
         full = window_adjoints(model, loss_fn, observable, read, theta, state, window, frozen=False)

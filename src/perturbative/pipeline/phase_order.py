@@ -264,12 +264,14 @@ class _Run:
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
         if self.log is not None:  # a recorded run
             at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
-            needed = 2 * max(options.ks)
+            tripled = [k for k in options.triple_ks if k in options.ks] if options.triples else []
+            needed = max(2 * max(options.ks), 3 * max(tripled, default=0))
             if len(at.next_steps) < needed:
                 raise InputError(
                     f"step {step} has {len(at.next_steps)} logged steps after it, fewer than the "
-                    f"{needed} of two phases of k = {max(options.ks)}: their lrs are not known; "
-                    "choose an earlier checkpoint (--steps) or smaller --ks"
+                    f"{needed} its phases train (two phases of k = {max(options.ks)}, three of "
+                    f"the triples' k): their lrs are not known; choose an earlier checkpoint "
+                    "(--steps), smaller --ks or --triple-ks"
                 )
             return _At(step, at.model.eval(), at.training.scaled(options.lr_scale))
         if self.dataset is None:

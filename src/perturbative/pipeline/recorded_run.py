@@ -75,7 +75,7 @@ class RecordedCheckpoint:
     step: int
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    next_steps: list[dict]  # the order log from step + 1 on
+    next_steps: list[dict]  # the order log from step + 1 on, the steps a scaler skipped left out
     training: TrainingStep
 
 
@@ -102,7 +102,8 @@ def open_recorded_checkpoint(
     run = read_run(run_dir)
     model, optimizer = rebuild(run, *read_checkpoint(paths[step]), task, dtype)
     log = read_order_log(run_dir) if log is None else log
-    later = [r for r in log if r["step"] > step]
+    # the steps the loop took after it: one its gradient scaler skipped moved nothing
+    later = [r for r in log if r["step"] > step and not r.get("skipped")]
     training = TrainingStep(optimizer, run.get("max_grad_norm"), rates=[r["lr"] for r in later])
     return RecordedCheckpoint(step, model, optimizer, later, training)
 

@@ -277,7 +277,8 @@ def _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, autocas
     cast = (
         torch.autocast(device, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     )
-    for position, record in enumerate(records):
+    taken = 0  # the checkpoint's step holds the rates of the steps taken (skipped left out)
+    for record in records:
         if record.get("skipped"):
             continue
         optimizer.zero_grad(set_to_none=True)
@@ -288,8 +289,9 @@ def _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, autocas
                 value = loss(params, *batch)
             (value / len(parts)).backward()
         training.clip(params.values())
-        training.write_rates(optimizer, position)
+        training.write_rates(optimizer, taken)
         optimizer.step()
+        taken += 1
     return {k: p.detach().double() for k, p in params.items()}
 
 
