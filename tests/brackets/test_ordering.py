@@ -153,6 +153,37 @@ def test_windows_take_the_predicted_best_order_from_the_state_reached(k):
             break
 
 
+def test_windows_follow_the_loops_warmup_and_clipping():
+    """Under a warm-up the sampler's window decisions are best_order of the loop's step as it
+    stands, schedule and clipping included, not the optimizer frozen at its current lr."""
+    model, optimizer, data, observable = run()
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10))
+    sampler = pt.OrderSampler(64, 8, policy="windows", seed=0, window=2)
+    sampler.attach(model, loss_fn, optimizer, observable, data, scheduler=warmup, max_grad_norm=0.5)
+    raw = sampler.epoch_batches(0)
+    for position, (x, y) in enumerate(DataLoader(data, batch_sampler=sampler)):
+        if position % 2 == 0:
+            step = pt.TrainingStep(optimizer, max_grad_norm=0.5, scheduler=warmup)
+            chunk = raw[position : position + 2]
+            best = pt.best_order(
+                model, loss_fn, step, [tuple(data[b]) for b in chunk], observable, expansion=2
+            ).best
+            assert sampler.state_dict()["order"][position : position + 2] == [
+                chunk[i] for i in best
+            ]
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        warmup.step()
+        if position == 5:
+            break
+    other = torch.optim.SGD(model.parameters(), lr=0.1)
+    elsewhere = torch.optim.lr_scheduler.LambdaLR(other, lambda s: 1.0)
+    with pytest.raises(ValueError, match="not this optimizer's"):
+        sampler.attach(model, loss_fn, optimizer, observable, data, scheduler=elsewhere)
+
+
 def test_windows_run_with_batchnorm_in_train_mode_and_sgd_momentum():
     model, make = train_mode_batchnorm_net()
     x, y = make(48)

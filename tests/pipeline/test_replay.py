@@ -87,6 +87,10 @@ def test_a_corrupt_or_truncated_log_is_refused_naming_the_line(tmp_path):
     log.write_text("".join(lines[:5]) + "".join(lines[6:]))  # a step missing
     with pytest.raises(InputError, match=r"line 6 is step 7, not 6"):
         check_recorded_run(run)
+    bad = json.loads(lines[7]) | {"micro": [3, 4]}  # micro-batches that are not the step's
+    log.write_text("".join(lines[:7]) + json.dumps(bad) + "\n" + "".join(lines[8:]))
+    with pytest.raises(InputError, match=r"line 8 does not add up"):
+        check_recorded_run(run)
 
 
 def test_no_checkpoint_near_enough_says_what_to_do(tmp_path):

@@ -327,6 +327,7 @@ class OrderSampler(Sampler[list[int]]):
             scheduler=scheduler,
             max_grad_norm=max_grad_norm,
         )
+        self._step()  # a scheduler of another optimizer, or one not modelled, is refused now
         return self
 
     def _step(self) -> TrainingStep:

@@ -82,6 +82,10 @@ def order_check_command_parser(subparsers) -> None:
 
 def order_check_command(args: argparse.Namespace) -> int:
     if (Path(args.run_dir) / RUN_FILE).is_file():
+        if args.celeba is not None:
+            raise InputError(
+                f"--celeba applies to runs of `perturbative train`, not {args.run_dir}"
+            )
         _refuse_flags(args, OrderCheckOptions, set(field_help(OrderCheckOptions)) - set(SHARED),
                       "runs of `perturbative train`")  # fmt: skip
         return recorded_check_command(args)

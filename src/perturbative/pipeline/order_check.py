@@ -86,7 +86,7 @@ from perturbative.pipeline.order_sampling import (
 )
 from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
-from perturbative.pipeline.replay import refuse, train_replay_gap
+from perturbative.pipeline.replay import gate, train_replay_gap
 from perturbative.pipeline.results import ORDER_CHECK, write_order_check
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
@@ -121,20 +121,18 @@ def order_check(
         lr=config.lr,
         options={k: getattr(options, k) for k in options.__dataclass_fields__},
     )
-    for step in steps:  # the modelled step held to the run's own checkpoints first
-        gap = train_replay_gap(run_dir, step, config, dataset, max_steps=options.replay_steps)
-        print(gap.line(), flush=True)
-        result.replay.append(gap)
-        if not gap.passed and not options.allow_replay_gap:
-            refuse(gap)
+    result.replay = gate(  # the modelled step held to the run's own checkpoints first
+        lambda step: train_replay_gap(
+            run_dir, step, config, dataset, max_steps=options.replay_steps
+        ),
+        steps,
+        options.allow_replay_gap,
+    )
     out = Path(options.out_dir) if options.out_dir else run_dir / "order_check"
-    unsaved = ("out_dir", "replay_steps", "allow_replay_gap")  # not what the records depend on
     with folder_lock(out, "an order check"):
         unfinished = PartialCheck.open(
             out,
-            partial_header(
-                run_dir, steps, {k: v for k, v in result.options.items() if k not in unsaved}
-            ),
+            partial_header(run_dir, steps, result.options),
             progress=PROGRESS,
             finished=ORDER_CHECK,
         )

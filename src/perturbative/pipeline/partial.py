@@ -80,12 +80,16 @@ class PartialCheck:
         self.path.unlink(missing_ok=True)
 
 
+#: settings a check's records do not depend on: a check may continue under other values
+UNSAVED = ("out_dir", "replay_steps", "allow_replay_gap")
+
+
 def partial_header(run_dir: Path, steps: Sequence[int], settings: dict[str, Any]) -> dict:
-    """What a continued check must share with the one it continues: every setting but the
-    output folder, and the hash of each checkpoint checked."""
+    """What a continued check must share with the one it continues: every setting the records
+    depend on (not :data:`UNSAVED`), and the hash of each checkpoint checked."""
     files = dict(list_checkpoints(run_dir))
     header = {
-        "options": {k: v for k, v in settings.items() if k != "out_dir"},
+        "options": {k: v for k, v in settings.items() if k not in UNSAVED},
         "checkpoints": {str(step): file_sha256(files[step]) for step in steps},
     }
     return json.loads(json.dumps(header))  # tuples as lists, as read back

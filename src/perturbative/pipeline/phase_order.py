@@ -64,11 +64,11 @@ from perturbative.pipeline.order_check import (
     choose_checkpoints,
     recompute_batchnorm_statistics,
 )
-from perturbative.pipeline.partial import PartialCheck
+from perturbative.pipeline.partial import UNSAVED, PartialCheck
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
 from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
 from perturbative.pipeline.recorder import RUN_FILE, read_order_log
-from perturbative.pipeline.replay import ReplayGap, refuse, replay_gap, train_replay_gap
+from perturbative.pipeline.replay import ReplayGap, gate, replay_gap, train_replay_gap
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype
@@ -159,14 +159,10 @@ def phase_check(
         )
     target = _target_source(run.task, options.target_source)
     out = Path(options.out_dir) if options.out_dir else Path(run_dir) / "phase_check"
-    for step in steps:  # the modelled step held to the run's own checkpoints first
-        gap = run.replay_gap(step, options.replay_steps)
-        print(gap.line(), flush=True)
-        run.replay.append(gap)
-        if not gap.passed and not options.allow_replay_gap:
-            refuse(gap)
-    unsaved = ("out_dir", "replay_steps", "allow_replay_gap")  # not what the records depend on
-    settings = {k: v for k, v in asdict(options).items() if k not in unsaved}
+    run.replay = gate(  # the modelled step held to the run's own checkpoints first
+        lambda step: run.replay_gap(step, options.replay_steps), steps, options.allow_replay_gap
+    )
+    settings = {k: v for k, v in asdict(options).items() if k not in UNSAVED}
     header = json.loads(
         json.dumps(
             {

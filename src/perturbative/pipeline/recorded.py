@@ -65,7 +65,7 @@ from perturbative.pipeline.recorded_run import (
     run_task,
 )
 from perturbative.pipeline.recorder import read_order_log
-from perturbative.pipeline.replay import refuse, replay_gap
+from perturbative.pipeline.replay import gate, replay_gap
 from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task, as_dtype
 
@@ -144,7 +144,8 @@ def sweep_recorded_run(
 
     optimizer_aware = window >= 2 and modelled and data.ranking_data() is not None
     settings = SweepSettings(
-        lr=max(float(r["lr"][0]) for r in log),  # the schedule's largest; each step takes its own
+        # the schedule's largest (each step takes its own); a run of no steps has none
+        lr=max((float(r["lr"][0]) for r in log), default=math.nan),
         bracket_examples=options.bracket_examples,
         dataset="recorded",
         observable=f"held-out mean loss of the {len(data.test_indices)}-example test batch",
@@ -254,15 +255,13 @@ def check_recorded_run(
     steps = _chosen([s for s, _ in list_checkpoints(run_dir) if s > 0], options, log)
     rng = random.Random(options.seed)
     result = RecordedCheck(options=asdict(options), optimizer=run["optimizer"])
-    for step in steps:
-        gap = replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps)
-        print(gap.line(), flush=True)
-        result.replay.append(gap)
-        if not gap.passed and not options.allow_replay_gap:
-            refuse(gap)
+    result.replay = gate(  # the modelled step held to the run's own checkpoints first
+        lambda step: replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps),
+        steps,
+        options.allow_replay_gap,
+    )
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "order_check"
-    unsaved = ("replay_steps", "allow_replay_gap")  # not what the records depend on
-    settings = {k: v for k, v in asdict(options).items() if k not in unsaved}
+    settings = asdict(options)
     with folder_lock(out, "an order check"):
         unfinished = PartialCheck.open(
             out,

@@ -101,6 +101,18 @@ def read_order_log(run_dir: str | os.PathLike) -> list[dict]:
         fields = isinstance(record, dict) and {"step", "indices", "lr"} <= set(record)
         if not fields or not isinstance(record["indices"], list):
             raise InputError(f"{where} lacks step, indices or lr: the order log is corrupt")
+        groups = len(log[0]["lr"]) if log else len(record["lr"])
+        micro = record.get("micro")
+        if (
+            not isinstance(record["lr"], list)
+            or len(record["lr"]) != groups
+            or not isinstance(record.get("skipped", False), bool)
+            or (micro is not None and sum(micro) != len(record["indices"]))
+        ):
+            raise InputError(
+                f"{where} does not add up (an lr per param group, micro-batch sizes that sum to "
+                "the step's indices, skipped true or false): the order log is corrupt"
+            )
         if record["step"] != number:
             raise InputError(
                 f"{where} is step {record['step']}, not {number}: the order log skips or repeats "

@@ -36,6 +36,7 @@ import contextlib
 import itertools
 import math
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -165,7 +166,7 @@ def train_replay_gap(
     state = restored(torch.float64)
     names = [k for k, p in state.model.named_parameters() if p.requires_grad]
     origin = {k: p.detach().clone() for k, p in state.model.named_parameters() if k in names}
-    positions = [p for p, _ in zip(state.batches(), range(end - start), strict=False)]
+    positions = list(itertools.islice(state.batches(), end - start))
     batches = [as_dtype(dataset.batch(dataset.train_indices[p]), torch.float64) for p in positions]
     modelled = parameters_after_steps(
         state.model, per_example_bce, TrainingStep(state.optimizer), batches
@@ -226,12 +227,28 @@ def likely_causes(run: dict[str, Any], accumulated: bool = False) -> tuple[str, 
     return tuple(causes)
 
 
-def refuse(gap: ReplayGap) -> None:
-    """Raise the gate's refusal: the measured gap and the likely causes, in one line."""
-    raise InputError(
-        gap.line() + ". Fix the recording (or the task), or pass --allow-replay-gap to check "
-        "anyway (the gap is stored with the results and shown at the top of the report)"
-    )
+def gate(
+    gap_at: Callable[[int], ReplayGap], steps: Sequence[int], allow_gap: bool
+) -> list[ReplayGap]:
+    """The replay gate of a check, run before it trains anything: each checkpoint's gap
+    (``gap_at(step)``) printed first, and the check refused at the first gap beyond rounding
+    unless ``allow_gap`` (the gaps are then kept with the results).
+
+    Raises:
+        InputError: the measured gap and the likely causes, in one line.
+    """
+    gaps = []
+    for step in steps:
+        gap = gap_at(step)
+        print(gap.line(), flush=True)
+        gaps.append(gap)
+        if not gap.passed and not allow_gap:
+            raise InputError(
+                gap.line() + ". Fix the recording (or the task), or pass --allow-replay-gap to "
+                "check anyway (the gap is stored with the results and shown at the top of the "
+                "report)"
+            )
+    return gaps
 
 
 def _rows(indices: list[int], reverse: bool) -> list[int]:

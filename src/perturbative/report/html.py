@@ -19,7 +19,7 @@ import numpy as np
 
 from perturbative._core.io import write_text
 from perturbative.pipeline.config import examples_in_batch
-from perturbative.pipeline.recorded_records import summary
+from perturbative.pipeline.recorded_records import ReplayGap, summary
 from perturbative.report.figures import image_uri, phase_check_figures, report_figures
 from perturbative.report.statistics import (
     ReportData,
@@ -298,7 +298,8 @@ def write_report(results_dir: Path | str, out_path: Path | str | None = None) ->
     names = data.attribute_names
     parts = {
         "TITLE": e(_title(data)),
-        "FACTS": _facts(data) + _replay_html(data),
+        "FACTS": _facts(data),
+        "REPLAY": _replay_html(data),
         "SOURCE": e(str(data.results_dir)),
         "PEARSON": _num(fit.pearson),
         "SPEARMAN": _num(fit.spearman),
@@ -346,10 +347,12 @@ def fill_template(template: str, parts: dict[str, str]) -> str:
 
 
 def _replay_html(data: ReportData) -> str:
-    """The replay gate's gaps of the run's order check, first thing on the page: a check run
-    past a failed gate (``--allow-replay-gap``) says so above everything it measured."""
-    gaps = (data.recorded_check.replay if data.recorded_check is not None else []) or (
-        data.order_check.replay if data.order_check is not None else []
+    """The replay gate's gaps of the run's order check (or phase check), first thing on the
+    page: a check run past a failed gate (``--allow-replay-gap``) says so above everything."""
+    gaps = (
+        (data.recorded_check.replay if data.recorded_check is not None else [])
+        or (data.order_check.replay if data.order_check is not None else [])
+        or [ReplayGap.from_json(g) for g in (data.phase_check or {}).get("replay", [])]
     )
     if not gaps:
         return ""
@@ -358,15 +361,16 @@ def _replay_html(data: ReportData) -> str:
     e = html.escape
     if failed:
         return (
-            f'</p><p class="warning"><b>The order check models a step the loop did not take:</b> '
+            f'<p class="warning"><b>The order check models a step the loop did not take:</b> '
             f"replaying the logged steps missed the recorded checkpoint by {worst.gap:.2e} of "
             f"the movement at step {worst.step} (rounding allows {worst.tolerance:.1e}), "
             f"at {len(failed)} of {len(gaps)} checkpoints; it was run anyway "
-            f"(--allow-replay-gap). Likely: {e('; or '.join(worst.causes[:3]))}."
+            f"(--allow-replay-gap). Likely: {e('; or '.join(worst.causes[:3]))}.</p>"
         )
     return (
-        f" · replay gate passed at {len(gaps)} checkpoints (largest gap {worst.gap:.1e}, "
-        f"tolerance {worst.tolerance:.1e})"
+        f'<p class="facts">Replay gate passed at {len(gaps)} checkpoints: the logged steps '
+        f"replayed with the modelled step reach the next checkpoint (largest gap {worst.gap:.1e} "
+        f"of the movement, tolerance {worst.tolerance:.1e}).</p>"
     )
 
 
