@@ -15,7 +15,7 @@ At each checkpoint, for minibatch pairs of the run's own later batches, four num
 It prints the replay gate's line at each checkpoint first, then the medians, and writes
 ``benchmarks/results/loop_fidelity.json``. ``docs/results/own-run.md`` quotes it.
 
-    python benchmarks/loop_fidelity.py                 # about 3 min on 2 cores
+    python benchmarks/loop_fidelity.py                 # about 1 min on 2 cores
 """
 
 from __future__ import annotations
