@@ -54,6 +54,7 @@ from perturbative.pipeline.checkpoints import (
 from perturbative.pipeline.recorded_records import ReplayGap
 from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
 from perturbative.pipeline.task import Task, as_dtype
+from perturbative.pipeline.train import TrainingState, per_example_bce
 
 #: the gap may be this many times the measured rounding floor. Rounding differences grow along
 #: the replayed steps at a rate that differs between replays (another summation order, another
@@ -151,8 +152,6 @@ def train_replay_gap(
     Raises:
         InputError: no other checkpoint within ``max_steps`` steps.
     """
-    from perturbative.pipeline.train import TrainingState, per_example_bce
-
     start, end = replayed_span(run_dir, step, max_steps)
     files = dict(list_checkpoints(run_dir))
 
