@@ -12,7 +12,7 @@ from perturbative.pipeline.train import build_dataset
 
 def test_brackets_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["brackets", str(tmp_path)]) == 2
-    assert "not a training run directory" in capsys.readouterr().err
+    assert "holds no run: neither a run of `perturbative train`" in capsys.readouterr().err
 
 
 def test_a_truncated_checkpoint_is_named_not_a_traceback(tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_bad_options_are_refused_before_any_work(options, message):
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a training run directory"):
+    with pytest.raises(FileNotFoundError, match="holds no run: neither a run of"):
         sweep_training_run(tmp_path)
 
 
