@@ -18,3 +18,14 @@ def test_command_prints_the_summary_and_again_from_the_numbers(tmp_path, capsys)
     # a second check into the same folder is refused, in one line, with what to do
     assert main(["phase-check", run_dir, *flags]) == 2
     assert "already holds a finished phase check: pass --out-dir" in capsys.readouterr().err
+
+
+def test_train_run_flags_are_refused_on_a_recorded_run(tmp_path, capsys):
+    from recorded_task import record
+
+    run = tmp_path / "recorded"
+    record(run, steps=20)
+    assert main(["phase-check", str(run), "--batchnorm", "running", "--celeba", "x"]) == 2
+    assert "--celeba, --batchnorm apply to runs of `perturbative train` only" in (
+        capsys.readouterr().err
+    )

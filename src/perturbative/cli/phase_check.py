@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
 from perturbative.pipeline.phase_order import (
     PhaseCheckOptions,
@@ -13,6 +14,7 @@ from perturbative.pipeline.phase_order import (
     read_phase_check,
 )
 from perturbative.pipeline.phase_summary import summary_lines
+from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.replay import ReplayGap
 from perturbative.pipeline.results import PHASE_CHECK
 
@@ -40,6 +42,14 @@ def phase_check_command_parser(subparsers) -> None:
 
 def phase_check_command(args: argparse.Namespace) -> int:
     values = read_config_flags(args, PhaseCheckOptions)
+    if (Path(args.run_dir) / RUN_FILE).is_file():  # a recorded run: no train-run flags
+        given = ["--celeba"] if args.celeba is not None else []
+        given += ["--batchnorm"] if values.get("batchnorm", "batch") != "batch" else []
+        if given:
+            raise InputError(
+                f"{', '.join(given)} apply to runs of `perturbative train` only, not to "
+                f"{args.run_dir}: leave them out"
+            )
     folder = Path(values.get("out_dir") or Path(args.run_dir) / "phase_check")
     if not args.summary_only:  # the check prints its replay gaps as it measures them
         phase_check(args.run_dir, PhaseCheckOptions(**values), args.task, data_root=args.celeba)
