@@ -122,6 +122,24 @@ def test_under_plain_sgd_the_score_is_the_plain_sgd_one_and_has_no_state_part_be
     assert float(got.state_part.abs().max()) < 1e-12 * float(got.scores.abs().max())
 
 
+def test_scores_taken_in_chunks_equal_the_whole_pool_at_once():
+    """Per-example gradients are held a chunk at a time (memory flat in the pool's size): any
+    chunk size gives the same scores, parts and baseline, an uneven last chunk included."""
+    model, optimizer, window, examples, observable = setting(torch.optim.Adam, lr=1e-2)
+    step = pt.TrainingStep(optimizer, max_grad_norm=0.5)
+    whole = optimizer_order_scores(
+        model, loss_fn, step, examples, observable, window, chunk_size=10_000
+    )
+    for size in (1, 4):  # one at a time, and 4 + 2
+        got = optimizer_order_scores(
+            model, loss_fn, step, examples, observable, window, chunk_size=size
+        )
+        for name in ("scores", "state_part", "curvature_part", "sgd"):
+            torch.testing.assert_close(getattr(got, name), getattr(whole, name), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        optimizer_order_scores(model, loss_fn, step, examples, observable, window, chunk_size=0)
+
+
 def test_a_window_of_one_batch_is_refused():
     model, optimizer, window, examples, observable = setting(torch.optim.Adam, lr=1e-2)
     with pytest.raises(ValueError, match="at least 2 minibatches"):

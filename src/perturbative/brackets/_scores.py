@@ -287,6 +287,8 @@ def optimizer_order_scores(
     examples: Any,
     observable: Observable,
     window: Sequence[Any],
+    *,
+    chunk_size: int = 32,
 ) -> OptimizerOrderScores:
     """How much training each of ``examples`` in the first rather than the last batch of
     ``window`` changes ``O``, with the optimizer's own steps from its real state (module
@@ -302,10 +304,14 @@ def optimizer_order_scores(
         observable: ``O``.
         window: ``W >= 2`` minibatches, the steps the run takes next (one step each); an
             example joins the first or the last, weighted like that batch's own examples.
+        chunk_size: examples whose per-example gradients are held at once (memory grows with
+            it, not with ``n``).
 
     Returns:
         :class:`OptimizerOrderScores`, each ``(n,)``.
     """
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if len(window) < 2:
         raise ValueError(f"the window needs at least 2 minibatches, not {len(window)}")
     names = trained_names(model, step)
@@ -323,18 +329,20 @@ def optimizer_order_scores(
         frozen = window_adjoints(model, loss_fn, observable, read, theta, state, window, u=u)
         plain = window_adjoints(model, loss_fn, observable, sgd, theta, state, window, frozen=False)
 
-    at_theta = _example_gradients(model, loss_fn, theta, examples)  # shared by all three
-
-    def score(adjoint: tuple[Params, Params, Params]) -> Tensor:
-        first, last, before_last = adjoint
-        at_last = (
-            at_theta
-            if before_last is theta
-            else _example_gradients(model, loss_fn, before_last, examples)
-        )
-        return _dots(at_theta, first) / sizes[0] - _dots(at_last, last) / sizes[-1]
-
-    scores, state_part = score(full), score(frozen)
+    adjoints = {"full": full, "frozen": frozen, "plain": plain}
+    parts: dict[str, list[Tensor]] = {key: [] for key in adjoints}
+    for start in range(0, n, chunk_size):  # a chunk's gradients at a time: memory flat in n
+        chunk = calls.take_all(examples, slice(start, min(start + chunk_size, n)))
+        at_theta = _example_gradients(model, loss_fn, theta, chunk)  # shared by all three
+        for key, (first, last, before_last) in adjoints.items():
+            at_last = (
+                at_theta
+                if before_last is theta
+                else _example_gradients(model, loss_fn, before_last, chunk)
+            )
+            parts[key].append(_dots(at_theta, first) / sizes[0] - _dots(at_last, last) / sizes[-1])
+        del at_theta, at_last
+    scores, state_part, sgd_scores = (torch.cat(parts[key]) for key in ("full", "frozen", "plain"))
     if not bool(torch.isfinite(scores).all()):
         raise FloatingPointError(
             "the order scores are not finite: the window's trajectory or the observable is NaN "
@@ -344,7 +352,7 @@ def optimizer_order_scores(
         scores=scores,
         state_part=state_part,
         curvature_part=scores - state_part,
-        sgd=score(plain),
+        sgd=sgd_scores,
         optimizer=read.name,
         lr=read.lr,
         window=len(window),
