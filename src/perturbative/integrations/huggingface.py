@@ -25,7 +25,7 @@ transformers = require("transformers", "the Hugging Face Trainer callback")
 
 
 def _inner(wrapped: Any, attribute: str) -> Any:
-    """The object accelerate wraps (``AcceleratedOptimizer.optimizer``, ...), or itself."""
+    """The object accelerate wraps (``AcceleratedScheduler.scheduler``), or itself."""
     return getattr(wrapped, attribute, wrapped)
 
 
@@ -62,7 +62,7 @@ class RecorderCallback(transformers.TrainerCallback):
         self.recorder = Recorder(
             self.run_dir,
             kwargs["model"],
-            _inner(kwargs["optimizer"], "optimizer"),
+            kwargs["optimizer"],  # the Recorder reads the torch optimizer accelerate wraps
             task=self.task,
             scheduler=_inner(kwargs["lr_scheduler"], "scheduler"),
             save_at=self.save_at,

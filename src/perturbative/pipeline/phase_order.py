@@ -71,7 +71,7 @@ from perturbative.pipeline.recorder import RUN_FILE, read_order_log
 from perturbative.pipeline.replay import ReplayGap, gate, replay_gap, train_replay_gap
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
-from perturbative.pipeline.task import Task, as_dtype
+from perturbative.pipeline.task import Task, as_dtype, packed
 from perturbative.pipeline.train import TrainingState, build_dataset
 
 PROGRESS = "phase_check.progress.jsonl"
@@ -279,8 +279,7 @@ class _Run:
         model = state.model.to(torch.float64).train()
         if options.batchnorm == "running":
             recompute_batchnorm_statistics(model, self.dataset, 1024, options.seed, torch.float64)
-        # `train` runs hold their lr constant and do not clip
-        return _At(step, model, TrainingStep(state.optimizer).scaled(options.lr_scale))
+        return _At(step, model, state.training_step().scaled(options.lr_scale))
 
 
 def _target_source(task: Task, wanted: str | None) -> str | None:
@@ -304,21 +303,17 @@ def _targets(task: Task, model: nn.Module, source: str | None, count: int) -> di
         sets[f"held-out loss of {source}"] = list(task.heldout_sources[source])[:count]
     return {
         name: Observable.mean_loss(
-            task.loss_fn, _packed(as_dtype(task.batch(indices, "heldout"), torch.float64)), name
+            task.loss_fn, packed(as_dtype(task.batch(indices, "heldout"), torch.float64)), name
         )
         for name, indices in sets.items()
     }
-
-
-def _packed(batch: Any) -> tuple:
-    return batch if isinstance(batch, tuple) else (batch,)
 
 
 def _phase(task: Task, members: Sequence[int], k: int, size: int, rng: random.Random) -> list:
     """``k`` batches of ``size`` distinct examples of one source (drawn anew for each batch),
     float64."""
     return [
-        _packed(as_dtype(task.batch(rng.sample(list(members), size)), torch.float64))
+        packed(as_dtype(task.batch(rng.sample(list(members), size)), torch.float64))
         for _ in range(k)
     ]
 

@@ -32,7 +32,6 @@ from perturbative.brackets import (
     UPDATE_RULES,
     Expansion,
     Observable,
-    TrainingStep,
     adam_preconditioner,
     best_order,
     moved_first_or_last,
@@ -58,11 +57,13 @@ from perturbative.pipeline.recorded_run import (
     RecordedCheckpoint as RecordedCheckpoint,
 )
 from perturbative.pipeline.recorded_run import (
+    loop_step,
     model_weights,
     open_recorded_checkpoint,
     read_run,
     rebuild,
     run_task,
+    steps_after,
 )
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import gate, replay_gap
@@ -127,16 +128,15 @@ def sweep_recorded_run(
     modelled = getattr(torch.optim, run["optimizer"], None) in UPDATE_RULES
 
     def scores_at(step: int, at_model: nn.Module) -> Tensor | None:
-        later = [r for r in log if r["step"] > step][:window]
+        later = steps_after(log, step)[:window]
         if len(later) < window:  # too few logged steps after it to move examples across
             return None
         rebuilt, optimizer = opened(step, at_model)
         dtype = next(at_model.parameters()).dtype
-        training = TrainingStep(optimizer, run.get("max_grad_norm"), [r["lr"] for r in later])
         return optimizer_order_scores(
             rebuilt,
             task.loss_fn,
-            training,
+            loop_step(optimizer, run, later),
             data.ranking_data(),
             Observable.mean_loss(task.loss_fn, data.test_data()),
             [as_dtype(task.batch(r["indices"]), dtype) for r in later],

@@ -85,12 +85,14 @@ def open_recorded_checkpoint(
     task: Task,
     dtype: torch.dtype = torch.float64,
     log: list[dict] | None = None,
+    checkpoint: tuple[dict, dict] | None = None,
 ) -> RecordedCheckpoint:
     """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
     the recorded class (its param groups and state) at ``step``, in ``dtype``.
 
     Args:
         log: the run's order log, if already read (:func:`read_order_log`).
+        checkpoint: ``(tensors, info)`` of the checkpoint file, if already read.
 
     Raises:
         InputError: no such checkpoint, a model whose names or shapes do not match the
@@ -100,12 +102,22 @@ def open_recorded_checkpoint(
     if step not in paths:
         raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
     run = read_run(run_dir)
-    model, optimizer = rebuild(run, *read_checkpoint(paths[step]), task, dtype)
-    log = read_order_log(run_dir) if log is None else log
-    # the steps the loop took after it: one its gradient scaler skipped moved nothing
-    later = [r for r in log if r["step"] > step and not r.get("skipped")]
-    training = TrainingStep(optimizer, run.get("max_grad_norm"), rates=[r["lr"] for r in later])
-    return RecordedCheckpoint(step, model, optimizer, later, training)
+    tensors, info = read_checkpoint(paths[step]) if checkpoint is None else checkpoint
+    model, optimizer = rebuild(run, tensors, info, task, dtype)
+    later = steps_after(read_order_log(run_dir) if log is None else log, step)
+    return RecordedCheckpoint(step, model, optimizer, later, loop_step(optimizer, run, later))
+
+
+def steps_after(log: list[dict], step: int) -> list[dict]:
+    """The logged steps the loop took after checkpoint ``step``, in order: a step its gradient
+    scaler skipped moved nothing and is left out."""
+    return [r for r in log if r["step"] > step and not r.get("skipped")]
+
+
+def loop_step(optimizer: torch.optim.Optimizer, run: dict, later: list[dict]) -> TrainingStep:
+    """The loop's training step from a rebuilt optimizer: the run's clipping, and each of the
+    ``later`` logged steps' lr per param group (:func:`steps_after`)."""
+    return TrainingStep(optimizer, run.get("max_grad_norm"), rates=[r["lr"] for r in later])
 
 
 def model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, str]:

@@ -197,6 +197,9 @@ class Recorder:
         scaler: Any = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # the torch optimizer a wrapper (accelerate's, Lightning's) holds: its class, groups,
+        # state and step() are what the run is
+        optimizer = _torch_optimizer(optimizer) or optimizer
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.should_save = save_steps(save_at)
         self.rank, self.world = rank_and_world()
@@ -208,9 +211,8 @@ class Recorder:
         # never runs is a step the loop skipped (a gradient scaler's, on infinite gradients)
         self._stepped: list[list[float]] = []
         self._hooked = False
-        inner = _torch_optimizer(optimizer)
-        if inner is not None:
-            self._exit.callback(inner.register_step_pre_hook(self._on_step).remove)
+        if isinstance(optimizer, torch.optim.Optimizer):
+            self._exit.callback(optimizer.register_step_pre_hook(self._on_step).remove)
         self._log = None
         self._noted = False  # the model's training mode, read at the first step
         self.scaler = scaler
@@ -281,12 +283,12 @@ class Recorder:
             sizes = [len(part) for part in parts]
             if self.world > 1:
                 raise ValueError("micro_batches are not recorded under DDP yet: log each step once")
-        scaled_down = self._skipped()
         taken, self._stepped = self._stepped, []
         if self._hooked:
             skipped, rates = not taken, (taken[-1] if taken else self._rates())
-        else:  # no hook reached (a wrapper that hides the optimizer): the scaler tells
-            skipped, rates = scaled_down, self._lr
+        else:  # no hook reached (a wrapper that hides the optimizer): the scaler tells, at the
+            # price of reading its scale (a device sync) each step
+            skipped, rates = self._skipped(), self._lr
         gathered = all_gather_objects(own) if self.world > 1 else [own]
         self.step_count += 1
         if self.rank != 0:

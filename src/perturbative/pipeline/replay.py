@@ -44,7 +44,7 @@ from torch import Tensor
 
 from perturbative._core import calls
 from perturbative._core.errors import InputError
-from perturbative.brackets import TrainingStep, parameters_after_steps
+from perturbative.brackets import parameters_after_steps
 from perturbative.pipeline.checkpoints import (
     cast_optimizer_state,
     list_checkpoints,
@@ -52,8 +52,12 @@ from perturbative.pipeline.checkpoints import (
     read_checkpoint,
 )
 from perturbative.pipeline.recorded_records import ReplayGap
-from perturbative.pipeline.recorded_run import model_weights, open_recorded_checkpoint
-from perturbative.pipeline.task import Task, as_dtype
+from perturbative.pipeline.recorded_run import (
+    RecordedCheckpoint,
+    model_weights,
+    open_recorded_checkpoint,
+)
+from perturbative.pipeline.task import Task, as_dtype, packed
 from perturbative.pipeline.train import TrainingState, per_example_bce
 
 #: the gap may be this many times the measured rounding floor. Rounding differences grow along
@@ -81,15 +85,28 @@ def replay_gap(
         InputError: no recorded checkpoint within ``max_steps`` logged steps of ``step``.
     """
     start, end = replayed_span(run_dir, step, max_steps)
-    target = _trained_weights(run_dir, end, task)
+    files = dict(list_checkpoints(run_dir))
+    first = read_checkpoint(files[start])  # read once, rebuilt for each replay
+
+    def opened(dtype: torch.dtype) -> RecordedCheckpoint:
+        # each replay's own copy: a rebuilt optimizer may hold the tensors it was given and
+        # step them in place
+        copied = ({k: v.clone() for k, v in first[0].items()}, first[1])
+        return open_recorded_checkpoint(run_dir, start, task, dtype, log, copied)
+
     records = log[start:end]  # steps start + 1 .. end
-    modelled, origin = _modelled(run_dir, start, task, log, records)
+    modelled, origin, model = _modelled(opened(torch.float64), task, records)
+    target = {
+        k: v.double() for k, v in model_weights(read_checkpoint(files[end])[0], model)[0].items()
+    }
     # the loop as it ran (micro-batches, autocast, skipped steps) in float64 and in the run's
     # own precision: they differ by the rounding alone
-    run_dtype = _run_dtype(run_dir, start)
+    run_dtype = next(
+        t.dtype for k, t in first[0].items() if k.startswith("model/") and t.is_floating_point()
+    )
     autocast = _dtype(run.get("autocast"))
     faithful = [
-        _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, cast)
+        _as_the_loop_ran(opened(dtype), task, records, dtype, reverse, cast)
         for dtype, reverse, cast in _replay_precisions(run_dtype, autocast)
     ]
     replays = {"modelled": modelled, "float64": faithful[0], "rounded": faithful[1]}
@@ -167,9 +184,7 @@ def train_replay_gap(
     origin = {k: p.detach().clone() for k, p in state.model.named_parameters() if k in names}
     positions = list(itertools.islice(state.batches(), end - start))
     batches = [as_dtype(dataset.batch(dataset.train_indices[p]), torch.float64) for p in positions]
-    modelled = parameters_after_steps(
-        state.model, per_example_bce, TrainingStep(state.optimizer), batches
-    )
+    modelled = parameters_after_steps(state.model, per_example_bce, state.training_step(), batches)
     replays = {"modelled": {k: modelled[k].double() for k in names}}
     for key, dtype in (("float64", torch.float64), ("rounded", torch.float32)):
         state = restored(dtype)
@@ -263,29 +278,26 @@ def _replay_precisions(run_dtype: torch.dtype, autocast: torch.dtype | None) -> 
     return [(torch.float64, False, None), (run_dtype, False, autocast)]
 
 
-def _modelled(run_dir, start, task, log, records) -> tuple[dict, dict]:
-    """The parameters after ``records`` replayed with the checks' modelled step (float64, the
-    :class:`~perturbative.TrainingStep` the checks use, each step's batch as one mean loss), and
-    the parameters replayed from. A step the scaler skipped is left out, as the loop left it."""
-    at = open_recorded_checkpoint(run_dir, start, task, log=log)
+def _modelled(at: RecordedCheckpoint, task: Task, records: list[dict]) -> tuple[dict, dict, Any]:
+    """The parameters after ``records`` replayed from ``at`` (float64) with the checks' modelled
+    step (its :class:`~perturbative.TrainingStep`, each step's batch as one mean loss), the
+    parameters replayed from, and the model. A step the scaler skipped is left out, as the loop
+    left it (and as ``at`` leaves it out of its steps and rates)."""
     names = [k for k, p in at.model.named_parameters() if p.requires_grad]
-    taken = [r for r in records if not r.get("skipped")]
-    training = TrainingStep(
-        at.optimizer, at.training.max_grad_norm, rates=[r["lr"] for r in taken] or None
-    )
-    batches = [_packed(as_dtype(task.batch(r["indices"]), torch.float64)) for r in taken]
+    taken = at.next_steps[: sum(not r.get("skipped") for r in records)]
+    batches = [packed(as_dtype(task.batch(r["indices"]), torch.float64)) for r in taken]
     origin = {k: v.detach().double() for k, v in at.model.named_parameters() if k in names}
     if not batches:
-        return origin, origin
-    params = parameters_after_steps(at.model, task.loss_fn, training, batches)
-    return {k: params[k].double() for k in names}, origin
+        return origin, origin, at.model
+    params = parameters_after_steps(at.model, task.loss_fn, at.training, batches)
+    return {k: params[k].double() for k in names}, origin, at.model
 
 
-def _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, autocast) -> dict:
+def _as_the_loop_ran(at: RecordedCheckpoint, task, records, dtype, reverse, autocast) -> dict:
     """The parameters after ``records`` replayed as the loop ran them: each micro-batch's mean
     loss over their number (gradient accumulation), under ``autocast``, skipped steps left out,
-    in ``dtype`` (rows reversed within each micro-batch with ``reverse``)."""
-    at = open_recorded_checkpoint(run_dir, start, task, dtype=dtype, log=log)
+    in ``dtype`` (rows reversed within each micro-batch with ``reverse``), from ``at`` (opened
+    in ``dtype``)."""
     model, optimizer, training = at.model, at.optimizer, at.training
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     loss = calls.batch_loss(model, task.loss_fn, calls.fixed_state(model, params))
@@ -300,7 +312,7 @@ def _as_the_loop_ran(run_dir, start, task, log, records, dtype, reverse, autocas
         optimizer.zero_grad(set_to_none=True)
         parts = _split(record["indices"], record.get("micro"))
         for part in parts:
-            batch = _packed(as_dtype(task.batch(_rows(part, reverse)), dtype))
+            batch = packed(as_dtype(task.batch(_rows(part, reverse)), dtype))
             with cast:
                 value = loss(params, *batch)
             (value / len(parts)).backward()
@@ -322,25 +334,5 @@ def _dtype(name: str | None) -> torch.dtype | None:
     return None if name is None else getattr(torch, name)
 
 
-def _run_dtype(run_dir: str | os.PathLike, step: int) -> torch.dtype:
-    tensors, _ = read_checkpoint(dict(list_checkpoints(run_dir))[step])
-    floating = [
-        t.dtype for k, t in tensors.items() if k.startswith("model/") and t.is_floating_point()
-    ]
-    return floating[0] if floating else torch.float32
-
-
-def _trained_weights(run_dir: str | os.PathLike, step: int, task: Task) -> dict[str, Tensor]:
-    """The recorded weights at ``step`` in float64, named like the task's model."""
-    tensors, _ = read_checkpoint(dict(list_checkpoints(run_dir))[step])
-    weights, _ = model_weights(tensors, task.model())
-    return {k: v.double() for k, v in weights.items()}
-
-
 def _norm(vector: dict[str, Tensor]) -> float:
     return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vector.values()))
-
-
-def _packed(batch: Any) -> tuple:
-    """A collated batch as the loss takes it: a tuple of tensors, or ``(keyword batch,)``."""
-    return batch if isinstance(batch, tuple) else (batch,)

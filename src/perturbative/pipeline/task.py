@@ -146,6 +146,11 @@ def as_dtype(batch: Any, dtype: torch.dtype) -> Any:
     return tuple(cast(t) for t in batch)
 
 
+def packed(batch: Any) -> tuple:
+    """A collated batch as a loss takes it unpacked: a tuple of tensors, or ``(keyword batch,)``."""
+    return batch if isinstance(batch, tuple) else (batch,)
+
+
 def _as_data(batch: Any) -> Any:
     return batch if isinstance(batch, (Mapping, tuple)) else (batch,)
 

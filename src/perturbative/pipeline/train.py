@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from perturbative._core.distributed import barrier, rank_and_world
 from perturbative._core.errors import InputError
 from perturbative._core.io import write_json
+from perturbative.brackets import TrainingStep
 from perturbative.data import AttributeDataset, load_celeba, load_digits_attributes
 from perturbative.models import mxresnet
 from perturbative.pipeline.checkpoints import (
@@ -225,6 +226,10 @@ class TrainingState:
         torch.set_rng_state(checkpoint["rng_state"])
         self.step = checkpoint["step"]
         self.loss_sum, self.loss_count = checkpoint["loss_sum"], checkpoint["loss_count"]
+
+    def training_step(self) -> TrainingStep:
+        """The loop's step as the checks model it: Adam at the run's constant lr, no clipping."""
+        return TrainingStep(self.optimizer)
 
     def train_step(self, positions: Tensor) -> None:
         """One Adam step on the batch at ``positions`` of the training indices."""
