@@ -122,7 +122,7 @@ def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
         phase_check(run_dir, dataclasses.replace(options, steps=(4,)), progress=False)
     with pytest.raises(InputError, match="no held-out source 'digit_11'"):
         phase_check(run_dir, dataclasses.replace(options, target_source="digit_11"))
-    with pytest.raises(InputError, match="--task applies to recorded runs"):
+    with pytest.raises(InputError, match="cannot import the task's module 'x'"):
         phase_check(run_dir, options, task="x:y", progress=False)
     bare = phase_check_module.training_task(run_dir)
     monkeypatch.setattr(

@@ -21,7 +21,7 @@ def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path
 
 
 def test_bad_runs_and_tasks_say_what_to_do(tmp_path):
-    with pytest.raises(InputError, match="not a recorded run"):
+    with pytest.raises(InputError, match="holds no run: neither a run of"):
         check_recorded_run(tmp_path)
     run = tmp_path / "run"
     record(run, steps=12, task="no_such_module:task")

@@ -37,3 +37,61 @@ def test_another_architecture_and_a_missing_checkpoint_are_named(tmp_path):
     )
     with pytest.raises(InputError, match="another architecture than the one recorded"):
         open_recorded_checkpoint(run, 10, wide)
+
+
+def _record_batchnorm_loop(run_dir, steps=12):
+    """A user's loop over a network with BatchNorm on batch statistics (train mode), SGD with
+    momentum at a constant lr, no scheduler."""
+    from perturbative.pipeline.recorder import Recorder
+
+    torch.manual_seed(0)
+    net = batchnorm_task.model().train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    order = torch.Generator().manual_seed(1)
+    with Recorder(run_dir, net, opt, task=None, save_at=6) as rec:
+        for _ in range(steps):
+            indices = torch.randperm(160, generator=order)[:16]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(
+                net(recorded_task.INPUTS[indices]), recorded_task.TARGETS[indices]
+            ).backward()
+            opt.step()
+            rec.step(indices)
+
+
+def _batchnorm_model():
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.BatchNorm1d(16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+    )
+
+
+batchnorm_task = recorded_task.Task(
+    model=_batchnorm_model,
+    loss_fn=recorded_task.loss,
+    train=recorded_task.train,
+    heldout=recorded_task.heldout,
+)
+
+
+def test_batchnorm_is_rebuilt_as_it_trained_and_a_constant_lr_holds_past_the_log(tmp_path):
+    """BatchNorm that trained on batch statistics is rebuilt in train mode (the rest in eval),
+    so the replay gate replays the loop's own steps; a run whose lr never changed keeps it past
+    the log's end (its step holds no schedule), one with a schedule does not."""
+    from perturbative.pipeline.recorded_run import batch_statistics, batchnorm_statistics
+    from perturbative.pipeline.replay import replay_gap
+
+    run = tmp_path / "run"
+    _record_batchnorm_loop(run)
+    assert batch_statistics(run) == ["1"]
+    at = open_recorded_checkpoint(run, 12, batchnorm_task)
+    assert at.model[1].training and not at.model.training
+    assert at.training.rates is None and at.training.rates_at(50) == (0.05,)
+    gap = replay_gap(run, 6, batchnorm_task, read_run(run), read_order_log(run))
+    assert gap.passed, gap
+    # recomputed running statistics: the whole network in eval mode on them
+    before = at.model[1].running_mean.clone()
+    batchnorm_statistics(at.model, batchnorm_task, 64, seed=0)
+    assert not at.model[1].training and not torch.equal(before, at.model[1].running_mean)
+    scheduled = tmp_path / "scheduled"
+    record(scheduled, steps=10)
+    assert open_recorded_checkpoint(scheduled, 10, recorded_task.task).training.rates == ()

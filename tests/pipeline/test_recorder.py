@@ -166,3 +166,30 @@ def test_under_ddp_rank_0_writes_and_the_log_holds_every_ranks_indices(tmp_path)
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [0, 3, 6]
     keys = read_checkpoint(list_checkpoints(tmp_path / "run")[-1][1])[0]
     assert "model/0.weight" in keys  # the module inside the wrapper (DDP's .module), unprefixed
+
+
+def test_a_loop_adds_its_own_state_to_each_checkpoint_and_facts_to_run_json(tmp_path):
+    """``checkpoint_info`` (what the loop needs to resume: a sampler's position) is saved into
+    every checkpoint beside the recorder's own; ``loop`` is kept in run.json."""
+    from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
+
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen = {"batches": 0}
+    with Recorder(
+        tmp_path / "run",
+        net,
+        opt,
+        save_at=2,
+        checkpoint_info=lambda: {"sampler": dict(seen)},
+        loop={"made_by": "a test"},
+    ) as recorder:
+        for step in range(4):
+            net(torch.ones(2, 3)).sum().backward()
+            opt.step()
+            seen["batches"] += 1
+            recorder.step([step])
+    infos = [read_checkpoint(path)[1] for _, path in list_checkpoints(tmp_path / "run")]
+    assert [(i["step"], i["sampler"]["batches"]) for i in infos] == [(0, 0), (2, 2), (4, 4)]
+    assert all("optimizer_param_names" in i for i in infos)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["loop"] == {"made_by": "a test"}

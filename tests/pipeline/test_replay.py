@@ -136,21 +136,21 @@ def test_a_step_the_gradient_scaler_skipped_is_logged_and_not_replayed(tmp_path)
 
 
 def test_a_train_run_replays_to_rounding_and_a_tilted_one_is_not_the_checks_step(tmp_path):
+    """A run of ``perturbative train`` is a recorded run (its own task, BatchNorm on batch
+    statistics as it trained): the one gate replays it to rounding; a tilted one's weighted
+    loss is not the task's mean loss, and the gate says so first."""
     from cases import tiny_digits_run
 
-    from perturbative.pipeline.config import load_run_config
-    from perturbative.pipeline.replay import train_replay_gap
-    from perturbative.pipeline.train import build_dataset
+    from perturbative.pipeline.recorded_run import run_task
 
     for name, tilt in (("plain", None), ("tilted", "even=1.0,digit_3=-0.5")):
         run = tiny_digits_run(tmp_path / name, steps=8, checkpoint_every=4, tilt=tilt)
-        config = load_run_config(run)
-        gap = train_replay_gap(run, 4, config, build_dataset(config))
+        gap = replay_gap(run, 4, run_task(run), read_run(run), read_order_log(run))
         assert (gap.start, gap.end) == (4, 8) and 0 < gap.floor < 1e-4, gap
         if tilt is None:
             assert gap.passed, gap
         else:  # its steps weigh examples; the check's do not
-            assert not gap.passed and "tilted run" in gap.causes[0], gap
+            assert not gap.passed and "tilted by even=1.0" in gap.causes[0], gap
 
 
 def test_a_loop_that_sets_its_lr_before_the_step_is_logged_right(tmp_path):

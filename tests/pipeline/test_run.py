@@ -92,7 +92,8 @@ def test_results_are_tied_to_their_checkpoints(tmp_path):
     first = load_results(sweep_training_run(run_a, TINY_SWEEP))[1][2]["grad_norm"]
     # retrain the same folder with another seed: the sweep recomputes every step
     shutil.rmtree(run_a / "checkpoints")
-    (run_a / "metrics.jsonl").unlink()
+    for name in ("metrics.jsonl", "run.json", "order.jsonl"):
+        (run_a / name).unlink()
     train(_tiny(run_a, seed=1), progress=False)
     meta, steps = load_results(sweep_training_run(run_a, TINY_SWEEP))
     assert not torch.equal(steps[2]["grad_norm"], first)

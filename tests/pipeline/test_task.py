@@ -55,3 +55,17 @@ def test_the_default_observable_is_the_held_out_mean_loss_in_the_models_dtype():
     bare = pt.Task(model=task.model, loss_fn=task.loss_fn, train=task.train)
     with pytest.raises(InputError, match="neither held-out examples nor an observable"):
         bare.build_observable(model)
+
+
+def test_a_task_factory_of_one_argument_is_given_the_run_folder(tmp_path):
+    """A task that reads its run's own files (``perturbative train``'s reads the config) is a
+    function of the run folder; without a folder, a factory of no arguments is called."""
+    script = tmp_path / "folder_task.py"
+    script.write_text(
+        "import torch\nimport perturbative as pt\n"
+        "def task(run_dir):\n"
+        "    size = int((run_dir / 'size.txt').read_text())\n"
+        "    return pt.Task(model=lambda: torch.nn.Linear(2, 1), loss_fn=None, train=[0] * size)\n"
+    )
+    (tmp_path / "size.txt").write_text("7")
+    assert len(load_task(f"{script}:task", run_dir=tmp_path).train) == 7

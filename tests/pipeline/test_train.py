@@ -90,6 +90,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     for step in (5, 10, 12):
         assert_same_tensors(checkpoint_tensors(straight, step), checkpoint_tensors(resumed, step))
     assert (straight / "metrics.jsonl").read_text() == (resumed / "metrics.jsonl").read_text()
+    assert (straight / "order.jsonl").read_text() == (resumed / "order.jsonl").read_text()
 
     # a longer run continues the same way as one that was always longer
     longer = train(tiny(tmp_path, "killed", steps=16), resume=True, progress=False)
@@ -175,3 +176,28 @@ def test_a_split_the_run_cannot_use_is_refused_before_training(tmp_path):
     assert not (tmp_path / "one").exists()
     with pytest.raises(InputError, match="fewer than one batch"):
         train(tiny(tmp_path, "few", heldout_fraction=0.99, batch_size=32), progress=False)
+
+
+def test_a_run_is_recorded_as_any_loop_is(tmp_path):
+    """``train`` writes through the Recorder: ``run.json`` names its own task (a factory of the
+    run folder), the log holds each step's positions in the training split and its lr, and the
+    task rebuilt from the folder alone trains those positions."""
+    from perturbative.pipeline.recorded_run import read_run, run_task
+    from perturbative.pipeline.recorder import read_order_log
+
+    config = tiny(tmp_path, steps=6, checkpoint_every=5, eval_every=5)
+    run_dir = train(config, progress=False)
+    run, log = read_run(run_dir), read_order_log(run_dir)
+    assert run["task"] == training.TRAINING_TASK and run["optimizer"] == "Adam"
+    assert run["loop"] == {"made_by": "perturbative train", "tilt": None}
+    assert len(run["model_mode"]["batch_statistics"]) > 0 and not run["model_mode"]["stochastic"]
+    assert [r["step"] for r in log] == list(range(1, 7)) and {len(r["indices"]) for r in log} == {
+        config.batch_size
+    }
+    assert all(r["lr"] == [config.lr] for r in log)
+    assert [step for step, _ in list_checkpoints(run_dir)] == [0, 5, 6]  # the last one too
+    task = run_task(run_dir)  # imported from run.json, given the folder
+    dataset = build_dataset(config)
+    first = log[0]["indices"]
+    inputs, _ = task.batch(first)
+    torch.testing.assert_close(inputs, dataset.batch(dataset.train_indices[first])[0])

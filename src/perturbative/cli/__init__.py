@@ -9,6 +9,7 @@ and calling library code. No math here.
     perturbative phase-check RUN_DIR           # which data first: phase orders, predicted and real
     perturbative report RUN_DIR                # self-contained HTML report
     perturbative tilt                          # 2-D diffusion demo of tilted training
+    perturbative upgrade RUN_DIR               # a run of `train` made before 0.4, converted
 
 Bad input (:class:`~perturbative._core.errors.InputError`, a missing or existing file) prints one
 line and exits with status 2; anything else is a bug and keeps its traceback.
@@ -35,6 +36,7 @@ from perturbative.cli.report import report_command_parser
 from perturbative.cli.run import run_command_parser
 from perturbative.cli.tilt import tilt_command_parser
 from perturbative.cli.train import train_command_parser
+from perturbative.cli.upgrade import upgrade_command_parser
 
 USER_ERRORS = (InputError, MissingExtraError, FileNotFoundError, FileExistsError)
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         phase_check_command_parser,
         report_command_parser,
         tilt_command_parser,
+        upgrade_command_parser,
     ):
         add(sub)
     for command in sub.choices.values():  # --threads also after the subcommand

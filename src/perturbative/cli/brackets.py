@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 from perturbative.cli._flags import add_sweep_flags, sweep_options
+from perturbative.pipeline.config import is_training_run
 from perturbative.pipeline.recorded import sweep_recorded_run
-from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.run import sweep_training_run
 
 
@@ -49,9 +48,9 @@ def brackets_command(args: argparse.Namespace) -> int:
     options = sweep_options(args, args.out)
     if args.only_steps is not None:
         options = dataclasses.replace(options, only_steps=args.only_steps)
-    if (Path(args.run_dir) / RUN_FILE).is_file():  # recorded by perturbative.Recorder
-        out = sweep_recorded_run(args.run_dir, options, args.task)
-    else:
+    if is_training_run(args.run_dir) and args.task is None:
         out = sweep_training_run(args.run_dir, options, args.celeba)
+    else:
+        out = sweep_recorded_run(args.run_dir, options, args.task)
     print(f"results: {out}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, add_run_flags, field_help, read_config_flags
-from perturbative.pipeline.config import OrderCheckOptions
+from perturbative.pipeline.config import OrderCheckOptions, is_training_run
 from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
 from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run
@@ -17,7 +17,6 @@ from perturbative.pipeline.recorded_records import (
     read_recorded_check_file,
     summary,
 )
-from perturbative.pipeline.recorder import RUN_FILE
 from perturbative.pipeline.results import (
     read_order_check_file,
     write_order_check,
@@ -81,7 +80,7 @@ def order_check_command_parser(subparsers) -> None:
 
 
 def order_check_command(args: argparse.Namespace) -> int:
-    if (Path(args.run_dir) / RUN_FILE).is_file():
+    if not is_training_run(args.run_dir):
         if args.celeba is not None:
             raise InputError(
                 f"--celeba applies to runs of `perturbative train`, not {args.run_dir}"
@@ -90,7 +89,10 @@ def order_check_command(args: argparse.Namespace) -> int:
                       "runs of `perturbative train`")  # fmt: skip
         return recorded_check_command(args)
     if args.task is not None:
-        raise InputError(f"--task applies to recorded runs; {args.run_dir} has no {RUN_FILE}")
+        raise InputError(
+            f"--task applies to runs recorded by perturbative.Recorder; {args.run_dir} is a run "
+            "of `perturbative train`, whose order check uses its own task"
+        )
     _refuse_flags(args, RecordedCheckOptions, RECORDED_ONLY, "recorded runs")
     if args.summary_only:
         folder = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "order_check"

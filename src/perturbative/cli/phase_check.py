@@ -8,13 +8,14 @@ from pathlib import Path
 
 from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
+from perturbative.pipeline.config import is_training_run
 from perturbative.pipeline.phase_order import (
     PhaseCheckOptions,
     phase_check,
     read_phase_check,
 )
 from perturbative.pipeline.phase_summary import summary_lines
-from perturbative.pipeline.recorder import RUN_FILE
+from perturbative.pipeline.recorded_run import batch_statistics
 from perturbative.pipeline.replay import ReplayGap
 from perturbative.pipeline.results import PHASE_CHECK
 
@@ -42,14 +43,16 @@ def phase_check_command_parser(subparsers) -> None:
 
 def phase_check_command(args: argparse.Namespace) -> int:
     values = read_config_flags(args, PhaseCheckOptions)
-    if (Path(args.run_dir) / RUN_FILE).is_file():  # a recorded run: no train-run flags
-        given = ["--celeba"] if args.celeba is not None else []
-        given += ["--batchnorm"] if values.get("batchnorm", "batch") != "batch" else []
-        if given:
-            raise InputError(
-                f"{', '.join(given)} apply to runs of `perturbative train` only, not to "
-                f"{args.run_dir}: leave them out"
-            )
+    if not is_training_run(args.run_dir) and args.celeba is not None:
+        raise InputError(
+            f"--celeba applies to runs of `perturbative train` only, not to {args.run_dir}: "
+            "leave it out"
+        )
+    if values.get("batchnorm", "batch") != "batch" and not batch_statistics(args.run_dir):
+        raise InputError(
+            f"--batchnorm applies to runs whose BatchNorm trained on batch statistics; "
+            f"{args.run_dir} recorded none: leave it out"
+        )
     folder = Path(values.get("out_dir") or Path(args.run_dir) / "phase_check")
     if not args.summary_only:  # the check prints its replay gaps as it measures them
         phase_check(args.run_dir, PhaseCheckOptions(**values), args.task, data_root=args.celeba)

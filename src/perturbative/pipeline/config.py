@@ -248,6 +248,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def is_training_run(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` was made by ``perturbative train`` (it holds the run's
+    ``config.json``, beside the ``run.json`` every recorded run has)."""
+    return (Path(run_dir) / "config.json").is_file()
+
+
 def load_run_config(
     run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None
 ) -> TrainConfig:

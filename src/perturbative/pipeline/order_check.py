@@ -86,8 +86,11 @@ from perturbative.pipeline.order_sampling import (
 )
 from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
-from perturbative.pipeline.replay import gate, train_replay_gap
+from perturbative.pipeline.recorded_run import read_run
+from perturbative.pipeline.recorder import read_order_log
+from perturbative.pipeline.replay import gate, replay_gap
 from perturbative.pipeline.results import ORDER_CHECK, write_order_check
+from perturbative.pipeline.run import training_task
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
 
@@ -121,10 +124,10 @@ def order_check(
         lr=config.lr,
         options={k: getattr(options, k) for k in options.__dataclass_fields__},
     )
+    run, log = read_run(run_dir), read_order_log(run_dir)
+    task = training_task(run_dir, data_root)
     result.replay = gate(  # the modelled step held to the run's own checkpoints first
-        lambda step: train_replay_gap(
-            run_dir, step, config, dataset, max_steps=options.replay_steps
-        ),
+        lambda step: replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps),
         steps,
         options.allow_replay_gap,
     )

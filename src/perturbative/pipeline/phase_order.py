@@ -54,25 +54,21 @@ from perturbative.brackets import (
     predict_phase_orders,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import (
-    cast_optimizer_state,
-    list_checkpoints,
-    load_checkpoint,
-)
-from perturbative.pipeline.config import load_run_config
-from perturbative.pipeline.order_check import (
-    choose_checkpoints,
-    recompute_batchnorm_statistics,
-)
+from perturbative.pipeline.checkpoints import list_checkpoints
+from perturbative.pipeline.order_check import choose_checkpoints
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
 from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
-from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
-from perturbative.pipeline.recorder import RUN_FILE, read_order_log
-from perturbative.pipeline.replay import ReplayGap, gate, replay_gap, train_replay_gap
+from perturbative.pipeline.recorded_run import (
+    batchnorm_statistics,
+    open_recorded_checkpoint,
+    read_run,
+    run_task,
+)
+from perturbative.pipeline.recorder import read_order_log
+from perturbative.pipeline.replay import ReplayGap, gate, replay_gap
 from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype, packed
-from perturbative.pipeline.train import TrainingState, build_dataset
 
 PROGRESS = "phase_check.progress.jsonl"
 
@@ -222,64 +218,56 @@ class _At:
 
 @dataclass
 class _Run:
-    """What the check needs of a run, whichever made it: its task (sources, batches), batch
-    size, checkpoint files, and how to restore a checkpoint."""
+    """What the check needs of a run, whoever made it (``perturbative train`` records its runs
+    as any loop is recorded): its task (sources, batches), batch size, checkpoint files, order
+    log, and how to restore a checkpoint."""
 
     folder: Path
     task: Task
     batch_size: int
     checkpoint_files: dict[int, Path]
-    config: Any = None  # a train run's TrainConfig
-    log: list[dict] | None = None  # a recorded run's order log
-    dataset: Any = None  # a train run's, loaded once
-    replay: list = field(default_factory=list)  # a recorded run's replay gaps (ReplayGap)
+    log: list[dict]
+    replay: list = field(default_factory=list)  # the replay gaps (ReplayGap)
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
         files = dict(list_checkpoints(folder))
-        if (folder / RUN_FILE).is_file():
-            log = read_order_log(folder)
-            if not log:
-                raise InputError(f"{folder} has an empty order log: record some steps first")
+        made_by_train = (folder / "config.json").is_file()
+        if data_root is not None and not made_by_train:
+            raise InputError("--celeba applies to runs of `perturbative train`")
+        read_run(folder)  # a run of an earlier version is named, with how to convert it
+        log = read_order_log(folder)
+        if not log:
+            raise InputError(f"{folder} has an empty order log: record some steps first")
+        if task is None and made_by_train:  # its own task, with its data where it is now
+            chosen = training_task(folder, data_root)
+        else:
             chosen = run_task(folder, task)
-            return cls(folder, chosen, len(log[0]["indices"]), files, log=log)
-        if task is not None:
-            raise InputError(f"--task applies to recorded runs; {folder} has no {RUN_FILE}")
-        config = load_run_config(folder, data_root)
-        return cls(folder, training_task(folder, data_root), config.batch_size, files, config)
+        return cls(folder, chosen, len(log[0]["indices"]), files, log)
 
     def replay_gap(self, step: int, max_steps: int) -> ReplayGap:
         """The replay gate at ``step`` (:mod:`perturbative.pipeline.replay`)."""
-        if self.log is not None:
-            run = read_run(self.folder)
-            return replay_gap(self.folder, step, self.task, run, self.log, max_steps=max_steps)
-        if self.dataset is None:
-            self.dataset = build_dataset(self.config)
-        return train_replay_gap(self.folder, step, self.config, self.dataset, max_steps=max_steps)
+        run = read_run(self.folder)
+        return replay_gap(self.folder, step, self.task, run, self.log, max_steps=max_steps)
 
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
-        if self.log is not None:  # a recorded run
-            at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
-            tripled = [k for k in options.triple_ks if k in options.ks] if options.triples else []
-            needed = max(2 * max(options.ks), 3 * max(tripled, default=0))
-            if len(at.next_steps) < needed:
-                raise InputError(
-                    f"step {step} has {len(at.next_steps)} logged steps after it, fewer than the "
-                    f"{needed} its phases train (two phases of k = {max(options.ks)}, three of "
-                    f"the triples' k): their lrs are not known; choose an earlier checkpoint "
-                    "(--steps), smaller --ks or --triple-ks"
-                )
-            return _At(step, at.model.eval(), at.training.scaled(options.lr_scale))
-        if self.dataset is None:
-            self.dataset = build_dataset(self.config)
-        state = TrainingState(self.config, self.dataset)
-        state.load_state_dict(load_checkpoint(self.checkpoint_files[step]))
-        cast_optimizer_state(state.optimizer, torch.float64)
-        # BatchNorm meets each batch with its own statistics, as the run trained
-        model = state.model.to(torch.float64).train()
+        """The checkpoint in float64 as the run trained (BatchNorm on each batch's statistics
+        where the run's was; ``options.batchnorm == "running"``: eval mode on running statistics
+        recomputed at the checkpoint's weights), and its training step scaled."""
+        at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
+        tripled = [k for k in options.triple_ks if k in options.ks] if options.triples else []
+        needed = max(2 * max(options.ks), 3 * max(tripled, default=0))
+        if at.training.rates is not None and len(at.next_steps) < needed:
+            raise InputError(
+                f"step {step} has {len(at.next_steps)} logged steps after it, fewer than the "
+                f"{needed} its phases train (two phases of k = {max(options.ks)}, three of "
+                f"the triples' k): their lrs are not known; choose an earlier checkpoint "
+                "(--steps), smaller --ks or --triple-ks"
+            )
+        model = at.model
         if options.batchnorm == "running":
-            recompute_batchnorm_statistics(model, self.dataset, 1024, options.seed, torch.float64)
-        return _At(step, model, state.training_step().scaled(options.lr_scale))
+            batchnorm_statistics(model.eval(), self.task, 1024, options.seed)
+        return _At(step, model, at.training.scaled(options.lr_scale))
 
 
 def _target_source(task: Task, wanted: str | None) -> str | None:

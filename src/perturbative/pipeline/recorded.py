@@ -113,7 +113,8 @@ def sweep_recorded_run(
 
     @functools.lru_cache(maxsize=1)  # the preconditioner, then the scores: rebuilt once
     def rebuilt_at(step: int, dtype: torch.dtype):
-        return rebuild(run, *read(paths[step]), task, dtype)
+        model, optimizer = rebuild(run, *read(paths[step]), task, dtype)
+        return model.eval(), optimizer  # the sweep's fields: BatchNorm on running statistics
 
     def opened(step: int, at_model: nn.Module):
         return rebuilt_at(step, next(at_model.parameters()).dtype)

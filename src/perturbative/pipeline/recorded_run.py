@@ -28,6 +28,7 @@ from perturbative.pipeline.checkpoints import (
     unpack_training_state,
 )
 from perturbative.pipeline.recorder import RECORDED_FORMAT, RUN_FILE, read_order_log
+from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.task import Task, load_task
 
 
@@ -39,10 +40,15 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        held = "a run of `perturbative train`" if (Path(run_dir) / "config.json").is_file() else ""
+        if (Path(run_dir) / "config.json").is_file():
+            raise InputError(
+                f"{run_dir} is a run of `perturbative train` made before 0.4 (no {RUN_FILE}): "
+                f"convert it with `perturbative upgrade {run_dir}` (writes {RUN_FILE} and "
+                "order.jsonl from its config; the checkpoints are not touched)"
+            )
         raise InputError(
-            f"{run_dir} is not a recorded run (no {RUN_FILE}){': it is ' + held if held else ''}; "
-            "record one with perturbative.Recorder"
+            f"{run_dir} holds no run: neither a run of `perturbative train` nor one recorded by "
+            f"perturbative.Recorder (no {RUN_FILE}); check the path"
         )
     run = json.loads(path.read_text())
     if run.get("format") != RECORDED_FORMAT:
@@ -64,7 +70,7 @@ def run_task(run_dir: str | os.PathLike, task: str | Task | None = None) -> Task
         raise InputError(
             f"{run_dir} names no task: pass --task module:attribute (a perturbative.Task)"
         )
-    return load_task(spec, search=Path(run_dir).resolve().parent)
+    return load_task(spec, search=Path(run_dir).resolve().parent, run_dir=run_dir)
 
 
 @dataclass
@@ -104,8 +110,9 @@ def open_recorded_checkpoint(
     run = read_run(run_dir)
     tensors, info = read_checkpoint(paths[step]) if checkpoint is None else checkpoint
     model, optimizer = rebuild(run, tensors, info, task, dtype)
-    later = steps_after(read_order_log(run_dir) if log is None else log, step)
-    return RecordedCheckpoint(step, model, optimizer, later, loop_step(optimizer, run, later))
+    log = read_order_log(run_dir) if log is None else log
+    later = steps_after(log, step)
+    return RecordedCheckpoint(step, model, optimizer, later, loop_step(optimizer, run, later, log))
 
 
 def steps_after(log: list[dict], step: int) -> list[dict]:
@@ -114,10 +121,39 @@ def steps_after(log: list[dict], step: int) -> list[dict]:
     return [r for r in log if r["step"] > step and not r.get("skipped")]
 
 
-def loop_step(optimizer: torch.optim.Optimizer, run: dict, later: list[dict]) -> TrainingStep:
+def loop_step(
+    optimizer: torch.optim.Optimizer,
+    run: dict,
+    later: list[dict],
+    log: list[dict] | None = None,
+) -> TrainingStep:
     """The loop's training step from a rebuilt optimizer: the run's clipping, and each of the
-    ``later`` logged steps' lr per param group (:func:`steps_after`)."""
-    return TrainingStep(optimizer, run.get("max_grad_norm"), rates=[r["lr"] for r in later])
+    ``later`` logged steps' lr per param group (:func:`steps_after`). A run whose lr never
+    changed (no scheduler recorded, and every step of its whole ``log`` at the checkpoint's
+    lrs) keeps that lr past the log's end too: its step holds no schedule, so a check may train
+    more steps than the run logged after the checkpoint."""
+    clip = run.get("max_grad_norm")
+    current = [float(group["lr"]) for group in optimizer.param_groups]
+    if log and run.get("scheduler") is None and all(r["lr"] == current for r in log):
+        return TrainingStep(optimizer, clip)
+    return TrainingStep(optimizer, clip, rates=[r["lr"] for r in later])
+
+
+def _param_names(run: dict, info: dict, model: nn.Module) -> list[list[str]]:
+    """Each optimizer group's parameter names: the checkpoint's, else (a run of ``train`` made
+    before 0.4, converted by ``perturbative upgrade``: one group over ``model.parameters()``)
+    the model's own, in order."""
+    if "optimizer_param_names" in info:
+        return info["optimizer_param_names"]
+    if (
+        run.get("loop", {}).get("made_by") == "perturbative train"
+        and len(info["optimizer_param_groups"]) == 1
+    ):
+        return [[name for name, _ in model.named_parameters()]]
+    raise InputError(
+        f"the checkpoint at step {info['step']} does not name the parameters its optimizer "
+        "updates: it was not written by perturbative.Recorder"
+    )
 
 
 def model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, str]:
@@ -129,8 +165,10 @@ def model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, s
 
 
 def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype):
-    """``(model, optimizer)`` of a read checkpoint: the task's model with the weights, the
-    recorded optimizer class over its groups (by parameter name) with its state, in ``dtype``."""
+    """``(model, optimizer)`` of a read checkpoint: the task's model with the weights (in eval
+    mode, but for the BatchNorm layers that trained on batch statistics: :func:`as_it_trained`),
+    the recorded optimizer class over its groups (by parameter name) with its state, in
+    ``dtype``."""
     model = task.model()
     weights, prefix = model_weights(tensors, model)
     try:
@@ -142,11 +180,12 @@ def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype
             "the task builds another architecture than the one recorded"
         ) from None
     model.to(dtype).eval()
+    as_it_trained(model, run, prefix)
     kind = getattr(torch.optim, run["optimizer"], None)
     if kind is None:
         raise InputError(f"the run's optimizer {run['optimizer']} is not a torch.optim class")
     by_name = dict(model.named_parameters())
-    names = [[n.removeprefix(prefix) for n in group] for group in info["optimizer_param_names"]]
+    names = [[n.removeprefix(prefix) for n in group] for group in _param_names(run, info, model)]
     missing = sorted({n for group in names for n in group} - set(by_name))
     if missing:
         raise InputError(
@@ -161,6 +200,52 @@ def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype
     optimizer.load_state_dict(unpack_training_state(tensors, info)["optimizer"])
     cast_optimizer_state(optimizer, dtype)
     return model, optimizer
+
+
+def batch_statistics(run_dir: str | os.PathLike) -> list[str]:
+    """The BatchNorm layers the run trained on batch statistics (``run.json``'s
+    ``model_mode``; none for a folder holding no recorded run)."""
+    if not (Path(run_dir) / RUN_FILE).is_file():
+        return []
+    return (read_run(run_dir).get("model_mode") or {}).get("batch_statistics") or []
+
+
+def as_it_trained(model: nn.Module, run: dict, prefix: str = "") -> nn.Module:
+    """``model`` (in eval mode) with the BatchNorm layers that the run trained on batch
+    statistics (``run.json``'s ``model_mode``) back in train mode: each batch the checks train
+    or evaluate is normalised by its own statistics, as the loop normalised it. Dropout stays
+    off (a run that trained with it is refused by the replay gate)."""
+    recorded = (run.get("model_mode") or {}).get("batch_statistics") or []
+    names = {name.removeprefix(prefix) for name in recorded}
+    for name, module in model.named_modules():
+        if name in names:
+            module.train()
+    return model
+
+
+def batchnorm_statistics(model: nn.Module, task: Task, examples: int, seed: int) -> None:
+    """Replace ``model``'s BatchNorm running statistics by those of ``examples`` of the task's
+    training examples (drawn with ``seed``) at its current weights, in batches of 64
+    (``torch.optim.swa_utils.update_bn``), and leave it in eval mode: the eval-mode network is
+    then the one that trained, not one whose statistics lag its weights. Nothing happens for
+    ``examples == 0``.
+
+    Raises:
+        InputError: the task's batches are keyword batches (their inputs are not one tensor).
+    """
+    if examples <= 0:
+        return
+    chosen = select_examples(range(len(task.train)), examples, seed + 2)
+    batch = task.batch(chosen.tolist())
+    if not isinstance(batch, tuple) or not isinstance(batch[0], Tensor):
+        raise InputError(
+            "recomputing BatchNorm statistics needs batches whose inputs are one tensor; use "
+            "batchnorm='batch'"
+        )
+    dtype = next(model.parameters()).dtype
+    inputs = batch[0].to(dtype)
+    torch.optim.swa_utils.update_bn([inputs[i : i + 64] for i in range(0, len(inputs), 64)], model)
+    model.eval()
 
 
 def wrapper_prefix(recorded: set[str], wanted: set[str]) -> str:

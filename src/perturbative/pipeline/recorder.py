@@ -31,7 +31,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,49 @@ def save_steps(schedule: int | Sequence[int] | str, last: int | None = None) -> 
     return lambda step: step in steps
 
 
+def run_file(
+    optimizer: torch.optim.Optimizer,
+    *,
+    task: str | None,
+    scheduler: Any = None,
+    max_grad_norm: float | None = None,
+    save_at: int | Sequence[int] | str = 100,
+    world_size: int = 1,
+    autocast: torch.dtype | None = None,
+    grad_scaler: bool = False,
+    device: torch.device | str = "cpu",
+    loop: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The contents of ``run.json`` (see :class:`Recorder` for each field); ``model_mode`` is
+    added at the first step."""
+    return {
+        "format": RECORDED_FORMAT,
+        "version": RECORDED_VERSION,
+        "task": task,
+        "optimizer": type(optimizer).__name__,
+        "optimizer_module": type(optimizer).__module__,
+        "scheduler": None if scheduler is None else type(scheduler).__name__,
+        "max_grad_norm": max_grad_norm,
+        "save_at": save_at if isinstance(save_at, (int, str)) else list(save_at),
+        "world_size": world_size,
+        "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
+        "grad_scaler": grad_scaler,
+        "device": str(device),
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32),
+        "loop": loop or {},
+    }
+
+
+def model_mode(model: nn.Module) -> dict[str, Any]:
+    """How ``model`` trains, in its current mode: its train flag, the stochastic layers active
+    and the BatchNorm layers on batch statistics (``run.json``'s ``model_mode``)."""
+    return {
+        "training": bool(model.training),
+        "stochastic": checks.train_mode_dropout(model),
+        "batch_statistics": checks.train_mode_batchnorm(model),
+    }
+
+
 class Recorder:
     """Record a training loop's checkpoints and example order into ``run_dir``.
 
@@ -174,6 +217,13 @@ class Recorder:
             ``optimizer.step()`` never ran (the scaler skipped it: infinite gradients) is logged
             as skipped and not replayed; the recorder sees that, and each step's lr, from a hook
             on the optimizer's ``step()``.
+        checkpoint_info: ``() -> dict`` of JSON values saved into each checkpoint's metadata
+            beside the recorder's own (a loop's sampler position, its config): what the loop
+            needs to resume from a checkpoint, read back by :meth:`restore`'s caller with
+            :func:`perturbative.pipeline.checkpoints.load_checkpoint`.
+        loop: JSON facts about the loop that the checks cannot see, kept in ``run.json`` as
+            ``"loop"`` (``perturbative train`` notes its tilt: a weighted loss the checks'
+            mean loss does not model).
 
     Example:
         >>> recorder = Recorder("runs/mine", model, optimizer, task="my_tasks:task", save_at=50)
@@ -195,12 +245,15 @@ class Recorder:
         resume: bool = False,
         autocast: torch.dtype | None = None,
         scaler: Any = None,
+        checkpoint_info: Callable[[], dict[str, Any]] | None = None,
+        loop: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         # the torch optimizer a wrapper (accelerate's, Lightning's) holds: its class, groups,
         # state and step() are what the run is
         optimizer = _torch_optimizer(optimizer) or optimizer
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.checkpoint_info = checkpoint_info
         self.should_save = save_steps(save_at)
         self.rank, self.world = rank_and_world()
         self.step_count = 0
@@ -234,23 +287,18 @@ class Recorder:
         self.save()  # step 0 first: a folder with run.json always has a checkpoint
         write_json(
             self.run_dir / RUN_FILE,
-            {
-                "format": RECORDED_FORMAT,
-                "version": RECORDED_VERSION,
-                "task": task,
-                "optimizer": type(optimizer).__name__,
-                "optimizer_module": type(optimizer).__module__,
-                "scheduler": None if scheduler is None else type(scheduler).__name__,
-                "max_grad_norm": max_grad_norm,
-                "save_at": save_at if isinstance(save_at, (int, str)) else list(save_at),
-                "world_size": self.world,
-                "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
-                "grad_scaler": scaler is not None,
-                "device": str(next(iter(model.parameters()), torch.zeros(0)).device),
-                "tf32": bool(
-                    torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
-                ),
-            },
+            run_file(
+                optimizer,
+                task=task,
+                scheduler=scheduler,
+                max_grad_norm=max_grad_norm,
+                save_at=save_at,
+                world_size=self.world,
+                autocast=autocast,
+                grad_scaler=scaler is not None,
+                device=next(iter(model.parameters()), torch.zeros(0)).device,
+                loop=loop,
+            ),
         )
 
     def step(
@@ -320,6 +368,8 @@ class Recorder:
             return None
         model = self.model.module if hasattr(self.model, "module") else self.model  # DDP
         tensors, info = pack_training_state(model, self.optimizer)
+        if self.checkpoint_info is not None:
+            info |= self.checkpoint_info()
         names = {id(p): name for name, p in model.named_parameters()}
         # the optimizer's param ids count through its groups in its own order: keep the names
         info["optimizer_param_names"] = [
@@ -338,11 +388,7 @@ class Recorder:
         ``run.json`` and say so when it makes the run's steps random: dropout (or another
         stochastic layer) in train mode draws masks no replay or reordering can repeat."""
         model = self.model.module if hasattr(self.model, "module") else self.model
-        mode = {
-            "training": bool(model.training),
-            "stochastic": checks.train_mode_dropout(model),
-            "batch_statistics": checks.train_mode_batchnorm(model),
-        }
+        mode = model_mode(model)
         run = json.loads((self.run_dir / RUN_FILE).read_text())
         write_json(self.run_dir / RUN_FILE, {**run, "model_mode": mode})
         self._noted = True

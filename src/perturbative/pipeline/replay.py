@@ -45,12 +45,7 @@ from torch import Tensor
 from perturbative._core import calls
 from perturbative._core.errors import InputError
 from perturbative.brackets import parameters_after_steps
-from perturbative.pipeline.checkpoints import (
-    cast_optimizer_state,
-    list_checkpoints,
-    load_checkpoint,
-    read_checkpoint,
-)
+from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
 from perturbative.pipeline.recorded_records import ReplayGap
 from perturbative.pipeline.recorded_run import (
     RecordedCheckpoint,
@@ -58,7 +53,6 @@ from perturbative.pipeline.recorded_run import (
     open_recorded_checkpoint,
 )
 from perturbative.pipeline.task import Task, as_dtype, packed
-from perturbative.pipeline.train import TrainingState, per_example_bce
 
 #: the gap may be this many times the measured rounding floor. Rounding differences grow along
 #: the replayed steps at a rate that differs between replays (another summation order, another
@@ -157,50 +151,6 @@ def measured(step, start, end, replays: dict, target: dict, origin: dict, causes
     )
 
 
-def train_replay_gap(
-    run_dir: str | os.PathLike, step: int, config: Any, dataset: Any, *, max_steps: int = 200
-) -> ReplayGap:
-    """The replay gate on a run of ``perturbative train``: its own steps (the sampler's next
-    batches from the checkpoint, the mean per-example loss, BatchNorm on each batch's
-    statistics, Adam at the run's constant lr) replayed with the order check's modelled step in
-    float64, against the next checkpoint; the floor from the run's own ``train_step`` in float32
-    and in float64.
-
-    Raises:
-        InputError: no other checkpoint within ``max_steps`` steps.
-    """
-    start, end = replayed_span(run_dir, step, max_steps)
-    files = dict(list_checkpoints(run_dir))
-
-    def restored(dtype: torch.dtype) -> Any:
-        state = TrainingState(config, dataset)
-        state.load_state_dict(load_checkpoint(files[start]))
-        state.model.to(dtype).train()
-        cast_optimizer_state(state.optimizer, dtype)
-        return state
-
-    state = restored(torch.float64)
-    names = [k for k, p in state.model.named_parameters() if p.requires_grad]
-    origin = {k: p.detach().clone() for k, p in state.model.named_parameters() if k in names}
-    positions = list(itertools.islice(state.batches(), end - start))
-    batches = [as_dtype(dataset.batch(dataset.train_indices[p]), torch.float64) for p in positions]
-    modelled = parameters_after_steps(state.model, per_example_bce, state.training_step(), batches)
-    replays = {"modelled": {k: modelled[k].double() for k in names}}
-    for key, dtype in (("float64", torch.float64), ("rounded", torch.float32)):
-        state = restored(dtype)
-        for p in positions:  # the run's own step, as it ran
-            state.train_step(p)
-        replays[key] = {k: v.detach().double() for k, v in state.model.named_parameters()}
-    weights = load_checkpoint(files[end])["model"]
-    target = {k: weights[k].double() for k in names}
-    causes = (
-        ["the run's step is not the check's (a tilted run's weighted loss)"]
-        if getattr(config, "tilt", None)
-        else ["the run's data or model changed since it trained (another CelebA folder)"]
-    )
-    return measured(step, start, end, replays, target, origin, causes)
-
-
 def likely_causes(run: dict[str, Any], accumulated: bool = False) -> tuple[str, ...]:
     """What could make the modelled step differ from the loop's, the recorded ones first
     (``accumulated``: the replayed steps had micro-batches)."""
@@ -211,8 +161,12 @@ def likely_causes(run: dict[str, Any], accumulated: bool = False) -> tuple[str, 
             f"dropout or other randomness on ({', '.join(mode['stochastic'][:2])}: recorded "
             "active; train with it off)"
         )
-    if mode.get("batch_statistics"):
-        causes.append("BatchNorm trained on batch statistics, replayed on running statistics")
+    tilt = (run.get("loop") or {}).get("tilt")
+    if tilt:
+        causes.append(
+            f"the loop's loss is not the task's mean loss (a run of `perturbative train` tilted "
+            f"by {tilt}: each example weighted by exp(-dH))"
+        )
     if run.get("max_grad_norm") is None:
         causes.append("gradient clipping not given to the Recorder (max_grad_norm=)")
     causes.append("the task's model or data not the run's (another architecture, changed data)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -151,18 +152,32 @@ def packed(batch: Any) -> tuple:
     return batch if isinstance(batch, tuple) else (batch,)
 
 
+def _takes_an_argument(factory: Callable) -> bool:
+    """Whether ``factory`` has a positional parameter without a default (the run folder)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind in kinds and p.default is inspect.Parameter.empty for p in parameters)
+
+
 def _as_data(batch: Any) -> Any:
     return batch if isinstance(batch, (Mapping, tuple)) else (batch,)
 
 
-def load_task(spec: str, search: str | Path | None = None) -> Task:
-    """Import the task named ``"module:attribute"`` (a :class:`Task`, or a function of no
-    arguments returning one).
+def load_task(
+    spec: str, search: str | Path | None = None, run_dir: str | Path | None = None
+) -> Task:
+    """Import the task named ``"module:attribute"``: a :class:`Task`, or a function returning
+    one, of no arguments or of the run folder (``run_dir``: a task that reads its run's own
+    config, as ``perturbative train``'s does).
 
     Args:
         spec: ``"package.module:name"``, or ``"path/to/file.py:name"``.
         search: a folder to put on ``sys.path`` first (the run folder's parent, where a script
             that recorded the run may live).
+        run_dir: the run folder a factory of one argument is given.
 
     Raises:
         InputError: the spec is malformed, the module cannot be imported or has no such
@@ -198,7 +213,7 @@ def load_task(spec: str, search: str | Path | None = None) -> Task:
         raise InputError(f"module {module_name!r} has no attribute {attribute!r} (task {spec!r})")
     task = getattr(module, attribute)
     if not isinstance(task, Task) and callable(task):
-        task = task()
+        task = task(run_dir) if run_dir is not None and _takes_an_argument(task) else task()
     if not isinstance(task, Task):
         raise InputError(
             f"{spec} is a {type(task).__name__}, not a perturbative Task (or a function returning "

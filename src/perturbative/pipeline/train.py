@@ -14,11 +14,17 @@ The loop, top to bottom (:func:`train`):
    ``batch_size``;
 4. every ``eval_every`` steps a line in ``metrics.jsonl`` (mean training loss since the last line,
    held-out loss and mean attribute accuracy, BatchNorm in eval mode);
-5. at step 0, every ``checkpoint_every`` steps and at the end a checkpoint.
+5. the loop is recorded by a :class:`~perturbative.pipeline.recorder.Recorder`, as a user's own
+   loop is: each step's examples (positions in the training split) and lr in ``order.jsonl``,
+   and a checkpoint at step 0, every ``checkpoint_every`` steps and at the end. Its
+   ``run.json`` names the run's task, :func:`perturbative.pipeline.run.training_task`, so every
+   check reads this run the way it reads any recorded run.
 
 Run directory::
 
     <run_dir>/config.json                 the TrainConfig
+    <run_dir>/run.json                    the recorded run (optimizer, task, how the model trains)
+    <run_dir>/order.jsonl                 one line per step: its examples and lr
     <run_dir>/metrics.jsonl               one JSON object per evaluation
     <run_dir>/checkpoints/step_000250.safetensors
 
@@ -43,6 +49,7 @@ CPU training of the demo about fivefold and are far below any precision that mat
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,25 +63,25 @@ from tqdm.auto import tqdm
 
 from perturbative._core.distributed import barrier, rank_and_world
 from perturbative._core.errors import InputError
-from perturbative._core.io import write_json
+from perturbative._core.io import write_json, write_text
 from perturbative.brackets import TrainingStep
 from perturbative.data import AttributeDataset, load_celeba, load_digits_attributes
 from perturbative.models import mxresnet
-from perturbative.pipeline.checkpoints import (
-    checkpoint_path,
-    list_checkpoints,
-    load_checkpoint,
-    pack_training_state,
-    save_checkpoint,
-)
+from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
 from perturbative.pipeline.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
+    load_run_config,
     parse_tilt,
     resolve_device,
 )
+from perturbative.pipeline.recorder import ORDER_LOG, RUN_FILE, Recorder, model_mode, run_file
 from perturbative.pipeline.results import METRICS, append_metrics, read_metrics, write_metrics
 from perturbative.tilt import AdjustedBatchSampler, check_tilt, tilt_weights, weighted_loss
+
+#: the task of a run of ``train`` (:func:`perturbative.pipeline.run.training_task`), as its
+#: ``run.json`` names it: a factory of the run folder
+TRAINING_TASK = "perturbative.pipeline.run:training_task"
 
 
 def tilt_delta_h(dataset: AttributeDataset, spec: str, indices: Tensor) -> Tensor:
@@ -200,12 +207,12 @@ class TrainingState:
         self.network = self.model if self.world == 1 else DistributedDataParallel(self.model)
         self.step, self.loss_sum, self.loss_count = 0, 0.0, 0
 
-    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """``(tensors, info)`` for :func:`~perturbative.pipeline.checkpoints.save_checkpoint`."""
-        tensors, info = pack_training_state(self.model, self.optimizer)
+    def resume_info(self) -> dict[str, Any]:
+        """What a checkpoint holds beside the model, the optimizer and the RNG (which the
+        :class:`~perturbative.pipeline.recorder.Recorder` saves): the config, the sampler's
+        position, the running loss and the dataset's names."""
         dataset = self.dataset
-        info |= {
-            "step": self.step,
+        return {
             "config": self.config.to_dict(),
             "sampler": self.sampler.state_dict(),
             "loss_sum": self.loss_sum,
@@ -215,7 +222,6 @@ class TrainingState:
             "in_channels": dataset.num_channels,
             "dataset": dataset.name,
         }
-        return tensors, info
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint dict of :func:`load_checkpoint`."""
@@ -328,6 +334,17 @@ def train(
             f"{run_dir} already holds checkpoints up to step {existing[-1][0]}: resume it "
             "(--resume) or choose another run directory"
         )
+    if existing and not (run_dir / RUN_FILE).is_file():
+        raise InputError(
+            f"{run_dir} was trained by perturbative < 0.4 (checkpoints but no {RUN_FILE}): "
+            f"convert it first with `perturbative upgrade {run_dir}` (writes {RUN_FILE} and "
+            "order.jsonl from its config; the checkpoints are not touched)"
+        )
+    if not existing and (run_dir / RUN_FILE).is_file():
+        raise InputError(
+            f"{run_dir} holds {RUN_FILE} but no checkpoint: a run begun elsewhere; remove "
+            f"{RUN_FILE} and {ORDER_LOG} to train anew there, or choose another run directory"
+        )
     barrier()  # every rank has looked before rank 0 writes the first checkpoint
     # Denormal floats (below 1.2e-38, from Mish tails and Adam's squared gradients) make CPU
     # arithmetic several times slower and carry no information here; this is process-wide.
@@ -352,9 +369,19 @@ def train(
         write_run_files(run_dir, config, state.weights)
     if not existing and writer:
         write_metrics(metrics_path, [state.metrics()])
-        save_checkpoint(checkpoint_path(run_dir, 0), *state.state_dict())
 
-    # the loop
+    # the loop, recorded as any loop is (run.json, order.jsonl, the checkpoints): every check
+    # reads this run as it reads a run of the user's own
+    recorder = Recorder(
+        run_dir,
+        state.model,
+        state.optimizer,
+        task=TRAINING_TASK,
+        save_at=config.checkpoint_every,
+        resume=bool(existing),
+        checkpoint_info=state.resume_info,
+        loop={"made_by": "perturbative train", "tilt": config.tilt},
+    )
     batches = state.batches()
     bar = tqdm(
         total=config.steps,
@@ -363,19 +390,76 @@ def train(
         desc="train",
         unit="step",
     )
-    while state.step < config.steps:
-        state.train_step(next(batches))
-        bar.update(1)
-        last = state.step == config.steps
-        if state.step % 10 == 0 or last:
-            bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}")
-        if (state.step % config.eval_every == 0 or last) and writer:
-            append_metrics(metrics_path, state.metrics())
-        if (state.step % config.checkpoint_every == 0 or last) and writer:
-            save_checkpoint(checkpoint_path(run_dir, state.step), *state.state_dict())
+    with recorder:
+        while state.step < config.steps:
+            positions = next(batches)
+            state.train_step(positions)
+            bar.update(1)
+            last = state.step == config.steps
+            if state.step % 10 == 0 or last:
+                bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}")
+            if (state.step % config.eval_every == 0 or last) and writer:
+                append_metrics(metrics_path, state.metrics())
+            # the step's examples, by position in the training split (the task's indices)
+            recorder.step(positions)
+            if last and state.step % config.checkpoint_every != 0:
+                recorder.save()
     bar.close()
     barrier()  # every rank returns once rank 0's files are written
     return run_dir
+
+
+def upgrade_training_run(run_dir: str | os.PathLike, data_root: str | None = None) -> Path:
+    """Convert a run of ``train`` made before 0.4 (``config.json`` and checkpoints, no
+    ``run.json``) into the recorded form every check reads: ``order.jsonl`` and ``run.json``,
+    written from the config. The sampler is deterministic given the config, so the batches are
+    drawn again from step 0, and each checkpoint's saved sampler state (position, seed, split
+    size, weights) must be the drawing's at its step (else the config or data are not the
+    run's, and nothing is written; data changed in content alone is the replay gate's to
+    find); every step's lr is the run's constant one. The checkpoints are not touched.
+
+    Returns:
+        ``run.json``'s path.
+
+    Raises:
+        InputError: the folder is already recorded, has no checkpoints, trained with several
+            processes, or its checkpoints disagree with the batches drawn again.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).is_file():
+        raise InputError(f"{run_dir} already has {RUN_FILE}: it needs no upgrade")
+    config = load_run_config(run_dir, data_root)
+    saved = dict(list_checkpoints(run_dir))
+    if not saved:
+        raise InputError(f"{run_dir} has no checkpoints: there is no run to convert; train anew")
+    positions = {step: load_checkpoint(path)["sampler"] for step, path in saved.items()}
+    if any(p.get("world_size", 1) != 1 for p in positions.values()):
+        raise InputError(
+            f"{run_dir} trained with several processes, whose batches the conversion cannot "
+            "draw again; train it anew with this version"
+        )
+    state = TrainingState(config, build_dataset(config))
+    batches, lines = state.batches(), []
+    for step in range(1, max(saved) + 1):
+        indices = next(batches).tolist()
+        lines.append(json.dumps({"step": step, "indices": indices, "lr": [config.lr]}) + "\n")
+        if step in positions and state.sampler.state_dict() != positions[step]:
+            raise InputError(
+                f"the batches drawn again from {run_dir}'s config do not reach the sampler "
+                f"state its checkpoint at step {step} saved (position, seed, split, weights): "
+                "the config or the data are not the run's (pass --celeba with the run's CelebA "
+                "folder); nothing was written"
+            )
+    run = run_file(
+        state.optimizer,
+        task=TRAINING_TASK,
+        save_at=config.checkpoint_every,
+        device=config.device if config.device != "auto" else "unknown",
+        loop={"made_by": "perturbative train", "tilt": config.tilt, "upgraded": True},
+    )
+    write_text(run_dir / ORDER_LOG, "".join(lines))
+    write_json(run_dir / RUN_FILE, {**run, "model_mode": model_mode(state.model)}, indent=2)
+    return run_dir / RUN_FILE
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, weights: Tensor) -> None:
