@@ -549,7 +549,7 @@ def write_synthetic_order_check(run_dir: Path, seed: int = 0) -> Path:
                         floor,
                         [WindowRecord.from_json(w) for w in windows],
                         seed,
-                    ),
+                    ).to_json(),
                 }
             )
         checkpoints.append({"step": step, "scales": scales})

@@ -59,28 +59,23 @@ def test_check_writes_every_pair_and_the_expansion_holds_at_small_lr(run_dir, tm
     assert len(full.floor["float32"]) == 2 and full.floor["repeat"] == 0.0
     assert {w.k for w in full.windows} == {3, 4}
     # at lr x 0.01 the second-order prediction is the real difference
-    (row,) = small.summary["example"]
-    assert row["accuracy"] == 1.0 and row["calibration_slope"] == pytest.approx(1.0, abs=0.05)
+    (row,) = small.summary.rows("example")
+    assert row.accuracy == 1.0 and row.calibration_slope == pytest.approx(1.0, abs=0.05)
     assert any("sign acc" in line for line in summary_lines(result))
     # the default third-order prediction keeps the second-order one beside it
     assert result.options["expansion"] == 3 and result.options["pieces"] == "follow"
     assert all(p.second_order != p.predicted for p in full.pairs)
-    assert (
-        "second_order" in row["baselines"]
-        and "second_order_best_picked" in (full.summary["windows_3"])
-    )
+    assert math.isfinite(row.baselines.second_order)
+    assert math.isfinite(full.summary.windows[3].second_order_best_picked)
     assert any("2nd-order" in line for line in summary_lines(result))
-    h0 = full.summary["all"][0]
-    assert (
-        0 <= h0["settled_pairs"] <= h0["pairs"] and full.summary["all"][1]["settled_pairs"] is None
-    )
+    h0, later = full.summary.rows("all")
+    assert 0 <= h0.settled_pairs <= h0.pairs and later.settled_pairs is None
     assert any("settled (3rd-order term < |pred|)" in line for line in summary_lines(result))
     # followed pairs are predicted at every horizon, the swap's own prediction at h = 0
     followed = [p for p in full.pairs if len(p.horizons) == 2]
     assert all(p.predicted_horizons[0] == p.predicted for p in followed)
     assert all(math.isfinite(p.predicted_horizons[1]) for p in followed)
-    later = full.summary["all"][1]
-    assert later["horizon"] == 2 and "h0_prediction" in later["baselines"]
+    assert later.horizon == 2 and math.isfinite(later.baselines.h0_prediction)
     assert any("h=0 prediction" in line for line in summary_lines(result))
 
 
@@ -98,16 +93,16 @@ def test_second_order_expansion_records_the_same_prediction_twice(run_dir, tmp_p
     assert result.options["pieces"] == "ignore"
     assert [c.step for c in result.checkpoints] == [6]
     (scale,) = result.checkpoints[0].scales
-    assert [w.k for w in scale.windows] == [2] and "windows_2" in scale.summary
+    assert [w.k for w in scale.windows] == [2] and 2 in scale.summary.windows
     assert any("k=2 windows" in line for line in summary_lines(result))
     assert scale.pairs and all(p.second_order == p.predicted for p in scale.pairs)
     # followed but not predicted past h = 0: only the h = 0 prediction's sign is scored there
     assert all(p.predicted_horizons is None for p in scale.pairs)
-    later = scale.summary["all"][1]
-    assert later["predicted_pairs"] == 0 and later["accuracy"] is None
-    assert later["baselines"]["h0_prediction"] is not None
+    h0, later = scale.summary.rows("all")
+    assert later.predicted_pairs == 0 and math.isnan(later.accuracy)
+    assert math.isfinite(later.baselines.h0_prediction)
     # with no third-order term there is no error estimate, so no pair is called settled
-    assert scale.summary["all"][0]["settled_pairs"] is None
+    assert h0.settled_pairs is None
     assert not any("settled" in line for line in summary_lines(result))
 
 

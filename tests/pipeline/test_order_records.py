@@ -60,3 +60,28 @@ def test_unknown_versions_and_broken_records_are_refused_with_what_to_do(tmp_pat
     (tmp_path / "order_check.json").write_text(json.dumps(broken))
     with pytest.raises(InputError, match="not an order check this reader understands"):
         read_order_check_file(tmp_path)
+
+
+def test_summaries_are_typed_and_read_back_from_the_file_as_written(tmp_path):
+    """The summary is a dataclass in memory and the same JSON on disk as before it was one; a
+    summary row written before ``predicted_pairs``, ``above_floor`` and the settled counts
+    existed reads with what they implied (every pair, none, none)."""
+    from perturbative.pipeline.order_records import HorizonSummary, ScaleRecord
+    from perturbative.pipeline.order_summary import summarize
+
+    data = a_check()
+    scale = data["checkpoints"][0]["scales"][0]
+    pairs = [PairRecord.from_json(p) for p in scale["pairs"]]
+    windows = [WindowRecord.from_json(w) for w in scale["windows"]]
+    summary = summarize(pairs, [0, 2], scale["floor"], windows, seed=0)
+    scale["summary"] = summary.to_json()
+    check = OrderCheckRecord.from_json(data)
+    written = json.loads(write_order_check(tmp_path, check).read_text())
+    on_disk = written["checkpoints"][0]["scales"][0]["summary"]
+    assert set(on_disk) == {"batch", "all", "windows_3"} and on_disk["batch"][0]["horizon"] == 0
+    read = read_order_check_file(tmp_path).checkpoints[0].scales[0]
+    assert isinstance(read, ScaleRecord) and read.summary.rows("batch")[0].pairs == 1
+    assert read.summary.windows[3].windows == 1 and read.summary.rows("exchange") == []
+    old = HorizonSummary.from_json({"horizon": 0, "pairs": 4, "accuracy": 0.5, "baselines": {}})
+    assert old.predicted_pairs == 4 and old.above_floor == 0 and old.settled_pairs is None
+    assert math.isnan(old.spearman) and math.isnan(old.baselines.sgd_bracket)

@@ -31,6 +31,7 @@ def test_settled_pairs_are_those_whose_third_order_term_is_smaller_than_the_pred
         pair(0.1, 0.5, -1.0),  # term 0.4 > 0.1: not settled, wrong
         pair(2.0, 1.0, 3.0),  # term 1 < 2: settled, right
     ]
-    (row,) = summarize([PairRecord.from_json(r) for r in records], (0,), None, [], seed=0)["batch"]
-    assert row["accuracy"] == 3 / 5
-    assert row["settled_pairs"] == 3 and row["accuracy_settled"] == 2 / 3
+    summary = summarize([PairRecord.from_json(r) for r in records], (0,), None, [], seed=0)
+    (row,) = summary.rows("batch")
+    assert row.accuracy == 3 / 5
+    assert row.settled_pairs == 3 and row.accuracy_settled == 2 / 3

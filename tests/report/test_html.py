@@ -177,8 +177,8 @@ def test_order_check_section_shows_predictions_against_real_training(tmp_path):
     assert text.count("<tr><td>100</td><td>x1</td><td>example</td>") == 3  # h = 0, 1, 5
     assert "<th>2nd order</th>" in text and "<th>2nd order: best is real best</th>" in text
     # the synthetic third-order term is a tenth of the prediction: every h = 0 pair is settled
-    h0 = data.order_check.checkpoints[0].scales[0].summary["example"][0]
-    assert "<th>settled (n)</th>" in text and h0["settled_pairs"] == h0["pairs"] == 20
+    h0 = data.order_check.checkpoints[0].scales[0].summary.rows("example")[0]
+    assert "<th>settled (n)</th>" in text and h0.settled_pairs == h0.pairs == 20
 
 
 def test_order_check_plots_with_a_single_point_per_line_are_left_out(tmp_path):

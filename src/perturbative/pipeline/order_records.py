@@ -123,6 +123,160 @@ class WindowRecord:
 
 
 @dataclass
+class Baselines:
+    """The baselines' sign accuracy on the same pairs at one horizon (NaN: not measured).
+
+    Attributes:
+        random: a fair coin.
+        gradient_norm: the larger gradient first taken to lower ``O``.
+        second_order: the prediction with gradients expanded to second order (``h = 0``).
+        second_order_above_floor: the same over pairs above the float32 floor.
+        h0_prediction: the sign of the swap's own ``h = 0`` prediction, held at ``h``.
+        sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, ignoring the optimizer.
+        sgd_bracket_above_floor: the same over pairs above the floor.
+    """
+
+    random: float
+    gradient_norm: float
+    second_order: float
+    second_order_above_floor: float
+    h0_prediction: float
+    sgd_bracket: float
+    sgd_bracket_above_floor: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Baselines:
+        return cls(**{name: _float(data.get(name)) for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class HorizonSummary:
+    """The prediction against the real difference over one kind of pair at one horizon.
+
+    Attributes:
+        horizon: the further identical steps ``h`` after the swap.
+        relative_error: median ``|predicted - real| / |real|``.
+        second_order_relative_error: the same for the second-order prediction (``h = 0``).
+        state_share: median share of ``|real|`` that the optimizer-state part is.
+        curvature_share: the same for the rest (the curvature part).
+        pairs: pairs followed to ``h``.
+        predicted_pairs: of those, pairs predicted at ``h``.
+        above_floor: pairs whose real difference is above the float32 rounding floor.
+        accuracy: sign accuracy over the predicted pairs.
+        accuracy_above_floor: the same over pairs above the floor.
+        settled_pairs: pairs whose third-order term is smaller than the prediction (``h = 0``
+            with the third-order expansion; None otherwise).
+        accuracy_settled: sign accuracy over the settled pairs.
+        spearman: Spearman correlation of predicted and real.
+        calibration_slope: ``sum(p r) / sum(p^2)``, 1 when right on average.
+        baselines: the baselines on the same pairs.
+    """
+
+    horizon: int
+    relative_error: float
+    second_order_relative_error: float
+    state_share: float
+    curvature_share: float
+    pairs: int
+    predicted_pairs: int
+    above_floor: int
+    accuracy: float
+    accuracy_above_floor: float
+    settled_pairs: int | None
+    accuracy_settled: float
+    spearman: float
+    calibration_slope: float
+    baselines: Baselines
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HorizonSummary:
+        """A row of any version (fields added later read as NaN, or the pair count)."""
+        counts = {"pairs": int(data["pairs"])}
+        counts["predicted_pairs"] = int(data.get("predicted_pairs", counts["pairs"]))
+        counts["above_floor"] = int(data.get("above_floor", 0))
+        settled = data.get("settled_pairs")
+        numbers = {
+            name: _float(data.get(name))
+            for name, f in cls.__dataclass_fields__.items()
+            if f.type == "float"
+        }
+        return cls(
+            horizon=int(data["horizon"]),
+            settled_pairs=None if settled is None else int(settled),
+            baselines=Baselines.from_json(data.get("baselines", {})),
+            **counts,
+            **numbers,
+        )
+
+
+@dataclass
+class WindowSummary:
+    """Best-order windows of one size ``k``: how often the predicted best was the real best.
+
+    Attributes:
+        windows: windows checked.
+        best_picked: share whose predicted best order was the real best.
+        gap_share: mean share of the real best-to-worst gap the predicted best captures.
+        second_order_best_picked: ``best_picked`` of the second-order prediction.
+    """
+
+    windows: int
+    best_picked: float
+    gap_share: float
+    second_order_best_picked: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WindowSummary:
+        return cls(
+            windows=int(data["windows"]),
+            best_picked=_float(data["best_picked"]),
+            gap_share=_float(data["gap_share"]),
+            second_order_best_picked=_float(
+                data.get("second_order_best_picked", data["best_picked"])
+            ),
+        )
+
+
+@dataclass
+class ScaleSummary:
+    """The statistics of one checkpoint at one lr scale
+    (:func:`perturbative.pipeline.order_summary.summarize`).
+
+    Attributes:
+        kinds: per kind of pair (``"example"``, ``"batch"``, ``"exchange"``) and ``"all"``,
+            a row per horizon.
+        windows: per window size ``k``, the best-order windows.
+    """
+
+    kinds: dict[str, list[HorizonSummary]] = field(default_factory=dict)
+    windows: dict[int, WindowSummary] = field(default_factory=dict)
+
+    def rows(self, kind: str) -> list[HorizonSummary]:
+        """The rows of one kind (none where the kind was not checked)."""
+        return self.kinds.get(kind, [])
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``order_check.json`` holds it: ``{kind: [rows]}`` and ``{"windows_k": ...}``."""
+        out: dict[str, Any] = {kind: [asdict(r) for r in rows] for kind, rows in self.kinds.items()}
+        out.update({f"windows_{k}": asdict(w) for k, w in self.windows.items()})
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScaleSummary:
+        windows = {
+            int(key.removeprefix("windows_")): WindowSummary.from_json(value)
+            for key, value in data.items()
+            if key.startswith("windows_")
+        }
+        kinds = {
+            kind: [HorizonSummary.from_json(row) for row in rows]
+            for kind, rows in data.items()
+            if not kind.startswith("windows_") and isinstance(rows, list)
+        }
+        return cls(kinds, windows)
+
+
+@dataclass
 class ScaleRecord:
     """Everything checked at one checkpoint at one lr (the run's, times ``scale``).
 
@@ -143,7 +297,7 @@ class ScaleRecord:
     pairs: list[PairRecord]
     floor: dict[str, Any] | None
     windows: list[WindowRecord]
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: ScaleSummary = field(default_factory=ScaleSummary)
 
     def floor_at(self, h: int) -> float:
         """The float32 floor at horizon ``h`` (0 where none was measured)."""
@@ -160,7 +314,7 @@ class ScaleRecord:
             pairs=[PairRecord.from_json(p) for p in data["pairs"]],
             floor=data.get("floor"),
             windows=[WindowRecord.from_json(w) for w in data.get("windows", [])],
-            summary=data.get("summary", {}),
+            summary=ScaleSummary.from_json(data.get("summary", {})),
         )
 
 
@@ -196,7 +350,11 @@ class OrderCheckRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The check as the JSON object written to ``order_check.json``."""
-        return {**asdict(self), "format_version": ORDER_CHECK_VERSION}
+        data = asdict(self)
+        for entry, saved in zip(self.checkpoints, data["checkpoints"], strict=True):
+            for scale, written in zip(entry.scales, saved["scales"], strict=True):
+                written["summary"] = scale.summary.to_json()
+        return {**data, "format_version": ORDER_CHECK_VERSION}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "order_check.json") -> OrderCheckRecord:

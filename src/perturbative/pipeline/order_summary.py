@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from perturbative._core.stats import sign_accuracy as sign_accuracy
 from perturbative._core.stats import spearman
 from perturbative.pipeline.config import WINDOW_SIZES
-from perturbative.pipeline.order_records import OrderCheckRecord, PairRecord, WindowRecord
+from perturbative.pipeline.order_records import (
+    Baselines,
+    HorizonSummary,
+    OrderCheckRecord,
+    PairRecord,
+    ScaleSummary,
+    WindowRecord,
+    WindowSummary,
+)
 from perturbative.pipeline.order_sampling import PAIR_KINDS
 from perturbative.pipeline.results import settled
 
@@ -26,10 +33,10 @@ def summarize(
     floor: dict | None,
     windows: list[WindowRecord],
     seed: int,
-) -> dict:
+) -> ScaleSummary:
     """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
     coin = np.random.default_rng(seed)
-    out: dict[str, Any] = {}
+    out = ScaleSummary()
     for kind in (*PAIR_KINDS, "all"):
         chosen = [r for r in records if kind == "all" or r.kind == kind]
         if not chosen:
@@ -65,53 +72,53 @@ def summarize(
             trusted = settled_all[has] if h == 0 and estimated else np.zeros(len(real), bool)
             size = np.where(np.abs(r) > 0, np.abs(r), np.nan)
             per_h.append(
-                {
-                    "horizon": h,
+                HorizonSummary(
+                    horizon=h,
                     # which term dominates: medians over pairs, relative to the real difference
-                    "relative_error": _median(np.abs(p - r) / size),
-                    "second_order_relative_error": (
+                    relative_error=_median(np.abs(p - r) / size),
+                    second_order_relative_error=(
                         _median(np.abs(second - real) / np.where(real != 0, np.abs(real), np.nan))
                         if h == 0
                         else math.nan
                     ),
-                    "state_share": _median(np.abs(state[made]) / size),
-                    "curvature_share": _median(np.abs(p - state[made]) / size),
-                    "pairs": len(real),
-                    "predicted_pairs": int(made.sum()),
-                    "above_floor": int(above.sum()),
-                    "accuracy": sign_accuracy(p, r),
-                    "accuracy_above_floor": sign_accuracy(p[ab], r[ab]),
-                    "settled_pairs": int(trusted.sum()) if h == 0 and estimated else None,
-                    "accuracy_settled": sign_accuracy(predicted[trusted], real[trusted]),
-                    "spearman": spearman(p, r) if len(p) > 1 else math.nan,
-                    "calibration_slope": calibration_slope(p, r),
-                    "baselines": {
-                        "random": sign_accuracy(random_sign, real),
-                        "gradient_norm": sign_accuracy(heuristic, real),
+                    state_share=_median(np.abs(state[made]) / size),
+                    curvature_share=_median(np.abs(p - state[made]) / size),
+                    pairs=len(real),
+                    predicted_pairs=int(made.sum()),
+                    above_floor=int(above.sum()),
+                    accuracy=sign_accuracy(p, r),
+                    accuracy_above_floor=sign_accuracy(p[ab], r[ab]),
+                    settled_pairs=int(trusted.sum()) if h == 0 and estimated else None,
+                    accuracy_settled=sign_accuracy(predicted[trusted], real[trusted]),
+                    spearman=spearman(p, r) if len(p) > 1 else math.nan,
+                    calibration_slope=calibration_slope(p, r),
+                    baselines=Baselines(
+                        random=sign_accuracy(random_sign, real),
+                        gradient_norm=sign_accuracy(heuristic, real),
                         # the second-order expansion is recorded for the swap itself (h = 0)
-                        "second_order": sign_accuracy(second, real) if h == 0 else math.nan,
-                        "second_order_above_floor": (
+                        second_order=sign_accuracy(second, real) if h == 0 else math.nan,
+                        second_order_above_floor=(
                             sign_accuracy(second[above], real[above]) if h == 0 else math.nan
                         ),
                         # does the sign of the swap's own prediction persist?
-                        "h0_prediction": sign_accuracy(carried, real),
-                        "sgd_bracket": sign_accuracy(sgd, real),
-                        "sgd_bracket_above_floor": sign_accuracy(sgd[above], real[above]),
-                    },
-                }
+                        h0_prediction=sign_accuracy(carried, real),
+                        sgd_bracket=sign_accuracy(sgd, real),
+                        sgd_bracket_above_floor=sign_accuracy(sgd[above], real[above]),
+                    ),
+                )
             )
-        out[kind] = per_h
+        out.kinds[kind] = per_h
     for k in sorted({w.k for w in windows}):
         chosen = [w for w in windows if w.k == k]
         if chosen:
-            out[f"windows_{k}"] = {
-                "windows": len(chosen),
-                "best_picked": float(np.mean([w.best_is_real_best for w in chosen])),
-                "gap_share": float(np.mean([w.gap_share for w in chosen])),
-                "second_order_best_picked": float(
+            out.windows[k] = WindowSummary(
+                windows=len(chosen),
+                best_picked=float(np.mean([w.best_is_real_best for w in chosen])),
+                gap_share=float(np.mean([w.gap_share for w in chosen])),
+                second_order_best_picked=float(
                     np.mean([w.second_order_best_is_real_best for w in chosen])
                 ),
-            }
+            )
     return out
 
 
@@ -143,47 +150,43 @@ def summary_lines(result: OrderCheckRecord) -> list[str]:
             s = scale.summary
             lines.append(f"step {entry.step}, lr {scale.lr:.3g} (x{scale.scale:g}):")
             for kind in PAIR_KINDS:
-                for row in s.get(kind, []):
-                    b = row["baselines"]
+                for row in s.rows(kind):
+                    b = row.baselines
                     lines.append(
-                        f"  {kind:8s} h={row['horizon']:<3d} pairs {row['pairs']:<4d}"
+                        f"  {kind:8s} h={row.horizon:<3d} pairs {row.pairs:<4d}"
+                        + (f"(predicted {row.predicted_pairs}) " if row.horizon > 0 else "")
+                        + f"sign acc {_f(row.accuracy)} (above fp32 floor "
+                        f"{_f(row.accuracy_above_floor)}, {row.above_floor})  spearman "
+                        f"{_f(row.spearman, '+.3f')}  slope {_f(row.calibration_slope)} | "
+                        f"random {_f(b.random)}  grad-norm {_f(b.gradient_norm)}  "
+                        f"sgd-bracket {_f(b.sgd_bracket)}  "
                         + (
-                            f"(predicted {row.get('predicted_pairs')}) "
-                            if row["horizon"] > 0
-                            else ""
-                        )
-                        + f"sign acc {_f(row['accuracy'])} (above fp32 floor "
-                        f"{_f(row['accuracy_above_floor'])}, {row['above_floor']})  spearman "
-                        f"{_f(row['spearman'], '+.3f')}  slope {_f(row['calibration_slope'])} | "
-                        f"random {_f(b['random'])}  grad-norm {_f(b['gradient_norm'])}  "
-                        f"sgd-bracket {_f(b['sgd_bracket'])}  "
-                        + (
-                            f"2nd-order {_f(b.get('second_order'))}"
-                            if row["horizon"] == 0
-                            else f"h=0 prediction {_f(b.get('h0_prediction'))}"
+                            f"2nd-order {_f(b.second_order)}"
+                            if row.horizon == 0
+                            else f"h=0 prediction {_f(b.h0_prediction)}"
                         )
                     )
-                    if row.get("settled_pairs") is not None:
+                    if row.settled_pairs is not None:
                         lines.append(
                             f"  {'':8s}        settled (3rd-order term < |pred|): "
-                            f"{row['settled_pairs']} of {row['pairs']}, sign acc "
-                            f"{_f(row['accuracy_settled'])}"
+                            f"{row.settled_pairs} of {row.pairs}, sign acc "
+                            f"{_f(row.accuracy_settled)}"
                         )
                     lines.append(
                         f"  {'':8s}        median |pred - real| / |real| "
-                        f"{_f(row.get('relative_error'))} (2nd order "
-                        f"{_f(row.get('second_order_relative_error'))}); state part "
-                        f"{_f(row.get('state_share'))}, curvature part "
-                        f"{_f(row.get('curvature_share'))} of |real|"
+                        f"{_f(row.relative_error)} (2nd order "
+                        f"{_f(row.second_order_relative_error)}); state part "
+                        f"{_f(row.state_share)}, curvature part "
+                        f"{_f(row.curvature_share)} of |real|"
                     )
             for k in WINDOW_SIZES:
-                w = s.get(f"windows_{k}")
+                w = s.windows.get(k)
                 if w:
                     lines.append(
                         f"  k={k} windows: predicted best is the real best in "
-                        f"{_f(w['best_picked'])} of {w['windows']}, captures "
-                        f"{_f(w['gap_share'])} of the real best-to-worst gap (2nd order: best in "
-                        f"{_f(w.get('second_order_best_picked'))})"
+                        f"{_f(w.best_picked)} of {w.windows}, captures "
+                        f"{_f(w.gap_share)} of the real best-to-worst gap (2nd order: best in "
+                        f"{_f(w.second_order_best_picked)})"
                     )
     return lines
 

@@ -198,7 +198,7 @@ def order_check_figures(check: OrderCheckRecord) -> dict:
     outside_legend(ax, fontsize=7)
     plots["order_scatter"] = png_uri(fig)
     scales = [entry.at_run_lr() for entry in check.checkpoints if entry.at_run_lr()]
-    several_horizons = any(len(s.summary.get("all", [])) > 1 for s in scales)
+    several_horizons = any(len(s.summary.rows("all")) > 1 for s in scales)
     several_lrs = any(len(entry.scales) > 1 for entry in check.checkpoints)
     if several_horizons:
         plots["order_horizon"] = _horizon_plot(check, Figure)
@@ -212,18 +212,18 @@ def _horizon_plot(check: OrderCheckRecord, Figure) -> str:
     ax = fig.add_subplot()
     for n, entry in enumerate(check.checkpoints):
         scale = entry.at_run_lr()
-        rows = scale.summary.get("all", []) if scale else []
-        h = [r["horizon"] for r in rows]
+        rows = scale.summary.rows("all") if scale else []
+        h = [r.horizon for r in rows]
         ax.plot(
             h,
-            [_nan(r["accuracy"]) for r in rows],
+            [_nan(r.accuracy) for r in rows],
             "o-",
             color=f"C{n}",
             label=f"step {entry.step}: prediction",
         )
         ax.plot(
             h,
-            [_nan(r["baselines"].get("h0_prediction")) for r in rows],
+            [_nan(r.baselines.h0_prediction) for r in rows],
             "x:",
             color=f"C{n}",
             label=f"step {entry.step}: sign of the h = 0 prediction",
@@ -238,9 +238,9 @@ def _lr_plot(check: OrderCheckRecord, Figure) -> str:
     for n, entry in enumerate(check.checkpoints):
         for kind, style in (("example", "o-"), ("batch", "s--"), ("exchange", "^:")):
             points = sorted(
-                (s.lr, _nan(s.summary[kind][0]["accuracy"]))
+                (s.lr, _nan(s.summary.rows(kind)[0].accuracy))
                 for s in entry.scales
-                if kind in s.summary
+                if s.summary.rows(kind)
             )
             ax.plot(
                 *zip(*points, strict=True),

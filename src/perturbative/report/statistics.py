@@ -13,7 +13,7 @@ The report never recomputes brackets; what it computes are statistics of the rec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -340,19 +340,21 @@ def order_check_rows(check: OrderCheckRecord) -> list[dict]:
     for entry in check.checkpoints:
         for scale in entry.scales:
             for kind in ("example", "batch", "exchange"):
-                for row in scale.summary.get(kind, []):
-                    rows.append({"step": entry.step, "scale": scale.scale, "kind": kind, **row})
+                for row in scale.summary.rows(kind):
+                    rows.append(
+                        {"step": entry.step, "scale": scale.scale, "kind": kind, **asdict(row)}
+                    )
     return rows
 
 
 def order_check_windows(check: OrderCheckRecord) -> list[dict]:
     """One row per (checkpoint, lr scale, k) of an order check's best-order windows."""
     return [
-        {"step": entry.step, "scale": scale.scale, "k": k, **scale.summary[f"windows_{k}"]}
+        {"step": entry.step, "scale": scale.scale, "k": k, **asdict(scale.summary.windows[k])}
         for entry in check.checkpoints
         for scale in entry.scales
         for k in WINDOW_SIZES
-        if f"windows_{k}" in scale.summary
+        if k in scale.summary.windows
     ]
 
 
