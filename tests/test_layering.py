@@ -99,6 +99,7 @@ READS_ONLY = {
     ("report", "pipeline"): {
         "perturbative.pipeline.results",
         "perturbative.pipeline.order_records",
+        "perturbative.pipeline.phase_records",
         "perturbative.pipeline.recorded_records",
         "perturbative.pipeline.config",
     }

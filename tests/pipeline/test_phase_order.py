@@ -9,13 +9,9 @@ import pytest
 from cases import tiny_digits_run
 
 from perturbative._core.errors import InputError
-from perturbative.pipeline.phase_order import (
-    PROGRESS,
-    PhaseCheckOptions,
-    phase_check,
-    read_phase_check,
-)
+from perturbative.pipeline.phase_order import PROGRESS, PhaseCheckOptions, phase_check
 from perturbative.pipeline.phase_summary import VALUE_METHODS
+from perturbative.pipeline.results import read_phase_check_file
 from perturbative.pipeline.task import Task
 
 # the module (the package re-exports its function under the same name)
@@ -36,9 +32,10 @@ def whole(run_dir, tmp_path_factory):
 
 
 def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
-    header, records = read_phase_check(whole)
-    assert header["finished"] and [(r.step, r.k) for r in records] == [(3, 1), (3, 2)]
-    targets = header["targets"]
+    check = read_phase_check_file(whole)
+    records = check.tournaments
+    assert check.finished and [(r.step, r.k) for r in records] == [(3, 1), (3, 2)]
+    targets = check.targets
     assert targets[0] == "held-out loss" and targets[1].startswith("held-out loss of digit_")
     for record in records:
         assert len(record.sources) == 3 and all(s.startswith("digit_") for s in record.sources)
@@ -59,9 +56,9 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
     assert set(triple.predicted) == {"expansion"}
     assert len(triple.predicted["expansion"][targets[1]]) == 6
     assert records[1].triples == []
-    row = header["summary"]["held-out loss"]["1"]
-    assert row["pairs"] == 3 and row["methods"]["composition"]["triples"] == 1
-    assert 0 <= row["methods"]["composition"]["sign_accuracy"] <= 1
+    row = check.summary.rows["held-out loss"][1]
+    assert row.pairs == 3 and row.methods["composition"].triples == 1
+    assert 0 <= row.methods["composition"].sign_accuracy <= 1
 
 
 def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):
@@ -89,9 +86,9 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
     # 1 pair of k = 1 left (2 runs), its floor (2), the triple (6), then k = 2 (3 pairs, floor)
     assert len(calls) == 2 + 2 + 6 + 6 + 2
     assert not progress.exists()
-    _, resumed = read_phase_check(tmp_path / "check")
+    resumed = read_phase_check_file(tmp_path / "check").tournaments
     assert resumed[0].seconds["real"] > 0  # each pair's time was saved with it
-    _, unbroken = read_phase_check(whole)
+    unbroken = read_phase_check_file(whole).tournaments
     for a, b in zip(resumed, unbroken, strict=True):
         assert a.real == b.real and a.floor == b.floor and a.triples == b.triples
         assert a.predicted.keys() == b.predicted.keys()
@@ -140,7 +137,9 @@ def test_batchnorm_on_running_statistics_is_a_diagnostic_of_one_source_batches(
     options = PhaseCheckOptions(
         **{**TINY, "ks": (1,), "triples": 0}, batchnorm="running", out_dir=str(tmp_path / "bn")
     )
-    _, (record,) = read_phase_check(phase_check(run_dir, options, progress=False).parent)
-    _, (batch, _) = read_phase_check(whole)
+    (record,) = read_phase_check_file(
+        phase_check(run_dir, options, progress=False).parent
+    ).tournaments
+    batch, _ = read_phase_check_file(whole).tournaments
     assert record.sources == batch.sources  # the same phases, met in eval mode
     assert record.real != batch.real

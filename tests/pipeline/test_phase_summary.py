@@ -5,12 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from perturbative.pipeline.phase_summary import (
-    TournamentRecord,
-    TripleRecord,
-    summarize,
-    summary_lines,
-)
+from perturbative.pipeline.phase_records import TournamentRecord, TripleRecord
+from perturbative.pipeline.phase_summary import summarize, summary_lines
 
 T = "held-out loss"
 
@@ -44,20 +40,20 @@ def test_signs_above_the_floor_ranking_and_best_of_three():
     # the predicted row sums (-0.1 + 0.4 = 0.3, 0.1 + 0.5, -0.9) put c, a, b: order [2, 0, 1]
     triple = TripleRecord([0, 1, 2], orders, {T: [1.0, 2.0, 3.0, 4.0, 1.5, 5.0]})
     summary = summarize([record(real, predicted, floor=1e-6, triples=[triple])])
-    row = summary[T]["1"]
-    assert row["pairs"] == 3 and row["above_floor"] == 2
-    got = row["methods"]["composition"]
-    assert got["sign_accuracy"] == pytest.approx(1 / 3)
-    assert got["sign_accuracy_above_floor"] == pytest.approx(1 / 2)
+    row = summary.rows[T][1]
+    assert row.pairs == 3 and row.above_floor == 2
+    got = row.methods["composition"]
+    assert got.sign_accuracy == pytest.approx(1 / 3)
+    assert got.sign_accuracy_above_floor == pytest.approx(1 / 2)
     # real row sums rank a (-0.5), c (0.2), b (0.3); predicted c, a, b: 2 of 3 pairs agree
-    assert got["kendall_tau"] == pytest.approx(1 / 3)
-    assert got["best_of_3"] == 0.0 and got["triples"] == 1
-    assert got["gap_captured"] == pytest.approx((5.0 - 1.5) / (5.0 - 1.0))
-    assert got["seconds"] == 1.0 and row["seconds_real"] == 2.0
+    assert got.kendall_tau == pytest.approx(1 / 3)
+    assert got.best_of_3 == 0.0 and got.triples == 1
+    assert got.gap_captured == pytest.approx((5.0 - 1.5) / (5.0 - 1.0))
+    assert got.seconds == 1.0 and row.seconds_real == 2.0
     # a method that predicts each order's value picks the smallest instead
     triple.predicted["composition"] = {T: [9.0, 9.0, 9.0, 9.0, 9.0, 0.0]}
     again = summarize([record(real, predicted, floor=1e-6, triples=[triple])])
-    assert again[T]["1"]["methods"]["composition"]["gap_captured"] == 0.0  # picked the worst
+    assert again.rows[T][1].methods["composition"].gap_captured == 0.0  # picked the worst
     lines = summary_lines(summary)
     assert lines[0] == f"{T}:" and "2 above the rounding floor" in lines[1]
     assert "best of 3! 0.00 of 1 (gap 0.88)" in lines[2] and lines[2].endswith(", 1 s")
@@ -67,12 +63,12 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
     only = record({(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3}, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3})
     only.predicted["last-phase"] = only.predicted["composition"]  # no seconds of its own
     summary = summarize([only])
-    got = summary[T]["1"]["methods"]
-    assert got["last-phase"]["seconds"] is None and got["composition"]["sign_accuracy"] == 1.0
-    assert "best_of_3" not in got["composition"]
+    got = summary.rows[T][1].methods
+    assert got["last-phase"].seconds is None and got["composition"].sign_accuracy == 1.0
+    assert got["composition"].triples == 0 and math.isnan(got["composition"].best_of_3)
     line = [x for x in summary_lines(summary) if "last-phase" in x][0]
     assert not line.endswith(" s") and "slope 1" in line
     # every real difference below the floor: no pair to measure on, said as n/a
     below = summarize([record({(0, 1): 1e-9, (0, 2): 1e-9, (1, 2): 1e-9}, {(0, 1): 1.0}, 1e-6)])
-    assert math.isnan(below[T]["1"]["methods"]["composition"]["sign_accuracy_above_floor"])
+    assert math.isnan(below.rows[T][1].methods["composition"].sign_accuracy_above_floor)
     assert "signs n/a" in summary_lines(below)[2]

@@ -209,10 +209,13 @@ def test_per_tensor_rms_is_a_chart_with_the_values_folded_away(tmp_path):
 
 
 def test_phase_check_section_shows_accuracy_against_k_and_predicted_against_real(tmp_path):
-    from dataclasses import asdict
-
-    from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
-    from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT
+    from perturbative.pipeline.phase_records import (
+        PhaseCheckRecord,
+        TournamentRecord,
+        TripleRecord,
+    )
+    from perturbative.pipeline.phase_summary import summarize
+    from perturbative.pipeline.results import PHASE_CHECK
 
     written = write_synthetic_results(tmp_path / "run")
     rng = np.random.default_rng(0)
@@ -239,15 +242,12 @@ def test_phase_check_section_shows_accuracy_against_k_and_predicted_against_real
                 else [],
             )
         )
-    check = {
-        "format": PHASE_CHECK_FORMAT[0],
-        "version": PHASE_CHECK_FORMAT[1],
-        "targets": ["held-out loss"],
-        "tournaments": [asdict(r) for r in records],
-        "summary": summarize(records),
-    }
+    check = PhaseCheckRecord(
+        run="run", finished=True, options={}, targets=["held-out loss"], tournaments=records
+    )
+    check.summary = summarize(records)
     (tmp_path / "run" / "phase_check").mkdir()
-    (tmp_path / "run" / "phase_check" / PHASE_CHECK).write_text(json.dumps(check))
+    (tmp_path / "run" / "phase_check" / PHASE_CHECK).write_text(json.dumps(check.to_json()))
     text = write_report(written["dir"]).read_text()
     assert "Which data first? The order of training phases" in text
     for name in ("phase_accuracy", "phase_scatter"):

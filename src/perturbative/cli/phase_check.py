@@ -12,12 +12,10 @@ from perturbative.pipeline.config import is_training_run
 from perturbative.pipeline.phase_order import (
     PhaseCheckOptions,
     phase_check,
-    read_phase_check,
 )
 from perturbative.pipeline.phase_summary import summary_lines
 from perturbative.pipeline.recorded_run import batch_statistics
-from perturbative.pipeline.replay import ReplayGap
-from perturbative.pipeline.results import PHASE_CHECK
+from perturbative.pipeline.results import PHASE_CHECK, read_phase_check_file
 
 
 def phase_check_command_parser(subparsers) -> None:
@@ -56,11 +54,11 @@ def phase_check_command(args: argparse.Namespace) -> int:
     folder = Path(values.get("out_dir") or Path(args.run_dir) / "phase_check")
     if not args.summary_only:  # the check prints its replay gaps as it measures them
         phase_check(args.run_dir, PhaseCheckOptions(**values), args.task, data_root=args.celeba)
-    header, _ = read_phase_check(folder)
+    check = read_phase_check_file(folder)
     if args.summary_only:
-        for gap in header.get("replay", []):
-            print(ReplayGap.from_json(gap).line())
-    for line in summary_lines(header["summary"]):
+        for gap in check.replay:
+            print(gap.line())
+    for line in summary_lines(check.summary):
         print(line)
     print(f"numbers: {folder / PHASE_CHECK}")
     return 0

@@ -35,7 +35,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +56,8 @@ from perturbative.brackets import (
 from perturbative.pipeline.checkpoints import list_checkpoints
 from perturbative.pipeline.order_check import choose_checkpoints
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
-from perturbative.pipeline.phase_summary import TournamentRecord, TripleRecord, summarize
+from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
+from perturbative.pipeline.phase_summary import summarize
 from perturbative.pipeline.recorded_run import (
     batchnorm_statistics,
     open_recorded_checkpoint,
@@ -66,7 +66,7 @@ from perturbative.pipeline.recorded_run import (
 )
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import ReplayGap, gate, replay_gap
-from perturbative.pipeline.results import PHASE_CHECK, PHASE_CHECK_FORMAT, read_phase_check_file
+from perturbative.pipeline.results import PHASE_CHECK
 from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype, packed
 
@@ -460,25 +460,13 @@ def _reversed_rows(batch: tuple) -> tuple:
 def _write(out, run, options, records, targets, final: bool = False) -> Path:
     """``<out>/phase_check.json``: options, records and their summary (rewritten after each
     checkpoint and ``k``, so that what is done can be read while the check runs)."""
-    return write_json(
-        out / PHASE_CHECK,
-        {
-            "format": PHASE_CHECK_FORMAT[0],
-            "version": PHASE_CHECK_FORMAT[1],
-            "run": str(run.folder.resolve()),
-            "finished": final,
-            "options": asdict(options),
-            "targets": list(targets),
-            "replay": [asdict(g) for g in run.replay],
-            "tournaments": [asdict(r) for r in records],
-            "summary": summarize(records),
-        },
+    check = PhaseCheckRecord(
+        run=str(run.folder.resolve()),
+        finished=final,
+        options=asdict(options),
+        targets=list(targets),
+        replay=list(run.replay),
+        tournaments=list(records),
+        summary=summarize(records),
     )
-
-
-def read_phase_check(folder: str | Path) -> tuple[dict[str, Any], list[TournamentRecord]]:
-    """``(the file's header and summary, its records)`` from ``folder/phase_check.json``
-    (:func:`perturbative.pipeline.results.read_phase_check_file`)."""
-    data = read_phase_check_file(folder)
-    records = [TournamentRecord.from_json(r) for r in data.pop("tournaments")]
-    return data, records
+    return write_json(out / PHASE_CHECK, check.to_json())

@@ -1,11 +1,11 @@
-"""The phase check's records (:mod:`perturbative.pipeline.phase_order`), their summary pooled
-per target, phase length and method, and the lines ``perturbative phase-check`` prints."""
+"""The phase check's summary (:mod:`perturbative.pipeline.phase_order`), pooled per target,
+phase length and method from its records (:mod:`perturbative.pipeline.phase_records`), and the
+lines ``perturbative phase-check`` prints."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,50 +13,18 @@ import numpy as np
 from perturbative._core.stats import spearman
 from perturbative.brackets import kendall_tau
 from perturbative.pipeline.order_summary import calibration_slope, sign_accuracy
+from perturbative.pipeline.phase_records import (
+    MethodSummary,
+    PhaseRow,
+    PhaseSummary,
+    TournamentRecord,
+)
 
 #: Methods that predict the value of ``O(A then B) - O(B then A)``; the rest only its sign.
 VALUE_METHODS = ("composition", "expansion", "last-phase", "sgd-bracket", "reference-bracket")
 
 
-@dataclass
-class TripleRecord:
-    """Three of a tournament's sources: ``O`` after each of their ``3!`` orders, per target,
-    really trained and, where a method predicts the value of each order (``predicted[method]
-    [target]``), predicted; other methods pick by their pairwise preferences."""
-
-    sources: list[int]
-    orders: list[list[int]]
-    real: dict[str, list[float]]
-    predicted: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-
-@dataclass
-class TournamentRecord:
-    """One checkpoint and phase length: the real tournament and every method's prediction.
-
-    ``real[target]`` and ``predicted[method][target]`` are ``(N, N)`` nested lists,
-    ``[i][j] = O(i then j) - O(j then i)``; ``floor[target]`` is the rounding floor;
-    ``seconds`` what each took (``"real"``: training every pair both ways).
-    """
-
-    step: int
-    k: int
-    lr: float
-    sources: list[str]
-    real: dict[str, list[list[float]]]
-    floor: dict[str, float]
-    predicted: dict[str, dict[str, list[list[float]]]]
-    seconds: dict[str, float]
-    cost: dict[str, dict[str, int]] = field(default_factory=dict)
-    triples: list[TripleRecord] = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TournamentRecord:
-        triples = [TripleRecord(**t) for t in data.get("triples", [])]
-        return cls(**{**data, "triples": triples})
-
-
-def summarize(records: Sequence[TournamentRecord]) -> dict[str, Any]:
+def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
     """Per target, ``k`` and method, pooled over checkpoints: sign accuracy over every pair
     (``i < j``) and over pairs whose real difference is above the measured rounding floor,
     Spearman, calibration slope and median relative error of the value methods, Kendall's tau
@@ -64,7 +32,7 @@ def summarize(records: Sequence[TournamentRecord]) -> dict[str, Any]:
     ``3!`` (share of triples whose predicted best order is the real best, and the share of the
     real best-to-worst gap captured), and seconds (summed) against training every pair both
     ways."""
-    out: dict[str, Any] = {}
+    out = PhaseSummary()
     targets = list(records[0].real) if records else []
     for target in targets:
         for k in sorted({r.k for r in records}):
@@ -78,15 +46,14 @@ def summarize(records: Sequence[TournamentRecord]) -> dict[str, Any]:
                 [np.full(len(u[0]), r.floor[target]) for r, u in zip(chosen, upper, strict=True)]
             )
             above = np.abs(real) > floor
-            row = {
-                "pairs": len(real),
-                "above_floor": int(above.sum()),
-                "median_real": float(np.median(np.abs(real))) if len(real) else math.nan,
-                "tournaments": len(chosen),
-                "sources": len(chosen[0].sources),
-                "seconds_real": sum(r.seconds["real"] for r in chosen),
-                "methods": {},
-            }
+            row = PhaseRow(
+                pairs=len(real),
+                above_floor=int(above.sum()),
+                median_real=float(np.median(np.abs(real))) if len(real) else math.nan,
+                tournaments=len(chosen),
+                sources=len(chosen[0].sources),
+                seconds_real=sum(r.seconds["real"] for r in chosen),
+            )
             for method in methods:
                 predicted = np.concatenate(
                     [
@@ -113,8 +80,8 @@ def summarize(records: Sequence[TournamentRecord]) -> dict[str, Any]:
                         else math.nan,
                         seconds=_total([r.seconds.get(method) for r in chosen]),
                     )
-                row["methods"][method] = numbers
-            out.setdefault(target, {})[str(k)] = row
+                row.methods[method] = MethodSummary(**numbers)
+            out.rows.setdefault(target, {})[k] = row
     return out
 
 
@@ -148,37 +115,37 @@ def _best_of_three(records, method: str, target: str) -> dict[str, Any]:
     }
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def summary_lines(summary: PhaseSummary) -> list[str]:
     """The summary as printed by ``perturbative phase-check``: per target and ``k``, each
     method's sign accuracy above the floor, Kendall's tau, best of 3! and seconds."""
     lines = []
-    for target, by_k in summary.items():
+    for target, by_k in summary.rows.items():
         lines.append(f"{target}:")
         for k, row in by_k.items():
             lines.append(
-                f"  k={k}: {row['pairs']} pairs ({row['above_floor']} above the rounding floor, "
-                f"median |real| {row['median_real']:.2g}) in {row['tournaments']} tournaments of "
-                f"{row['sources']} sources; training every pair both ways "
-                f"{row['seconds_real']:.0f} s"
+                f"  k={k}: {row.pairs} pairs ({row.above_floor} above the rounding floor, "
+                f"median |real| {row.median_real:.2g}) in {row.tournaments} tournaments of "
+                f"{row.sources} sources; training every pair both ways "
+                f"{row.seconds_real:.0f} s"
             )
-            for method, m in row["methods"].items():
+            for method, m in row.methods.items():
                 text = (
-                    f"    {method:22s} signs {_f(m['sign_accuracy_above_floor'], '.3f')}, "
-                    f"tau {_f(m['kendall_tau'], '+.2f')}"
+                    f"    {method:22s} signs {_f(m.sign_accuracy_above_floor, '.3f')}, "
+                    f"tau {_f(m.kendall_tau, '+.2f')}"
                 )
-                if "best_of_3" in m:
+                if m.triples:
                     text += (
-                        f", best of 3! {_f(m['best_of_3'], '.2f')} of {m['triples']} "
-                        f"(gap {_f(m['gap_captured'], '.2f')})"
+                        f", best of 3! {_f(m.best_of_3, '.2f')} of {m.triples} "
+                        f"(gap {_f(m.gap_captured, '.2f')})"
                     )
-                if "median_relative_error" in m:
+                if method in VALUE_METHODS:
                     text += (
-                        f", Spearman {_f(m['spearman'], '+.2f')}, slope "
-                        f"{_f(m['calibration_slope'], '.2g')}, median error "
-                        f"{_f(m['median_relative_error'], '.2g')}"
+                        f", Spearman {_f(m.spearman, '+.2f')}, slope "
+                        f"{_f(m.calibration_slope, '.2g')}, median error "
+                        f"{_f(m.median_relative_error, '.2g')}"
                     )
-                if m.get("seconds") is not None:
-                    text += f", {m['seconds']:.0f} s"
+                if m.seconds is not None:
+                    text += f", {m.seconds:.0f} s"
                 lines.append(text)
     return lines
 

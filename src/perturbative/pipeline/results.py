@@ -30,6 +30,7 @@ from perturbative._core.io import (
     write_text,
 )
 from perturbative.pipeline.order_records import OrderCheckRecord
+from perturbative.pipeline.phase_records import PhaseCheckRecord
 from perturbative.pipeline.recorded_records import (
     RECORDED_CHECK,
     RecordedCheck,
@@ -42,7 +43,6 @@ THUMBNAILS = "thumbnails.safetensors"
 METRICS = "metrics.jsonl"
 ORDER_CHECK = "order_check.json"
 PHASE_CHECK = "phase_check.json"  # the phase check, in <run>/phase_check
-PHASE_CHECK_FORMAT = ("perturbative phase check", 1)
 REQUIRED_META = ("format_version", "attribute_names", "steps", "bracket_examples", "pairs")
 REQUIRED_STEP = ("output_shift", "outputs", "grad_norm", "bracket_norm")
 RERUN = "rerun `perturbative brackets` on the training run (it resumes finished checkpoints)"
@@ -223,9 +223,10 @@ def read_recorded_check(run_dir: str | os.PathLike) -> RecordedCheck | None:
     return read_recorded_check_file(path) if path.is_file() else None
 
 
-def read_phase_check_file(folder: str | os.PathLike) -> dict[str, Any]:
-    """``<folder>/phase_check.json`` as written by ``perturbative phase-check``: options,
-    targets, ``tournaments`` (one record per checkpoint and phase length) and ``summary``.
+def read_phase_check_file(folder: str | os.PathLike) -> PhaseCheckRecord:
+    """``<folder>/phase_check.json`` as written by ``perturbative phase-check``, read by
+    :meth:`PhaseCheckRecord.from_json`: options, targets, the replay gaps, the tournaments (one
+    per checkpoint and phase length) and the summary, typed.
 
     Raises:
         InputError: there is none, it is not valid JSON, or not a phase check of a version this
@@ -235,15 +236,13 @@ def read_phase_check_file(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"no phase check in {folder}: run `perturbative phase-check RUN` first")
     try:
-        check = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error}); rerun the phase check") from error
-    if (check.get("format"), check.get("version")) != PHASE_CHECK_FORMAT:
-        raise InputError(f"{path} is not a phase check this version of perturbative reads")
-    return check
+    return PhaseCheckRecord.from_json(data, str(path))
 
 
-def read_phase_check(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+def read_phase_check(run_dir: str | os.PathLike) -> PhaseCheckRecord | None:
     """The phase check of a run (``<run>/phase_check/phase_check.json``), or ``None``."""
     folder = Path(run_dir) / "phase_check"
     return read_phase_check_file(folder) if (folder / PHASE_CHECK).is_file() else None

@@ -10,6 +10,7 @@ import numpy as np
 
 from perturbative._core.extras import require
 from perturbative.pipeline.order_records import OrderCheckRecord
+from perturbative.pipeline.phase_records import PhaseCheckRecord
 from perturbative.report.statistics import (
     NormCorrelation,
     ReportData,
@@ -254,22 +255,22 @@ def _lr_plot(check: OrderCheckRecord, Figure) -> str:
     return png_uri(fig)
 
 
-def phase_check_figures(check: dict) -> dict:
+def phase_check_figures(check: PhaseCheckRecord) -> dict:
     """The phase check (``phase_check.json``): sign accuracy against the phase length ``k`` per
     method, and the composition's predicted against real differences, for the first target."""
     Figure = require("matplotlib.figure", "the report's figures").Figure
 
-    target = check["targets"][0]
-    by_k = check["summary"].get(target, {})
+    target = check.targets[0]
+    by_k = check.summary.rows.get(target, {})
     if not by_k:
         return {}
-    ks = [int(k) for k in by_k]
-    methods = list(next(iter(by_k.values()))["methods"])
+    ks = list(by_k)
+    methods = list(next(iter(by_k.values())).methods)
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for n, method in enumerate(methods):
         values = [
-            _nan(by_k[str(k)]["methods"].get(method, {}).get("sign_accuracy_above_floor"))
+            _nan(m.sign_accuracy_above_floor if (m := by_k[k].methods.get(method)) else None)
             for k in ks
         ]
         style = ":" if method in ("coin", "larger-gradient-first", "larger-loss-first") else "-"
@@ -283,12 +284,12 @@ def phase_check_figures(check: dict) -> dict:
     everything = []
     for n, k in enumerate(ks):
         x, y = [], []
-        for record in check["tournaments"]:
-            if record["k"] != k or "composition" not in record["predicted"]:
+        for record in check.tournaments:
+            if record.k != k or "composition" not in record.predicted:
                 continue
-            upper = np.triu_indices(len(record["sources"]), 1)
-            x.extend(np.asarray(record["predicted"]["composition"][target])[upper].tolist())
-            y.extend(np.asarray(record["real"][target])[upper].tolist())
+            upper = np.triu_indices(len(record.sources), 1)
+            x.extend(np.asarray(record.predicted["composition"][target])[upper].tolist())
+            y.extend(np.asarray(record.real[target])[upper].tolist())
         everything.extend(np.abs(x + y).tolist())
         ax.scatter(x, y, s=10, color=f"C{n}", alpha=0.7, label=f"k = {k}")
     top = max(everything, default=1.0) or 1.0

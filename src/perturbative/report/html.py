@@ -19,7 +19,7 @@ import numpy as np
 
 from perturbative._core.io import write_text
 from perturbative.pipeline.config import examples_in_batch
-from perturbative.pipeline.recorded_records import ReplayGap, summary
+from perturbative.pipeline.recorded_records import summary
 from perturbative.report.figures import image_uri, phase_check_figures, report_figures
 from perturbative.report.statistics import (
     ReportData,
@@ -196,31 +196,27 @@ def _phase_check_html(data: ReportData) -> str:
     """Which data first: phase orders predicted against really training them
     (``perturbative phase-check``), from the check's saved summary, per target and ``k``."""
     check = data.phase_check
-    if not check or not check.get("summary"):
+    if not check or not check.summary.rows:
         return ""
     plots = phase_check_figures(check)
     tables = []
-    for target, by_k in check["summary"].items():
-        methods = list(dict.fromkeys(m for row in by_k.values() for m in row["methods"]))
+    for target, by_k in check.summary.rows.items():
+        methods = list(dict.fromkeys(m for row in by_k.values() for m in row.methods))
         head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
         body = ""
         for k, row in by_k.items():
             cells = ""
             for m in methods:
-                got = row["methods"].get(m, {})
-                if not got:
+                got = row.methods.get(m)
+                if got is None:
                     cells += "<td>not run</td>"
                     continue
-                best = (
-                    f"<br><small>best of 3! {_num(got['best_of_3'])}</small>"
-                    if "best_of_3" in got
-                    else ""
-                )
+                best = f"<br><small>best of 3! {_num(got.best_of_3)}</small>" if got.triples else ""
                 cells += (
-                    f"<td>{_num(got.get('sign_accuracy_above_floor'))}"
-                    f"<br><small>tau {_num(got.get('kendall_tau'))}</small>{best}</td>"
+                    f"<td>{_num(got.sign_accuracy_above_floor)}"
+                    f"<br><small>tau {_num(got.kendall_tau)}</small>{best}</td>"
                 )
-            body += f"<tr><td>{k}</td><td>{row['above_floor']} of {row['pairs']}</td>{cells}</tr>"
+            body += f"<tr><td>{k}</td><td>{row.above_floor} of {row.pairs}</td>{cells}</tr>"
         tables.append(
             f'<h3>{html.escape(target)}</h3><table class="data"><thead><tr><th>k</th>'
             f"<th>pairs above the floor</th>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -352,7 +348,7 @@ def _replay_html(data: ReportData) -> str:
     gaps = (
         (data.recorded_check.replay if data.recorded_check is not None else [])
         or (data.order_check.replay if data.order_check is not None else [])
-        or [ReplayGap.from_json(g) for g in (data.phase_check or {}).get("replay", [])]
+        or (data.phase_check.replay if data.phase_check is not None else [])
     )
     if not gaps:
         return ""

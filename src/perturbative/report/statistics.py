@@ -22,6 +22,7 @@ from perturbative._core.errors import InputError
 from perturbative._core.stats import pearson, spearman
 from perturbative.pipeline.config import WINDOW_SIZES, examples_in_batch
 from perturbative.pipeline.order_records import OrderCheckRecord
+from perturbative.pipeline.phase_records import PhaseCheckRecord
 from perturbative.pipeline.recorded_records import RecordedCheck
 from perturbative.pipeline.results import (
     RERUN,
@@ -90,7 +91,7 @@ class ReportData:
     ranking_scores: np.ndarray | None = None
     order_check: OrderCheckRecord | None = None
     recorded_check: RecordedCheck | None = None
-    phase_check: dict | None = None
+    phase_check: PhaseCheckRecord | None = None
     loss_shift: np.ndarray | None = None
     texts: list[str] | None = None
     tokens: list[list[str]] | None = None
