@@ -29,10 +29,9 @@ import torch
 
 from perturbative.brackets import parameters_after_steps, vector_norm
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
-from perturbative.pipeline.order_check import restore
+from perturbative.pipeline.order_check import checkpoint_for_check
 from perturbative.pipeline.order_sampling import sample_pairs
-from perturbative.pipeline.sweep import select_examples
-from perturbative.pipeline.train import build_dataset, per_example_bce
+from perturbative.pipeline.train import per_example_bce
 
 
 def step_effects(at, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -59,17 +58,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     run = Path(args.run_dir)
-    config = load_run_config(run, None)
-    dataset = build_dataset(config)
     options = OrderCheckOptions(horizons=(0,), seed=args.seed)
-    heldout = select_examples(dataset.heldout_indices.tolist(), options.heldout_examples, 0)
-    print(f"{run}: held-out loss after / before one Adam step on one example (lr {config.lr:g})")
+    lr = load_run_config(run, None).lr
+    print(f"{run}: held-out loss after / before one Adam step on one example (lr {lr:g})")
     print(f"{'step':>6}  {'trained':>10}  {'median':>8}  {'largest':>8}  {'median |step|':>13}")
     for step in (int(s) for s in args.steps.split(",")):
-        at = restore(run, step, config, dataset, heldout, options)
+        at = checkpoint_for_check(run, step, options)
         generator = torch.Generator().manual_seed(args.seed)
         pairs = sample_pairs(
-            dataset, config.batch_size, args.examples, 0, 0, generator, "float64", at.example_batch
+            at.task, at.batch_size, args.examples, 0, 0, generator, "float64", at.example_batch
         )
         in_batch = [x for _, x, _ in pairs]
         alone = [tuple(t[:1] for t in x[:2]) for x in in_batch]  # the same examples, no weight

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from perturbative.brackets import moved_first_or_last, optimizer_order_scores
-    from perturbative.pipeline.recorded import open_recorded_checkpoint, run_task
+    from perturbative.pipeline.recorded_run import open_recorded_checkpoint, run_task
     from perturbative.pipeline.task import as_dtype
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -95,12 +95,10 @@ def check_checkpoint(run, step, config, dataset, options, args) -> list[dict]:
         values_along_steps,
         vector_norm,
     )
-    from perturbative.pipeline.order_check import restore
-    from perturbative.pipeline.sweep import select_examples
+    from perturbative.pipeline.order_check import checkpoint_for_check
     from perturbative.pipeline.train import per_example_bce
 
-    heldout = select_examples(dataset.heldout_indices.tolist(), options.heldout_examples, 0)
-    at = restore(run, step, config, dataset, heldout, options)
+    at = checkpoint_for_check(run, step, options)
     model, optimizer, observable = at.model, at.optimizer, at.observable
     model.train()  # BatchNorm meets each batch with its own statistics, as the run trained
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}

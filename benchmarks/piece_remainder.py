@@ -31,11 +31,10 @@ from perturbative.brackets import (
     third_derivative,
     vector_norm,
 )
-from perturbative.pipeline.config import OrderCheckOptions, load_run_config
-from perturbative.pipeline.order_check import restore
+from perturbative.pipeline.config import OrderCheckOptions
+from perturbative.pipeline.order_check import checkpoint_for_check
 from perturbative.pipeline.order_sampling import sample_pairs
-from perturbative.pipeline.sweep import select_examples
-from perturbative.pipeline.train import build_dataset, per_example_bce
+from perturbative.pipeline.train import per_example_bce
 
 SCALES = (1.0, 0.25, 0.0625)
 
@@ -55,14 +54,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     run = Path(args.run_dir)
-    options = OrderCheckOptions(steps=(args.step,), horizons=(0,))
-    config = load_run_config(run, None)
-    dataset = build_dataset(config)
-    heldout = select_examples(dataset.heldout_indices.tolist(), 8, options.seed)
-    at = restore(run, args.step, config, dataset, heldout, options)
+    options = OrderCheckOptions(steps=(args.step,), horizons=(0,), heldout_examples=8)
+    at = checkpoint_for_check(run, args.step, options)
     model = at.model.train()
     generator = torch.Generator().manual_seed(args.seed)
-    pairs = sample_pairs(dataset, config.batch_size, 0, args.pairs, 0, generator, "float64")
+    pairs = sample_pairs(at.task, at.batch_size, 0, args.pairs, 0, generator, "float64")
     theta = {k: v.detach() for k, v in model.named_parameters()}
     leaves = {k: v.clone().requires_grad_() for k, v in theta.items()}
 

@@ -3,7 +3,9 @@ tells Python's documentation from Python's own source code.
 
     python examples/hf_trainer.py               # train and record runs/hf_trainer (under a minute)
     perturbative brackets runs/hf_trainer       # brackets at every checkpoint, for the report
-    perturbative order-check runs/hf_trainer --checkpoints 3 --batch-pairs 34 --windows 7
+    perturbative order-check runs/hf_trainer --checkpoints 3 --logged-pairs 34 --windows 7 \
+        --window-sizes 3 --example-pairs 0 --batch-pairs 0 --exchanges 0 --horizons 0 \
+        --lr-scales 1
     perturbative report runs/hf_trainer         # runs/hf_trainer/report.html
 
 Both kinds of text ship with Python: the documentation of ``pydoc_data.topics`` and the source of

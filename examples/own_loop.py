@@ -3,8 +3,9 @@ documentation, and the order predictions are checked against really reordering t
 
     python examples/own_loop.py                 # record runs/own_loop (600 steps)
     perturbative brackets runs/own_loop         # brackets at every checkpoint, for the report
-    perturbative order-check runs/own_loop --checkpoints 3 --batch-pairs 10 --windows 2 \
-        --scored-examples 10                    # predictions against really reordering it
+    perturbative order-check runs/own_loop --checkpoints 3 --logged-pairs 10 --windows 2 \
+        --window-sizes 3 --scored-examples 10 --example-pairs 0 --batch-pairs 0 --exchanges 0 \
+        --horizons 0 --lr-scales 1              # predictions against really reordering it
     perturbative report runs/own_loop           # runs/own_loop/report.html
 
 All four, timed: ``python benchmarks/own_run_example.py``.

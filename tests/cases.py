@@ -591,3 +591,18 @@ def random_preconditioner(params, seed=0):
     """A positive diagonal preconditioner in [0.5, 1.5), keyed like ``params``."""
     g = torch.Generator().manual_seed(seed)
     return {k: torch.rand(v.shape, generator=g, dtype=v.dtype) + 0.5 for k, v in params.items()}
+
+
+def logged_pairs_check(run: Path, checkpoints: int = 2, pairs: int = 4) -> list:
+    """The order check of a run on its own logged batches alone (``pairs`` per checkpoint, at
+    its own lr, ``h = 0``): each checkpoint's summary row of them."""
+    from perturbative.pipeline.config import OrderCheckOptions
+    from perturbative.pipeline.order_check import order_check
+    from perturbative.pipeline.results import read_order_check_file
+
+    options = OrderCheckOptions(
+        checkpoints=checkpoints, logged_pairs=pairs, example_pairs=0, batch_pairs=0,
+        exchanges=0, windows=0, horizons=(0,), lr_scales=(1.0,), floor_pairs=0,
+    )  # fmt: skip
+    check = read_order_check_file(order_check(run, options, progress=False).parent)
+    return [entry.scales[0].summary.rows("logged")[0] for entry in check.checkpoints]

@@ -93,8 +93,8 @@ def test_own_loop_is_recorded_and_checked_from_the_command_line(tmp_path):
             str(run),
             "--checkpoints",
             "1",
-            "--batch-pairs",
-            "3",
+            *("--logged-pairs", "3", "--example-pairs", "0", "--batch-pairs", "0"),
+            *("--exchanges", "0", "--windows", "0", "--horizons", "0", "--lr-scales", "1"),
             "--threads",
             "1",
         ],
@@ -103,4 +103,4 @@ def test_own_loop_is_recorded_and_checked_from_the_command_line(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "AdamW: 3 minibatch pairs" in done.stdout and "sign accuracy" in done.stdout
+    assert "logged   h=0   pairs 3" in done.stdout and "sign acc" in done.stdout

@@ -62,18 +62,18 @@ from perturbative.brackets import (
     vector_rms,
 )
 from perturbative.pipeline import (
+    OrderCheckOptions,
     PhaseCheckOptions,
-    RecordedCheckOptions,
     Recorder,
     SweepData,
     SweepSettings,
     Task,
     bracket_sweep,
-    check_recorded_run,
     load_results,
     load_task,
     phase_check,
 )
+from perturbative.pipeline.order_check import order_check
 from perturbative.report import write_report
 from perturbative.tilt import (
     AdjustedBatchSampler,
@@ -145,8 +145,8 @@ __all__ = [
     "Task",
     "load_task",
     "Recorder",
-    "check_recorded_run",
-    "RecordedCheckOptions",
+    "order_check",
+    "OrderCheckOptions",
     # sweeps over training and the report
     "SweepData",
     "SweepSettings",

@@ -51,35 +51,37 @@ def test_command_prints_the_summary(tmp_path, capsys):
     assert "no checkpoint at step [3]; it has steps [2]" in capsys.readouterr().err
 
 
-def test_order_check_of_a_recorded_run(tmp_path, capsys):
+def test_one_check_for_a_recorded_run_with_pythons_defaults(tmp_path, capsys):
+    """A recorded run takes the same command, flags and defaults as a run of ``train``: its own
+    logged batches, random pairs, windows and scored examples; what does not apply to it is
+    refused in one line."""
+    import json
+
     from recorded_task import record
 
-    record(tmp_path / "run", steps=20)
-    flags = ["--checkpoints", "1", "--batch-pairs", "3", "--windows", "1", "--threads", "1"]
-    assert main(["order-check", str(tmp_path / "run"), *flags]) == 0
-    out = capsys.readouterr().out
-    assert "AdamW: 3 minibatch pairs" in out and "sign accuracy 1.000" in out
-    assert "best of 3! picked:" in out and "of 1 windows" in out
-    assert main(["order-check", str(tmp_path / "run"), *flags, "--task", "nowhere:task"]) == 2
-    assert "cannot import the task's module 'nowhere'" in capsys.readouterr().err
+    from perturbative.pipeline.config import OrderCheckOptions
 
-
-def test_flags_that_do_not_apply_to_the_run_are_refused_and_defaults_are_pythons(tmp_path, capsys):
-    from recorded_task import record
-
-    run = tmp_path / "recorded"
+    run = tmp_path / "run"
     record(run, steps=20)
-    assert main(["order-check", str(run), "--example-pairs", "3", "--lr-scales", "1"]) == 2
-    assert "--example-pairs, --lr-scales apply to runs of `perturbative train` only" in (
-        capsys.readouterr().err
-    )
-    flags = ["--steps", "10", "--windows", "0", "--threads", "1"]
+    flags = ["--checkpoints", "1", "--logged-pairs", "3", "--example-pairs", "2"]
+    flags += ["--batch-pairs", "1", "--exchanges", "1", "--windows", "1", "--window-sizes", "3"]
+    flags += ["--horizons", "0", "--lr-scales", "1", "--floor-pairs", "1"]
+    flags += ["--scored-examples", "2", "--threads", "1"]
     assert main(["order-check", str(run), *flags]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("replay gap at step 10: ") and "AdamW: 20 minibatch pairs" in out
-    assert main(["order-check", str(run), "--summary-only", *flags]) == 0
-    assert "AdamW: 20 minibatch pairs" in capsys.readouterr().out
-    config = TrainConfig.demo(run_dir=str(tmp_path / "train"), image_size=8, width=0.0625, steps=2)
-    train_run = train(config, progress=False)
-    assert main(["order-check", str(train_run), "--scored-examples", "2"]) == 2
-    assert "--scored-examples apply to recorded runs only" in capsys.readouterr().err
+    assert out.startswith("replay gap at step 10: ") and "logged   h=0   pairs 3" in out
+    assert "exchange h=0   pairs 1" in out and "k=3 windows" in out and "scores   2 examples" in out
+    saved = json.loads((run / "order_check" / "order_check.json").read_text())["options"]
+    given = dict(logged_pairs=3, example_pairs=2, batch_pairs=1, exchanges=1, windows=1)
+    given |= dict(window_sizes=[3], horizons=[0], lr_scales=[1.0], floor_pairs=1)
+    expected = {**vars(OrderCheckOptions(checkpoints=1, scored_examples=2)), **given}
+    assert saved == json.loads(json.dumps(expected))  # every other value is Python's default
+    assert main(["order-check", str(run), "--summary-only"]) == 0
+    assert "logged   h=0   pairs 3" in capsys.readouterr().out
+    assert main(["order-check", str(run), *flags, "--task", "nowhere:task"]) == 2
+    assert "cannot import the task's module 'nowhere'" in capsys.readouterr().err
+    assert main(["order-check", str(run), "--celeba", "x", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "--celeba applies to runs of `perturbative train`" in capsys.readouterr().err
+    # its schedule is known for the 10 logged steps after step 10: horizons past them are not
+    assert main(["order-check", str(run), "--steps", "10", "--horizons", "0,20"]) == 2
+    assert "too few logged steps after them" in capsys.readouterr().err

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import logged_pairs_check
 
 from perturbative._core.io import read_json_lines
-from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
 from perturbative.pipeline.recorded_run import read_run, run_task
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import replay_gap
@@ -111,9 +111,8 @@ def test_the_callback_logs_the_batches_each_step_trained_on(tmp_path, accumulati
 def test_order_predictions_on_a_lightning_run(tmp_path):
     run = tmp_path / "run"
     fit(run, steps=12)
-    check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=4))
-    numbers = summary(check)
-    assert numbers.pairs == 8 and numbers.all.sign_accuracy == 1.0, numbers
+    rows = logged_pairs_check(run, checkpoints=2, pairs=4)
+    assert [r.pairs for r in rows] == [4, 4] and all(r.accuracy == 1.0 for r in rows), rows
 
 
 class Ordered(Module):

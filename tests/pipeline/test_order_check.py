@@ -30,6 +30,7 @@ TINY_CHECK = dict(
     lr_scales=(1.0, 0.01),
     heldout_examples=8,
     floor_pairs=2,
+    logged_pairs=0,
 )
 
 
@@ -205,6 +206,35 @@ def trained_by_hand(at, batches, held_targets, rows=None) -> float:
         return float(F.binary_cross_entropy_with_logits(model(at.observable.inputs), held_targets))
 
 
+def restored(run_dir, step=3, **options):
+    """The order check's checkpoint of a run of ``train``, rebuilt with its own task, and the
+    task and held-out positions the check draws."""
+    from perturbative.pipeline.order_check import restore
+    from perturbative.pipeline.recorded_run import run_task
+    from perturbative.pipeline.recorder import read_order_log
+    from perturbative.pipeline.sweep import select_examples
+
+    task = run_task(run_dir)
+    heldout = select_examples(range(len(task.heldout)), 8, 0)
+    at = restore(
+        run_dir,
+        step,
+        task,
+        read_order_log(run_dir),
+        heldout,
+        OrderCheckOptions(**{**TINY_CHECK, **options}),
+        4,
+    )
+    return at, task, heldout
+
+
+def batch_statistics_on(at) -> bool:
+    """Whether the checkpoint's BatchNorm layers normalise by each batch's statistics."""
+    import torch
+
+    return all(m.training for m in at.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
 def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(run_dir):
     """With batchnorm="batch" a minibatch pair's real difference is that of plain train-mode
     training (a hand-written loop: model.train(), loss.backward(), Adam.step()), the held-out
@@ -213,37 +243,30 @@ def test_minibatches_train_with_their_own_batchnorm_statistics_as_the_run_did(ru
     import torch
 
     from perturbative.brackets import exchanged
-    from perturbative.pipeline.config import load_run_config
-    from perturbative.pipeline.order_check import real_differences, restore
-    from perturbative.pipeline.sweep import select_examples
-    from perturbative.pipeline.train import build_dataset
+    from perturbative.pipeline.order_check import real_differences
 
-    config = load_run_config(run_dir)
-    dataset = build_dataset(config)
-    heldout = select_examples(dataset.heldout_indices.tolist(), 8, 0)
-    options = OrderCheckOptions(**TINY_CHECK)
-    at = restore(run_dir, 3, config, dataset, heldout, options)
+    at, task, heldout = restored(run_dir)
     generator = torch.Generator().manual_seed(0)
-    ((_, x, y),) = sample_pairs(dataset, 4, 0, 1, 0, generator, "float64")
-    held_targets = dataset.batch(heldout)[1].double()
+    ((_, x, y),) = sample_pairs(task, 4, 0, 1, 0, generator, "float64")
+    held_targets = task.batch(heldout.tolist(), "heldout")[1].double()
 
     def by_hand(first, second):
         return trained_by_hand(at, (first, second), held_targets)
 
     expected = by_hand(x, y) - by_hand(y, x)
     at.mode_for("batch")
-    assert at.model.training and expected != 0
-    (got,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
+    assert batch_statistics_on(at) and expected != 0
+    (got,) = real_differences(at, (x, y), (y, x), (0,), 1.0)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
     at.model.eval()
-    (eval_mode,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
+    (eval_mode,) = real_differences(at, (x, y), (y, x), (0,), 1.0)
     assert eval_mode != pytest.approx(expected, rel=1e-3)
     # an exchange: the first examples of x and y change places, both batches in train mode
     x2, y2 = exchanged(x, y, 0, 0)
     expected = by_hand(x, y) - by_hand(x2, y2)
     at.mode_for("exchange")
-    assert at.model.training and expected != 0
-    (got,) = real_differences(at, (x, y), (x2, y2), (0,), config.lr)
+    assert batch_statistics_on(at) and expected != 0
+    (got,) = real_differences(at, (x, y), (x2, y2), (0,), 1.0)
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
@@ -255,36 +278,28 @@ def test_a_single_example_trained_in_a_batch_is_trained_as_by_hand_with_batch_st
 
     import torch
 
-    from perturbative.pipeline.config import load_run_config
-    from perturbative.pipeline.order_check import real_differences, restore
-    from perturbative.pipeline.sweep import select_examples
-    from perturbative.pipeline.train import build_dataset
+    from perturbative.pipeline.order_check import real_differences
 
-    config = load_run_config(run_dir)
-    dataset = build_dataset(config)
-    heldout = select_examples(dataset.heldout_indices.tolist(), 8, 0)
-    at = restore(run_dir, 3, config, dataset, heldout, OrderCheckOptions(**TINY_CHECK))
-    assert at.example_batch == config.batch_size == 4
+    at, task, heldout = restored(run_dir)
+    assert at.example_batch == at.batch_size == 4
     generator = torch.Generator().manual_seed(1)
-    ((kind, x, y),) = sample_pairs(dataset, 4, 1, 0, 0, generator, "float64", at.example_batch)
+    ((kind, x, y),) = sample_pairs(task, 4, 1, 0, 0, generator, "float64", at.example_batch)
     assert kind == "example" and len(x) == 3 and x[2].tolist() == [4.0, 0.0, 0.0, 0.0]
     assert not torch.equal(x[0][1:], y[0][1:])  # each example has its own companions
-    held_targets = dataset.batch(heldout)[1].double()
+    held_targets = task.batch(heldout.tolist(), "heldout")[1].double()
 
     def by_hand(first, second):  # BatchNorm over the whole minibatch, the loss of its first row
         return trained_by_hand(at, (first[:2], second[:2]), held_targets, rows=1)
 
     expected = by_hand(x, y) - by_hand(y, x)
     at.mode_for("example")
-    assert at.model.training and expected != 0
-    (got,) = real_differences(at, (x, y), (y, x), (0,), config.lr)
+    assert batch_statistics_on(at) and expected != 0
+    (got,) = real_differences(at, (x, y), (y, x), (0,), 1.0, at.loss("example"))
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
     for options in (dict(examples="alone"), dict(batchnorm="running")):
-        alone = restore(
-            run_dir, 3, config, dataset, heldout, OrderCheckOptions(**TINY_CHECK, **options)
-        )
+        alone, _, _ = restored(run_dir, **options)
         alone.mode_for("example")
-        assert alone.example_batch == 1 and not alone.model.training
+        assert alone.example_batch == 1 and not batch_statistics_on(alone)
 
 
 def test_example_steps_benchmark_prints_both_ways_of_training_an_example(run_dir, capsys):

@@ -111,7 +111,7 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
     assert json.loads(progress.parent.joinpath("phase_check.json").read_text())["finished"]
 
 
-def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
+def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path):
     options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "bad"))
     with pytest.raises(InputError, match="batchnorm must be 'batch' or 'running'"):
         phase_check(run_dir, dataclasses.replace(options, batchnorm="magic"))
@@ -121,14 +121,12 @@ def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path, monkeypatch):
         phase_check(run_dir, dataclasses.replace(options, target_source="digit_11"))
     with pytest.raises(InputError, match="cannot import the task's module 'x'"):
         phase_check(run_dir, options, task="x:y", progress=False)
-    bare = phase_check_module.training_task(run_dir)
-    monkeypatch.setattr(
-        phase_check_module,
-        "training_task",
-        lambda *a: Task(model=bare.model, loss_fn=bare.loss_fn, train=bare.train),
-    )
+    from perturbative.pipeline.run import training_task
+
+    own = training_task(run_dir)
+    bare = Task(model=own.model, loss_fn=own.loss_fn, train=own.train)
     with pytest.raises(InputError, match=r"give Task\(sources="):
-        phase_check(run_dir, options, progress=False)
+        phase_check(run_dir, options, task=bare, progress=False)
 
 
 def test_batchnorm_on_running_statistics_is_a_diagnostic_of_one_source_batches(

@@ -1,5 +1,5 @@
-"""``pipeline/recorded.py``: a recorded run opened for analysis, and its order predictions
-checked against really reordering it."""
+"""A recorded run (``pipeline/recorded.py`` sweeps it) checked by the one order check:
+its predictions against really reordering it."""
 
 import pytest
 import torch
@@ -7,28 +7,41 @@ from recorded_task import record
 
 import perturbative as pt
 from perturbative._core.errors import InputError
-from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run, summary
+from perturbative.pipeline.config import OrderCheckOptions
+from perturbative.pipeline.order_check import order_check
+from perturbative.pipeline.results import read_order_check_file
+
+#: the run's own batches and scored examples only, at its own lr
+LOGGED = dict(example_pairs=0, batch_pairs=0, exchanges=0, windows=0, horizons=(0,))
+LOGGED |= dict(lr_scales=(1.0,), floor_pairs=0)
+
+
+def checked(run, out=None, **options):
+    """The order check of a recorded run, read back as typed records."""
+    options = OrderCheckOptions(**{**LOGGED, **options}, out_dir=out and str(out))
+    return read_order_check_file(order_check(run, options, progress=False).parent)
 
 
 def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path):
     run = tmp_path / "run"
     record(run, steps=40, clip=0.5)  # clipping active on most batches, and modelled
-    check = check_recorded_run(run, options=RecordedCheckOptions(checkpoints=2, pairs=6))
-    numbers = summary(check)
-    assert numbers.pairs == 12 and numbers.all.clipped >= 6
-    assert numbers.all.sign_accuracy == 1.0 and numbers.all.median_relative_error < 0.05, numbers
-    assert (run / "order_check" / "recorded.json").is_file()
+    check = checked(run, checkpoints=2, logged_pairs=6)
+    rows = [entry.scales[0].summary.rows("logged")[0] for entry in check.checkpoints]
+    assert [r.pairs for r in rows] == [6, 6] and sum(r.clipped for r in rows) >= 6
+    assert all(r.accuracy == 1.0 and r.relative_error < 0.05 for r in rows), rows
+    pairs = check.checkpoints[0].scales[0].pairs
+    assert pairs[0].batches == [check.checkpoints[0].step + 1, check.checkpoints[0].step + 2]
 
 
 def test_bad_runs_and_tasks_say_what_to_do(tmp_path):
     with pytest.raises(InputError, match="holds no run: neither a run of"):
-        check_recorded_run(tmp_path)
+        order_check(tmp_path)
     run = tmp_path / "run"
     record(run, steps=12, task="no_such_module:task")
     with pytest.raises(InputError, match="cannot import the task's module 'no_such_module'"):
-        check_recorded_run(run)
+        order_check(run)
     with pytest.raises(InputError, match="has no attribute 'nothing'"):
-        check_recorded_run(run, task="recorded_task:nothing")
+        order_check(run, task="recorded_task:nothing")
     with pytest.raises(InputError, match="outside the task's train set"):
         pt.Task(model=lambda: None, loss_fn=None, train=[0, 1]).batch([5])
 
@@ -69,13 +82,15 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
         )
         == 0
     )
-    check = ["--checkpoints", "1", "--batch-pairs", "3", "--windows", "1", "--threads", "1"]
+    check = ["--checkpoints", "1", "--logged-pairs", "3", "--example-pairs", "2"]
+    check += ["--batch-pairs", "1", "--exchanges", "0", "--windows", "1", "--window-sizes", "3"]
+    check += ["--horizons", "0", "--lr-scales", "1", "--floor-pairs", "0", "--threads", "1"]
     check += ["--scored-examples", "4"]
     assert main(["order-check", str(run), *check]) == 0
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
-    assert "Order predictions against really reordering this run" in page and "AdamW" in page
-    assert "Order scores with the run's AdamW" in page
+    assert "Order predictions against real reordered training" in page
+    assert "<td>logged</td>" in page and "<th>scored examples</th>" in page
 
 
 def test_a_language_model_run_of_keyword_batches_is_swept_and_shown_as_text(tmp_path):
@@ -153,35 +168,32 @@ def test_a_classifier_of_keyword_batches_draws_its_labels_in_their_class_cells(t
     ]
 
 
-def test_an_interrupted_recorded_check_resumes_where_it_stopped(tmp_path, monkeypatch):
-    import perturbative.pipeline.recorded as recorded
+def test_an_interrupted_check_of_a_recorded_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Its logged pairs and scores are saved as they finish: a rerun computes only the rest
+    and gives the numbers of an unbroken check."""
+    import perturbative.pipeline.order_check as module
 
     run = tmp_path / "run"
     record(run, steps=20)
-    options = RecordedCheckOptions(steps=(10,), pairs=4, windows=1)
-    whole = check_recorded_run(run, options=options, out_dir=tmp_path / "whole")
-    calls, pair = [], recorded._pair
+    options = dict(steps=(10,), logged_pairs=4, scored_examples=2)
+    whole = checked(run, tmp_path / "whole", **options)
+    calls, pair = [], module.pair_record
 
-    def stops_at_the_third(*args):
+    def stops_at_the_third(*args, **kwargs):
         calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return pair(*args)
+        return pair(*args, **kwargs)
 
-    monkeypatch.setattr(recorded, "_pair", stops_at_the_third)
+    monkeypatch.setattr(module, "pair_record", stops_at_the_third)
     with pytest.raises(KeyboardInterrupt):
-        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
-    assert (tmp_path / "cut" / "recorded.progress.jsonl").is_file()
+        checked(run, tmp_path / "cut", **options)
+    assert (tmp_path / "cut" / module.PROGRESS).is_file()
     calls.clear()
-    resumed = check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
+    resumed = checked(run, tmp_path / "cut", **options)
     assert len(calls) == 2  # only the two pairs it had not finished
-    assert [p.real for p in resumed.pairs] == [p.real for p in whole.pairs]
-    assert resumed.windows == whole.windows
-    assert not (tmp_path / "cut" / "recorded.progress.jsonl").exists()
-    with pytest.raises(InputError, match="already holds a finished recorded order check"):
-        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
-    with pytest.raises(InputError, match="unfinished recorded order check with other settings"):
-        (tmp_path / "cut" / "recorded.progress.jsonl").write_text(
-            '{"options": {"pairs": 9}, "checkpoints": {}}\n'
-        )
-        check_recorded_run(run, options=options, out_dir=tmp_path / "cut")
+    assert resumed.checkpoints[0].scales[0].pairs == whole.checkpoints[0].scales[0].pairs
+    assert resumed.checkpoints[0].scales[0].scores == whole.checkpoints[0].scales[0].scores
+    assert not (tmp_path / "cut" / module.PROGRESS).exists()
+    with pytest.raises(InputError, match="already holds a finished order check"):
+        checked(run, tmp_path / "cut", **options)

@@ -10,9 +10,7 @@ from recorded_task import record
 from perturbative._core.errors import InputError
 from perturbative._core.io import read_json_lines
 from perturbative.pipeline.checkpoints import list_checkpoints, read_checkpoint
-from perturbative.pipeline.recorded import (
-    open_recorded_checkpoint,
-)
+from perturbative.pipeline.recorded_run import open_recorded_checkpoint
 from perturbative.pipeline.recorder import Recorder, save_steps
 
 

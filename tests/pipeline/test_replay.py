@@ -10,10 +10,12 @@ import torch
 from recorded_task import record
 
 from perturbative._core.errors import InputError
-from perturbative.pipeline.recorded import RecordedCheckOptions, check_recorded_run
+from perturbative.pipeline.config import OrderCheckOptions
+from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.recorded_run import read_run
 from perturbative.pipeline.recorder import StochasticTrainingWarning, read_order_log
 from perturbative.pipeline.replay import replay_gap
+from perturbative.pipeline.results import read_order_check_file
 
 
 def gap_of(run, step=10, task=recorded_task.task):
@@ -38,18 +40,21 @@ def test_clipping_not_given_to_the_recorder_is_refused(tmp_path):
     assert not gap.passed and gap.gap > 1e3 * gap.tolerance
     assert any("clipping not given" in cause for cause in gap.causes)
     with pytest.raises(InputError, match=r"^replay gap at step \d+: .* NOT the loop's; likely"):
-        check_recorded_run(run, options=RecordedCheckOptions(checkpoints=1, pairs=2))
+        order_check(run, OrderCheckOptions(checkpoints=1, horizons=(0,)), progress=False)
 
 
 def test_the_override_checks_anyway_and_keeps_the_gap(tmp_path, capsys):
     run = tmp_path / "run"
     record(run, steps=20, clip=0.5, recorded_clip=None)
-    options = RecordedCheckOptions(steps=(10,), pairs=2, allow_replay_gap=True)
-    check = check_recorded_run(run, options=options)
+    options = OrderCheckOptions(
+        steps=(10,), logged_pairs=2, example_pairs=0, batch_pairs=0, exchanges=0, windows=0,
+        horizons=(0,), lr_scales=(1.0,), allow_replay_gap=True,
+    )  # fmt: skip
+    check = read_order_check_file(order_check(run, options, progress=False).parent)
     assert len(check.replay) == 1 and not check.replay[0].passed
     assert capsys.readouterr().out.startswith("replay gap at step 10")  # printed first
-    saved = json.loads((run / "order_check" / "recorded.json").read_text())
-    assert saved["version"] == 2 and saved["replay"][0]["gap"] == check.replay[0].gap
+    saved = json.loads((run / "order_check" / "order_check.json").read_text())
+    assert saved["format_version"] == 3 and saved["replay"][0]["gap"] == check.replay[0].gap
 
 
 def test_dropout_on_is_said_when_recording_starts_and_refused(tmp_path):
@@ -77,20 +82,20 @@ def test_a_corrupt_or_truncated_log_is_refused_naming_the_line(tmp_path):
     lines = log.read_text().splitlines(keepends=True)
     log.write_text("".join(lines[:12]) + "{not json\n" + "".join(lines[13:]))
     with pytest.raises(InputError, match=r"order.jsonl line 13 is not valid JSON"):
-        check_recorded_run(run)
+        order_check(run)
     log.write_text("".join(lines[:15]))  # cut: checkpoints go to step 20
     with pytest.raises(InputError, match=r"ends at step 15 but checkpoints go to step 20"):
-        check_recorded_run(run)
+        order_check(run)
     log.write_text("".join(lines[:19]) + lines[19][:10])  # the last line cut short
     with pytest.raises(InputError, match=r"line 20 is cut short"):
-        check_recorded_run(run)
+        order_check(run)
     log.write_text("".join(lines[:5]) + "".join(lines[6:]))  # a step missing
     with pytest.raises(InputError, match=r"line 6 is step 7, not 6"):
-        check_recorded_run(run)
+        order_check(run)
     bad = json.loads(lines[7]) | {"micro": [3, 4]}  # micro-batches that are not the step's
     log.write_text("".join(lines[:7]) + json.dumps(bad) + "\n" + "".join(lines[8:]))
     with pytest.raises(InputError, match=r"line 8 does not add up"):
-        check_recorded_run(run)
+        order_check(run)
 
 
 def test_no_checkpoint_near_enough_says_what_to_do(tmp_path):

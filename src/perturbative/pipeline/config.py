@@ -423,7 +423,9 @@ class OrderCheckOptions:
         scaled_pairs: example pairs at each smaller lr scale (half as many minibatch pairs, and
             half the windows); ``h = 0`` only.
         lr_scales: the run's lr times these; the expansion holds better at smaller lr.
-        heldout_examples: the observable is the mean loss of this many held-out examples.
+        heldout_examples: the observable is the mean loss of this many held-out examples,
+            drawn with the seed (default: the task's ``heldout_examples``, 64 for a run of
+            ``train``); a task with an observable of its own keeps it.
         batchnorm_examples: training examples whose statistics replace the checkpoint's
             BatchNorm running statistics before the check (0 keeps them). The running
             statistics lag the weights while training moves fast, and an eval-mode network with
@@ -456,7 +458,14 @@ class OrderCheckOptions:
         dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
             floor is measured on `floor_pairs` pairs either way.
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
-        seed: picks pairs, windows and held-out examples.
+        logged_pairs: pairs of the run's own logged batches per checkpoint (the two it trained
+            next, then random pairs of later ones), trained as its next two steps, each at its
+            logged lr (``h = 0``, the run's lr only).
+        scored_examples: training examples per checkpoint whose optimizer-aware order score (the
+            example trained in the first rather than the last of the run's next
+            ``score_window`` batches) is checked against really training both.
+        score_window: the run's batches an example is moved across for the order scores.
+        seed: picks pairs, windows, scored and held-out examples.
         out_dir: default ``<run>/order_check``.
         replay_steps: the replay gate replays at most this many of the run's steps to the
             nearest checkpoint (:mod:`perturbative.pipeline.replay`).
@@ -476,7 +485,7 @@ class OrderCheckOptions:
     horizon_predictions: int = 20
     scaled_pairs: int = 40
     lr_scales: tuple[float, ...] = (1.0, 0.1, 0.01)
-    heldout_examples: int = 64
+    heldout_examples: int | None = None
     batchnorm_examples: int = 1024
     batchnorm: str = "batch"
     examples: str = "in-batch"
@@ -484,6 +493,9 @@ class OrderCheckOptions:
     pieces: str = "follow"
     dtype: str = "float64"
     floor_pairs: int = 20
+    logged_pairs: int = 20
+    scored_examples: int = 0
+    score_window: int = 4
     seed: int = 0
     out_dir: str | None = None
     replay_steps: int = 200
@@ -506,7 +518,8 @@ class OrderCheckOptions:
             "exchanges",
             "windows",
             "horizon_predictions",
-            "heldout_examples",
+            "logged_pairs",
+            "scored_examples",
         )
         for name in counts:
             if getattr(self, name) < 0:
@@ -528,6 +541,10 @@ class OrderCheckOptions:
             raise InputError(f"examples must be 'in-batch' or 'alone', not {self.examples!r}")
         if self.expansion not in (2, 3):
             raise InputError(f"expansion must be 2 or 3, not {self.expansion!r}")
+        if self.heldout_examples is not None and self.heldout_examples < 1:
+            raise InputError(f"heldout_examples must be >= 1, got {self.heldout_examples}")
+        if self.score_window < 2:
+            raise InputError(f"score_window must be at least 2, not {self.score_window}")
         if self.pieces not in ("follow", "ignore"):
             raise InputError(f"pieces must be 'follow' or 'ignore', not {self.pieces!r}")
         if self.dtype not in ("float32", "float64"):

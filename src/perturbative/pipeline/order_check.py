@@ -1,33 +1,48 @@
-"""Order predictions tested against real reordered training, at checkpoints of a real run.
+"""Order predictions tested against really reordering a run, at its checkpoints: one check for
+every run (``perturbative train`` records its runs as a user's loop is recorded).
 
-At each chosen checkpoint the model AND its Adam state are restored (the checkpoint holds both)
-and the observable is the mean loss of held-out examples. BatchNorm is treated the same way in
-the predictions and in the real training, so that a swap changes nothing but the order: with
-the default ``batchnorm="batch"`` minibatches run in train mode, each batch normalised by its
-own statistics exactly as the run trained, with the held-out batch normalised by its own, and a
-single example is trained inside a minibatch of the run's batch size whose other examples weigh
-0 (``examples="in-batch"``); with ``examples="alone"`` or ``batchnorm="running"`` it runs alone
-in eval mode, on running statistics recomputed for the checkpoint's weights.
-For random pairs of single examples and of minibatches of the run's batch size, and for
-random pairs of examples exchanged between two consecutive minibatches (example ``x`` of the
-first and ``y`` of the second change places, so each keeps batch companions, as single
-examples do in the run):
+At each chosen checkpoint the model AND its optimizer state are rebuilt from the run's files
+with the run's task, and the loop's own step (its clipping, each step's logged lr: a
+:class:`~perturbative.TrainingStep`); the replay gate has first held that step to the run's next
+checkpoint (:mod:`perturbative.pipeline.replay`). The observable is the task's, or the mean
+loss of ``heldout_examples`` held-out examples. BatchNorm that trained on batch statistics is
+met the same way in the predictions and in the real training, so that a swap changes nothing
+but the order: with the default ``batchnorm="batch"`` minibatches run on their own statistics
+exactly as the run trained, the held-out batch on its own, and a single example is trained
+inside a minibatch of the run's batch size whose other examples weigh 0
+(``examples="in-batch"``); with ``examples="alone"`` or ``batchnorm="running"`` it runs alone
+in eval mode, on running statistics recomputed for the checkpoint's weights. The pairs:
+
+* **logged**: two of the run's own logged batches, the two it trained next and then random
+  pairs of later ones, trained from the checkpoint as its next two steps;
+* **example**, **batch**, **exchange**: random pairs of single training examples, of
+  minibatches of the run's batch size, and of examples exchanged between two consecutive
+  minibatches (example ``x`` of the first and ``y`` of the second change places, so each keeps
+  batch companions, as single examples do in the run).
+
+For each:
 
 1. predict ``O(x then y) - O(y then x)`` (:func:`perturbative.brackets.predict_swap`,
    :func:`perturbative.brackets.predict_exchange`);
 2. really train both orders on copies of the model and optimizer, then the run's own next
-   batches for ``h`` further identical steps, and measure the real difference of ``O`` at each
-   horizon ``h``;
+   batches for ``h`` further identical steps (past the end of its log: the batches its task
+   says the loop would draw next, else random ones), and measure the real difference of ``O``
+   at each horizon ``h``;
 3. compare: sign accuracy (over all pairs, and over pairs above the float32 rounding floor,
    measured by repeating pairs in float32, and at third order over the settled pairs, whose
    third-order term is smaller than the prediction), Spearman correlation and calibration slope
    ``sum(p r) / sum(p^2)`` (1 when predictions are right on average), and the same for
    baselines: a fair coin, the descending-gradient-norm heuristic (the larger gradient first is
-   taken to lower ``O``), and the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` ignoring Adam.
+   taken to lower ``O``), the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` ignoring the optimizer,
+   and the optimizer-state part of the prediction alone.
 
 For windows of ``k = 3`` and ``4`` minibatches all ``k!`` orders are really trained: how often the
 predicted best order (:func:`perturbative.brackets.best_order`) is the real best, and which share
-of the real best-to-worst gap it captures. Everything is repeated at smaller learning rates.
+of the real best-to-worst gap it captures. Scored examples: each training example's
+optimizer-aware order score (:func:`perturbative.brackets.optimizer_order_scores`, the example
+trained in the first rather than the last of the run's next ``score_window`` batches) against
+really training both. Everything but the logged pairs and the scores is repeated at smaller
+learning rates (the whole schedule scaled).
 
 Writes ``<out>/order_check.json`` (every pair's numbers and the summaries), read by the report.
 A check that stops continues where it stopped when run again (:class:`PartialCheck`).
@@ -36,7 +51,10 @@ A check that stops continues where it stopped when run again (:class:`PartialChe
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import dataclasses
+import os
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,34 +65,30 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from perturbative._core import checks
+from perturbative._core.calls import LossFn
 from perturbative._core.errors import InputError
-from perturbative._core.io import (
-    folder_lock,
-)
+from perturbative._core.io import folder_lock
 from perturbative.brackets import (
+    UPDATE_RULES,
     Observable,
     TrainingStep,
     best_order,
     exchanged,
+    moved_first_or_last,
+    optimizer_order_scores,
     predict_exchange,
     predict_swap,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import (
-    cast_optimizer_state,
-    list_checkpoints,
-    load_checkpoint,
-)
-from perturbative.pipeline.config import (
-    OrderCheckOptions,
-    examples_in_batch,
-    load_run_config,
-)
+from perturbative.pipeline.checkpoints import cast_optimizer_state, list_checkpoints
+from perturbative.pipeline.config import OrderCheckOptions, examples_in_batch
 from perturbative.pipeline.order_records import (
     CheckpointRecord,
     OrderCheckRecord,
     PairRecord,
     ScaleRecord,
+    ScoreRecord,
     WindowRecord,
 )
 from perturbative.pipeline.order_sampling import (
@@ -86,46 +100,70 @@ from perturbative.pipeline.order_sampling import (
 )
 from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
-from perturbative.pipeline.recorded_run import read_run
+from perturbative.pipeline.recorded_run import (
+    batchnorm_statistics,
+    open_recorded_checkpoint,
+    read_run,
+    run_task,
+)
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import gate, replay_gap
 from perturbative.pipeline.results import ORDER_CHECK, write_order_check
-from perturbative.pipeline.run import training_task
 from perturbative.pipeline.sweep import select_examples
-from perturbative.pipeline.train import TrainingState, build_dataset, per_example_bce
+from perturbative.pipeline.task import Task
 
-#: What a pair swaps: two single examples, two minibatches, or two examples exchanged between
-#: consecutive minibatches.
-#: The finished pairs, floors and windows of an unfinished check (:class:`PartialCheck`).
+#: The finished pairs, floors, windows and scores of an unfinished check (:class:`PartialCheck`).
 PROGRESS = "order_check.progress.jsonl"
 
 
 def order_check(
-    run_dir: str | Path,
+    run_dir: str | os.PathLike,
     options: OrderCheckOptions | None = None,
+    task: str | Task | None = None,
     progress: bool = True,
     data_root: str | None = None,
 ) -> Path:
-    """Run the check on a training run's checkpoints; returns ``<out>/order_check.json``.
+    """Run the check on a run's checkpoints (module docstring); returns
+    ``<out>/order_check.json``.
 
-    ``data_root`` points at the run's CelebA data if it has moved since training.
+    Args:
+        run_dir: a run of ``perturbative train`` or one recorded by
+            :class:`~perturbative.Recorder`.
+        options: what to check (:class:`~perturbative.pipeline.config.OrderCheckOptions`).
+        task: the run's task (a :class:`~perturbative.Task` or ``"module:attribute"``), if not
+            the one its ``run.json`` names.
+        progress: show progress bars.
+        data_root: where a ``train`` run's CelebA data is now, if it has moved.
+
+    Raises:
+        InputError: not a run (or one of ``train`` before 0.4: the message says how to convert
+            it), no task, an optimizer the predictions cannot model (named), a corrupt or
+            truncated order log (the line named), a checkpoint with too few logged steps after
+            it for what is asked (a scheduled run's lrs are known only where it logged them), a
+            replay gap beyond rounding (the gap and the likely causes), or an out folder
+            holding a finished check.
     """
     options = options or OrderCheckOptions()
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir, data_root)
-    dataset = build_dataset(config)
-    steps = choose_checkpoints(run_dir, options.checkpoints, options.steps)
-    heldout = select_examples(
-        dataset.heldout_indices.tolist(), options.heldout_examples, options.seed
+    run, task = read_run(run_dir), run_task(run_dir, task, data_root)
+    if getattr(torch.optim, run["optimizer"], None) not in UPDATE_RULES:
+        raise InputError(
+            f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
+            "Adam and AdamW are); brackets and the report still work"
+        )
+    log = read_order_log(run_dir)
+    batch_size = _batch_size(run_dir, log)
+    steps = choose_checkpoints(
+        run_dir, options.checkpoints, options.steps, _usable(run, log, options)
     )
+    heldout = _heldout(task, options)
     generator = torch.Generator().manual_seed(options.seed)
+    logged_rng = random.Random(options.seed)  # the logged pairs and the scored examples
     result = OrderCheckRecord(
         run=str(run_dir.resolve()),
-        lr=config.lr,
+        lr=max(float(r["lr"][0]) for r in log),
         options={k: getattr(options, k) for k in options.__dataclass_fields__},
     )
-    run, log = read_run(run_dir), read_order_log(run_dir)
-    task = training_task(run_dir, data_root)
     result.replay = gate(  # the modelled step held to the run's own checkpoints first
         lambda step: replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps),
         steps,
@@ -140,11 +178,25 @@ def order_check(
             finished=ORDER_CHECK,
         )
         for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
-            at = restore(run_dir, step, config, dataset, heldout, options)
+            at = restore(run_dir, step, task, log, heldout, options, batch_size)
             entry = CheckpointRecord(step, [])
             floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
             for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
                 checked = check_scale(at, scale, options, generator, progress, floor, unfinished)
+                if scale == 1.0:
+                    checked.pairs = [
+                        *logged_pairs(at, logged_rng, options, unfinished),
+                        *checked.pairs,
+                    ]
+                    checked.scores = scored_examples(at, logged_rng, options, unfinished)
+                    checked.summary = summarize(
+                        checked.pairs,
+                        checked.horizons,
+                        checked.floor,
+                        checked.windows,
+                        options.seed,
+                        checked.scores,
+                    )
                 floor = floor or checked.floor
                 entry.scales.append(checked)
             result.checkpoints.append(entry)
@@ -154,26 +206,140 @@ def order_check(
     return path
 
 
+def checkpoint_for_check(
+    run_dir: str | os.PathLike,
+    step: int,
+    options: OrderCheckOptions | None = None,
+    task: str | Task | None = None,
+    data_root: str | None = None,
+) -> Checkpoint:
+    """A checkpoint as :func:`order_check` rebuilds it (the run's task and log, the held-out
+    examples the options draw), for scripts that take the check's pieces."""
+    options = options or OrderCheckOptions()
+    task = run_task(run_dir, task, data_root)
+    log = read_order_log(run_dir)
+    heldout = _heldout(task, options)
+    return restore(Path(run_dir), step, task, log, heldout, options, _batch_size(run_dir, log))
+
+
+def _batch_size(run_dir: str | os.PathLike, log: list[dict]) -> int:
+    """The run's batch size: its logged steps' most common size (a tilted run's vary)."""
+    if not log:
+        raise InputError(f"{run_dir} has an empty order log: record some steps first")
+    sizes = [len(r["indices"]) for r in log]
+    return max(set(sizes), key=sizes.count)
+
+
+def _heldout(task: Task, options: OrderCheckOptions) -> Tensor | None:
+    """The held-out examples of the observable (positions), drawn with the seed: the options'
+    count, else the task's."""
+    if task.heldout is None:
+        if task.observable is None:
+            raise InputError(
+                "the check's observable is a held-out loss: give the task heldout=... (or an "
+                "observable=...)"
+            )
+        return None
+    count = options.heldout_examples or task.heldout_examples
+    return select_examples(range(len(task.heldout)), count, options.seed)
+
+
+def _needed_steps(options: OrderCheckOptions) -> int:
+    """How many steps after a checkpoint the check trains at most (two swapped and the
+    horizons, a window, the scores' window, the logged pairs' two)."""
+    needed = 2 + max(options.horizons)
+    if options.windows:
+        needed = max(needed, max(options.window_sizes))
+    if options.scored_examples:
+        needed = max(needed, options.score_window)
+    return needed
+
+
+def _usable(run: dict, log: list[dict], options: OrderCheckOptions) -> Callable[[int], bool]:
+    """Which checkpoints the check can train from: every one for a run whose lr never changed
+    (its lr holds past the log), else those with enough logged steps after them (a scheduled
+    run's lrs are known where it logged them)."""
+    first = log[0]["lr"]
+    if run.get("scheduler") is None and all(r["lr"] == first for r in log):
+        return lambda step: True
+    needed = _needed_steps(options)
+    return lambda step: sum(r["step"] > step and not r.get("skipped") for r in log) >= needed
+
+
+def choose_checkpoints(
+    run_dir: Path,
+    count: int,
+    wanted: Sequence[int] = (),
+    usable: Callable[[int], bool] = lambda step: True,
+) -> list[int]:
+    """``count`` checkpoint steps after step 0 that are ``usable``, spread evenly from the
+    first to the last, or exactly the steps ``wanted`` (each must have a usable checkpoint).
+
+    Raises:
+        InputError: no usable checkpoint after step 0, or a wanted step without one.
+    """
+    saved = [s for s, _ in list_checkpoints(run_dir) if s > 0]
+    if not saved:
+        raise InputError(f"{run_dir} has no checkpoint after step 0: train it first")
+    steps = [s for s in saved if usable(s)]
+    if wanted:
+        missing = sorted(set(wanted) - set(saved))
+        if missing:
+            raise InputError(f"{run_dir} has no checkpoint at step {missing}; it has steps {saved}")
+        short = sorted(set(wanted) - set(steps))
+        if short:
+            raise InputError(
+                f"the checkpoints at steps {short} have too few logged steps after them for "
+                f"what the check trains (its lrs are known only where the run logged them); "
+                f"usable: {steps}. Choose others (--steps), or fewer --horizons, a smaller "
+                "--score-window or smaller --window-sizes"
+            )
+        return sorted(set(wanted))
+    if not steps:
+        raise InputError(
+            f"no checkpoint of {run_dir} after step 0 has enough logged steps after it for what "
+            "the check trains (a scheduled run's lrs are known only where it logged them): "
+            "lower --horizons, --score-window or --window-sizes"
+        )
+    if count >= len(steps):
+        return steps
+    picks = np.linspace(0, len(steps) - 1, count).round().astype(int)
+    return sorted({steps[i] for i in picks})
+
+
 @dataclass
 class Checkpoint:
-    """A checkpoint restored for the check: model (eval mode) and optimizer in the working
-    precision, the observable, the run's next batches, what sampling needs, and the check's
-    options (how BatchNorm is met, how predictions expand)."""
+    """A checkpoint rebuilt for the check: the model and its optimizer in the working
+    precision, the loop's step from there, the observable, the run's next batches, what
+    sampling needs, and the check's options (how BatchNorm is met, how predictions expand).
+
+    Attributes:
+        loop: the loop's training step from the checkpoint (clipping, each step's lr).
+        continuation: the run's next batches (as many as the largest horizon).
+        logged: the logged steps after the checkpoint (its own next batches).
+        batchnorm: the BatchNorm layers the run trained on batch statistics.
+    """
 
     step: int
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    loop: TrainingStep
     observable: Observable
-    continuation: list[tuple[Tensor, ...]]
-    dataset: Any
+    continuation: list[Any]
+    task: Task
     batch_size: int
-    lr: float
+    logged: list[dict] = field(default_factory=list)
+    batchnorm: list[str] = field(default_factory=list)
     options: OrderCheckOptions = field(default_factory=OrderCheckOptions)
 
-    def training(self, lr: float) -> TrainingStep:
-        """The run's step at ``lr`` (a `train` run holds its lr constant and does not clip; the
-        lr-scale diagnostics shrink it)."""
-        return TrainingStep(self.optimizer).scaled(lr / self.lr)
+    @property
+    def lr(self) -> float:
+        """The first group's lr at the first step after the checkpoint."""
+        return self.loop.rates_at(0)[0]
+
+    def training(self, scale: float) -> TrainingStep:
+        """The loop's step with its whole schedule times ``scale`` (the lr-scale diagnostics)."""
+        return self.loop if scale == 1.0 else self.loop.scaled(scale)
 
     def expansion(self) -> dict[str, Any]:
         """The keywords every prediction of the check takes: how it expands."""
@@ -181,28 +347,99 @@ class Checkpoint:
 
     @property
     def example_batch(self) -> int:
-        """The size of the minibatch a single example is trained in: the run's under
-        ``examples="in-batch"`` (with batch statistics), 1 (alone, eval mode) otherwise."""
-        return self.batch_size if examples_in_batch(vars(self.options)) else 1
+        """The size of the minibatch a single example is trained in: the run's where BatchNorm
+        trained on batch statistics under ``examples="in-batch"``, 1 (alone) otherwise."""
+        in_batch = self.batchnorm and examples_in_batch(vars(self.options))
+        return self.batch_size if in_batch else 1
+
+    def loss(self, kind: str) -> LossFn:
+        """The loss of a kind of pair: a single example inside a minibatch carries a third
+        column of weights (its own the batch's size, the others' 0), so that the batch's mean
+        loss is the example's."""
+        if kind == "example" and self.example_batch > 1:
+            targets = len(cast_batch(self.task.batch([0]), torch.float64)) - 1
+            return partial(_weighted, self.task.loss_fn, targets)
+        return self.task.loss_fn
 
     def mode_for(self, kind: str) -> None:
-        """Put the model in train mode where batches meet BatchNorm with their own statistics
-        (minibatches under ``batchnorm="batch"``, single examples trained in one), in eval mode
-        otherwise."""
-        if kind == "example":
-            self.model.train(self.example_batch > 1)
-        else:
-            self.model.train(self.options.batchnorm == "batch")
+        """Put the BatchNorm layers that trained on batch statistics in train mode where
+        batches meet them with their own statistics (minibatches under ``batchnorm="batch"``,
+        single examples trained in one), in eval mode otherwise; the rest stays in eval."""
+        on = self.example_batch > 1 if kind == "example" else self.options.batchnorm == "batch"
+        modules = dict(self.model.named_modules())
+        for name in self.batchnorm:
+            modules[name].train(on)
+
+
+def _weighted(loss_fn: LossFn, targets: int, outputs: Any, *columns: Tensor) -> Tensor:
+    """``loss_fn(outputs, *targets) * weight`` for a batch of one that carries a weight column
+    after its ``targets`` columns; the plain loss for one without (the run's later batches)."""
+    if len(columns) == targets:
+        return loss_fn(outputs, *columns)
+    return loss_fn(outputs, *columns[:targets]) * columns[targets].reshape(())
+
+
+def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoint:
+    """The checkpoint rebuilt in the working precision (BatchNorm in eval mode on running
+    statistics recomputed at its weights), the loop's step, the observable on ``heldout``, and
+    the run's next batches (as many as the largest horizon)."""
+    dtype = DTYPES[options.dtype]
+    at = open_recorded_checkpoint(run_dir, step, task, dtype, log)
+    batchnorm = checks.train_mode_batchnorm(at.model)  # as the run trained
+    model = at.model.eval()
+    if batchnorm:
+        batchnorm_statistics(model, task, options.batchnorm_examples, options.seed)
+    count = max(options.horizons)
+    continuation = [
+        cast_batch(task.batch(indices), dtype)
+        for indices in _next_batches(task, at.next_steps, step, count, batch_size, options.seed)
+    ]
+    if task.observable is not None:
+        observable = task.build_observable(model)
+    else:
+        observable = Observable.mean_loss(
+            task.loss_fn,
+            cast_batch(task.batch(heldout.tolist(), "heldout"), dtype),
+            f"held-out mean loss of {len(heldout)} examples",
+        )
+    return Checkpoint(
+        step,
+        model,
+        at.optimizer,
+        at.training,
+        observable,
+        continuation,
+        task,
+        batch_size,
+        at.next_steps,
+        batchnorm,
+        options,
+    )
+
+
+def _next_batches(task, logged, step, count, batch_size, seed) -> list[list[int]]:
+    """The indices of the ``count`` batches the run trains after checkpoint ``step``: its
+    logged ones, then (past its log) the ones its task says the loop would draw next
+    (``Task.batches_after``), else random batches of the run's size drawn with ``seed``."""
+    batches = [r["indices"] for r in logged[:count]]
+    if len(batches) < count and task.batches_after is not None:
+        batches = [list(b) for b in task.batches_after(step, count)]
+    generator = torch.Generator().manual_seed(seed + 3)
+    while len(batches) < count:
+        drawn = torch.randperm(len(task.train), generator=generator)[:batch_size]
+        batches.append(drawn.tolist())
+    return batches
 
 
 def check_scale(
     at: Checkpoint, scale, options, generator, progress, floor_at_run_lr, unfinished=None
 ) -> ScaleRecord:
-    """Pairs and windows at one lr scale: all horizons at the run's lr (on ``horizon_pairs``
-    pairs of each kind), ``h = 0`` on fewer pairs at smaller scales. Each pair, floor and
-    window already in ``unfinished`` (a :class:`PartialCheck`) is taken from it."""
+    """Random pairs and windows at one lr scale: all horizons at the run's lr (on
+    ``horizon_pairs`` pairs of each kind), ``h = 0`` on fewer pairs at smaller scales. Each
+    pair, floor and window already in ``unfinished`` (a :class:`PartialCheck`) is taken from
+    it."""
     saved = unfinished.get if unfinished else (lambda key, compute: compute())
-    lr, full = at.lr * scale, scale == 1.0
+    full = scale == 1.0
     counts = (
         (options.example_pairs, options.batch_pairs, options.exchanges, options.windows)
         if full
@@ -214,7 +451,7 @@ def check_scale(
         )
     )
     pairs = sample_pairs(
-        at.dataset, at.batch_size, *counts[:3], generator, options.dtype, at.example_batch
+        at.task, at.batch_size, *counts[:3], generator, options.dtype, at.example_batch
     )
     followed = dict.fromkeys(PAIR_KINDS, 0)
     records = []
@@ -225,7 +462,7 @@ def check_scale(
         followed[kind] += follow
         at.mode_for(kind)
         horizons = options.horizons if follow else (0,)
-        compute = partial(pair_record, at, x, y, kind, horizons, lr, predict_later=predict)
+        compute = partial(pair_record, at, x, y, kind, horizons, scale, predict_later=predict)
         records.append(
             PairRecord.from_json(
                 saved((at.step, scale, "pair", index), lambda c=compute: asdict(c()))
@@ -234,7 +471,7 @@ def check_scale(
     at.mode_for("example")
     if full:
         floor = saved(
-            (at.step, scale, "floor"), lambda: rounding_floor(at, pairs, records, options, lr)
+            (at.step, scale, "floor"), lambda: rounding_floor(at, pairs, records, options)
         )
     elif floor_at_run_lr is not None:
         floor = {**floor_at_run_lr, "float32": floor_at_run_lr["float32"][:1]}
@@ -242,22 +479,22 @@ def check_scale(
         floor = None
     at.mode_for("window")
     drawn = sample_windows(
-        at.dataset, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
+        at.task, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
     )
     windows = [
         WindowRecord.from_json(
             saved(
                 (at.step, scale, "window", index),
-                lambda batches=batches: asdict(window_record(at, batches, lr)),
+                lambda batches=batches: asdict(window_record(at, batches, scale)),
             )
         )
         for index, batches in enumerate(drawn)
     ]
-    at.model.eval()
+    at.mode_for("example")
     horizons = options.horizons if full else (0,)
     return ScaleRecord(
         scale=scale,
-        lr=lr,
+        lr=at.lr * scale,
         horizons=list(horizons),
         pairs=records,
         floor=floor,
@@ -266,72 +503,12 @@ def check_scale(
     )
 
 
-def choose_checkpoints(run_dir: Path, count: int, wanted: Sequence[int] = ()) -> list[int]:
-    """``count`` checkpoint steps after step 0, spread evenly from the first to the last, or
-    exactly the steps ``wanted`` (each must have a checkpoint)."""
-    steps = [s for s, _ in list_checkpoints(run_dir) if s > 0]
-    if not steps:
-        raise InputError(f"{run_dir} has no checkpoint after step 0: train it first")
-    if wanted:
-        missing = sorted(set(wanted) - set(steps))
-        if missing:
-            raise InputError(f"{run_dir} has no checkpoint at step {missing}; it has steps {steps}")
-        return sorted(set(wanted))
-    if count >= len(steps):
-        return steps
-    picks = np.linspace(0, len(steps) - 1, count).round().astype(int)
-    return sorted({steps[i] for i in picks})
-
-
-def restore(run_dir, step, config, dataset, heldout, options) -> Checkpoint:
-    """The model (eval mode) and Adam with its state at ``step`` in the working precision, the
-    observable on ``heldout``, and the run's next batches (as many as the largest horizon)."""
-    dtype = DTYPES[options.dtype]
-    state = TrainingState(config, dataset)
-    state.load_state_dict(load_checkpoint(dict(list_checkpoints(run_dir))[step]))
-    model, optimizer = state.model.to(dtype).eval(), state.optimizer
-    cast_optimizer_state(optimizer, dtype)
-    recompute_batchnorm_statistics(model, dataset, options.batchnorm_examples, options.seed, dtype)
-    batches = state.batches()
-    continuation = [
-        cast_batch(dataset.batch(dataset.train_indices[next(batches)]), dtype)
-        for _ in range(max(options.horizons))
-    ]
-    inputs, targets = dataset.batch(heldout)
-    observable = Observable.mean_loss(
-        per_example_bce, (inputs.to(dtype), targets.to(dtype)), "held-out mean BCE"
-    )
-    return Checkpoint(
-        step,
-        model,
-        optimizer,
-        observable,
-        continuation,
-        dataset,
-        config.batch_size,
-        config.lr,
-        options,
-    )
-
-
-def recompute_batchnorm_statistics(model, dataset, examples: int, seed: int, dtype) -> None:
-    """Replace the BatchNorm running statistics by those of ``examples`` training examples at
-    the model's current weights (batches of 64; ``torch.optim.swa_utils.update_bn``), so that the
-    eval-mode network is the one that trained. Nothing happens for ``examples == 0``."""
-    if examples <= 0:
-        return
-    chosen = select_examples(dataset.train_indices.tolist(), examples, seed + 2)
-    inputs = dataset.batch(chosen)[0].to(dtype)
-    torch.optim.swa_utils.update_bn([inputs[i : i + 64] for i in range(0, len(inputs), 64)], model)
-    model.eval()
-
-
 def pair_record(
-    at: Checkpoint, x, y, kind: str, horizons, lr: float, predict_later: bool = True
+    at: Checkpoint, x, y, kind: str, horizons, scale: float, predict_later: bool = True
 ) -> PairRecord:
     """Prediction and real differences of one swap at every horizon (predicted at ``h > 0``
     only with ``predict_later``, by following the run that took ``x`` then ``y``)."""
-    args = (at.model, per_example_bce, at.training(lr))
+    args = (at.model, at.loss(kind), at.training(scale))
     later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
     if kind == "exchange":  # the first examples of x and y change places
         prediction = predict_exchange(*args, x, y, 0, 0, at.observable, **at.expansion(), **later)
@@ -347,26 +524,99 @@ def pair_record(
         state_part=prediction.state_part,
         gradient_norms=list(prediction.gradient_norms),
         horizons=list(horizons),
-        real=real_differences(at, *orders, horizons, lr),
+        real=real_differences(at, *orders, horizons, scale, at.loss(kind)),
         predicted_horizons=prediction.later if predict_later else None,
+        clipped=_clipped(at, prediction.gradient_norms),
     )
 
 
-def real_differences(at: Checkpoint, one, other, horizons, lr: float) -> list[float]:
+def _clipped(at: Checkpoint, gradient_norms: Sequence[float]) -> bool:
+    """Whether the loop's clipping acts on either swapped step."""
+    clip = at.loop.max_grad_norm
+    return clip is not None and max(gradient_norms) > float(clip)
+
+
+def real_differences(at: Checkpoint, one, other, horizons, scale: float, loss=None) -> list[float]:
     """``O(one, next h batches) - O(other, next h batches)`` for each ``h`` of ``horizons``,
     ``one`` and ``other`` two steps each (``(x, y)`` and ``(y, x)`` for a swap)."""
     after = [2 + h for h in horizons]
+    loss = loss or at.task.loss_fn
 
     def run(steps):
         batches = [*steps, *at.continuation]
         return values_along_steps(
-            at.model, per_example_bce, at.training(lr), batches, at.observable.value, after
+            at.model, loss, at.training(scale), batches, at.observable.value, after
         )
 
     return [a - b for a, b in zip(run(one), run(other), strict=True)]
 
 
-def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
+def logged_pairs(at: Checkpoint, rng: random.Random, options, unfinished) -> list[PairRecord]:
+    """Pairs of the run's own logged batches, the two it trained next and then random pairs of
+    later ones, predicted and really trained from the checkpoint as its next two steps (each
+    at its own logged lr, with the run's clipping); ``h = 0``."""
+    later = range(len(at.logged))
+    if options.logged_pairs == 0 or len(later) < 2:
+        return []
+    drawn = [(0, 1)] + [tuple(rng.sample(later, 2)) for _ in range(options.logged_pairs - 1)]
+    at.mode_for("batch")
+    records = []
+    for index, (i, j) in enumerate(drawn[: options.logged_pairs]):
+
+        def compute(i=i, j=j):
+            x, y = (
+                cast_batch(at.task.batch(at.logged[n]["indices"]), options.dtype) for n in (i, j)
+            )
+            record = pair_record(at, x, y, "logged", (0,), 1.0, predict_later=False)
+            record.batches = [at.logged[i]["step"], at.logged[j]["step"]]
+            return asdict(record)
+
+        records.append(PairRecord.from_json(unfinished.get((at.step, "logged", index), compute)))
+    at.mode_for("example")
+    return records
+
+
+def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> list[ScoreRecord]:
+    """Optimizer-aware order scores of random training examples, each moved between the first
+    and the last of the run's next ``score_window`` batches, and the real difference of
+    training both (single examples, so BatchNorm in eval mode on the recomputed statistics)."""
+    if not options.scored_examples:
+        return []
+    examples = rng.sample(range(len(at.task.train)), options.scored_examples)
+    window = [
+        cast_batch(at.task.batch(indices), options.dtype)
+        for indices in _next_batches(
+            at.task, at.logged, at.step, options.score_window, at.batch_size, options.seed
+        )
+    ]
+
+    def compute():
+        at.model.eval()
+        args = (at.model, at.task.loss_fn, at.loop)
+        data = cast_batch(at.task.batch(examples), options.dtype)
+        scores = optimizer_order_scores(*args, data, at.observable, window)
+        out = []
+        for x, index in enumerate(examples):
+            example = cast_batch(at.task.batch([index]), options.dtype)
+            first, last = moved_first_or_last(*args, example, at.observable, window)
+            out.append(
+                ScoreRecord(
+                    example=index,
+                    predicted=float(scores.scores[x]),
+                    state_part=float(scores.state_part[x]),
+                    curvature_part=float(scores.curvature_part[x]),
+                    sgd=float(scores.sgd[x]),
+                    real=first - last,
+                )
+            )
+        return [asdict(r) for r in out]
+
+    saved = unfinished.get((at.step, "scores"), compute)
+    at.mode_for("example")
+    return [ScoreRecord(**r) for r in saved]
+
+
+def rounding_floor(at: Checkpoint, pairs, records, options) -> dict:
     """The float32 rounding floor of the real differences, per horizon: the 90th percentile of
     ``|D_float32 - D_float64|`` over the first ``floor_pairs`` followed single-example pairs
     (and the difference of repeating one order twice in the working precision, 0 on a CPU)."""
@@ -382,49 +632,36 @@ def rounding_floor(at: Checkpoint, pairs, records, options, lr: float) -> dict:
     model, optimizer = copy.deepcopy((at.model, at.optimizer))
     model.to(other)
     cast_optimizer_state(optimizer, other)
-    observable = at.observable
-    twin = Checkpoint(
-        at.step,
-        model,
-        optimizer,
-        observable.to(other),
-        [cast_batch(b, other) for b in at.continuation],
-        at.dataset,
-        at.batch_size,
-        at.lr,
-        at.options,
+    twin = dataclasses.replace(
+        at,
+        model=model,
+        optimizer=optimizer,
+        loop=dataclasses.replace(at.loop, optimizer=optimizer),
+        observable=at.observable.to(other),
+        continuation=[cast_batch(b, other) for b in at.continuation],
     )
+    loss = at.loss("example")
     gaps = []
     for (_, x, y), record in chosen:
         x2, y2 = cast_batch(x, other), cast_batch(y, other)
-        other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, lr)
+        other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, 1.0, loss)
         gaps.append([abs(a - b) for a, b in zip(other_real, record.real, strict=True)])
     (_, x, y), record = chosen[0]
-    again = real_differences(at, (x, y), (y, x), options.horizons, lr)
+    again = real_differences(at, (x, y), (y, x), options.horizons, 1.0, loss)
     return {
         "float32": np.quantile(np.asarray(gaps), 0.9, axis=0).tolist(),
         "repeat": max(abs(a - b) for a, b in zip(again, record.real, strict=True)),
     }
 
 
-def window_record(at: Checkpoint, batches, lr: float) -> WindowRecord:
+def window_record(at: Checkpoint, batches, scale: float) -> WindowRecord:
     """Predicted best order of a window against all ``k!`` orders really trained."""
-    prediction = best_order(
-        at.model,
-        per_example_bce,
-        at.training(lr),
-        batches,
-        at.observable,
-        **at.expansion(),
-    )
+    training = at.training(scale)
+    loss = at.task.loss_fn
+    prediction = best_order(at.model, loss, training, batches, at.observable, **at.expansion())
     real = [
         values_along_steps(
-            at.model,
-            per_example_bce,
-            at.training(lr),
-            [batches[i] for i in order],
-            at.observable.value,
-            [len(order)],
+            at.model, loss, training, [batches[i] for i in order], at.observable.value, [len(order)]
         )[0]
         for order in prediction.orders
     ]

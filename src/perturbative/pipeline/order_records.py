@@ -1,5 +1,5 @@
-"""The records of an order check of a ``perturbative train`` run, typed, and their one versioned
-reader and writer (``order_check.json``, documented in ``docs/results-format.md``).
+"""The records of an order check of a run, typed, and their one versioned reader and writer
+(``order_check.json``, documented in ``docs/results-format.md``).
 
 A check holds, per checkpoint and lr scale, the pairs it predicted and really trained
 (:class:`PairRecord`), the windows whose best order it predicted (:class:`WindowRecord`), the
@@ -21,16 +21,17 @@ from perturbative.pipeline.recorded_records import ReplayGap
 
 #: The ``format_version`` written; :meth:`OrderCheckRecord.from_json` reads every version in
 #: :data:`READABLE_VERSIONS`.
-ORDER_CHECK_VERSION = 2  # 2: the replay gate's gaps
-READABLE_VERSIONS = (1, 2)
+ORDER_CHECK_VERSION = 3  # 2: the replay gate's gaps; 3: any run, logged pairs, scores, clipping
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass
 class PairRecord:
-    """One swap: two examples, two minibatches, or two examples exchanged between minibatches.
+    """One swap: two of the run's logged batches, two examples, two minibatches, or two
+    examples exchanged between minibatches.
 
     Attributes:
-        kind: ``"example"``, ``"batch"`` or ``"exchange"``.
+        kind: ``"logged"``, ``"example"``, ``"batch"`` or ``"exchange"``.
         predicted: the predicted ``O(x then y) - O(y then x)`` at ``h = 0``.
         second_order: the same with gradients expanded to second order only.
         sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]`` (a baseline).
@@ -39,6 +40,8 @@ class PairRecord:
         horizons: the horizons ``h`` really followed.
         real: the real difference after each horizon.
         predicted_horizons: the prediction at each horizon, where one was made.
+        clipped: the loop's gradient clipping acts on one of the two steps.
+        batches: a logged pair's two steps (the log's step numbers).
     """
 
     kind: str
@@ -50,6 +53,8 @@ class PairRecord:
     horizons: list[int]
     real: list[float]
     predicted_horizons: list[float] | None = None
+    clipped: bool = False
+    batches: list[int] | None = None
 
     def real_at(self, h: int) -> float:
         """The real difference at horizon ``h`` (which must have been followed)."""
@@ -79,6 +84,37 @@ class PairRecord:
                 if data.get("predicted_horizons") is None
                 else [_float(v) for v in data["predicted_horizons"]]
             ),
+            clipped=bool(data.get("clipped", False)),
+            batches=None if data.get("batches") is None else [int(b) for b in data["batches"]],
+        )
+
+
+@dataclass
+class ScoreRecord:
+    """One training example trained in the first rather than the last of the run's next
+    ``score_window`` batches: ``O(first) - O(last)``, predicted (with its parts and the
+    plain-SGD score) and real.
+
+    Attributes:
+        example: its index in the task's training examples.
+        predicted: the optimizer-aware order score.
+        state_part: its optimizer-state part.
+        curvature_part: its curvature part.
+        sgd: the plain-SGD score of the same window (a baseline).
+        real: the real difference.
+    """
+
+    example: int
+    predicted: float
+    state_part: float
+    curvature_part: float
+    sgd: float
+    real: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreRecord:
+        return cls(
+            int(data["example"]), *(_float(data[k]) for k in list(cls.__dataclass_fields__)[1:])
         )
 
 
@@ -134,6 +170,7 @@ class Baselines:
         h0_prediction: the sign of the swap's own ``h = 0`` prediction, held at ``h``.
         sgd_bracket: the plain-SGD bracket ``lr^2 u . [v_x, v_y]``, ignoring the optimizer.
         sgd_bracket_above_floor: the same over pairs above the floor.
+        state_part: the prediction's optimizer-state part alone (``h = 0``).
     """
 
     random: float
@@ -143,6 +180,7 @@ class Baselines:
     h0_prediction: float
     sgd_bracket: float
     sgd_bracket_above_floor: float
+    state_part: float = math.nan
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Baselines:
@@ -170,6 +208,7 @@ class HorizonSummary:
         spearman: Spearman correlation of predicted and real.
         calibration_slope: ``sum(p r) / sum(p^2)``, 1 when right on average.
         baselines: the baselines on the same pairs.
+        clipped: pairs on which the loop's gradient clipping acts.
     """
 
     horizon: int
@@ -187,6 +226,7 @@ class HorizonSummary:
     spearman: float
     calibration_slope: float
     baselines: Baselines
+    clipped: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HorizonSummary:
@@ -194,6 +234,7 @@ class HorizonSummary:
         counts = {"pairs": int(data["pairs"])}
         counts["predicted_pairs"] = int(data.get("predicted_pairs", counts["pairs"]))
         counts["above_floor"] = int(data.get("above_floor", 0))
+        counts["clipped"] = int(data.get("clipped", 0))
         settled = data.get("settled_pairs")
         numbers = {
             name: _float(data.get(name))
@@ -238,6 +279,32 @@ class WindowSummary:
 
 
 @dataclass
+class ScoreSummary:
+    """The optimizer-aware order scores of a checkpoint against really moving each example.
+
+    Attributes:
+        examples: examples with a real difference (not zero, not NaN).
+        accuracy: sign accuracy of the scores.
+        state_part: of their optimizer-state part alone.
+        sgd: of the plain-SGD score.
+        relative_error: median ``|score - real| / |real|``.
+    """
+
+    examples: int
+    accuracy: float
+    state_part: float
+    sgd: float
+    relative_error: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreSummary:
+        return cls(
+            int(data["examples"]),
+            *(_float(data.get(k)) for k in list(cls.__dataclass_fields__)[1:]),
+        )
+
+
+@dataclass
 class ScaleSummary:
     """The statistics of one checkpoint at one lr scale
     (:func:`perturbative.pipeline.order_summary.summarize`).
@@ -246,10 +313,12 @@ class ScaleSummary:
         kinds: per kind of pair (``"example"``, ``"batch"``, ``"exchange"``) and ``"all"``,
             a row per horizon.
         windows: per window size ``k``, the best-order windows.
+        scores: the scored examples (None where none were).
     """
 
     kinds: dict[str, list[HorizonSummary]] = field(default_factory=dict)
     windows: dict[int, WindowSummary] = field(default_factory=dict)
+    scores: ScoreSummary | None = None
 
     def rows(self, kind: str) -> list[HorizonSummary]:
         """The rows of one kind (none where the kind was not checked)."""
@@ -259,6 +328,8 @@ class ScaleSummary:
         """As ``order_check.json`` holds it: ``{kind: [rows]}`` and ``{"windows_k": ...}``."""
         out: dict[str, Any] = {kind: [asdict(r) for r in rows] for kind, rows in self.kinds.items()}
         out.update({f"windows_{k}": asdict(w) for k, w in self.windows.items()})
+        if self.scores is not None:
+            out["scores"] = asdict(self.scores)
         return out
 
     @classmethod
@@ -273,7 +344,8 @@ class ScaleSummary:
             for kind, rows in data.items()
             if not kind.startswith("windows_") and isinstance(rows, list)
         }
-        return cls(kinds, windows)
+        scores = data.get("scores")
+        return cls(kinds, windows, None if scores is None else ScoreSummary.from_json(scores))
 
 
 @dataclass
@@ -289,6 +361,7 @@ class ScaleRecord:
             "repeat": ...}``), or None.
         windows: the best-order windows.
         summary: the statistics of :func:`perturbative.pipeline.order_summary.summarize`.
+        scores: the scored examples (at the run's own lr).
     """
 
     scale: float
@@ -298,6 +371,7 @@ class ScaleRecord:
     floor: dict[str, Any] | None
     windows: list[WindowRecord]
     summary: ScaleSummary = field(default_factory=ScaleSummary)
+    scores: list[ScoreRecord] = field(default_factory=list)
 
     def floor_at(self, h: int) -> float:
         """The float32 floor at horizon ``h`` (0 where none was measured)."""
@@ -315,6 +389,7 @@ class ScaleRecord:
             floor=data.get("floor"),
             windows=[WindowRecord.from_json(w) for w in data.get("windows", [])],
             summary=ScaleSummary.from_json(data.get("summary", {})),
+            scores=[ScoreRecord.from_json(r) for r in data.get("scores", [])],
         )
 
 
@@ -336,7 +411,7 @@ class OrderCheckRecord:
 
     Attributes:
         run: the checked run's folder.
-        lr: the run's lr.
+        lr: the run's lr (its largest logged, under a schedule).
         options: :class:`perturbative.pipeline.config.OrderCheckOptions` as a dict.
         checkpoints: per checkpoint, its scales.
         replay: the replay gate's gap at each checkpoint (none before version 2).

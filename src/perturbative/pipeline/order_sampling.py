@@ -1,20 +1,25 @@
 """How an order check draws what it trains: random pairs of single examples (alone or inside a
 minibatch whose other rows weigh 0), of minibatches, of examples exchanged between two
-minibatches, and windows of minibatches, from a run's training split, with a seeded generator.
+minibatches, and windows of minibatches, from a run's training examples (its task's, by
+position), with a seeded generator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from perturbative.pipeline.task import as_dtype
+from perturbative._core.errors import InputError
+from perturbative.pipeline.task import Task, as_dtype, packed
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-PAIR_KINDS = ("example", "batch", "exchange")
+PAIR_KINDS = ("logged", "example", "batch", "exchange")
 
 
 def sample_pairs(
-    dataset, batch_size, examples, batches, exchanges, generator, dtype, example_batch=1
+    task: Task, batch_size, examples, batches, exchanges, generator, dtype, example_batch=1
 ) -> list[tuple]:
     """Random pairs: ``examples`` of single training examples, ``batches`` of minibatches of
     ``batch_size`` (disjoint within a pair), and ``exchanges`` of two such minibatches whose
@@ -23,9 +28,11 @@ def sample_pairs(
     With ``example_batch > 1`` each single example is the first row of a minibatch of that size
     whose other rows are random training examples weighing 0 in the loss: a third column of
     weights, ``example_batch`` for the example and 0 for the rest, makes the batch's mean loss
-    the example's own (:func:`perturbative.pipeline.train.per_example_bce`), with BatchNorm's
-    statistics taken over the whole minibatch."""
-    train = dataset.train_indices
+    the example's own, with BatchNorm's statistics taken over the whole minibatch.
+
+    Raises:
+        InputError: single examples in a minibatch of keyword batches (no column to weigh).
+    """
     pairs = []
     for kind, count, size in (
         ("example", examples, example_batch),
@@ -33,33 +40,47 @@ def sample_pairs(
         ("exchange", exchanges, batch_size),
     ):
         for _ in range(count):
-            chosen = train[torch.randperm(len(train), generator=generator)[: 2 * size]]
+            chosen = torch.randperm(len(task.train), generator=generator)[: 2 * size].tolist()
             x, y = (
-                cast_batch(dataset.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1)
+                cast_batch(task.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1)
             )
             if kind == "example" and size > 1:
-                weight = torch.zeros(size, dtype=x[1].dtype)
+                if isinstance(x[0], Mapping):
+                    raise InputError(
+                        "single examples inside a minibatch need batches of tensors (a weight "
+                        "column); use examples='alone' (--examples alone)"
+                    )
+                weight = torch.zeros(size, dtype=_weight_dtype(x, dtype))
                 weight[0] = size
                 x, y = (*x, weight), (*y, weight)
             pairs.append((kind, x, y))
     return pairs
 
 
-def sample_windows(dataset, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list[tuple]]:
+def sample_windows(task: Task, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list]:
     """``count`` random windows of ``k`` disjoint minibatches for each ``k`` of ``sizes``."""
-    train, windows = dataset.train_indices, []
+    windows = []
     for k in sizes:
         for _ in range(count):
-            chosen = train[torch.randperm(len(train), generator=generator)[: k * batch_size]]
+            chosen = torch.randperm(len(task.train), generator=generator)[: k * batch_size].tolist()
             windows.append(
                 [
-                    cast_batch(dataset.batch(chosen[i * batch_size : (i + 1) * batch_size]), dtype)
+                    cast_batch(task.batch(chosen[i * batch_size : (i + 1) * batch_size]), dtype)
                     for i in range(k)
                 ]
             )
     return windows
 
 
-def cast_batch(batch, dtype):
-    """A data tuple with its floating tensors cast to ``dtype`` (a torch dtype or its name)."""
-    return as_dtype(batch, DTYPES.get(dtype, dtype))
+def cast_batch(batch: Any, dtype: Any) -> tuple:
+    """A collated batch as the data tuple the predictions take (a keyword batch as
+    ``(batch,)``), its floating tensors cast to ``dtype`` (a torch dtype or its name)."""
+    return packed(as_dtype(batch, DTYPES.get(dtype, dtype)))
+
+
+def _weight_dtype(batch: tuple, dtype: Any) -> torch.dtype:
+    """The weights' dtype: the targets' where they are floating, else the working one."""
+    target = batch[1] if len(batch) > 1 else None
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        return target.dtype
+    return DTYPES.get(dtype, dtype)

@@ -20,6 +20,8 @@ from perturbative.pipeline.order_records import (
     OrderCheckRecord,
     PairRecord,
     ScaleSummary,
+    ScoreRecord,
+    ScoreSummary,
     WindowRecord,
     WindowSummary,
 )
@@ -33,8 +35,10 @@ def summarize(
     floor: dict | None,
     windows: list[WindowRecord],
     seed: int,
+    scores: Sequence[ScoreRecord] = (),
 ) -> ScaleSummary:
-    """Accuracy, Spearman and calibration per kind and horizon, with the baselines."""
+    """Accuracy, Spearman and calibration per kind and horizon, with the baselines; the
+    windows' best orders; the scored examples'."""
     coin = np.random.default_rng(seed)
     out = ScaleSummary()
     for kind in (*PAIR_KINDS, "all"):
@@ -92,6 +96,7 @@ def summarize(
                     accuracy_settled=sign_accuracy(predicted[trusted], real[trusted]),
                     spearman=spearman(p, r) if len(p) > 1 else math.nan,
                     calibration_slope=calibration_slope(p, r),
+                    clipped=sum(r.clipped for r in chosen if h in r.horizons),
                     baselines=Baselines(
                         random=sign_accuracy(random_sign, real),
                         gradient_norm=sign_accuracy(heuristic, real),
@@ -104,6 +109,7 @@ def summarize(
                         h0_prediction=sign_accuracy(carried, real),
                         sgd_bracket=sign_accuracy(sgd, real),
                         sgd_bracket_above_floor=sign_accuracy(sgd[above], real[above]),
+                        state_part=sign_accuracy(state, real) if h == 0 else math.nan,
                     ),
                 )
             )
@@ -119,7 +125,29 @@ def summarize(
                     np.mean([w.second_order_best_is_real_best for w in chosen])
                 ),
             )
+    out.scores = score_summary(scores)
     return out
+
+
+def score_summary(scores: Sequence[ScoreRecord]) -> ScoreSummary | None:
+    """Sign accuracy of the scores, of their state part and of the plain-SGD score, and their
+    median relative error, over examples with a real difference (None without any)."""
+    kept = [s for s in scores if s.real == s.real and s.real != 0]
+    if not kept:
+        return None
+    real = np.array([s.real for s in kept])
+
+    def accuracy(name: str) -> float:
+        return sign_accuracy(np.array([getattr(s, name) for s in kept]), real)
+
+    predicted = np.array([s.predicted for s in kept])
+    return ScoreSummary(
+        examples=len(kept),
+        accuracy=accuracy("predicted"),
+        state_part=accuracy("state_part"),
+        sgd=accuracy("sgd"),
+        relative_error=float(np.median(np.abs(predicted - real) / np.abs(real))),
+    )
 
 
 def _median(values: np.ndarray) -> float:
@@ -132,7 +160,9 @@ def resummarize(result: OrderCheckRecord) -> OrderCheckRecord:
     seed = result.options.get("seed", 0)
     for entry in result.checkpoints:
         for scale in entry.scales:
-            scale.summary = summarize(scale.pairs, scale.horizons, scale.floor, scale.windows, seed)
+            scale.summary = summarize(
+                scale.pairs, scale.horizons, scale.floor, scale.windows, seed, scale.scores
+            )
     return result
 
 
@@ -166,6 +196,11 @@ def summary_lines(result: OrderCheckRecord) -> list[str]:
                             else f"h=0 prediction {_f(b.h0_prediction)}"
                         )
                     )
+                    if row.clipped:
+                        lines.append(
+                            f"  {'':8s}        with the loop's clipping active: {row.clipped}; "
+                            f"optimizer-state part alone {_f(b.state_part)}"
+                        )
                     if row.settled_pairs is not None:
                         lines.append(
                             f"  {'':8s}        settled (3rd-order term < |pred|): "
@@ -179,6 +214,14 @@ def summary_lines(result: OrderCheckRecord) -> list[str]:
                         f"{_f(row.state_share)}, curvature part "
                         f"{_f(row.curvature_share)} of |real|"
                     )
+            if s.scores is not None:
+                c = s.scores
+                lines.append(
+                    f"  scores   {c.examples} examples moved across the run's next batches: sign "
+                    f"acc {_f(c.accuracy)}, median |pred - real| / |real| "
+                    f"{_f(c.relative_error)} | plain-SGD score {_f(c.sgd)}  state part alone "
+                    f"{_f(c.state_part)}"
+                )
             for k in WINDOW_SIZES:
                 w = s.windows.get(k)
                 if w:

@@ -67,7 +67,6 @@ from perturbative.pipeline.recorded_run import (
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import ReplayGap, gate, replay_gap
 from perturbative.pipeline.results import PHASE_CHECK
-from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task, as_dtype, packed
 
 PROGRESS = "phase_check.progress.jsonl"
@@ -232,17 +231,11 @@ class _Run:
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
         files = dict(list_checkpoints(folder))
-        made_by_train = (folder / "config.json").is_file()
-        if data_root is not None and not made_by_train:
-            raise InputError("--celeba applies to runs of `perturbative train`")
         read_run(folder)  # a run of an earlier version is named, with how to convert it
         log = read_order_log(folder)
         if not log:
             raise InputError(f"{folder} has an empty order log: record some steps first")
-        if task is None and made_by_train:  # its own task, with its data where it is now
-            chosen = training_task(folder, data_root)
-        else:
-            chosen = run_task(folder, task)
+        chosen = run_task(folder, task, data_root)
         return cls(folder, chosen, len(log[0]["indices"]), files, log)
 
     def replay_gap(self, step: int, max_steps: int) -> ReplayGap:

@@ -27,7 +27,9 @@ from perturbative.pipeline.checkpoints import (
     read_checkpoint,
     unpack_training_state,
 )
+from perturbative.pipeline.config import is_training_run
 from perturbative.pipeline.recorder import RECORDED_FORMAT, RUN_FILE, read_order_log
+from perturbative.pipeline.run import training_task
 from perturbative.pipeline.sweep import select_examples
 from perturbative.pipeline.task import Task, load_task
 
@@ -56,15 +58,23 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return run
 
 
-def run_task(run_dir: str | os.PathLike, task: str | Task | None = None) -> Task:
+def run_task(
+    run_dir: str | os.PathLike, task: str | Task | None = None, data_root: str | None = None
+) -> Task:
     """The run's task: ``task`` if given (a :class:`Task` or ``"module:attribute"``), else the
-    one ``run.json`` names.
+    one ``run.json`` names (a run of ``perturbative train``: its own, with its CelebA data at
+    ``data_root`` if that has moved).
 
     Raises:
-        InputError: no task given and none recorded, or it cannot be imported.
+        InputError: no task given and none recorded, it cannot be imported, or ``data_root``
+            for a run not made by ``perturbative train``.
     """
+    if data_root is not None and not is_training_run(run_dir):
+        raise InputError(f"--celeba applies to runs of `perturbative train`, not {run_dir}")
     if isinstance(task, Task):
         return task
+    if task is None and data_root is not None:
+        return training_task(run_dir, data_root)
     spec = task or read_run(run_dir).get("task")
     if not spec:
         raise InputError(

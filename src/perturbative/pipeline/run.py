@@ -9,7 +9,9 @@ own, call :func:`perturbative.pipeline.sweep.bracket_sweep` directly (``examples
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import warnings
 from pathlib import Path
 
@@ -28,7 +30,13 @@ from perturbative.pipeline.config import (
 )
 from perturbative.pipeline.sweep import bracket_sweep, task_sweep_data
 from perturbative.pipeline.task import Task
-from perturbative.pipeline.train import build_dataset, build_model, per_example_bce
+from perturbative.pipeline.train import (
+    build_dataset,
+    build_model,
+    per_example_bce,
+    training_sampler,
+    training_weights,
+)
 
 
 def sweep_training_run(
@@ -121,12 +129,26 @@ def training_task(run_dir: str | Path, data_root: str | None = None) -> Task:
     weights come from its checkpoints), the per-example BCE over the attributes, its training
     and held-out splits of digits or CelebA (indexed by position in the split, each example a
     tuple ``(image, attributes)``), the attributes as output names, images as the examples'
-    view. What ``perturbative brackets`` sweeps on such a run.
+    view; its sampler's next batches past the log (``Task.batches_after``). What every check
+    of such a run rebuilds it from.
 
     ``data_root`` points at the run's CelebA data if it has moved since training.
     """
     config = load_run_config(Path(run_dir), data_root)
-    return _training_task(config, build_dataset(config))
+    dataset = build_dataset(config)
+    files = dict(list_checkpoints(run_dir))
+    weights = training_weights(config, dataset)
+
+    def batches_after(step: int, count: int) -> list[list[int]]:
+        """The sampler's next ``count`` batches from checkpoint ``step`` (past the log too)."""
+        sampler = training_sampler(config, weights)
+        sampler.load_state_dict(load_checkpoint(files[step])["sampler"])
+        drawn: list[list[int]] = []
+        while len(drawn) < count:
+            drawn.extend(list(b) for b in itertools.islice(iter(sampler), count - len(drawn)))
+        return drawn
+
+    return dataclasses.replace(_training_task(config, dataset), batches_after=batches_after)
 
 
 #: The sources of a training run's phases (``perturbative phase-check``): the digit classes, and

@@ -75,6 +75,10 @@ class Task:
             an attribute; ``perturbative phase-check`` orders phases drawn from them.
         heldout_sources: the held-out examples of some sources (indices into ``heldout``); the
             phase check's second target is the loss of one of them.
+        batches_after: ``(step, count) -> count lists of indices``, the batches the loop trains
+            after checkpoint ``step``, as far as checks need them past the end of the order
+            log (a loop whose sampler can be rewound: ``perturbative train``'s); without it a
+            check that trains past the log draws random batches of the run's size.
     """
 
     model: Callable[[], nn.Module]
@@ -91,6 +95,7 @@ class Task:
     tokens: Callable[[Any], list[str]] | None = field(default=None, repr=False)
     sources: Mapping[str, Sequence[int]] | None = field(default=None, repr=False)
     heldout_sources: Mapping[str, Sequence[int]] | None = field(default=None, repr=False)
+    batches_after: Callable[[int, int], list[list[int]]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.model):

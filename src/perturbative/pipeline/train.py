@@ -194,15 +194,7 @@ class TrainingState:
         # weights 1); the last partial batch of an epoch is dropped in both cases. BatchNorm in
         # train mode cannot take a batch of one, which a heavy tilted example would make: such
         # batches are merged with the next (weights unchanged, so the tilt stays exact).
-        self.sampler = AdjustedBatchSampler(
-            self.weights,
-            config.batch_size,
-            seed=config.seed,
-            drop_last=True,
-            min_batch_size=2,
-            rank=self.rank,
-            world_size=self.world,
-        )
+        self.sampler = training_sampler(config, self.weights, self.rank, self.world)
         # the module the steps run through: the model, or DDP around it (gradients averaged)
         self.network = self.model if self.world == 1 else DistributedDataParallel(self.model)
         self.step, self.loss_sum, self.loss_count = 0, 0.0, 0
@@ -281,6 +273,23 @@ def training_weights(config: TrainConfig, dataset: AttributeDataset) -> Tensor:
     if config.tilt is None:
         return torch.ones(n, dtype=torch.float64)
     return tilt_weights(tilt_delta_h(dataset, config.tilt, dataset.train_indices), 1.0)
+
+
+def training_sampler(
+    config: TrainConfig, weights: Tensor, rank: int = 0, world: int = 1
+) -> AdjustedBatchSampler:
+    """The run's batch sampler over its training examples' ``weights``
+    (:func:`training_weights`): deterministic given the config, so a checkpoint's saved
+    position continues it."""
+    return AdjustedBatchSampler(
+        weights,
+        config.batch_size,
+        seed=config.seed,
+        drop_last=True,
+        min_batch_size=2,
+        rank=rank,
+        world_size=world,
+    )
 
 
 def check_split(dataset: AttributeDataset, config: TrainConfig, heldout_needed: int = 2) -> None:

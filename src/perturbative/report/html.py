@@ -28,6 +28,7 @@ from perturbative.report.statistics import (
     layer_rms_table,
     load_report_data,
     order_check_rows,
+    order_check_scores,
     order_check_windows,
     ranking_table,
     top_attribute_pairs,
@@ -100,6 +101,19 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         f"<td>{_num(w.get('second_order_best_picked'))}</td></tr>"
         for w in order_check_windows(data.order_check)
     )
+    scores = "".join(
+        f"<tr><td>{c['step']}</td><td>{c['examples']}</td><td>{_num(c['accuracy'])}</td>"
+        f"<td>{_num(c['relative_error'])}</td><td>{_num(c['sgd'])}</td>"
+        f"<td>{_num(c['state_part'])}</td></tr>"
+        for c in order_check_scores(data.order_check)
+    )
+    scores_table = (
+        '<table class="data"><thead><tr><th>step</th><th>scored examples</th>'
+        "<th>sign accuracy</th><th>median relative error</th><th>plain-SGD score</th>"
+        f"<th>state part alone</th></tr></thead><tbody>{scores}</tbody></table>"
+        if scores
+        else ""
+    )
     images = "".join(f'<img alt="{html.escape(k)}" src="{v}">' for k, v in plots.items())
     return (
         "<h2>Order predictions against real reordered training</h2>"
@@ -109,8 +123,9 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "really training both orders and h further identical steps (predicted by really "
         "following the first order's run and starting the other from it minus the predicted "
         "difference of parameters and optimizer state, each of its steps fed the gradient "
-        "expanded at the first run's point). Pairs are two "
-        "examples, two minibatches, or two examples exchanged between consecutive minibatches. "
+        "expanded at the first run's point). Pairs are two of the run's own logged batches "
+        "(trained as its next two steps, each at its logged lr), two random examples, two "
+        "random minibatches, or two examples exchanged between consecutive minibatches. "
         f"{_single_examples(data.order_check.options)} "
         "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
@@ -130,7 +145,7 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         '<table class="data"><thead><tr><th>step</th><th>lr</th><th>k</th><th>windows</th>'
         "<th>predicted best is real best</th><th>share of best-to-worst gap</th>"
         "<th>2nd order: best is real best</th></tr></thead>"
-        f"<tbody>{windows}</tbody></table>"
+        f"<tbody>{windows}</tbody></table>{scores_table}"
     )
 
 

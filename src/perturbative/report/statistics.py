@@ -340,12 +340,22 @@ def order_check_rows(check: OrderCheckRecord) -> list[dict]:
     rows = []
     for entry in check.checkpoints:
         for scale in entry.scales:
-            for kind in ("example", "batch", "exchange"):
+            for kind in ("logged", "example", "batch", "exchange"):
                 for row in scale.summary.rows(kind):
                     rows.append(
                         {"step": entry.step, "scale": scale.scale, "kind": kind, **asdict(row)}
                     )
     return rows
+
+
+def order_check_scores(check: OrderCheckRecord) -> list[dict]:
+    """One row per checkpoint whose examples were scored: the scores' summary."""
+    return [
+        {"step": entry.step, **asdict(scale.summary.scores)}
+        for entry in check.checkpoints
+        for scale in entry.scales
+        if scale.summary.scores is not None
+    ]
 
 
 def order_check_windows(check: OrderCheckRecord) -> list[dict]:
@@ -360,6 +370,7 @@ def order_check_windows(check: OrderCheckRecord) -> list[dict]:
 
 
 KIND_NAMES = {
+    "logged": "the run's own batch pairs",
     "batch": "minibatch pairs",
     "exchange": "exchanges",
     "example": "example pairs (eval mode)",
