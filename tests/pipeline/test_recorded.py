@@ -1,4 +1,4 @@
-"""A recorded run (``pipeline/recorded.py`` sweeps it) checked by the one order check:
+"""A recorded run (``pipeline/run_sweep.py`` sweeps it) checked by the one order check:
 its predictions against really reordering it."""
 
 import pytest

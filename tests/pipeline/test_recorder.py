@@ -1,5 +1,5 @@
 """``Recorder``: any training loop recorded into a run folder, resumable, locked, and its
-order predictions checked against really reordering it (``pipeline/recorded.py``)."""
+order predictions checked against really reordering it (``pipeline/order_check.py``)."""
 
 import json
 

@@ -45,6 +45,7 @@ SWEEP_FIELDS = (
     "preconditioner",
     "engine",
     "save_brackets",
+    "ranking_window",
 )
 CHOICES = {"preconditioner": PRECONDITIONERS, "engine": ENGINES}
 

@@ -1,4 +1,6 @@
-"""``perturbative brackets RUN_DIR``: the bracket sweep over a training run's checkpoints."""
+"""``perturbative brackets RUN_DIR``: the bracket sweep over a run's checkpoints, one path for
+``perturbative train``'s runs and recorded ones
+(:func:`perturbative.pipeline.run_sweep.sweep_run`)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ import argparse
 import dataclasses
 
 from perturbative.cli._flags import add_sweep_flags, sweep_options
-from perturbative.pipeline.config import is_training_run
-from perturbative.pipeline.recorded import sweep_recorded_run
-from perturbative.pipeline.run import sweep_training_run
+from perturbative.pipeline.run_sweep import sweep_run
 
 
 def brackets_command_parser(subparsers) -> None:
@@ -48,9 +48,6 @@ def brackets_command(args: argparse.Namespace) -> int:
     options = sweep_options(args, args.out)
     if args.only_steps is not None:
         options = dataclasses.replace(options, only_steps=args.only_steps)
-    if is_training_run(args.run_dir) and args.task is None:
-        out = sweep_training_run(args.run_dir, options, args.celeba)
-    else:
-        out = sweep_recorded_run(args.run_dir, options, args.task)
+    out = sweep_run(args.run_dir, options, args.task, args.celeba)
     print(f"results: {out}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from perturbative.cli._flags import add_sweep_flags, add_train_flags, sweep_options, train_config
 from perturbative.pipeline.config import SweepOptions, TrainConfig
-from perturbative.pipeline.run import sweep_training_run
+from perturbative.pipeline.run_sweep import sweep_run
 from perturbative.pipeline.train import train
 from perturbative.report import write_report
 
@@ -34,5 +34,5 @@ def run_command(args: argparse.Namespace) -> int:
 def run_pipeline(config: TrainConfig, options: SweepOptions, resume: bool) -> Path:
     """Train -> brackets -> report. Returns the report's path (``<run>/report.html``)."""
     run_dir = train(config, resume=resume, heldout_needed=options.bracket_examples)
-    results = sweep_training_run(run_dir, options)
+    results = sweep_run(run_dir, options)
     return write_report(results, Path(run_dir) / "report.html")

@@ -348,9 +348,9 @@ class SweepOptions:
         out_dir: results directory; default ``<run>/brackets``.
         only_steps: sweep only the checkpoints of these steps (default: every checkpoint), e.g.
             to rank the whole training split at a few of them into a second results directory.
-        ranking_window: for runs recorded by ``perturbative.Recorder``: rank by the order scores
-            with the run's own optimizer and state, an example moved between the first and the
-            last of the run's next 4 batches (0: the plain bracket scores, as for ``train``'s runs).
+        ranking_window: rank by the order scores with the run's own optimizer and state, an
+            example moved between the first and the last of the run's next 4 batches (0: the
+            plain bracket scores, cheaper: one gradient and one HVP an example).
     """
 
     bracket_examples: int = _SETTINGS_DEFAULTS["bracket_examples"]

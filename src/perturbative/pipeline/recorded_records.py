@@ -1,9 +1,10 @@
 """The typed records of a recorded run's order check and ONE versioned reader of
 ``order_check/recorded.json``; the replay gate's gap, which every check keeps.
 
-The check (:func:`perturbative.pipeline.recorded.check_recorded_run`) writes these, the CLI prints
-their :class:`RecordedSummary` and the report draws them; none of them walks the file's dicts
-itself.
+Version 0.3's separate check of recorded runs wrote ``recorded.json``; every run now has the one
+order check (:mod:`perturbative.pipeline.order_check`, ``order_check.json``), and these records
+read the older files so that the report still draws them; none of its readers walks the file's
+dicts itself.
 """
 
 from __future__ import annotations

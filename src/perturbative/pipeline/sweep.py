@@ -500,7 +500,7 @@ def _steps_already_done(
     if not (out_dir / META).exists():
         return {}, {key: {} for key in MEASURED}
     old = read_meta(out_dir)
-    keys = ("settings", "attribute_names", "param_names", "data_sha256")
+    keys = ("settings", "attribute_names", "param_names", "data_sha256", "ranking_model")
     differ = [k for k in keys if old.get(k) != fresh[k]]
     if differ:
         raise FileExistsError(
