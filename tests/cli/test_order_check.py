@@ -85,3 +85,9 @@ def test_one_check_for_a_recorded_run_with_pythons_defaults(tmp_path, capsys):
     # its schedule is known for the 10 logged steps after step 10: horizons past them are not
     assert main(["order-check", str(run), "--steps", "10", "--horizons", "0,20"]) == 2
     assert "too few logged steps after them" in capsys.readouterr().err
+    # a model without BatchNorm: its flags do not apply
+    assert main(["order-check", str(run), "--batchnorm", "running", "--examples", "alone"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--batchnorm, --examples apply to runs whose BatchNorm trained on batch statistics" in err
+    )

@@ -425,16 +425,20 @@ def moved_first_or_last(
     example: Any,
     observable: Observable,
     window: Sequence[Any],
+    weight: float | None = None,
 ) -> tuple[float, float]:
     """Really train the window on copies of the model and optimizer with ``example`` in its
-    first batch, then in its last (weighted like each batch's own examples): ``(O first, O
-    last)``, what :func:`optimizer_order_scores` predicts the difference of."""
+    first batch, then in its last: ``(O first, O last)``, what :func:`optimizer_order_scores`
+    predicts the difference of. The example weighs ``weight`` in its batch's loss (default:
+    like each of the batch's own examples, ``1/n``); the score is the difference's derivative
+    in that weight, times ``1/n``."""
     window = checks.check_batches(model, window)
     example, _ = checks.check_data(example, "example")
     values = []
     for at in (0, len(window) - 1):
         extra = [None] * len(window)
-        extra[at] = (example, 1.0 / calls.num_examples(window[at]))
+        own = 1.0 / calls.num_examples(window[at])
+        extra[at] = (example, own if weight is None else float(weight))
         *_, (trained, _) = steps_on_copies(model, loss_fn, step, window, extra=extra)
         values.append(observable.value(trained))
     return values[0], values[1]

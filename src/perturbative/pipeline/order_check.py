@@ -392,7 +392,7 @@ def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoin
     count = max(options.horizons)
     continuation = [
         cast_batch(task.batch(indices), dtype)
-        for indices in _next_batches(task, at.next_steps, step, count, batch_size, options.seed)
+        for indices in next_batches(task, at.next_steps, step, count, batch_size, options.seed)
     ]
     if task.observable is not None:
         observable = task.build_observable(model)
@@ -417,7 +417,7 @@ def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoin
     )
 
 
-def _next_batches(task, logged, step, count, batch_size, seed) -> list[list[int]]:
+def next_batches(task, logged, step, count, batch_size, seed) -> list[list[int]]:
     """The indices of the ``count`` batches the run trains after checkpoint ``step``: its
     logged ones, then (past its log) the ones its task says the loop would draw next
     (``Task.batches_after``), else random batches of the run's size drawn with ``seed``."""
@@ -585,7 +585,7 @@ def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> 
     examples = rng.sample(range(len(at.task.train)), options.scored_examples)
     window = [
         cast_batch(at.task.batch(indices), options.dtype)
-        for indices in _next_batches(
+        for indices in next_batches(
             at.task, at.logged, at.step, options.score_window, at.batch_size, options.seed
         )
     ]

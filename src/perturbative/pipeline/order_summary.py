@@ -173,64 +173,93 @@ def calibration_slope(predicted: np.ndarray, real: np.ndarray) -> float:
 
 
 def summary_lines(result: OrderCheckRecord) -> list[str]:
-    """The check's summary as printable lines."""
+    """The check's summary as printable lines: each checkpoint at each lr, then (over several
+    checkpoints) every checkpoint's swaps at the run's own lr pooled (:func:`pooled_summary`)."""
     lines = []
     for entry in result.checkpoints:
         for scale in entry.scales:
-            s = scale.summary
             lines.append(f"step {entry.step}, lr {scale.lr:.3g} (x{scale.scale:g}):")
-            for kind in PAIR_KINDS:
-                for row in s.rows(kind):
-                    b = row.baselines
-                    lines.append(
-                        f"  {kind:8s} h={row.horizon:<3d} pairs {row.pairs:<4d}"
-                        + (f"(predicted {row.predicted_pairs}) " if row.horizon > 0 else "")
-                        + f"sign acc {_f(row.accuracy)} (above fp32 floor "
-                        f"{_f(row.accuracy_above_floor)}, {row.above_floor})  spearman "
-                        f"{_f(row.spearman, '+.3f')}  slope {_f(row.calibration_slope)} | "
-                        f"random {_f(b.random)}  grad-norm {_f(b.gradient_norm)}  "
-                        f"sgd-bracket {_f(b.sgd_bracket)}  "
-                        + (
-                            f"2nd-order {_f(b.second_order)}"
-                            if row.horizon == 0
-                            else f"h=0 prediction {_f(b.h0_prediction)}"
-                        )
-                    )
-                    if row.clipped:
-                        lines.append(
-                            f"  {'':8s}        with the loop's clipping active: {row.clipped}; "
-                            f"optimizer-state part alone {_f(b.state_part)}"
-                        )
-                    if row.settled_pairs is not None:
-                        lines.append(
-                            f"  {'':8s}        settled (3rd-order term < |pred|): "
-                            f"{row.settled_pairs} of {row.pairs}, sign acc "
-                            f"{_f(row.accuracy_settled)}"
-                        )
-                    lines.append(
-                        f"  {'':8s}        median |pred - real| / |real| "
-                        f"{_f(row.relative_error)} (2nd order "
-                        f"{_f(row.second_order_relative_error)}); state part "
-                        f"{_f(row.state_share)}, curvature part "
-                        f"{_f(row.curvature_share)} of |real|"
-                    )
-            if s.scores is not None:
-                c = s.scores
-                lines.append(
-                    f"  scores   {c.examples} examples moved across the run's next batches: sign "
-                    f"acc {_f(c.accuracy)}, median |pred - real| / |real| "
-                    f"{_f(c.relative_error)} | plain-SGD score {_f(c.sgd)}  state part alone "
-                    f"{_f(c.state_part)}"
+            lines.extend(_scale_lines(scale.summary))
+    pooled = pooled_summary(result)
+    if pooled is not None:
+        steps = ", ".join(str(entry.step) for entry in result.checkpoints)
+        lines.append(f"all checkpoints (steps {steps}) pooled, each at its run's lr (x1):")
+        lines.extend(_scale_lines(pooled))
+    return lines
+
+
+def pooled_summary(result: OrderCheckRecord) -> ScaleSummary | None:
+    """The swaps, windows and scored examples of every checkpoint at the run's own lr
+    (``h = 0`` only; no float32 floor, which is each checkpoint's own), summarized as one; None
+    for a check of fewer than two checkpoints."""
+    scales = [s for entry in result.checkpoints for s in entry.scales if s.scale == 1.0]
+    if len(scales) < 2:
+        return None
+    pairs = [p for s in scales for p in s.pairs]
+    return summarize(
+        pairs,
+        [0] if pairs else [],
+        None,
+        [w for s in scales for w in s.windows],
+        result.options.get("seed", 0),
+        [x for s in scales for x in s.scores],
+    )
+
+
+def _scale_lines(s: ScaleSummary) -> list[str]:
+    lines = []
+    for kind in PAIR_KINDS:
+        for row in s.rows(kind):
+            b = row.baselines
+            lines.append(
+                f"  {kind:8s} h={row.horizon:<3d} pairs {row.pairs:<4d}"
+                + (f"(predicted {row.predicted_pairs}) " if row.horizon > 0 else "")
+                + f"sign acc {_f(row.accuracy)} (above fp32 floor "
+                f"{_f(row.accuracy_above_floor)}, {row.above_floor})  spearman "
+                f"{_f(row.spearman, '+.3f')}  slope {_f(row.calibration_slope)} | "
+                f"random {_f(b.random)}  grad-norm {_f(b.gradient_norm)}  "
+                f"sgd-bracket {_f(b.sgd_bracket)}  "
+                + (
+                    f"2nd-order {_f(b.second_order)}"
+                    if row.horizon == 0
+                    else f"h=0 prediction {_f(b.h0_prediction)}"
                 )
-            for k in WINDOW_SIZES:
-                w = s.windows.get(k)
-                if w:
-                    lines.append(
-                        f"  k={k} windows: predicted best is the real best in "
-                        f"{_f(w.best_picked)} of {w.windows}, captures "
-                        f"{_f(w.gap_share)} of the real best-to-worst gap (2nd order: best in "
-                        f"{_f(w.second_order_best_picked)})"
-                    )
+            )
+            if row.clipped:
+                lines.append(
+                    f"  {'':8s}        with the loop's clipping active: {row.clipped}; "
+                    f"optimizer-state part alone {_f(b.state_part)}"
+                )
+            if row.settled_pairs is not None:
+                lines.append(
+                    f"  {'':8s}        settled (3rd-order term < |pred|): "
+                    f"{row.settled_pairs} of {row.pairs}, sign acc "
+                    f"{_f(row.accuracy_settled)}"
+                )
+            lines.append(
+                f"  {'':8s}        median |pred - real| / |real| "
+                f"{_f(row.relative_error)} (2nd order "
+                f"{_f(row.second_order_relative_error)}); state part "
+                f"{_f(row.state_share)}, curvature part "
+                f"{_f(row.curvature_share)} of |real|"
+            )
+    if s.scores is not None:
+        c = s.scores
+        lines.append(
+            f"  scores   {c.examples} examples moved across the run's next batches: sign "
+            f"acc {_f(c.accuracy)}, median |pred - real| / |real| "
+            f"{_f(c.relative_error)} | plain-SGD score {_f(c.sgd)}  state part alone "
+            f"{_f(c.state_part)}"
+        )
+    for k in WINDOW_SIZES:
+        w = s.windows.get(k)
+        if w:
+            lines.append(
+                f"  k={k} windows: predicted best is the real best in "
+                f"{_f(w.best_picked)} of {w.windows}, captures "
+                f"{_f(w.gap_share)} of the real best-to-worst gap (2nd order: best in "
+                f"{_f(w.second_order_best_picked)})"
+            )
     return lines
 
 
