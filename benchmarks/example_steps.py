@@ -31,17 +31,16 @@ from perturbative.brackets import parameters_after_steps, vector_norm
 from perturbative.pipeline.config import OrderCheckOptions, load_run_config
 from perturbative.pipeline.order_check import checkpoint_for_check
 from perturbative.pipeline.order_sampling import sample_pairs
-from perturbative.pipeline.train import per_example_bce
 
 
-def step_effects(at, batches) -> tuple[np.ndarray, np.ndarray]:
+def step_effects(at, batches, loss_fn) -> tuple[np.ndarray, np.ndarray]:
     """Held-out loss after / before one Adam step on each batch, and each step's length."""
     model = at.model
     theta = {k: v.detach() for k, v in model.named_parameters()}
     before = at.observable.value(model, theta)
     ratios, lengths = [], []
     for batch in batches:
-        after = parameters_after_steps(model, per_example_bce, at.optimizer, [batch])
+        after = parameters_after_steps(model, loss_fn, at.optimizer, [batch])
         ratios.append(at.observable.value(model, {**theta, **after}) / before)
         lengths.append(float(vector_norm({k: after[k] - theta[k] for k in theta})))
     return np.array(ratios), np.array(lengths)
@@ -72,7 +71,9 @@ def main(argv=None) -> int:
         alone = [tuple(t[:1] for t in x[:2]) for x in in_batch]  # the same examples, no weight
         for label, batches, train in (("alone", alone, False), ("in a batch", in_batch, True)):
             at.model.train(train)
-            ratios, lengths = step_effects(at, batches)
+            # the task's loss; in a batch, the check's: the weight column multiplied in
+            loss_fn = at.loss("example") if train else at.task.loss_fn
+            ratios, lengths = step_effects(at, batches, loss_fn)
             print(
                 f"{step:6d}  {label:>10}  {np.median(ratios):8.3g}  {ratios.max():8.3g}  "
                 f"{np.median(lengths):13.3g}",

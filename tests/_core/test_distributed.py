@@ -118,6 +118,13 @@ def test_two_process_training_writes_once_and_resumes_exactly(tmp_path):
         assert torch.equal(a[key], b[key]), key
     sampler = load_checkpoint(straight / "checkpoints" / "step_000004.safetensors")["sampler"]
     assert sampler["world_size"] == 2
+    # the run's task continues its log as the log holds it: every rank's batch, rank by rank
+    from perturbative.pipeline import training_task
+    from perturbative.pipeline.recorder import read_order_log
+
+    logged = [r["indices"] for r in read_order_log(straight)]
+    assert training_task(straight).batches_after(2, 2) == logged[2:4]
+    assert len(training_task(straight).batches_after(4, 3)) == 3  # past the log, into epochs
 
 
 def test_two_process_tilted_training_uses_the_per_rank_target(tmp_path):

@@ -35,6 +35,8 @@ def test_command_prints_the_summary(tmp_path, capsys):
         "4",
         "--floor-pairs",
         "1",
+        "--logged-pairs",
+        "0",  # the run's own batches are checked at its own lr only
     ]
     assert main(["order-check", str(run_dir), "--out-dir", str(tmp_path / "c"), *flags]) == 0
     out = capsys.readouterr().out

@@ -55,8 +55,16 @@ def test_a_run_of_an_earlier_version_is_refused_then_upgraded(tmp_path, capsys):
     assert "do not reach the sampler state" in capsys.readouterr().err
     assert not (run_dir / "run.json").exists() and not (run_dir / "order.jsonl").exists()
     (run_dir / "config.json").write_text(saved)
+    (run_dir / "brackets").mkdir()  # a sweep made before 0.4 is kept, set aside
+    (run_dir / "brackets" / "meta.json").write_text("{}")
 
+    capsys.readouterr()
     assert main(["upgrade", str(run_dir)]) == 0
+    assert (
+        f"kept the sweep made before 0.4 as {run_dir / 'brackets-0.3'}" in capsys.readouterr().out
+    )
+    assert (run_dir / "brackets-0.3" / "meta.json").read_text() == "{}"
+    assert not (run_dir / "brackets").exists()
     assert (run_dir / "order.jsonl").read_text() == logged
     run, log = read_run(run_dir), read_order_log(run_dir)
     assert run["loop"]["upgraded"] and run["model_mode"]["batch_statistics"]

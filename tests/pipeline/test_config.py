@@ -66,3 +66,24 @@ def test_a_run_config_follows_its_folder_and_moved_data(tmp_path):
     assert loaded.run_dir == str(tmp_path / "new") and loaded.data_root == config.data_root
     moved = load_run_config(tmp_path / "new", data_root=tmp_path / "elsewhere")
     assert moved.data_root == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(floor_pairs=-1), "floor_pairs must be >= 0"),
+        (dict(scaled_pairs=-2), "scaled_pairs must be >= 0"),
+        (dict(lr_scales=(1.0, 0.0)), "each must be > 0"),
+        (dict(lr_scales=(0.1,)), "keep 1 in --lr-scales"),
+        (dict(windows=2, window_sizes=()), "at least one window size"),
+        (dict(window_sizes=(5,)), "each k must be 2 to 4"),
+    ],
+)
+def test_order_check_options_that_cannot_be_run_are_refused(options, message):
+    """What the check would silently skip or fail on is refused before any work."""
+    from perturbative.pipeline.config import OrderCheckOptions
+
+    with pytest.raises(InputError, match=message):
+        OrderCheckOptions(**options)
+    # at lr scales without the run's own, the checks made there alone still run
+    assert OrderCheckOptions(lr_scales=(0.1,), logged_pairs=0).lr_scales == (0.1,)

@@ -307,3 +307,21 @@ def test_example_steps_benchmark_prints_both_ways_of_training_an_example(run_dir
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[0] for row in rows] == ["3", "3"] and rows[0][1] == "alone"
     assert all(float(row[-3]) > 0 and float(row[-1]) > 0 for row in rows)
+
+
+def test_a_scheduled_runs_checkpoints_are_chosen_where_its_lrs_are_known(tmp_path):
+    """Under a schedule a check trains from a checkpoint only where the run logged as many
+    steps after it as the check trains (their lrs); a constant lr holds past the log. The
+    phase check chooses its checkpoints the same way, with its own flags in the refusal."""
+    from perturbative.pipeline.order_check import usable_checkpoints
+
+    (tmp_path / "checkpoints").mkdir()
+    for step in (0, 10, 20, 30):
+        (tmp_path / "checkpoints" / f"step_{step:06d}.safetensors").write_bytes(b"")
+    scheduled = [{"step": s, "lr": [0.1 / s], "indices": [0]} for s in range(1, 31)]
+    usable = usable_checkpoints({"scheduler": "LambdaLR"}, scheduled, 5)
+    assert choose_checkpoints(tmp_path, 3, (), usable) == [10, 20]
+    with pytest.raises(InputError, match=r"steps \[30\] have too few logged.*smaller --ks"):
+        choose_checkpoints(tmp_path, 3, (30,), usable, "smaller --ks or --triple-ks")
+    constant = [{**r, "lr": [0.1]} for r in scheduled]
+    assert choose_checkpoints(tmp_path, 3, (), usable_checkpoints({}, constant, 5)) == [10, 20, 30]

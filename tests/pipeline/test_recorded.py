@@ -197,3 +197,15 @@ def test_an_interrupted_check_of_a_recorded_run_resumes_where_it_stopped(tmp_pat
     assert not (tmp_path / "cut" / module.PROGRESS).exists()
     with pytest.raises(InputError, match="already holds a finished order check"):
         checked(run, tmp_path / "cut", **options)
+
+
+def test_how_batchnorm_is_met_is_refused_on_a_run_without_it(tmp_path):
+    """``batchnorm``, ``batchnorm_examples`` and ``examples`` apply only to a run that trained
+    BatchNorm on batch statistics: in Python as on the command line, refused by name."""
+    run = tmp_path / "run"
+    record(run, steps=12)
+    options = OrderCheckOptions(batchnorm="running", batchnorm_examples=8, checkpoints=1)
+    with pytest.raises(InputError, match="--batchnorm, --batchnorm-examples apply to runs whose"):
+        order_check(run, options, progress=False)
+    with pytest.raises(InputError, match="--batchnorm applies to runs whose BatchNorm"):
+        pt.phase_check(run, pt.PhaseCheckOptions(batchnorm="running"), progress=False)

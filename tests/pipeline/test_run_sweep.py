@@ -170,7 +170,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
 
 def test_a_train_run_is_a_task_and_sweeps_the_examples_it_always_did(run_dir, tmp_path):
     """The sweep takes a train run's model, loss and examples from its built-in task; the
-    examples (so the data hash that lets old results folders resume) are those it took before."""
+    examples are those it took before it went through the task (the same data hash)."""
     from perturbative._core.io import tensors_sha256
     from perturbative.pipeline import training_task
     from perturbative.pipeline.config import load_run_config

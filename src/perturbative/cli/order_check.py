@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perturbative._core.errors import InputError
 from perturbative.cli._flags import add_config_flags, add_run_flags, read_config_flags
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check
 from perturbative.pipeline.order_summary import resummarize, summary_lines
-from perturbative.pipeline.recorded_run import batch_statistics
 from perturbative.pipeline.results import read_order_check_file, write_order_check
 
 
@@ -42,13 +40,6 @@ def order_check_command(args: argparse.Namespace) -> int:
         for gap in result.replay:
             print(gap.line())
         return print_summary(write_order_check(folder, resummarize(result)))
-    batchnorm_flags = sorted({"batchnorm", "batchnorm_examples", "examples"} & set(values))
-    if batchnorm_flags and not batch_statistics(args.run_dir):
-        flags = ", ".join("--" + name.replace("_", "-") for name in batchnorm_flags)
-        raise InputError(
-            f"{flags} apply to runs whose BatchNorm trained on batch statistics; {args.run_dir} "
-            "recorded none: leave them out"
-        )
     options = OrderCheckOptions(**values)
     return print_summary(order_check(args.run_dir, options, args.task, data_root=args.celeba))
 

@@ -14,7 +14,6 @@ from perturbative.pipeline.phase_order import (
     phase_check,
 )
 from perturbative.pipeline.phase_summary import summary_lines
-from perturbative.pipeline.recorded_run import batch_statistics
 from perturbative.pipeline.results import PHASE_CHECK, read_phase_check_file
 
 
@@ -45,11 +44,6 @@ def phase_check_command(args: argparse.Namespace) -> int:
         raise InputError(
             f"--celeba applies to runs of `perturbative train` only, not to {args.run_dir}: "
             "leave it out"
-        )
-    if values.get("batchnorm", "batch") != "batch" and not batch_statistics(args.run_dir):
-        raise InputError(
-            f"--batchnorm applies to runs whose BatchNorm trained on batch statistics; "
-            f"{args.run_dir} recorded none: leave it out"
         )
     folder = Path(values.get("out_dir") or Path(args.run_dir) / "phase_check")
     if not args.summary_only:  # the check prints its replay gaps as it measures them

@@ -249,9 +249,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def is_training_run(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` was made by ``perturbative train`` (it holds the run's
-    ``config.json``, beside the ``run.json`` every recorded run has)."""
-    return (Path(run_dir) / "config.json").is_file()
+    """Whether ``run_dir`` was made by ``perturbative train``: it holds the run's
+    ``config.json``, and a ``run.json`` that says so (a run made before 0.4 has none; a
+    user's recorded run may hold a ``config.json`` of its own)."""
+    folder = Path(run_dir)
+    if not (folder / "config.json").is_file():
+        return False
+    if not (folder / "run.json").is_file():
+        return True
+    try:
+        loop = json.loads((folder / "run.json").read_text()).get("loop") or {}
+    except (OSError, ValueError, AttributeError):
+        return True  # the run's own reader names what is wrong with it
+    return loop.get("made_by") == "perturbative train"
 
 
 def load_run_config(
@@ -308,8 +318,9 @@ class SweepSettings:
     save_brackets: bool = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise InputError(f"lr must be a positive number, got {self.lr!r}")
+        # 0 is a checkpoint's own lr at the start of a warm-up from 0: its shifts are 0
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise InputError(f"lr must be a finite number >= 0, got {self.lr!r}")
         _check_sweep_choices(self)
 
 
@@ -459,8 +470,8 @@ class OrderCheckOptions:
             floor is measured on `floor_pairs` pairs either way.
         floor_pairs: pairs repeated in float32 to measure its rounding floor.
         logged_pairs: pairs of the run's own logged batches per checkpoint (the two it trained
-            next, then random pairs of later ones), trained as its next two steps, each at its
-            logged lr (``h = 0``, the run's lr only).
+            next, then random pairs of later ones), trained as its next two steps, at the lrs
+            it logged for its next two steps (``h = 0``, the run's lr only).
         scored_examples: training examples per checkpoint whose optimizer-aware order score (the
             example trained in the first rather than the last of the run's next
             ``score_window`` batches) is checked against really training both.
@@ -520,6 +531,11 @@ class OrderCheckOptions:
             "horizon_predictions",
             "logged_pairs",
             "scored_examples",
+            "horizon_pairs",
+            "scaled_pairs",
+            "floor_pairs",
+            "batchnorm_examples",
+            "replay_steps",
         )
         for name in counts:
             if getattr(self, name) < 0:
@@ -535,6 +551,15 @@ class OrderCheckOptions:
             )
         if not self.horizons or min(self.horizons) < 0 or not self.lr_scales:
             raise InputError("need at least one horizon >= 0 and one lr scale")
+        if min(self.lr_scales) <= 0:
+            raise InputError(f"lr_scales {list(self.lr_scales)}: each must be > 0")
+        if (self.logged_pairs or self.scored_examples) and 1.0 not in self.lr_scales:
+            raise InputError(
+                "logged pairs and scored examples are checked at the run's own lr: keep 1 in "
+                "--lr-scales, or set --logged-pairs 0 --scored-examples 0"
+            )
+        if self.windows and not self.window_sizes:
+            raise InputError("windows need at least one window size (--window-sizes 3)")
         if self.batchnorm not in ("batch", "running"):
             raise InputError(f"batchnorm must be 'batch' or 'running', not {self.batchnorm!r}")
         if self.examples not in ("in-batch", "alone"):

@@ -151,10 +151,14 @@ def order_check(
             f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
             "Adam and AdamW are); brackets and the report still work"
         )
+    _refuse_batchnorm_options(run, run_dir, options)
     log = read_order_log(run_dir)
-    batch_size = _batch_size(run_dir, log)
+    batch_size = run_batch_size(run_dir, log)
     steps = choose_checkpoints(
-        run_dir, options.checkpoints, options.steps, _usable(run, log, options)
+        run_dir,
+        options.checkpoints,
+        options.steps,
+        usable_checkpoints(run, log, _needed_steps(options)),
     )
     heldout = _heldout(task, options)
     generator = torch.Generator().manual_seed(options.seed)
@@ -163,6 +167,7 @@ def order_check(
         run=str(run_dir.resolve()),
         lr=max(float(r["lr"][0]) for r in log),
         options={k: getattr(options, k) for k in options.__dataclass_fields__},
+        batch_statistics=list((run.get("model_mode") or {}).get("batch_statistics") or []),
     )
     result.replay = gate(  # the modelled step held to the run's own checkpoints first
         lambda step: replay_gap(run_dir, step, task, run, log, max_steps=options.replay_steps),
@@ -219,10 +224,26 @@ def checkpoint_for_check(
     task = run_task(run_dir, task, data_root)
     log = read_order_log(run_dir)
     heldout = _heldout(task, options)
-    return restore(Path(run_dir), step, task, log, heldout, options, _batch_size(run_dir, log))
+    return restore(Path(run_dir), step, task, log, heldout, options, run_batch_size(run_dir, log))
 
 
-def _batch_size(run_dir: str | os.PathLike, log: list[dict]) -> int:
+def _refuse_batchnorm_options(run: dict, run_dir: Path, options: OrderCheckOptions) -> None:
+    """How BatchNorm is met applies only to a run that trained some on batch statistics."""
+    defaults = OrderCheckOptions.__dataclass_fields__
+    changed = [
+        name
+        for name in ("batchnorm", "batchnorm_examples", "examples")
+        if getattr(options, name) != defaults[name].default
+    ]
+    if changed and not (run.get("model_mode") or {}).get("batch_statistics"):
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise InputError(
+            f"{flags} apply to runs whose BatchNorm trained on batch statistics; {run_dir} "
+            "recorded none: leave them out"
+        )
+
+
+def run_batch_size(run_dir: str | os.PathLike, log: list[dict]) -> int:
     """The run's batch size: its logged steps' most common size (a tilted run's vary)."""
     if not log:
         raise InputError(f"{run_dir} has an empty order log: record some steps first")
@@ -255,14 +276,13 @@ def _needed_steps(options: OrderCheckOptions) -> int:
     return needed
 
 
-def _usable(run: dict, log: list[dict], options: OrderCheckOptions) -> Callable[[int], bool]:
-    """Which checkpoints the check can train from: every one for a run whose lr never changed
-    (its lr holds past the log), else those with enough logged steps after them (a scheduled
-    run's lrs are known where it logged them)."""
+def usable_checkpoints(run: dict, log: list[dict], needed: int) -> Callable[[int], bool]:
+    """Which checkpoints a check that trains ``needed`` steps after them can start from: every
+    one for a run whose lr never changed (its lr holds past the log), else those with enough
+    logged steps after them (a scheduled run's lrs are known where it logged them)."""
     first = log[0]["lr"]
     if run.get("scheduler") is None and all(r["lr"] == first for r in log):
         return lambda step: True
-    needed = _needed_steps(options)
     return lambda step: sum(r["step"] > step and not r.get("skipped") for r in log) >= needed
 
 
@@ -271,6 +291,7 @@ def choose_checkpoints(
     count: int,
     wanted: Sequence[int] = (),
     usable: Callable[[int], bool] = lambda step: True,
+    shorter: str = "fewer --horizons, a smaller --score-window or smaller --window-sizes",
 ) -> list[int]:
     """``count`` checkpoint steps after step 0 that are ``usable``, spread evenly from the
     first to the last, or exactly the steps ``wanted`` (each must have a usable checkpoint).
@@ -291,15 +312,14 @@ def choose_checkpoints(
             raise InputError(
                 f"the checkpoints at steps {short} have too few logged steps after them for "
                 f"what the check trains (its lrs are known only where the run logged them); "
-                f"usable: {steps}. Choose others (--steps), or fewer --horizons, a smaller "
-                "--score-window or smaller --window-sizes"
+                f"usable: {steps}. Choose others (--steps), or {shorter}"
             )
         return sorted(set(wanted))
     if not steps:
         raise InputError(
             f"no checkpoint of {run_dir} after step 0 has enough logged steps after it for what "
-            "the check trains (a scheduled run's lrs are known only where it logged them): "
-            "lower --horizons, --score-window or --window-sizes"
+            f"the check trains (a scheduled run's lrs are known only where it logged them): "
+            f"{shorter}"
         )
     if count >= len(steps):
         return steps
@@ -582,6 +602,11 @@ def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> 
     training both (single examples, so BatchNorm in eval mode on the recomputed statistics)."""
     if not options.scored_examples:
         return []
+    if options.scored_examples > len(at.task.train):
+        raise InputError(
+            f"--scored-examples {options.scored_examples} is more than the run's "
+            f"{len(at.task.train)} training examples"
+        )
     examples = rng.sample(range(len(at.task.train)), options.scored_examples)
     window = [
         cast_batch(at.task.batch(indices), options.dtype)

@@ -415,6 +415,8 @@ class OrderCheckRecord:
         options: :class:`perturbative.pipeline.config.OrderCheckOptions` as a dict.
         checkpoints: per checkpoint, its scales.
         replay: the replay gate's gap at each checkpoint (none before version 2).
+        batch_statistics: the BatchNorm layers the run trained on batch statistics, which the
+            check met as its options say (None: a check that did not record them).
     """
 
     run: str
@@ -422,6 +424,7 @@ class OrderCheckRecord:
     options: dict[str, Any]
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
     replay: list[ReplayGap] = field(default_factory=list)
+    batch_statistics: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The check as the JSON object written to ``order_check.json``."""
@@ -457,6 +460,7 @@ class OrderCheckRecord:
                     for entry in data.get("checkpoints", [])
                 ],
                 replay=[ReplayGap.from_json(gap) for gap in data.get("replay", [])],
+                batch_statistics=data.get("batch_statistics"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(

@@ -54,11 +54,16 @@ from perturbative.brackets import (
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import list_checkpoints
-from perturbative.pipeline.order_check import choose_checkpoints
+from perturbative.pipeline.order_check import (
+    choose_checkpoints,
+    run_batch_size,
+    usable_checkpoints,
+)
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
 from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
 from perturbative.pipeline.phase_summary import summarize
 from perturbative.pipeline.recorded_run import (
+    batch_statistics,
     batchnorm_statistics,
     open_recorded_checkpoint,
     read_run,
@@ -92,7 +97,8 @@ class PhaseCheckOptions:
             first source with held-out examples; "none" for none).
         heldout_examples: the held-out examples each target averages (at most).
         lr_scale: the phases' learning rate over the run's.
-        batchnorm: how a run of ``train`` meets BatchNorm: "batch" (each batch normalised by its
+        batchnorm: how a run that trained BatchNorm on batch statistics meets it (refused on
+            any other run): "batch" (each batch normalised by its
             own statistics, as the run trained) or "running" (eval mode on running statistics
             recomputed at the checkpoint: a diagnostic of what one-source batches' statistics
             do).
@@ -143,7 +149,15 @@ def phase_check(
     if options.batchnorm not in ("batch", "running"):
         raise InputError(f"batchnorm must be 'batch' or 'running', not {options.batchnorm!r}")
     run = _Run.open(Path(run_dir), task, data_root)
-    steps = choose_checkpoints(run.folder, options.checkpoints, options.steps)
+    if options.batchnorm != "batch" and not batch_statistics(run_dir):
+        raise InputError(
+            f"--batchnorm applies to runs whose BatchNorm trained on batch statistics; "
+            f"{run_dir} recorded none: leave it out"
+        )
+    usable = usable_checkpoints(read_run(run.folder), run.log, _needed_steps(options))
+    steps = choose_checkpoints(
+        run.folder, options.checkpoints, options.steps, usable, "smaller --ks or --triple-ks"
+    )
     sources = run.task.sources or {}
     names = [n for n, members in sources.items() if len(members) >= run.batch_size]
     if len(names) < 2:
@@ -215,6 +229,13 @@ class _At:
         return self.training.rates_at(0)[0]
 
 
+def _needed_steps(options: PhaseCheckOptions) -> int:
+    """How many steps after a checkpoint the phases train at most: two phases of the largest
+    ``k``, three of the triples' largest."""
+    tripled = [k for k in options.triple_ks if k in options.ks] if options.triples else []
+    return max(2 * max(options.ks), 3 * max(tripled, default=0))
+
+
 @dataclass
 class _Run:
     """What the check needs of a run, whoever made it (``perturbative train`` records its runs
@@ -233,10 +254,8 @@ class _Run:
         files = dict(list_checkpoints(folder))
         read_run(folder)  # a run of an earlier version is named, with how to convert it
         log = read_order_log(folder)
-        if not log:
-            raise InputError(f"{folder} has an empty order log: record some steps first")
         chosen = run_task(folder, task, data_root)
-        return cls(folder, chosen, len(log[0]["indices"]), files, log)
+        return cls(folder, chosen, run_batch_size(folder, log), files, log)
 
     def replay_gap(self, step: int, max_steps: int) -> ReplayGap:
         """The replay gate at ``step`` (:mod:`perturbative.pipeline.replay`)."""
@@ -248,8 +267,7 @@ class _Run:
         where the run's was; ``options.batchnorm == "running"``: eval mode on running statistics
         recomputed at the checkpoint's weights), and its training step scaled."""
         at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
-        tripled = [k for k in options.triple_ks if k in options.ks] if options.triples else []
-        needed = max(2 * max(options.ks), 3 * max(tripled, default=0))
+        needed = _needed_steps(options)
         if at.training.rates is not None and len(at.next_steps) < needed:
             raise InputError(
                 f"step {step} has {len(at.next_steps)} logged steps after it, fewer than the "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,15 +40,25 @@ def training_task(run_dir: str | Path, data_root: str | None = None) -> Task:
     weights = training_weights(config, dataset)
 
     def batches_after(step: int, count: int) -> list[list[int]]:
-        """The sampler's next ``count`` batches from checkpoint ``step`` (past the log too)."""
-        sampler = training_sampler(config, weights)
-        sampler.load_state_dict(load_checkpoint(files[step])["sampler"])
-        drawn: list[list[int]] = []
-        while len(drawn) < count:
-            drawn.extend(list(b) for b in itertools.islice(iter(sampler), count - len(drawn)))
-        return drawn
+        """The sampler's next ``count`` batches from checkpoint ``step`` (past the log too); a
+        run of several processes: each step's batches of every rank, rank by rank, as the log
+        holds them (the checkpoint holds rank 0's position, where every rank stands)."""
+        state = load_checkpoint(files[step])["sampler"]
+        world = int(state.get("world_size", 1))
+        ranks = []
+        for rank in range(world):
+            sampler = training_sampler(config, weights, rank, world)
+            sampler.load_state_dict({**state, "rank": rank})
+            ranks.append(_endless(sampler))
+        return [[i for batches in ranks for i in next(batches)] for _ in range(count)]
 
     return dataclasses.replace(_training_task(config, dataset), batches_after=batches_after)
+
+
+def _endless(sampler) -> Iterator[list[int]]:
+    """A batch sampler's batches from where it stands, on into the next epochs."""
+    while True:
+        yield from (list(batch) for batch in sampler)
 
 
 #: The sources of a training run's phases (``perturbative phase-check``): the digit classes, and

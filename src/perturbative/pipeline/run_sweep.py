@@ -198,7 +198,7 @@ def sweep_run(
 
 
 def _lr_after(log: list[dict], step: int) -> float:
-    """The first group's lr of the step the run took after checkpoint ``step`` (the last
-    logged lr for the last checkpoint)."""
-    after = [r for r in log if r["step"] == step + 1] or log[-1:]
+    """The first group's lr of the step the run took after checkpoint ``step`` (a step a
+    gradient scaler skipped is not one; the last logged lr for the last checkpoint)."""
+    after = steps_after(log, step)[:1] or log[-1:]
     return float(after[0]["lr"][0]) if after else math.nan

@@ -452,7 +452,8 @@ def bracket_sweep(
 def output_width(model: nn.Module, loss_fn: LossFn, data: SweepData) -> int:
     """How many values the report shows of each test example: the model's outputs, or
     ``data.measure``'s, per example."""
-    first = calls.take_all(data.test_data(), slice(0, 1))
+    device = next(model.parameters()).device
+    first = tuple(_to(item, device) for item in calls.take_all(data.test_data(), slice(0, 1)))
     model.eval()
     with torch.no_grad():
         return _shown_and_loss(loss_fn, data.measure, first)(_call(model, first[0])).shape[1] - 1

@@ -64,7 +64,6 @@ from tqdm.auto import tqdm
 from perturbative._core.distributed import barrier, rank_and_world
 from perturbative._core.errors import InputError
 from perturbative._core.io import write_json, write_text
-from perturbative.brackets import TrainingStep
 from perturbative.data import AttributeDataset, load_celeba, load_digits_attributes
 from perturbative.models import mxresnet
 from perturbative.pipeline.checkpoints import list_checkpoints, load_checkpoint
@@ -161,13 +160,10 @@ def evaluate(
     return {"heldout_loss": loss_sum / count, "heldout_accuracy": correct / count}
 
 
-def per_example_bce(outputs: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+def per_example_bce(outputs: Tensor, targets: Tensor) -> Tensor:
     """``L_x``: mean BCE over the attributes of one example (batch of one) -> scalar; the
-    ``loss_fn`` the bracket engine takes for these models. A ``weight`` (shape ``(1,)``, a third
-    column of the batch) scales it: ``order-check`` trains a single example inside a minibatch
-    whose other rows weigh 0."""
-    loss = attribute_bce(outputs, targets).sum()
-    return loss if weight is None else loss * weight.reshape(())
+    ``loss_fn`` the bracket engine takes for these models."""
+    return attribute_bce(outputs, targets).sum()
 
 
 class TrainingState:
@@ -224,10 +220,6 @@ class TrainingState:
         torch.set_rng_state(checkpoint["rng_state"])
         self.step = checkpoint["step"]
         self.loss_sum, self.loss_count = checkpoint["loss_sum"], checkpoint["loss_count"]
-
-    def training_step(self) -> TrainingStep:
-        """The loop's step as the checks model it: Adam at the run's constant lr, no clipping."""
-        return TrainingStep(self.optimizer)
 
     def train_step(self, positions: Tensor) -> None:
         """One Adam step on the batch at ``positions`` of the training indices."""

@@ -124,9 +124,10 @@ def _order_check_html(data: ReportData, plots: dict) -> str:
         "following the first order's run and starting the other from it minus the predicted "
         "difference of parameters and optimizer state, each of its steps fed the gradient "
         "expanded at the first run's point). Pairs are two of the run's own logged batches "
-        "(trained as its next two steps, each at its logged lr), two random examples, two "
+        "(trained as its next two steps, at the lrs it logged for them), two random examples, "
+        "two "
         "random minibatches, or two examples exchanged between consecutive minibatches. "
-        f"{_single_examples(data.order_check.options)} "
+        f"{_single_examples(data.order_check.options, data.order_check.batch_statistics)} "
         "O is the held-out mean "
         "loss; sign accuracy over all pairs and "
         "over pairs whose real difference is above the float32 rounding floor; settled: pairs "
@@ -250,8 +251,13 @@ def _phase_check_html(data: ReportData) -> str:
     )
 
 
-def _single_examples(options: dict) -> str:
-    """How the check trained a single example (checks made before the setting: alone)."""
+def _single_examples(options: dict, batch_statistics: list[str] | None = None) -> str:
+    """How the check trained a single example (checks made before the setting: alone; a run
+    with no BatchNorm on batch statistics: alone, as the run would)."""
+    if batch_statistics == []:
+        return (
+            "A single example is trained alone (the run trained no BatchNorm on batch statistics)."
+        )
     if examples_in_batch(options):
         return (
             "A single example is trained inside a minibatch of the run's batch size whose other "
@@ -361,8 +367,8 @@ def _replay_html(data: ReportData) -> str:
     """The replay gate's gaps of the run's order check (or phase check), first thing on the
     page: a check run past a failed gate (``--allow-replay-gap``) says so above everything."""
     gaps = (
-        (data.recorded_check.replay if data.recorded_check is not None else [])
-        or (data.order_check.replay if data.order_check is not None else [])
+        (data.order_check.replay if data.order_check is not None else [])
+        or (data.recorded_check.replay if data.recorded_check is not None else [])
         or (data.phase_check.replay if data.phase_check is not None else [])
     )
     if not gaps:

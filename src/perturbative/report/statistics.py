@@ -55,7 +55,8 @@ class ReportData:
         cancellation: ``(S, P)`` ``|[v_i, v_j]| / (|H_j g_i| + |H_i g_j|)`` (NaN if absent).
         bracket_layer_rms: ``(S, P, L)`` RMS of each bracket per parameter tensor, or None.
         grad_layer_rms: ``(S, B, L)`` RMS of each gradient per parameter tensor, or None.
-        test_indices: ``(T,)`` dataset indices of the test batch, or None.
+        test_indices: ``(T,)`` positions of the test batch in the task's held-out split
+            (dataset indices in sweeps before 0.4), or None.
         thumbnails: ``(B', C, H, W)`` images in ``[0, 1]`` of the bracket examples, or None.
         metrics: rows of ``metrics.jsonl`` (dicts with ``step`` and ``train_loss``), or None.
         ranking_indices: ``(S, M)`` training indices, most order-sensitive first, or None.
@@ -124,6 +125,7 @@ def load_report_data(results_dir: Path | str) -> ReportData:
     cancellation = stack("cancellation")
     test_indices = arrays[0].get("test_indices")
     ranking, ranking_scores = _ranking(arrays)
+    order_check = read_order_check(results_dir.parent)
     return ReportData(
         results_dir=results_dir,
         meta=meta,
@@ -143,8 +145,9 @@ def load_report_data(results_dir: Path | str) -> ReportData:
         metrics=producing_run_metrics(results_dir, meta),
         ranking_indices=None if ranking is None else ranking.astype(np.int64),
         ranking_scores=ranking_scores,
-        order_check=read_order_check(results_dir.parent),
-        recorded_check=read_recorded_check(results_dir.parent),
+        order_check=order_check,
+        # a recorded run's check before 0.4, shown only where no check of this version is
+        recorded_check=read_recorded_check(results_dir.parent) if order_check is None else None,
         phase_check=read_phase_check(results_dir.parent),
         loss_shift=stack("loss_shift"),
         texts=meta.get("texts"),
