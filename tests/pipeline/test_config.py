@@ -87,3 +87,13 @@ def test_order_check_options_that_cannot_be_run_are_refused(options, message):
         OrderCheckOptions(**options)
     # at lr scales without the run's own, the checks made there alone still run
     assert OrderCheckOptions(lr_scales=(0.1,), logged_pairs=0).lr_scales == (0.1,)
+
+
+def test_a_checkpoint_at_lr_0_is_swept_and_a_negative_lr_refused():
+    """A warm-up from 0 gives its first checkpoint lr 0 (its shifts are 0), not an error."""
+    from perturbative.pipeline.config import SweepSettings
+
+    assert SweepSettings(lr=0.0).lr == 0.0
+    for lr in (-1e-3, float("nan")):
+        with pytest.raises(InputError, match="lr must be a finite number >= 0"):
+            SweepSettings(lr=lr)

@@ -63,6 +63,12 @@ def test_a_recorded_run_is_swept_and_reported_with_class_targets_in_their_cells(
     # ranked with the run's AdamW over its next 4 logged batches; the last checkpoint has none
     assert "AdamW" in meta["ranking_model"] and "ranking_indices" in steps[10]
     assert "ranking_indices" not in steps[20]
+    # each checkpoint's shifts at the lr the run took right after it (its LambdaLR decays)
+    from perturbative.pipeline.recorder import read_order_log
+
+    log = {r["step"]: r["lr"][0] for r in read_order_log(run)}
+    assert meta["step_lr"] == {"0": log[1], "10": log[11], "20": log[20]}
+    assert meta["step_lr"]["0"] > meta["step_lr"]["10"] > meta["step_lr"]["20"]
     targets = steps[20]["targets"]
     from recorded_task import TARGETS
 
