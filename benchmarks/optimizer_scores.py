@@ -4,10 +4,14 @@ by side in one run, on the GPT-2 of examples/own_loop.py recorded for --steps st
     python benchmarks/optimizer_scores.py                  # 64 examples, window of 4 batches
     python benchmarks/optimizer_scores.py --examples 128 --window 8
 
-The prediction (one adjoint pass through the window's AdamW steps, three per-example gradients
-per example) against really training the window twice per example in float64, as the order check
-does; both in float64 from the recorded checkpoint. Prints seconds per example, the ratio and the
-sign agreement; writes benchmarks/results/optimizer_scores.json.
+The prediction (one adjoint pass through the window's AdamW steps, then each example's products
+with the adjoints) against really training the window twice per example in float64, as the
+order check does; both in float64 from the recorded checkpoint. The prediction is timed with
+each engine at the pool's size and eight times it: the difference is its marginal cost per
+example, printed against a training step per example (the window's steps, timed in the same
+run).
+Prints seconds per example, the ratios and the sign agreement; writes
+benchmarks/results/optimizer_scores.json.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/optimizer_scores.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from perturbative.brackets import moved_first_or_last, optimizer_order_scores
+    from perturbative.brackets import (
+        moved_first_or_last,
+        optimizer_order_scores,
+        parameters_after_steps,
+    )
     from perturbative.pipeline.recorded_run import open_recorded_checkpoint, run_task
     from perturbative.pipeline.task import as_dtype
 
@@ -57,9 +65,32 @@ def main() -> None:
         chosen = chosen[: args.examples].tolist()
         data = as_dtype(task.batch(chosen), torch.float64)
         step = at.training  # the loop's step: its clipping (1.0) and each step's logged lr
+        # a training step per example, on the window's batches (one forward and backward pass
+        # and the optimizer's update each), beside the scores' cost per example
         started = time.perf_counter()
-        scores = optimizer_order_scores(at.model, task.loss_fn, step, data, observable, window)
-        predicted_seconds = time.perf_counter() - started
+        for batch in window:
+            parameters_after_steps(at.model, task.loss_fn, step, [batch])
+        trained = sum(len(r["indices"]) for r in at.next_steps[: args.window])
+        train_per_example = (time.perf_counter() - started) / trained
+        more = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(1))
+        more = more[: 8 * args.examples].tolist()
+        both = as_dtype(task.batch(more), torch.float64)  # eight times the pool
+        engines = {}
+        for engine in ("auto", "per_example"):
+            timed, results = [], []
+            for pool in (data, both):
+                started = time.perf_counter()
+                results.append(
+                    optimizer_order_scores(
+                        at.model, task.loss_fn, step, pool, observable, window, engine=engine
+                    )
+                )
+                timed.append(time.perf_counter() - started)
+            engines[engine] = (timed, results)
+        scores = engines["auto"][1][0]  # the pool's, whose first examples are really moved
+        predicted_seconds = engines["auto"][0][0]
+        fast, slow = engines["auto"][1][1].scores, engines["per_example"][1][1].scores
+        same = float((fast - slow).abs().max() / slow.abs().max())  # on the larger pool
         started, real = time.perf_counter(), []
         for index in chosen[: args.real]:
             first, last = moved_first_or_last(
@@ -75,10 +106,16 @@ def main() -> None:
         f"GPT-2 of examples/own_loop.py at step {args.steps}, AdamW, window of {args.window} "
         f"batches of 32, float64, {args.threads} threads"
     )
-    print(
-        f"optimizer_order_scores, {args.examples} examples: {predicted_seconds:.2f} s "
-        f"({1000 * per_prediction:.1f} ms per example)"
-    )
+    print(f"a training step: {1000 * train_per_example:.2f} ms per example")
+    marginal = {}
+    for engine, ((once, twice), _) in engines.items():
+        marginal[engine] = (twice - once) / (7 * args.examples)
+        print(
+            f"optimizer_order_scores (engine={engine!r}): {args.examples} examples {once:.2f} s, "
+            f"{8 * args.examples} examples {twice:.2f} s; marginal {1000 * marginal[engine]:.2f} "
+            f"ms per example = {marginal[engine] / train_per_example:.1f}x a training step"
+        )
+    print(f"the two engines' scores differ by at most {same:.1e} of the largest")
     print(
         f"really moving each example, {args.real} examples: {real_seconds:.2f} s "
         f"({1000 * per_real:.1f} ms per example)"
@@ -98,6 +135,12 @@ def main() -> None:
                 "real_examples": args.real,
                 "ratio_per_example": per_real / per_prediction,
                 "sign_agreement": agree,
+                "training_step_seconds_per_example": train_per_example,
+                "marginal_seconds_per_example": marginal,
+                "marginal_over_training_step": {
+                    k: v / train_per_example for k, v in marginal.items()
+                },
+                "engines_max_relative_difference": same,
             },
             indent=1,
         )

@@ -140,6 +140,46 @@ def test_scores_taken_in_chunks_equal_the_whole_pool_at_once():
         optimizer_order_scores(model, loss_fn, step, examples, observable, window, chunk_size=0)
 
 
+def test_the_batched_products_equal_every_examples_gradient_dotted(monkeypatch):
+    """``engine="auto"`` takes each ``lambda . g_x`` as a forward-mode directional derivative of
+    a chunk's losses (held to reverse mode on the first chunk); the reference takes every
+    example's gradient: the same scores, parts and baseline to rounding. Wrong forward-mode
+    products, and a loss that cannot be split by example, fall back."""
+    model, optimizer, window, examples, observable = setting(torch.optim.AdamW, lr=1e-2)
+    step = pt.TrainingStep(optimizer, max_grad_norm=0.5)
+    fast = optimizer_order_scores(model, loss_fn, step, examples, observable, window, chunk_size=4)
+    slow = optimizer_order_scores(
+        model, loss_fn, step, examples, observable, window, engine="per_example"
+    )
+    for name in ("scores", "state_part", "curvature_part", "sgd"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-16)
+
+    # forward-mode products that are wrong (as torch's are for some ops) are caught on the
+    # first chunk against reverse mode, which then takes every chunk
+    def wrong(f, primals, tangents):  # a forward-mode derivative twice what it is
+        value, along = torch.func.jvp(f, primals, tangents)
+        return value, 2 * along
+
+    monkeypatch.setattr("perturbative.brackets._scores.jvp", wrong)
+    caught = optimizer_order_scores(
+        model, loss_fn, step, examples, observable, window, chunk_size=4
+    )
+    torch.testing.assert_close(caught.scores, slow.scores, rtol=1e-10, atol=1e-16)
+    monkeypatch.undo()
+
+    from perturbative._core import calls
+
+    def unsplittable(outputs, loss, batch):  # as for outputs with no per-example rows
+        raise ValueError("the model's outputs have no rows")
+
+    monkeypatch.setattr(calls, "example_losses", unsplittable)
+    kept = optimizer_order_scores(model, loss_fn, step, examples, observable, window)
+    torch.testing.assert_close(kept.scores, slow.scores, rtol=1e-12, atol=1e-18)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="engine must be 'auto' or 'per_example'"):
+        optimizer_order_scores(model, loss_fn, step, examples, observable, window, engine="fast")
+
+
 def test_a_window_of_one_batch_is_refused():
     model, optimizer, window, examples, observable = setting(torch.optim.Adam, lr=1e-2)
     with pytest.raises(ValueError, match="at least 2 minibatches"):

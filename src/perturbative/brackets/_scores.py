@@ -39,9 +39,11 @@ by one backward pass through the ``W`` unrolled steps (``torch.func``-style func
   method that ignores the optimizer (a baseline).
 
 Cost: ``W`` minibatch gradients with their graphs and one backward pass through them (twice:
-the run's optimizer and plain SGD), ``W`` frozen gradients, and ``3 n`` per-example gradients
-(at ``theta_0``, and at the ``theta_{W-1}`` of the run's optimizer and of plain SGD, for ``n``
-examples scored). Really training both orders costs ``2 n W`` minibatch steps.
+the run's optimizer and plain SGD), ``W`` frozen gradients, and each example's products with
+the adjoints at three points (``theta_0``, and the ``theta_{W-1}`` of the run's optimizer and of
+plain SGD): per chunk of examples and point, one forward pass, one backward pass with its graph
+(``J^T w``) and one more per adjoint (``J lambda``), no per-example gradient stored. Really
+training both orders costs ``2 n W`` minibatch steps.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from perturbative._core.distributed import all_gather_objects, all_reduce_sum, r
 from perturbative._core.engines import (
     differentiable_kernels,
     elementary_normalization,
+    forward_ad_failure,
     run_engine,
 )
 from perturbative.brackets._gradients import per_example_gradients
@@ -289,6 +292,7 @@ def optimizer_order_scores(
     window: Sequence[Any],
     *,
     chunk_size: int = 32,
+    engine: str = "auto",
 ) -> OptimizerOrderScores:
     """How much training each of ``examples`` in the first rather than the last batch of
     ``window`` changes ``O``, with the optimizer's own steps from its real state (module
@@ -304,8 +308,14 @@ def optimizer_order_scores(
         observable: ``O``.
         window: ``W >= 2`` minibatches, the steps the run takes next (one step each); an
             example joins the first or the last, weighted like that batch's own examples.
-        chunk_size: examples whose per-example gradients are held at once (memory grows with
-            it, not with ``n``).
+        chunk_size: examples taken at once (memory grows with it, not with ``n``).
+        engine: how the products ``lambda . g_x`` are taken. ``"auto"``: from one forward pass
+            of a chunk and reverse-mode passes over it (each example's loss split from the
+            batch's outputs; ``J^T w`` with its graph, then ``d/dw`` of its product with each
+            adjoint gives ``J lambda``), no per-example gradient stored; falls back to
+            ``"per_example"`` for a model whose outputs cannot be split by example or whose
+            BatchNorm is in train mode. ``"per_example"``: every example's gradient, then its
+            dot products (the slower reference).
 
     Returns:
         :class:`OptimizerOrderScores`, each ``(n,)``.
@@ -314,6 +324,8 @@ def optimizer_order_scores(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if len(window) < 2:
         raise ValueError(f"the window needs at least 2 minibatches, not {len(window)}")
+    if engine not in ("auto", "per_example"):
+        raise ValueError(f"engine must be 'auto' or 'per_example', not {engine!r}")
     names = trained_names(model, step)
     by_name = dict(model.named_parameters())
     window = checks.check_batches(model, window)
@@ -330,18 +342,48 @@ def optimizer_order_scores(
         plain = window_adjoints(model, loss_fn, observable, sgd, theta, state, window, frozen=False)
 
     adjoints = {"full": full, "frozen": frozen, "plain": plain}
+    # the products each score needs, by the point the example's gradient is taken at: theta
+    # (every adjoint of the first step over its batch's size) and each trajectory's point before
+    # its last step (minus its adjoint over that batch's size); the frozen score takes both at
+    # theta, one vector
+    points: list[tuple[Params, list[tuple[str, Params]]]] = [(theta, [])]
+    for key, (first, last, before_last) in adjoints.items():
+        early = {k: v / sizes[0] for k, v in first.items()}
+        late = {k: -v / sizes[-1] for k, v in last.items()}
+        if before_last is theta:
+            points[0][1].append((key, {k: early[k] + late[k] for k in early}))
+        else:
+            points[0][1].append((key, early))
+            points.append((before_last, [(key, late)]))
+    batched = engine == "auto" and not checks.train_mode_batchnorm(model)
+    forward = batched  # forward mode first, held to reverse mode on the first chunk
     parts: dict[str, list[Tensor]] = {key: [] for key in adjoints}
-    for start in range(0, n, chunk_size):  # a chunk's gradients at a time: memory flat in n
+    for start in range(0, n, chunk_size):  # a chunk at a time: memory flat in n
         chunk = calls.take_all(examples, slice(start, min(start + chunk_size, n)))
-        at_theta = _example_gradients(model, loss_fn, theta, chunk)  # shared by all three
-        for key, (first, last, before_last) in adjoints.items():
-            at_last = (
-                at_theta
-                if before_last is theta
-                else _example_gradients(model, loss_fn, before_last, chunk)
-            )
-            parts[key].append(_dots(at_theta, first) / sizes[0] - _dots(at_last, last) / sizes[-1])
-        del at_theta, at_last
+        totals = dict.fromkeys(adjoints, 0.0)
+        for at, wanted in points:
+            vectors = [vector for _, vector in wanted]
+            values = None
+            if forward:
+                values = _forward_dots(model, loss_fn, state, at, chunk, vectors)
+                if values is not None and start == 0 and at is theta:
+                    reverse = _example_dots(model, loss_fn, state, at, chunk, vectors)
+                    precise = next(iter(at.values())).dtype == torch.float64
+                    if reverse is not None and not _agree(values, reverse, precise):
+                        values = reverse  # an op whose forward-mode derivative is wrong
+                        forward = False
+                forward = forward and values is not None
+            if values is None and batched:
+                values = _example_dots(model, loss_fn, state, at, chunk, vectors)
+            if values is None:  # the reference: every example's gradient, then its products
+                batched = False
+                gradients = _example_gradients(model, loss_fn, at, chunk)
+                values = [_dots(gradients, vector) for vector in vectors]
+                del gradients
+            for (key, _), value in zip(wanted, values, strict=True):
+                totals[key] = totals[key] + value
+        for key in adjoints:
+            parts[key].append(totals[key])
     scores, state_part, sgd_scores = (torch.cat(parts[key]) for key in ("full", "frozen", "plain"))
     if not bool(torch.isfinite(scores).all()):
         raise FloatingPointError(
@@ -400,6 +442,80 @@ def window_adjoints(
     for (a, k), g in zip(keys, grads, strict=True):
         (first, last)[a][k] = torch.zeros_like(theta[k]) if g is None else g.detach()
     return first, last, before_last
+
+
+def _example_dots(
+    model: nn.Module,
+    loss_fn: LossFn,
+    state: dict[str, Tensor],
+    at: Params,
+    examples: tuple[Any, ...],
+    vectors: list[Params],
+) -> list[Tensor] | None:
+    """``[v . g_x(at) for v in vectors]``, each ``(n,)`` in float64, from one forward pass of
+    the examples and reverse-mode passes over it: with ``l`` the examples' losses and a dummy
+    ``w``, ``J^T w = d(w . l)/d(at)`` keeps its graph, and ``d((J^T w) . v)/dw = J v`` (linear
+    in ``w``, so any ``w`` will do). None where the outputs cannot be split by example."""
+    params = {k: v.detach().clone().requires_grad_() for k, v in at.items()}
+    with differentiable_kernels():
+        outputs = calls.call_model(model, params, state, examples[0])
+        try:
+            losses = calls.example_losses(outputs, loss_fn, examples)
+        except Exception:  # a loss that reads batch-wide fields: one example at a time
+            return None
+        w = torch.zeros_like(losses, requires_grad=True)
+        names = list(params)
+        grads = torch.autograd.grad(
+            losses, [params[k] for k in names], grad_outputs=w, create_graph=True, allow_unused=True
+        )
+        out = []
+        for j, vector in enumerate(vectors):
+            along = sum(
+                (g * vector[k]).sum() for g, k in zip(grads, names, strict=True) if g is not None
+            )
+            (jv,) = torch.autograd.grad(along, w, retain_graph=j < len(vectors) - 1)
+            out.append(jv.detach().to(torch.float64))
+    return out
+
+
+def _forward_dots(
+    model: nn.Module,
+    loss_fn: LossFn,
+    state: dict[str, Tensor],
+    at: Params,
+    examples: tuple[Any, ...],
+    vectors: list[Params],
+) -> list[Tensor] | None:
+    """``[v . g_x(at) for v in vectors]`` as forward-mode directional derivatives of the
+    examples' losses (one forward pass with a tangent per vector); None where the losses cannot
+    be split by example or an op has no forward-mode derivative."""
+    params = {k: v.detach() for k, v in at.items()}
+
+    def losses(p: Params) -> Tensor:
+        return calls.example_losses(
+            calls.call_model(model, p, state, examples[0]), loss_fn, examples
+        )
+
+    out = []
+    try:
+        for vector in vectors:
+            _, along = jvp(losses, (params,), ({k: vector[k].to(params[k]) for k in params},))
+            out.append(along.detach().to(torch.float64))
+    except Exception as error:  # no forward-mode derivative, or a loss that cannot be split
+        if isinstance(error, ValueError) or forward_ad_failure(error) is not None:
+            return None
+        raise
+    return out
+
+
+def _agree(a: list[Tensor], b: list[Tensor], precise: bool) -> bool:
+    """Whether two ways of taking the same products agree to rounding (relative to each
+    vector's largest product; float64 ``precise``, else float32)."""
+    tolerance = 1e-9 if precise else 1e-3
+    for x, y in zip(a, b, strict=True):
+        if y.numel() and float((x - y).abs().max()) > tolerance * float(y.abs().max()) + 1e-30:
+            return False
+    return True
 
 
 def _example_gradients(
