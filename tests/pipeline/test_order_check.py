@@ -325,3 +325,24 @@ def test_a_scheduled_runs_checkpoints_are_chosen_where_its_lrs_are_known(tmp_pat
         choose_checkpoints(tmp_path, 3, (30,), usable, "smaller --ks or --triple-ks")
     constant = [{**r, "lr": [0.1]} for r in scheduled]
     assert choose_checkpoints(tmp_path, 3, (), usable_checkpoints({}, constant, 5)) == [10, 20, 30]
+
+
+def test_batches_past_the_log_come_from_the_task_or_are_said_to_be_random(capsys):
+    """Past the run's log the check trains the batches its task says the loop draws next; with
+    none, random batches of the run's size, and it says so: they are not the run's."""
+    import perturbative as pt
+    from perturbative.pipeline.order_check import next_batches
+
+    task = pt.Task(model=lambda: None, loss_fn=None, train=list(range(50)))
+    logged = [{"step": 11, "indices": [1, 2, 3, 4], "lr": [0.1]}]
+    batches = next_batches(task, logged, 10, 3, 4, seed=0)
+    assert batches[0] == [1, 2, 3, 4] and [len(b) for b in batches] == [4, 4, 4]
+    assert "step 10: 2 of the 3 batches trained after it are random" in capsys.readouterr().out
+    told = pt.Task(
+        model=lambda: None,
+        loss_fn=None,
+        train=list(range(50)),
+        batches_after=lambda step, count: [[step + i] * 4 for i in range(1, count + 1)],
+    )
+    assert next_batches(told, logged, 10, 3, 4, seed=0) == [[11] * 4, [12] * 4, [13] * 4]
+    assert capsys.readouterr().out == ""

@@ -444,10 +444,16 @@ def next_batches(task, logged, step, count, batch_size, seed) -> list[list[int]]
     batches = [r["indices"] for r in logged[:count]]
     if len(batches) < count and task.batches_after is not None:
         batches = [list(b) for b in task.batches_after(step, count)]
+    known = len(batches)
     generator = torch.Generator().manual_seed(seed + 3)
     while len(batches) < count:
         drawn = torch.randperm(len(task.train), generator=generator)[:batch_size]
         batches.append(drawn.tolist())
+    if known < count:  # said, not hidden: these steps are not the run's
+        print(
+            f"step {step}: {count - known} of the {count} batches trained after it are random "
+            f"(the run logged {known} after it and its task gives no batches_after)"
+        )
     return batches
 
 
