@@ -49,7 +49,7 @@ training both orders costs ``2 n W`` minibatch steps.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,31 +355,13 @@ def optimizer_order_scores(
         else:
             points[0][1].append((key, early))
             points.append((before_last, [(key, late)]))
-    batched = engine == "auto" and not checks.train_mode_batchnorm(model)
-    forward = batched  # forward mode first, held to reverse mode on the first chunk
+    products = _ExampleProducts(model, loss_fn, state, engine)
     parts: dict[str, list[Tensor]] = {key: [] for key in adjoints}
     for start in range(0, n, chunk_size):  # a chunk at a time: memory flat in n
         chunk = calls.take_all(examples, slice(start, min(start + chunk_size, n)))
         totals = dict.fromkeys(adjoints, 0.0)
         for at, wanted in points:
-            vectors = [vector for _, vector in wanted]
-            values = None
-            if forward:
-                values = _forward_dots(model, loss_fn, state, at, chunk, vectors)
-                if values is not None and start == 0 and at is theta:
-                    reverse = _example_dots(model, loss_fn, state, at, chunk, vectors)
-                    precise = next(iter(at.values())).dtype == torch.float64
-                    if reverse is not None and not _agree(values, reverse, precise):
-                        values = reverse  # an op whose forward-mode derivative is wrong
-                        forward = False
-                forward = forward and values is not None
-            if values is None and batched:
-                values = _example_dots(model, loss_fn, state, at, chunk, vectors)
-            if values is None:  # the reference: every example's gradient, then its products
-                batched = False
-                gradients = _example_gradients(model, loss_fn, at, chunk)
-                values = [_dots(gradients, vector) for vector in vectors]
-                del gradients
+            values = products(at, chunk, [vector for _, vector in wanted])
             for (key, _), value in zip(wanted, values, strict=True):
                 totals[key] = totals[key] + value
         for key in adjoints:
@@ -444,29 +426,68 @@ def window_adjoints(
     return first, last, before_last
 
 
-def _example_dots(
-    model: nn.Module,
-    loss_fn: LossFn,
-    state: dict[str, Tensor],
-    at: Params,
-    examples: tuple[Any, ...],
-    vectors: list[Params],
+class _ExampleProducts:
+    """``[v . g_x(at) for v in vectors]`` for a chunk of examples, each ``(n,)`` in float64:
+    forward-mode directional derivatives of the chunk's losses, held once (on the first call) to
+    reverse mode; reverse mode where forward mode fails or errs; every example's gradient (the
+    reference, ``engine="per_example"``) where the losses cannot be split by example or
+    BatchNorm is in train mode."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, state: dict[str, Tensor], engine: str):
+        self.model, self.loss_fn, self.state = model, loss_fn, state
+        batched = engine == "auto" and not checks.train_mode_batchnorm(model)
+        self.mode = "forward" if batched else "per_example"
+        self.checked = False
+
+    def __call__(self, at: Params, chunk: tuple[Any, ...], vectors: list[Params]) -> list[Tensor]:
+        values = None
+        if self.mode == "forward":
+            values = _forward_dots(self._losses(at, chunk), at, vectors)
+            if values is None:
+                self.mode = "reverse"
+            elif not self.checked:
+                self.checked = True
+                reverse = _reverse_dots(self._losses(at, chunk), at, vectors)
+                precise = next(iter(at.values())).dtype == torch.float64
+                if reverse is not None and not _agree(values, reverse, precise):
+                    values, self.mode = reverse, "reverse"  # a wrong forward-mode derivative
+        if values is None and self.mode == "reverse":
+            values = _reverse_dots(self._losses(at, chunk), at, vectors)
+            if values is None:
+                self.mode = "per_example"
+        if values is None:
+            gradients = _example_gradients(self.model, self.loss_fn, at, chunk)
+            values = [_dots(gradients, vector) for vector in vectors]
+        return values
+
+    def _losses(self, at: Params, examples: tuple[Any, ...]) -> Callable[[Params], Tensor]:
+        """The examples' losses ``(n,)`` as a function of the parameters, from one forward pass
+        (their rows of the outputs, :func:`perturbative._core.calls.example_losses`)."""
+
+        def losses(params: Params) -> Tensor:
+            outputs = calls.call_model(self.model, params, self.state, examples[0])
+            return calls.example_losses(outputs, self.loss_fn, examples)
+
+        return losses
+
+
+def _reverse_dots(
+    losses: Callable[[Params], Tensor], at: Params, vectors: list[Params]
 ) -> list[Tensor] | None:
-    """``[v . g_x(at) for v in vectors]``, each ``(n,)`` in float64, from one forward pass of
-    the examples and reverse-mode passes over it: with ``l`` the examples' losses and a dummy
-    ``w``, ``J^T w = d(w . l)/d(at)`` keeps its graph, and ``d((J^T w) . v)/dw = J v`` (linear
-    in ``w``, so any ``w`` will do). None where the outputs cannot be split by example."""
+    """``[v . g_x(at) for v in vectors]`` from one forward pass and reverse-mode passes over
+    it: with ``l`` the examples' losses and a dummy ``w``, ``J^T w = d(w . l)/d(at)`` keeps its
+    graph, and ``d((J^T w) . v)/dw = J v`` (linear in ``w``, so any ``w`` will do). None where
+    the losses cannot be split by example."""
     params = {k: v.detach().clone().requires_grad_() for k, v in at.items()}
     with differentiable_kernels():
-        outputs = calls.call_model(model, params, state, examples[0])
         try:
-            losses = calls.example_losses(outputs, loss_fn, examples)
+            values = losses(params)
         except Exception:  # a loss that reads batch-wide fields: one example at a time
             return None
-        w = torch.zeros_like(losses, requires_grad=True)
+        w = torch.zeros_like(values, requires_grad=True)
         names = list(params)
         grads = torch.autograd.grad(
-            losses, [params[k] for k in names], grad_outputs=w, create_graph=True, allow_unused=True
+            values, [params[k] for k in names], grad_outputs=w, create_graph=True, allow_unused=True
         )
         out = []
         for j, vector in enumerate(vectors):
@@ -479,23 +500,12 @@ def _example_dots(
 
 
 def _forward_dots(
-    model: nn.Module,
-    loss_fn: LossFn,
-    state: dict[str, Tensor],
-    at: Params,
-    examples: tuple[Any, ...],
-    vectors: list[Params],
+    losses: Callable[[Params], Tensor], at: Params, vectors: list[Params]
 ) -> list[Tensor] | None:
     """``[v . g_x(at) for v in vectors]`` as forward-mode directional derivatives of the
     examples' losses (one forward pass with a tangent per vector); None where the losses cannot
     be split by example or an op has no forward-mode derivative."""
     params = {k: v.detach() for k, v in at.items()}
-
-    def losses(p: Params) -> Tensor:
-        return calls.example_losses(
-            calls.call_model(model, p, state, examples[0]), loss_fn, examples
-        )
-
     out = []
     try:
         for vector in vectors:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -102,9 +103,12 @@ from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
 from perturbative.pipeline.recorded_run import (
     batchnorm_statistics,
+    lr_never_changed,
     open_recorded_checkpoint,
     read_run,
+    refuse_batchnorm_flags,
     run_task,
+    steps_after,
 )
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import gate, replay_gap
@@ -151,7 +155,16 @@ def order_check(
             f"the run's optimizer {run['optimizer']} is not modelled by the predictions (SGD, "
             "Adam and AdamW are); brackets and the report still work"
         )
-    _refuse_batchnorm_options(run, run_dir, options)
+    defaults = OrderCheckOptions.__dataclass_fields__
+    refuse_batchnorm_flags(
+        run,
+        run_dir,
+        [
+            name
+            for name in ("batchnorm", "batchnorm_examples", "examples")
+            if getattr(options, name) != defaults[name].default
+        ],
+    )
     log = read_order_log(run_dir)
     batch_size = run_batch_size(run_dir, log)
     steps = choose_checkpoints(
@@ -227,22 +240,6 @@ def checkpoint_for_check(
     return restore(Path(run_dir), step, task, log, heldout, options, run_batch_size(run_dir, log))
 
 
-def _refuse_batchnorm_options(run: dict, run_dir: Path, options: OrderCheckOptions) -> None:
-    """How BatchNorm is met applies only to a run that trained some on batch statistics."""
-    defaults = OrderCheckOptions.__dataclass_fields__
-    changed = [
-        name
-        for name in ("batchnorm", "batchnorm_examples", "examples")
-        if getattr(options, name) != defaults[name].default
-    ]
-    if changed and not (run.get("model_mode") or {}).get("batch_statistics"):
-        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
-        raise InputError(
-            f"{flags} apply to runs whose BatchNorm trained on batch statistics; {run_dir} "
-            "recorded none: leave them out"
-        )
-
-
 def run_batch_size(run_dir: str | os.PathLike, log: list[dict]) -> int:
     """The run's batch size: its logged steps' most common size (a tilted run's vary)."""
     if not log:
@@ -280,10 +277,9 @@ def usable_checkpoints(run: dict, log: list[dict], needed: int) -> Callable[[int
     """Which checkpoints a check that trains ``needed`` steps after them can start from: every
     one for a run whose lr never changed (its lr holds past the log), else those with enough
     logged steps after them (a scheduled run's lrs are known where it logged them)."""
-    first = log[0]["lr"]
-    if run.get("scheduler") is None and all(r["lr"] == first for r in log):
+    if lr_never_changed(run, log):
         return lambda step: True
-    return lambda step: sum(r["step"] > step and not r.get("skipped") for r in log) >= needed
+    return lambda step: len(steps_after(log, step)) >= needed
 
 
 def choose_checkpoints(
@@ -377,9 +373,13 @@ class Checkpoint:
         column of weights (its own the batch's size, the others' 0), so that the batch's mean
         loss is the example's."""
         if kind == "example" and self.example_batch > 1:
-            targets = len(cast_batch(self.task.batch([0]), torch.float64)) - 1
-            return partial(_weighted, self.task.loss_fn, targets)
+            return partial(_weighted, self.task.loss_fn, self._target_columns)
         return self.task.loss_fn
+
+    @functools.cached_property
+    def _target_columns(self) -> int:
+        """How many target columns the task's batches carry (read once, from one example)."""
+        return len(cast_batch(self.task.batch([0]), torch.float64)) - 1
 
     def mode_for(self, kind: str) -> None:
         """Put the BatchNorm layers that trained on batch statistics in train mode where

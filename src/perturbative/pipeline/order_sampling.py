@@ -40,10 +40,7 @@ def sample_pairs(
         ("exchange", exchanges, batch_size),
     ):
         for _ in range(count):
-            chosen = torch.randperm(len(task.train), generator=generator)[: 2 * size].tolist()
-            x, y = (
-                cast_batch(task.batch(chosen[i * size : (i + 1) * size]), dtype) for i in (0, 1)
-            )
+            x, y = disjoint_batches(task, 2, size, generator, dtype)
             if kind == "example" and size > 1:
                 if isinstance(x[0], Mapping):
                     raise InputError(
@@ -59,17 +56,15 @@ def sample_pairs(
 
 def sample_windows(task: Task, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list]:
     """``count`` random windows of ``k`` disjoint minibatches for each ``k`` of ``sizes``."""
-    windows = []
-    for k in sizes:
-        for _ in range(count):
-            chosen = torch.randperm(len(task.train), generator=generator)[: k * batch_size].tolist()
-            windows.append(
-                [
-                    cast_batch(task.batch(chosen[i * batch_size : (i + 1) * batch_size]), dtype)
-                    for i in range(k)
-                ]
-            )
-    return windows
+    return [
+        disjoint_batches(task, k, batch_size, generator, dtype) for k in sizes for _ in range(count)
+    ]
+
+
+def disjoint_batches(task: Task, k: int, size: int, generator, dtype) -> list[tuple]:
+    """``k`` minibatches of ``size`` random training examples, no example in two of them."""
+    chosen = torch.randperm(len(task.train), generator=generator)[: k * size].tolist()
+    return [cast_batch(task.batch(chosen[i * size : (i + 1) * size]), dtype) for i in range(k)]
 
 
 def cast_batch(batch: Any, dtype: Any) -> tuple:

@@ -63,10 +63,10 @@ from perturbative.pipeline.partial import UNSAVED, PartialCheck
 from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
 from perturbative.pipeline.phase_summary import summarize
 from perturbative.pipeline.recorded_run import (
-    batch_statistics,
     batchnorm_statistics,
     open_recorded_checkpoint,
     read_run,
+    refuse_batchnorm_flags,
     run_task,
 )
 from perturbative.pipeline.recorder import read_order_log
@@ -149,12 +149,8 @@ def phase_check(
     if options.batchnorm not in ("batch", "running"):
         raise InputError(f"batchnorm must be 'batch' or 'running', not {options.batchnorm!r}")
     run = _Run.open(Path(run_dir), task, data_root)
-    if options.batchnorm != "batch" and not batch_statistics(run_dir):
-        raise InputError(
-            f"--batchnorm applies to runs whose BatchNorm trained on batch statistics; "
-            f"{run_dir} recorded none: leave it out"
-        )
-    usable = usable_checkpoints(read_run(run.folder), run.log, _needed_steps(options))
+    refuse_batchnorm_flags(run.run, run_dir, ["batchnorm"] if options.batchnorm != "batch" else [])
+    usable = usable_checkpoints(run.run, run.log, _needed_steps(options))
     steps = choose_checkpoints(
         run.folder, options.checkpoints, options.steps, usable, "smaller --ks or --triple-ks"
     )
@@ -247,20 +243,20 @@ class _Run:
     batch_size: int
     checkpoint_files: dict[int, Path]
     log: list[dict]
+    run: dict  # run.json
     replay: list = field(default_factory=list)  # the replay gaps (ReplayGap)
 
     @classmethod
     def open(cls, folder: Path, task: str | Task | None, data_root: str | None) -> _Run:
         files = dict(list_checkpoints(folder))
-        read_run(folder)  # a run of an earlier version is named, with how to convert it
+        run = read_run(folder)  # a run of an earlier version is named, with how to convert it
         log = read_order_log(folder)
         chosen = run_task(folder, task, data_root)
-        return cls(folder, chosen, run_batch_size(folder, log), files, log)
+        return cls(folder, chosen, run_batch_size(folder, log), files, log, run)
 
     def replay_gap(self, step: int, max_steps: int) -> ReplayGap:
         """The replay gate at ``step`` (:mod:`perturbative.pipeline.replay`)."""
-        run = read_run(self.folder)
-        return replay_gap(self.folder, step, self.task, run, self.log, max_steps=max_steps)
+        return replay_gap(self.folder, step, self.task, self.run, self.log, max_steps=max_steps)
 
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
         """The checkpoint in float64 as the run trained (BatchNorm on each batch's statistics

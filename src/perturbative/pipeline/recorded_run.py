@@ -131,6 +131,24 @@ def steps_after(log: list[dict], step: int) -> list[dict]:
     return [r for r in log if r["step"] > step and not r.get("skipped")]
 
 
+def lr_never_changed(run: dict, log: list[dict]) -> bool:
+    """Whether the run's lr held still: no scheduler recorded, and every logged step at the
+    first step's lrs (its lr then holds past the log's end too)."""
+    return bool(log) and run.get("scheduler") is None and all(r["lr"] == log[0]["lr"] for r in log)
+
+
+def refuse_batchnorm_flags(run: dict, run_dir: str | os.PathLike, flags: list[str]) -> None:
+    """How BatchNorm is met (``flags``, the options set) applies only to a run that trained
+    some on batch statistics (``run.json``'s ``model_mode``)."""
+    if flags and not (run.get("model_mode") or {}).get("batch_statistics"):
+        named = ", ".join("--" + name.replace("_", "-") for name in flags)
+        verb, them = ("applies", "it") if len(flags) == 1 else ("apply", "them")
+        raise InputError(
+            f"{named} {verb} to runs whose BatchNorm trained on batch statistics; {run_dir} "
+            f"recorded none: leave {them} out"
+        )
+
+
 def loop_step(
     optimizer: torch.optim.Optimizer,
     run: dict,
@@ -144,7 +162,7 @@ def loop_step(
     more steps than the run logged after the checkpoint."""
     clip = run.get("max_grad_norm")
     current = [float(group["lr"]) for group in optimizer.param_groups]
-    if log and run.get("scheduler") is None and all(r["lr"] == current for r in log):
+    if lr_never_changed(run, log or []) and log[0]["lr"] == current:
         return TrainingStep(optimizer, clip)
     return TrainingStep(optimizer, clip, rates=[r["lr"] for r in later])
 

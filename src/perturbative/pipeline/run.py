@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from perturbative.pipeline.task import Task
 from perturbative.pipeline.train import (
     build_dataset,
     build_model,
+    endless,
     per_example_bce,
     training_sampler,
     training_weights,
@@ -49,16 +49,10 @@ def training_task(run_dir: str | Path, data_root: str | None = None) -> Task:
         for rank in range(world):
             sampler = training_sampler(config, weights, rank, world)
             sampler.load_state_dict({**state, "rank": rank})
-            ranks.append(_endless(sampler))
+            ranks.append(endless(sampler))
         return [[i for batches in ranks for i in next(batches)] for _ in range(count)]
 
     return dataclasses.replace(_training_task(config, dataset), batches_after=batches_after)
-
-
-def _endless(sampler) -> Iterator[list[int]]:
-    """A batch sampler's batches from where it stands, on into the next epochs."""
-    while True:
-        yield from (list(batch) for batch in sampler)
 
 
 #: The sources of a training run's phases (``perturbative phase-check``): the digit classes, and

@@ -38,6 +38,7 @@ from perturbative.pipeline.config import (
 )
 from perturbative.pipeline.recorded_run import (
     loop_step,
+    lr_never_changed,
     model_weights,
     read_run,
     rebuild,
@@ -142,14 +143,14 @@ def sweep_run(
 
     def scores_at(step: int, at_model: nn.Module) -> Tensor | None:
         later = steps_after(log, step)[:window]
-        rebuilt, optimizer = opened(step, at_model)
-        training = loop_step(optimizer, run, later, log)
         batches = [r["indices"] for r in later]
-        if len(batches) < window and training.rates is None and task.batches_after is not None:
+        if len(batches) < window and lr_never_changed(run, log) and task.batches_after:
             # a constant lr: the batches the loop draws next, past the log
             batches = task.batches_after(step, window)
         if len(batches) < window:  # too few known steps after it to move examples across
             return None
+        rebuilt, optimizer = opened(step, at_model)
+        training = loop_step(optimizer, run, later, log)
         dtype = next(at_model.parameters()).dtype
         return optimizer_order_scores(
             rebuilt,

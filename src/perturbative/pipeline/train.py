@@ -254,9 +254,14 @@ class TrainingState:
 
     def batches(self) -> Iterator[Tensor]:
         """Batches of positions, epoch after epoch, from where the sampler stands."""
-        while True:
-            for batch in self.sampler:
-                yield torch.as_tensor(batch, dtype=torch.int64)
+        for batch in endless(self.sampler):
+            yield torch.as_tensor(batch, dtype=torch.int64)
+
+
+def endless(sampler: AdjustedBatchSampler) -> Iterator[list[int]]:
+    """A batch sampler's batches from where it stands, on into the next epochs."""
+    while True:
+        yield from (list(batch) for batch in sampler)
 
 
 def training_weights(config: TrainConfig, dataset: AttributeDataset) -> Tensor:
