@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from perturbative._core.checks import Params
 from perturbative.brackets._step import TrainingStep, as_training_step
@@ -119,9 +120,19 @@ class FunctionalOptimizer:
             return float(self.hyper[name]["lr"])
         return float(self.rates(position)[self.group[name]])
 
-    def step(self, params: Params, grads: Params, state: dict[str, dict], position: int = 0):
+    def step(
+        self,
+        params: Params,
+        grads: Params,
+        state: dict[str, dict],
+        position: int = 0,
+        recompute: bool = False,
+    ):
         """``(params, grads, state) -> (params, state)`` for every name of ``params``: step
-        ``position`` of the schedule (0: the first from :attr:`state`)."""
+        ``position`` of the schedule (0: the first from :attr:`state`). ``recompute``: a
+        backward pass through the step recomputes each update rule's intermediates rather than
+        holding them (``torch.utils.checkpoint``; Adam's hold several parameter-sized tensors a
+        step, which an unrolled window would otherwise keep for every step)."""
         if self.max_grad_norm is not None:
             grads = clipped(grads, self.max_grad_norm)
         out_params, out_state = {}, {}
@@ -129,7 +140,14 @@ class FunctionalOptimizer:
             hyper = self.hyper[name]
             if self.rates is not None:
                 hyper = {**hyper, "lr": self.lr_of(name, position)}
-            out_params[name], out_state[name] = self.rule(theta, grads[name], state[name], hyper)
+            if recompute:
+                out_params[name], out_state[name] = checkpoint(
+                    self.rule, theta, grads[name], state[name], hyper, use_reentrant=False
+                )
+            else:
+                out_params[name], out_state[name] = self.rule(
+                    theta, grads[name], state[name], hyper
+                )
         return out_params, out_state
 
     def run(self, params: Params, gradients: list[Params], start: int = 0) -> list[Params]:
