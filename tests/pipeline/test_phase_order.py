@@ -111,10 +111,36 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
     assert json.loads(progress.parent.joinpath("phase_check.json").read_text())["finished"]
 
 
+def test_the_cpu_named_gives_the_default_numbers_and_float32_its_own_floor(
+    run_dir, whole, tmp_path
+):
+    """The run trained on the CPU: ``device="cpu"`` is the default check, number for number;
+    in float32 the real tournament agrees with float64's to float32 rounding, above a floor
+    that is float32's (rows reversed), and each checkpoint's cost is kept."""
+    kept = read_phase_check_file(whole)
+    cpu = tmp_path / "cpu"
+    phase_check(run_dir, PhaseCheckOptions(**TINY, device="cpu", out_dir=str(cpu)), False)
+    again = read_phase_check_file(cpu)
+    assert [r.real for r in again.tournaments] == [r.real for r in kept.tournaments]
+    assert [r.predicted for r in again.tournaments] == [r.predicted for r in kept.tournaments]
+    low = tmp_path / "float32"
+    phase_check(run_dir, PhaseCheckOptions(**TINY, dtype="float32", out_dir=str(low)), False)
+    single = read_phase_check_file(low)
+    target = kept.targets[0]
+    for a, b in zip(single.tournaments, kept.tournaments, strict=True):
+        real, exact = np.asarray(a.real[target]), np.asarray(b.real[target])
+        np.testing.assert_allclose(real, exact, rtol=1e-3, atol=1e-6)
+        assert 1e-12 < a.floor[target] < 1e-5
+    assert set(single.costs) == {"3"} and single.costs["3"]["seconds"] > 0
+    assert single.cost_lines()[0].startswith("step 3: ")
+
+
 def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path):
     options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "bad"))
     with pytest.raises(InputError, match="batchnorm must be 'batch' or 'running'"):
         phase_check(run_dir, dataclasses.replace(options, batchnorm="magic"))
+    with pytest.raises(InputError, match="dtype must be one of"):
+        phase_check(run_dir, dataclasses.replace(options, dtype="float16"))
     with pytest.raises(InputError, match="no checkpoint at step"):
         phase_check(run_dir, dataclasses.replace(options, steps=(4,)), progress=False)
     with pytest.raises(InputError, match="no held-out source 'digit_11'"):

@@ -9,6 +9,7 @@ import perturbative as pt
 from perturbative._core.errors import InputError
 from perturbative.pipeline.config import OrderCheckOptions
 from perturbative.pipeline.order_check import order_check
+from perturbative.pipeline.order_summary import summary_lines
 from perturbative.pipeline.results import read_order_check_file
 
 #: the run's own batches and scored examples only, at its own lr
@@ -31,6 +32,36 @@ def test_order_predictions_on_a_recorded_run_match_really_reordering_it(tmp_path
     assert all(r.accuracy == 1.0 and r.relative_error < 0.05 for r in rows), rows
     pairs = check.checkpoints[0].scales[0].pairs
     assert pairs[0].batches == [check.checkpoints[0].step + 1, check.checkpoints[0].step + 2]
+
+
+def test_a_float32_check_measures_its_floor_against_float64_and_what_it_cost(tmp_path):
+    run = tmp_path / "run"
+    record(run, steps=20)
+    options = dict(steps=(10,), logged_pairs=3, floor_pairs=2, scored_examples=2)
+    low = checked(run, tmp_path / "float32", dtype="float32", **options)
+    high = checked(run, tmp_path / "float64", dtype="float64", **options)
+    cpu = checked(run, tmp_path / "cpu", dtype="float32", device="cpu", **options)
+    (entry,), (scale,) = low.checkpoints, low.checkpoints[0].scales
+    # the floor of the logged pairs: their float32 differences against an independent
+    # float64 check of the same pairs, 90th percentile over the first two
+    assert scale.floor["pairs"] == 2 and scale.floor["kind"] == "logged"
+    exact = [p.real[0] for p in high.checkpoints[0].scales[0].pairs[:2]]
+    gaps = [abs(p.real[0] - e) for p, e in zip(scale.pairs, exact, strict=False)]
+    expected = min(gaps) + 0.9 * (max(gaps) - min(gaps))
+    assert scale.floor["float32"][0] == pytest.approx(expected, rel=1e-6, abs=1e-15)
+    assert 0 < scale.floor["float32"][0] < 1e-3 * max(abs(e) for e in exact)
+    # the CPU named explicitly gives the default's numbers (the run trained on the CPU)
+    same = cpu.checkpoints[0].scales[0]
+    assert [p.real for p in same.pairs] == [p.real for p in scale.pairs]
+    assert [p.predicted for p in same.pairs] == [p.predicted for p in scale.pairs]
+    assert [s.predicted for s in same.scores] == [s.predicted for s in scale.scores]
+    # what each pair, each score and the checkpoint cost, kept and printed
+    assert entry.seconds > 0 and entry.peak_memory_gib > 0
+    assert all(len(p.seconds) == 2 and min(p.seconds) > 0 for p in scale.pairs)
+    assert all(len(s.seconds) == 2 for s in scale.scores)
+    lines = summary_lines(low)
+    assert any("float32 rounding floor" in line and "2 logged pairs" in line for line in lines)
+    assert any("peak memory" in line and "s predicted" in line for line in lines)
 
 
 def test_bad_runs_and_tasks_say_what_to_do(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from recorded_task import record
 
 from perturbative._core.errors import InputError
-from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run
+from perturbative.pipeline.recorded_run import analysis_device, open_recorded_checkpoint, read_run
 from perturbative.pipeline.recorder import read_order_log
 
 
@@ -95,3 +95,16 @@ def test_batchnorm_is_rebuilt_as_it_trained_and_a_constant_lr_holds_past_the_log
     scheduled = tmp_path / "scheduled"
     record(scheduled, steps=10)
     assert open_recorded_checkpoint(scheduled, 10, recorded_task.task).training.rates == ()
+
+
+def test_an_analysis_runs_where_asked_else_where_the_run_trained_when_that_device_is_here():
+    assert analysis_device({"device": "cpu"}) == torch.device("cpu")
+    assert analysis_device({"device": "cpu"}, "cpu") == torch.device("cpu")
+    here = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert analysis_device({"device": "cuda:0"}) == torch.device(here)
+    assert analysis_device({}) == torch.device("cpu")
+    with pytest.raises(InputError, match="not a device torch knows"):
+        analysis_device({}, "gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device; use --device cpu"):
+            analysis_device({}, "cuda")

@@ -116,7 +116,9 @@ def add_config_flags(
         kind, is_tuple = _kind(hints[f.name])
         default = None if f.default is MISSING else f.default
         shown = default_text(f.name) if default_text else shown_default(default)
-        text = f"{helps.get(f.name, f.name.replace('_', ' '))} (default: {shown})"
+        text = helps.get(f.name, f.name.replace("_", " "))
+        if "(default:" not in text:  # a field whose help says its default in words keeps it
+            text += f" (default: {shown})"
         text = text.replace("%", "%%")  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:

@@ -31,6 +31,12 @@ def brackets_command_parser(subparsers) -> None:
         "with --ranking-examples at least the training split's size and --out, this ranks the "
         "whole split at a few checkpoints",
     )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where the sweep runs (cpu, cuda, cuda:1; default: where the run trained when that "
+        "device is here, else the CPU)",
+    )
     add_sweep_flags(parser)
     parser.set_defaults(func=brackets_command)
 
@@ -45,7 +51,7 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def brackets_command(args: argparse.Namespace) -> int:
-    options = sweep_options(args, args.out)
+    options = dataclasses.replace(sweep_options(args, args.out), device=args.device)
     if args.only_steps is not None:
         options = dataclasses.replace(options, only_steps=args.only_steps)
     out = sweep_run(args.run_dir, options, args.task, args.celeba)

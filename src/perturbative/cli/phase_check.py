@@ -52,7 +52,7 @@ def phase_check_command(args: argparse.Namespace) -> int:
     if args.summary_only:
         for gap in check.replay:
             print(gap.line())
-    for line in summary_lines(check.summary):
+    for line in [*summary_lines(check.summary), *check.cost_lines()]:
         print(line)
     print(f"numbers: {folder / PHASE_CHECK}")
     return 0

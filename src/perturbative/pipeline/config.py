@@ -362,6 +362,8 @@ class SweepOptions:
         ranking_window: rank by the order scores with the run's own optimizer and state, an
             example moved between the first and the last of the run's next 4 batches (0: the
             plain bracket scores, cheaper: one gradient and one HVP an example).
+        device: where the sweep runs, "cpu" or "cuda" (default: where the run trained when
+            that device is here, else the CPU).
     """
 
     bracket_examples: int = _SETTINGS_DEFAULTS["bracket_examples"]
@@ -374,6 +376,7 @@ class SweepOptions:
     out_dir: str | None = None
     only_steps: tuple[int, ...] | None = None
     ranking_window: int = 4
+    device: str | None = None
 
     def __post_init__(self) -> None:
         _check_sweep_choices(self)
@@ -466,9 +469,16 @@ class OrderCheckOptions:
             :func:`perturbative.brackets.on_pieces`), "ignore": on the piece ``theta`` lies on. The
             MXResNet stem's max pool changes winners along every step at the run's lr, and the
             expansion that ignores this errs in proportion to the step.
-        dtype: "float64" keeps single-pair effects far above rounding; the float32 rounding
-            floor is measured on `floor_pairs` pairs either way.
-        floor_pairs: pairs repeated in float32 to measure its rounding floor.
+        dtype: "float64" keeps single-pair effects far above rounding; "float32" where the
+            predictions of a large model do not fit in float64 (GPT-2 small). The float32
+            rounding floor is measured on `floor_pairs` pairs either way: each really trained
+            again in the other precision (only real training runs in float64 then).
+        device: where the check runs, "cpu", "cuda" or "cuda:1" (default: where the run
+            trained when that device is here, else the CPU). The checkpoint, its optimizer
+            state and every batch move there.
+        floor_pairs: pairs repeated in the other precision to measure the float32 rounding
+            floor, single-example pairs (or the first logged pairs, in a check of logged pairs
+            alone).
         logged_pairs: pairs of the run's own logged batches per checkpoint (the two it trained
             next, then random pairs of later ones), trained as its next two steps, at the lrs
             it logged for its next two steps (``h = 0``, the run's lr only).
@@ -503,6 +513,7 @@ class OrderCheckOptions:
     expansion: int = 3
     pieces: str = "follow"
     dtype: str = "float64"
+    device: str | None = None
     floor_pairs: int = 20
     logged_pairs: int = 20
     scored_examples: int = 0

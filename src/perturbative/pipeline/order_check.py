@@ -55,6 +55,7 @@ import dataclasses
 import functools
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -70,6 +71,7 @@ from perturbative._core import checks
 from perturbative._core.calls import LossFn
 from perturbative._core.errors import InputError
 from perturbative._core.io import folder_lock
+from perturbative._core.memory import PeakMemory
 from perturbative.brackets import (
     UPDATE_RULES,
     Observable,
@@ -102,6 +104,7 @@ from perturbative.pipeline.order_sampling import (
 from perturbative.pipeline.order_summary import summarize
 from perturbative.pipeline.partial import PartialCheck, partial_header
 from perturbative.pipeline.recorded_run import (
+    analysis_device,
     batchnorm_statistics,
     lr_never_changed,
     open_recorded_checkpoint,
@@ -176,6 +179,7 @@ def order_check(
     heldout = _heldout(task, options)
     generator = torch.Generator().manual_seed(options.seed)
     logged_rng = random.Random(options.seed)  # the logged pairs and the scored examples
+    device = analysis_device(run, options.device)
     result = OrderCheckRecord(
         run=str(run_dir.resolve()),
         lr=max(float(r["lr"][0]) for r in log),
@@ -196,16 +200,17 @@ def order_check(
             finished=ORDER_CHECK,
         )
         for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
+            started, peak = time.perf_counter(), PeakMemory(device)
             at = restore(run_dir, step, task, log, heldout, options, batch_size)
             entry = CheckpointRecord(step, [])
             floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
             for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
                 checked = check_scale(at, scale, options, generator, progress, floor, unfinished)
                 if scale == 1.0:
-                    checked.pairs = [
-                        *logged_pairs(at, logged_rng, options, unfinished),
-                        *checked.pairs,
-                    ]
+                    logged = logged_pairs(at, logged_rng, options, unfinished)
+                    checked.pairs = [*logged, *checked.pairs]
+                    if logged and not (checked.floor or {}).get("pairs"):
+                        checked.floor = logged_floor(at, logged, options, unfinished)
                     checked.scores = scored_examples(at, logged_rng, options, unfinished)
                     checked.summary = summarize(
                         checked.pairs,
@@ -217,6 +222,8 @@ def order_check(
                     )
                 floor = floor or checked.floor
                 entry.scales.append(checked)
+            del at
+            entry.seconds, entry.peak_memory_gib = time.perf_counter() - started, peak.gib()
             result.checkpoints.append(entry)
             write_order_check(out, result)  # each checkpoint's numbers kept as they come
         path = write_order_check(out, result)
@@ -349,6 +356,15 @@ class Checkpoint:
     options: OrderCheckOptions = field(default_factory=OrderCheckOptions)
 
     @property
+    def device(self) -> torch.device:
+        """Where the check runs: the rebuilt model's device."""
+        return next(self.model.parameters()).device
+
+    def batch(self, indices: Sequence[int]) -> tuple:
+        """Training examples ``indices`` as a batch in the working precision on the device."""
+        return cast_batch(self.task.batch(list(indices)), self.options.dtype, self.device)
+
+    @property
     def lr(self) -> float:
         """The first group's lr at the first step after the checkpoint."""
         return self.loop.rates_at(0)[0]
@@ -404,14 +420,15 @@ def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoin
     statistics recomputed at its weights), the loop's step, the observable on ``heldout``, and
     the run's next batches (as many as the largest horizon)."""
     dtype = DTYPES[options.dtype]
-    at = open_recorded_checkpoint(run_dir, step, task, dtype, log)
+    device = analysis_device(read_run(run_dir), options.device)
+    at = open_recorded_checkpoint(run_dir, step, task, dtype, log, device=device)
     batchnorm = checks.train_mode_batchnorm(at.model)  # as the run trained
     model = at.model.eval()
     if batchnorm:
         batchnorm_statistics(model, task, options.batchnorm_examples, options.seed)
     count = max(options.horizons)
     continuation = [
-        cast_batch(task.batch(indices), dtype)
+        cast_batch(task.batch(indices), dtype, device)
         for indices in next_batches(task, at.next_steps, step, count, batch_size, options.seed)
     ]
     if task.observable is not None:
@@ -419,7 +436,7 @@ def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoin
     else:
         observable = Observable.mean_loss(
             task.loss_fn,
-            cast_batch(task.batch(heldout.tolist(), "heldout"), dtype),
+            cast_batch(task.batch(heldout.tolist(), "heldout"), dtype, device),
             f"held-out mean loss of {len(heldout)} examples",
         )
     return Checkpoint(
@@ -477,7 +494,13 @@ def check_scale(
         )
     )
     pairs = sample_pairs(
-        at.task, at.batch_size, *counts[:3], generator, options.dtype, at.example_batch
+        at.task,
+        at.batch_size,
+        *counts[:3],
+        generator,
+        options.dtype,
+        at.example_batch,
+        at.device,
     )
     followed = dict.fromkeys(PAIR_KINDS, 0)
     records = []
@@ -496,8 +519,14 @@ def check_scale(
         )
     at.mode_for("example")
     if full:
+        chosen = [
+            (x, y, r.real)
+            for (kind, x, y), r in zip(pairs, records, strict=True)
+            if kind == "example" and len(r.horizons) == len(options.horizons)
+        ][: options.floor_pairs]
         floor = saved(
-            (at.step, scale, "floor"), lambda: rounding_floor(at, pairs, records, options)
+            (at.step, scale, "floor"),
+            lambda: rounding_floor(at, "example", chosen, options.horizons),
         )
     elif floor_at_run_lr is not None:
         floor = {**floor_at_run_lr, "float32": floor_at_run_lr["float32"][:1]}
@@ -505,7 +534,13 @@ def check_scale(
         floor = None
     at.mode_for("window")
     drawn = sample_windows(
-        at.task, at.batch_size, counts[3], generator, options.dtype, options.window_sizes
+        at.task,
+        at.batch_size,
+        counts[3],
+        generator,
+        options.dtype,
+        options.window_sizes,
+        at.device,
     )
     windows = [
         WindowRecord.from_json(
@@ -536,12 +571,15 @@ def pair_record(
     only with ``predict_later``, by following the run that took ``x`` then ``y``)."""
     args = (at.model, at.loss(kind), at.training(scale))
     later = dict(later=at.continuation, horizons=horizons) if predict_later else {}
+    start = time.perf_counter()
     if kind == "exchange":  # the first examples of x and y change places
         prediction = predict_exchange(*args, x, y, 0, 0, at.observable, **at.expansion(), **later)
         orders = ((x, y), exchanged(x, y, 0, 0))
     else:
         prediction = predict_swap(*args, x, y, at.observable, **at.expansion(), **later)
         orders = ((x, y), (y, x))
+    predicted = time.perf_counter()
+    real = real_differences(at, *orders, horizons, scale, at.loss(kind))
     return PairRecord(
         kind=kind,
         predicted=prediction.predicted,
@@ -550,9 +588,10 @@ def pair_record(
         state_part=prediction.state_part,
         gradient_norms=list(prediction.gradient_norms),
         horizons=list(horizons),
-        real=real_differences(at, *orders, horizons, scale, at.loss(kind)),
+        real=real,
         predicted_horizons=prediction.later if predict_later else None,
         clipped=_clipped(at, prediction.gradient_norms),
+        seconds=[predicted - start, time.perf_counter() - predicted],
     )
 
 
@@ -590,9 +629,7 @@ def logged_pairs(at: Checkpoint, rng: random.Random, options, unfinished) -> lis
     for index, (i, j) in enumerate(drawn[: options.logged_pairs]):
 
         def compute(i=i, j=j):
-            x, y = (
-                cast_batch(at.task.batch(at.logged[n]["indices"]), options.dtype) for n in (i, j)
-            )
+            x, y = (at.batch(at.logged[n]["indices"]) for n in (i, j))
             record = pair_record(at, x, y, "logged", (0,), 1.0, predict_later=False)
             record.batches = [at.logged[i]["step"], at.logged[j]["step"]]
             return asdict(record)
@@ -615,7 +652,7 @@ def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> 
         )
     examples = rng.sample(range(len(at.task.train)), options.scored_examples)
     window = [
-        cast_batch(at.task.batch(indices), options.dtype)
+        at.batch(indices)
         for indices in next_batches(
             at.task, at.logged, at.step, options.score_window, at.batch_size, options.seed
         )
@@ -624,11 +661,14 @@ def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> 
     def compute():
         at.model.eval()
         args = (at.model, at.task.loss_fn, at.loop)
-        data = cast_batch(at.task.batch(examples), options.dtype)
+        data = at.batch(examples)
+        start = time.perf_counter()
         scores = optimizer_order_scores(*args, data, at.observable, window)
+        scoring = time.perf_counter() - start
         out = []
         for x, index in enumerate(examples):
-            example = cast_batch(at.task.batch([index]), options.dtype)
+            example = at.batch([index])
+            start = time.perf_counter()
             first, last = moved_first_or_last(*args, example, at.observable, window)
             out.append(
                 ScoreRecord(
@@ -638,26 +678,27 @@ def scored_examples(at: Checkpoint, rng: random.Random, options, unfinished) -> 
                     curvature_part=float(scores.curvature_part[x]),
                     sgd=float(scores.sgd[x]),
                     real=first - last,
+                    seconds=[scoring, time.perf_counter() - start],
                 )
             )
         return [asdict(r) for r in out]
 
     saved = unfinished.get((at.step, "scores"), compute)
     at.mode_for("example")
-    return [ScoreRecord(**r) for r in saved]
+    return [ScoreRecord.from_json(r) for r in saved]
 
 
-def rounding_floor(at: Checkpoint, pairs, records, options) -> dict:
+def rounding_floor(at: Checkpoint, kind: str, chosen: Sequence[tuple], horizons) -> dict:
     """The float32 rounding floor of the real differences, per horizon: the 90th percentile of
-    ``|D_float32 - D_float64|`` over the first ``floor_pairs`` followed single-example pairs
-    (and the difference of repeating one order twice in the working precision, 0 on a CPU)."""
-    chosen = [
-        (p, r)
-        for p, r in zip(pairs, records, strict=True)
-        if p[0] == "example" and len(r.horizons) == len(options.horizons)
-    ][: options.floor_pairs]
+    ``|D_float32 - D_float64|`` over the ``chosen`` pairs ``(x, y, real)`` of one ``kind``, each
+    trained again in the other precision (the working precision's real differences ``real``
+    against float64, or float32 against a float64 check's), and the difference of repeating the
+    first pair's orders in the working precision (0 on a CPU). Only real training runs in the
+    other precision, so a check in float32 of a model whose predictions do not fit in float64
+    still measures its floor against float64. ``pairs`` says how many pairs measured it."""
     if not chosen:
-        return {"float32": [0.0] * len(options.horizons), "repeat": 0.0}
+        return {"float32": [0.0] * len(horizons), "repeat": 0.0, "pairs": 0}
+    at.mode_for(kind)
     # float32 against the working precision: float64, or float32 itself against float64
     other = torch.float32 if next(at.model.parameters()).dtype == torch.float64 else torch.float64
     model, optimizer = copy.deepcopy((at.model, at.optimizer))
@@ -671,18 +712,34 @@ def rounding_floor(at: Checkpoint, pairs, records, options) -> dict:
         observable=at.observable.to(other),
         continuation=[cast_batch(b, other) for b in at.continuation],
     )
-    loss = at.loss("example")
+    loss = at.loss(kind)
     gaps = []
-    for (_, x, y), record in chosen:
+    for x, y, real in chosen:
         x2, y2 = cast_batch(x, other), cast_batch(y, other)
-        other_real = real_differences(twin, (x2, y2), (y2, x2), options.horizons, 1.0, loss)
-        gaps.append([abs(a - b) for a, b in zip(other_real, record.real, strict=True)])
-    (_, x, y), record = chosen[0]
-    again = real_differences(at, (x, y), (y, x), options.horizons, 1.0, loss)
+        other_real = real_differences(twin, (x2, y2), (y2, x2), horizons, 1.0, loss)
+        gaps.append([abs(a - b) for a, b in zip(other_real, real, strict=True)])
+    del twin, model, optimizer
+    x, y, real = chosen[0]
+    again = real_differences(at, (x, y), (y, x), horizons, 1.0, loss)
+    at.mode_for("example")
     return {
         "float32": np.quantile(np.asarray(gaps), 0.9, axis=0).tolist(),
-        "repeat": max(abs(a - b) for a, b in zip(again, record.real, strict=True)),
+        "repeat": max(abs(a - b) for a, b in zip(again, real, strict=True)),
+        "pairs": len(chosen),
+        "kind": kind,
     }
+
+
+def logged_floor(at: Checkpoint, records: Sequence[PairRecord], options, unfinished) -> dict:
+    """The rounding floor measured on the first ``floor_pairs`` logged pairs (``h = 0``): a
+    check of the run's own batches only, with no single-example pairs to measure it on."""
+    by_step = {r["step"]: r["indices"] for r in at.logged}
+    chosen = [
+        (*(at.batch(by_step[s]) for s in r.batches), r.real) for r in records[: options.floor_pairs]
+    ]
+    return unfinished.get(
+        (at.step, "logged floor"), lambda: rounding_floor(at, "logged", chosen, (0,))
+    )
 
 
 def window_record(at: Checkpoint, batches, scale: float) -> WindowRecord:

@@ -42,6 +42,7 @@ class PairRecord:
         predicted_horizons: the prediction at each horizon, where one was made.
         clipped: the loop's gradient clipping acts on one of the two steps.
         batches: a logged pair's two steps (the log's step numbers).
+        seconds: ``(predicting, really training both orders)``, wall-clock seconds.
     """
 
     kind: str
@@ -55,6 +56,7 @@ class PairRecord:
     predicted_horizons: list[float] | None = None
     clipped: bool = False
     batches: list[int] | None = None
+    seconds: list[float] | None = field(default=None, compare=False)  # not part of the result
 
     def real_at(self, h: int) -> float:
         """The real difference at horizon ``h`` (which must have been followed)."""
@@ -86,6 +88,7 @@ class PairRecord:
             ),
             clipped=bool(data.get("clipped", False)),
             batches=None if data.get("batches") is None else [int(b) for b in data["batches"]],
+            seconds=None if data.get("seconds") is None else [float(t) for t in data["seconds"]],
         )
 
 
@@ -102,6 +105,8 @@ class ScoreRecord:
         curvature_part: its curvature part.
         sgd: the plain-SGD score of the same window (a baseline).
         real: the real difference.
+        seconds: ``(scoring, really training both)``: the scoring call's wall-clock seconds
+            over its examples, and this example's.
     """
 
     example: int
@@ -110,11 +115,16 @@ class ScoreRecord:
     curvature_part: float
     sgd: float
     real: float
+    seconds: list[float] | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScoreRecord:
+        numbers = ("predicted", "state_part", "curvature_part", "sgd", "real")
+        seconds = data.get("seconds")
         return cls(
-            int(data["example"]), *(_float(data[k]) for k in list(cls.__dataclass_fields__)[1:])
+            int(data["example"]),
+            *(_float(data[k]) for k in numbers),
+            seconds=None if seconds is None else [float(t) for t in seconds],
         )
 
 
@@ -395,10 +405,14 @@ class ScaleRecord:
 
 @dataclass
 class CheckpointRecord:
-    """The scales checked at one checkpoint."""
+    """The scales checked at one checkpoint, with the check's wall-clock seconds there and its
+    peak memory (GiB, on the device it ran on: :class:`perturbative._core.memory.PeakMemory`;
+    None in a check that did not measure them)."""
 
     step: int
     scales: list[ScaleRecord]
+    seconds: float | None = field(default=None, compare=False)
+    peak_memory_gib: float | None = field(default=None, compare=False)
 
     def at_run_lr(self) -> ScaleRecord | None:
         """The scale at the run's own lr, if it was checked."""
@@ -455,7 +469,10 @@ class OrderCheckRecord:
                 options=dict(data.get("options", {})),
                 checkpoints=[
                     CheckpointRecord(
-                        int(entry["step"]), [ScaleRecord.from_json(s) for s in entry["scales"]]
+                        int(entry["step"]),
+                        [ScaleRecord.from_json(s) for s in entry["scales"]],
+                        entry.get("seconds"),
+                        entry.get("peak_memory_gib"),
                     )
                     for entry in data.get("checkpoints", [])
                 ],

@@ -19,7 +19,15 @@ PAIR_KINDS = ("logged", "example", "batch", "exchange")
 
 
 def sample_pairs(
-    task: Task, batch_size, examples, batches, exchanges, generator, dtype, example_batch=1
+    task: Task,
+    batch_size,
+    examples,
+    batches,
+    exchanges,
+    generator,
+    dtype,
+    example_batch=1,
+    device=None,
 ) -> list[tuple]:
     """Random pairs: ``examples`` of single training examples, ``batches`` of minibatches of
     ``batch_size`` (disjoint within a pair), and ``exchanges`` of two such minibatches whose
@@ -40,37 +48,44 @@ def sample_pairs(
         ("exchange", exchanges, batch_size),
     ):
         for _ in range(count):
-            x, y = disjoint_batches(task, 2, size, generator, dtype)
+            x, y = disjoint_batches(task, 2, size, generator, dtype, device)
             if kind == "example" and size > 1:
                 if isinstance(x[0], Mapping):
                     raise InputError(
                         "single examples inside a minibatch need batches of tensors (a weight "
                         "column); use examples='alone' (--examples alone)"
                     )
-                weight = torch.zeros(size, dtype=_weight_dtype(x, dtype))
+                weight = torch.zeros(size, dtype=_weight_dtype(x, dtype), device=device)
                 weight[0] = size
                 x, y = (*x, weight), (*y, weight)
             pairs.append((kind, x, y))
     return pairs
 
 
-def sample_windows(task: Task, batch_size, count, generator, dtype, sizes=(3, 4)) -> list[list]:
+def sample_windows(
+    task: Task, batch_size, count, generator, dtype, sizes=(3, 4), device=None
+) -> list[list]:
     """``count`` random windows of ``k`` disjoint minibatches for each ``k`` of ``sizes``."""
     return [
-        disjoint_batches(task, k, batch_size, generator, dtype) for k in sizes for _ in range(count)
+        disjoint_batches(task, k, batch_size, generator, dtype, device)
+        for k in sizes
+        for _ in range(count)
     ]
 
 
-def disjoint_batches(task: Task, k: int, size: int, generator, dtype) -> list[tuple]:
+def disjoint_batches(task: Task, k: int, size: int, generator, dtype, device=None) -> list[tuple]:
     """``k`` minibatches of ``size`` random training examples, no example in two of them."""
     chosen = torch.randperm(len(task.train), generator=generator)[: k * size].tolist()
-    return [cast_batch(task.batch(chosen[i * size : (i + 1) * size]), dtype) for i in range(k)]
+    return [
+        cast_batch(task.batch(chosen[i * size : (i + 1) * size]), dtype, device) for i in range(k)
+    ]
 
 
-def cast_batch(batch: Any, dtype: Any) -> tuple:
+def cast_batch(batch: Any, dtype: Any, device: torch.device | str | None = None) -> tuple:
     """A collated batch as the data tuple the predictions take (a keyword batch as
-    ``(batch,)``), its floating tensors cast to ``dtype`` (a torch dtype or its name)."""
-    return packed(as_dtype(batch, DTYPES.get(dtype, dtype)))
+    ``(batch,)``), its floating tensors cast to ``dtype`` (a torch dtype or its name) and every
+    tensor moved to ``device`` where one is given."""
+    return packed(as_dtype(batch, DTYPES.get(dtype, dtype), device))
 
 
 def _weight_dtype(batch: tuple, dtype: Any) -> torch.dtype:

@@ -16,6 +16,7 @@ from perturbative._core.stats import spearman
 from perturbative.pipeline.config import WINDOW_SIZES
 from perturbative.pipeline.order_records import (
     Baselines,
+    CheckpointRecord,
     HorizonSummary,
     OrderCheckRecord,
     PairRecord,
@@ -66,7 +67,7 @@ def summarize(
                 heuristic_all[has],
                 random_all[has],
             )
-            above = np.abs(real) > (floor["float32"][n] if floor else 0.0)
+            above = np.abs(real) > floor_at(floor, n)
             state = np.array([r.state_part for r in chosen])[has]
             # the prediction at this horizon, where one was made (at h = 0 every pair's own)
             carried = predicted
@@ -150,6 +151,12 @@ def score_summary(scores: Sequence[ScoreRecord]) -> ScoreSummary | None:
     )
 
 
+def floor_at(floor: dict | None, n: int) -> float:
+    """The float32 floor at the ``n``-th horizon (0 where none was measured there)."""
+    values = (floor or {}).get("float32") or []
+    return float(values[n]) if n < len(values) else 0.0
+
+
 def _median(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     return float(np.median(values)) if len(values) else math.nan
@@ -180,6 +187,13 @@ def summary_lines(result: OrderCheckRecord) -> list[str]:
         for scale in entry.scales:
             lines.append(f"step {entry.step}, lr {scale.lr:.3g} (x{scale.scale:g}):")
             lines.extend(_scale_lines(scale.summary))
+            if (scale.floor or {}).get("pairs"):
+                lines.append(
+                    f"  float32 rounding floor {floor_at(scale.floor, 0):.3g} at h=0 (90th "
+                    f"percentile of |D_float32 - D_float64| over {scale.floor['pairs']} "
+                    f"{scale.floor.get('kind', 'example')} pairs)"
+                )
+        lines.extend(_cost_lines(entry))
     pooled = pooled_summary(result)
     if pooled is not None:
         steps = ", ".join(str(entry.step) for entry in result.checkpoints)
@@ -204,6 +218,25 @@ def pooled_summary(result: OrderCheckRecord) -> ScaleSummary | None:
         result.options.get("seed", 0),
         [x for s in scales for x in s.scores],
     )
+
+
+def _cost_lines(entry: CheckpointRecord) -> list[str]:
+    """What one checkpoint's check cost: its seconds and peak memory, and the median seconds
+    per pair (per scored example) predicting and really training."""
+    if entry.seconds is None:
+        return []
+    memory = "n/a" if entry.peak_memory_gib is None else f"{entry.peak_memory_gib:.2f} GiB"
+    line = f"  step {entry.step} took {entry.seconds:.0f} s, peak memory {memory}"
+    pairs = [p.seconds for s in entry.scales for p in s.pairs if p.seconds]
+    if pairs:
+        predicted, real = np.median(np.asarray(pairs), axis=0)
+        line += f"; a pair {predicted:.2f} s predicted, {real:.2f} s really trained (median)"
+    scores = [x.seconds for s in entry.scales for x in s.scores if x.seconds]
+    if scores:
+        scoring = scores[0][0] / len(scores)
+        real = float(np.median([x[1] for x in scores]))
+        line += f"; a scored example {scoring:.2f} s scored, {real:.2f} s really trained"
+    return [line]
 
 
 def _scale_lines(s: ScaleSummary) -> list[str]:

@@ -3,14 +3,16 @@ of a run (``perturbative phase-check``).
 
 A *source* is a named set of training examples (the run's task names them: digit classes,
 CelebA attribute groups, text domains); a *phase* is ``k`` batches of the run's batch size drawn
-from one source with a seed. At each chosen checkpoint (model and optimizer in float64, each
+from one source with a seed. At each chosen checkpoint (model and optimizer in float64 or as
+``dtype`` says, on ``device``, each
 batch meeting BatchNorm with its own statistics as the run trained), for each ``k``:
 
 1. draw ``sources`` sources and one phase from each;
 2. really train every pair both ways (``A then B`` and ``B then A``) on copies of the model AND
    the optimizer, and measure each target: the held-out loss, and the loss of one held-out
    source; this is the real tournament (``R[i, j] = O(i then j) - O(j then i)``), and its
-   rounding floor is measured by training one order again with each batch's rows reversed;
+   rounding floor is measured by training one order again with each batch's rows reversed (in
+   float32: that order again in float64);
 3. predict the same matrix with every method (:func:`perturbative.brackets.phase_tournament`'s
    composition and last-phase, :func:`perturbative.brackets.bracket_tournament` at the
    checkpoint and at a reference point, the expansion of
@@ -28,6 +30,8 @@ again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the orde
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
 import random
@@ -44,6 +48,7 @@ from tqdm.auto import tqdm
 from perturbative._core import calls
 from perturbative._core.errors import InputError
 from perturbative._core.io import file_sha256, folder_lock, write_json
+from perturbative._core.memory import PeakMemory
 from perturbative.brackets import (
     Observable,
     TrainingStep,
@@ -53,16 +58,18 @@ from perturbative.brackets import (
     predict_phase_orders,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import list_checkpoints
+from perturbative.pipeline.checkpoints import cast_optimizer_state, list_checkpoints
 from perturbative.pipeline.order_check import (
     choose_checkpoints,
     run_batch_size,
     usable_checkpoints,
 )
+from perturbative.pipeline.order_sampling import DTYPES
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
 from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
 from perturbative.pipeline.phase_summary import summarize
 from perturbative.pipeline.recorded_run import (
+    analysis_device,
     batchnorm_statistics,
     open_recorded_checkpoint,
     read_run,
@@ -102,6 +109,11 @@ class PhaseCheckOptions:
             own statistics, as the run trained) or "running" (eval mode on running statistics
             recomputed at the checkpoint: a diagnostic of what one-source batches' statistics
             do).
+        dtype: "float64", or "float32" where a large model's expansion does not fit in
+            float64. The floor is then one order against the same order trained in float64
+            (only real training runs in float64).
+        device: where the check runs, "cpu" or "cuda" (default: where the run trained when
+            that device is here, else the CPU).
         seed: draws the sources, phases and triples.
         replay_steps: the replay gate replays at most this many of the run's steps to the
             nearest checkpoint (:mod:`perturbative.pipeline.replay`).
@@ -121,6 +133,8 @@ class PhaseCheckOptions:
     heldout_examples: int = 256
     lr_scale: float = 1.0
     batchnorm: str = "batch"
+    dtype: str = "float64"
+    device: str | None = None
     seed: int = 0
     out_dir: str | None = None
     replay_steps: int = 200
@@ -148,6 +162,8 @@ def phase_check(
     options = options or PhaseCheckOptions()
     if options.batchnorm not in ("batch", "running"):
         raise InputError(f"batchnorm must be 'batch' or 'running', not {options.batchnorm!r}")
+    if options.dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {sorted(DTYPES)}, not {options.dtype!r}")
     run = _Run.open(Path(run_dir), task, data_root)
     refuse_batchnorm_flags(run.run, run_dir, ["batchnorm"] if options.batchnorm != "batch" else [])
     usable = usable_checkpoints(run.run, run.log, _needed_steps(options))
@@ -177,18 +193,21 @@ def phase_check(
         )
     )
     records: list[TournamentRecord] = []
+    costs: dict[str, dict] = {}
     with folder_lock(out, "a phase check"):
         unfinished = PartialCheck.open(
             out, header, progress=PROGRESS, finished=PHASE_CHECK, what="phase check"
         )
         for step in tqdm(steps, desc="phase-check", unit="ckpt", disable=not progress):
+            started, peak = time.perf_counter(), PeakMemory(run.device(options))
             at = run.restore(step, options)
             targets = _targets(run.task, at.model, target, options.heldout_examples)
             for k in options.ks:
                 rng = random.Random(f"{options.seed}/{step}/{k}")
                 chosen = sorted(rng.sample(names, min(options.sources, len(names))))
                 phases = [
-                    _phase(run.task, run.task.sources[n], k, run.batch_size, rng) for n in chosen
+                    _phase(run.task, run.task.sources[n], k, run.batch_size, rng, at.model)
+                    for n in chosen
                 ]
                 triples = [
                     sorted(rng.sample(range(len(chosen)), 3))
@@ -204,16 +223,21 @@ def phase_check(
                 record = _tournament(at, run, targets, chosen, phases, triples, k, expand, saved)
                 records.append(record)
                 _write(out, run, options, records, targets)
-        path = _write(out, run, options, records, targets, final=True)
+            costs[str(step)] = {
+                "seconds": time.perf_counter() - started,
+                "peak_memory_gib": peak.gib(),
+            }
+            _write(out, run, options, records, targets, costs=costs)
+        path = _write(out, run, options, records, targets, final=True, costs=costs)
         unfinished.finish()
     return path
 
 
 @dataclass
 class _At:
-    """A checkpoint restored for the check: the model in float64 and the run's training step
-    from it (its optimizer in float64, clipping, and each group's lr at each step after the
-    checkpoint, times the check's lr scale)."""
+    """A checkpoint restored for the check: the model in the check's precision on its device
+    and the run's training step from it (its optimizer likewise, clipping, and each group's lr
+    at each step after the checkpoint, times the check's lr scale)."""
 
     step: int
     model: nn.Module
@@ -254,15 +278,27 @@ class _Run:
         chosen = run_task(folder, task, data_root)
         return cls(folder, chosen, run_batch_size(folder, log), files, log, run)
 
+    def device(self, options: PhaseCheckOptions) -> torch.device:
+        """Where the check runs (:func:`analysis_device`)."""
+        return analysis_device(self.run, options.device)
+
     def replay_gap(self, step: int, max_steps: int) -> ReplayGap:
         """The replay gate at ``step`` (:mod:`perturbative.pipeline.replay`)."""
         return replay_gap(self.folder, step, self.task, self.run, self.log, max_steps=max_steps)
 
     def restore(self, step: int, options: PhaseCheckOptions) -> _At:
-        """The checkpoint in float64 as the run trained (BatchNorm on each batch's statistics
-        where the run's was; ``options.batchnorm == "running"``: eval mode on running statistics
-        recomputed at the checkpoint's weights), and its training step scaled."""
-        at = open_recorded_checkpoint(self.folder, step, self.task, log=self.log)
+        """The checkpoint in the check's precision on its device, as the run trained (BatchNorm
+        on each batch's statistics where the run's was; ``options.batchnorm == "running"``:
+        eval mode on running statistics recomputed at the checkpoint's weights), and its
+        training step scaled."""
+        at = open_recorded_checkpoint(
+            self.folder,
+            step,
+            self.task,
+            DTYPES[options.dtype],
+            self.log,
+            device=self.device(options),
+        )
         needed = _needed_steps(options)
         if at.training.rates is not None and len(at.next_steps) < needed:
             raise InputError(
@@ -292,25 +328,46 @@ def _target_source(task: Task, wanted: str | None) -> str | None:
 
 def _targets(task: Task, model: nn.Module, source: str | None, count: int) -> dict:
     """The targets by name: the mean loss of the held-out examples, and of one held-out
-    source's."""
+    source's, in the model's precision on its device."""
+    first = next(model.parameters())
     sets = {"held-out loss": range(min(count, len(task.heldout)))}
     if source is not None:
         sets[f"held-out loss of {source}"] = list(task.heldout_sources[source])[:count]
     return {
         name: Observable.mean_loss(
-            task.loss_fn, packed(as_dtype(task.batch(indices, "heldout"), torch.float64)), name
+            task.loss_fn,
+            packed(as_dtype(task.batch(indices, "heldout"), first.dtype, first.device)),
+            name,
         )
         for name, indices in sets.items()
     }
 
 
-def _phase(task: Task, members: Sequence[int], k: int, size: int, rng: random.Random) -> list:
+def _phase(
+    task: Task, members: Sequence[int], k: int, size: int, rng: random.Random, model: nn.Module
+) -> list:
     """``k`` batches of ``size`` distinct examples of one source (drawn anew for each batch),
-    float64."""
+    in the model's precision on its device."""
+    first = next(model.parameters())
     return [
-        packed(as_dtype(task.batch(rng.sample(list(members), size)), torch.float64))
+        packed(as_dtype(task.batch(rng.sample(list(members), size)), first.dtype, first.device))
         for _ in range(k)
     ]
+
+
+def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -> list[float]:
+    """The observables after the first two phases trained in order on float64 copies of the
+    model and its optimizer."""
+    model, optimizer = copy.deepcopy((at.model, at.training.optimizer))
+    model.to(torch.float64)
+    cast_optimizer_state(optimizer, torch.float64)
+    training = dataclasses.replace(at.training, optimizer=optimizer)
+    batches = [as_dtype(b, torch.float64) for p in phases[:2] for b in p]
+    exact = [o.to(torch.float64) for o in observables]
+    measured = values_along_steps(
+        model, loss_fn, training, batches, lambda m: [o.value(m) for o in exact], [len(batches)]
+    )
+    return measured[0]
 
 
 def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> TournamentRecord:
@@ -342,9 +399,13 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
             real[t][i, j], real[t][j, i] = ij[x] - ji[x], ji[x] - ij[x]
 
     def floor() -> list[float]:
-        """One order again with each batch's rows reversed: the same sums in another order."""
-        flipped = [[_reversed_rows(b) for b in p] for p in phases]
-        again, first = values((0, 1), flipped), values((0, 1))
+        """One order again: in float64 with each batch's rows reversed (the same sums in
+        another order), in float32 trained in float64 (rows reversed can round alike)."""
+        first = values((0, 1))
+        if next(at.model.parameters()).dtype == torch.float64:
+            again = values((0, 1), [[_reversed_rows(b) for b in p] for p in phases])
+        else:
+            again = _in_float64(at, run.task.loss_fn, [targets[t] for t in names], phases)
         return [abs(a - b) for a, b in zip(again, first, strict=True)]
 
     floors = saved(("floor",), floor)
@@ -464,7 +525,7 @@ def _reversed_rows(batch: tuple) -> tuple:
     return tuple(flip(v) for v in batch)
 
 
-def _write(out, run, options, records, targets, final: bool = False) -> Path:
+def _write(out, run, options, records, targets, final: bool = False, costs=None) -> Path:
     """``<out>/phase_check.json``: options, records and their summary (rewritten after each
     checkpoint and ``k``, so that what is done can be read while the check runs)."""
     check = PhaseCheckRecord(
@@ -475,5 +536,6 @@ def _write(out, run, options, records, targets, final: bool = False) -> Path:
         replay=list(run.replay),
         tournaments=list(records),
         summary=summarize(records),
+        costs=dict(costs or {}),
     )
     return write_json(out / PHASE_CHECK, check.to_json())

@@ -175,6 +175,8 @@ class PhaseCheckRecord:
         replay: the replay gate's gap at each checkpoint.
         tournaments: one per checkpoint and ``k``.
         summary: pooled per target, ``k`` and method.
+        costs: per checkpoint step (as a string), the check's wall-clock ``seconds`` there and
+            its ``peak_memory_gib`` on the device it ran on.
     """
 
     run: str
@@ -184,6 +186,16 @@ class PhaseCheckRecord:
     replay: list[ReplayGap] = field(default_factory=list)
     tournaments: list[TournamentRecord] = field(default_factory=list)
     summary: PhaseSummary = field(default_factory=PhaseSummary)
+    costs: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    def cost_lines(self) -> list[str]:
+        """What each checkpoint's check cost, as printed after the summary."""
+        lines = []
+        for step, cost in self.costs.items():
+            peak = cost.get("peak_memory_gib")
+            memory = "n/a" if peak is None else f"{peak:.2f} GiB"
+            lines.append(f"step {step}: {cost['seconds']:.0f} s, peak memory {memory}")
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         """The check as the JSON object written to ``phase_check.json``."""
@@ -215,6 +227,7 @@ class PhaseCheckRecord:
                 replay=[ReplayGap.from_json(g) for g in data.get("replay", [])],
                 tournaments=[TournamentRecord.from_json(r) for r in data.get("tournaments", [])],
                 summary=PhaseSummary.from_json(data.get("summary") or {}),
+                costs=dict(data.get("costs") or {}),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(

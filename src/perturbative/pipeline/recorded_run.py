@@ -102,13 +102,15 @@ def open_recorded_checkpoint(
     dtype: torch.dtype = torch.float64,
     log: list[dict] | None = None,
     checkpoint: tuple[dict, dict] | None = None,
+    device: torch.device | str = "cpu",
 ) -> RecordedCheckpoint:
     """Rebuild the model (``task.model()`` plus the checkpoint's weights) and the optimizer of
-    the recorded class (its param groups and state) at ``step``, in ``dtype``.
+    the recorded class (its param groups and state) at ``step``, in ``dtype`` on ``device``.
 
     Args:
         log: the run's order log, if already read (:func:`read_order_log`).
         checkpoint: ``(tensors, info)`` of the checkpoint file, if already read.
+        device: where the model and the optimizer's state go (:func:`analysis_device`).
 
     Raises:
         InputError: no such checkpoint, a model whose names or shapes do not match the
@@ -119,10 +121,37 @@ def open_recorded_checkpoint(
         raise InputError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(paths)}")
     run = read_run(run_dir)
     tensors, info = read_checkpoint(paths[step]) if checkpoint is None else checkpoint
-    model, optimizer = rebuild(run, tensors, info, task, dtype)
+    model, optimizer = rebuild(run, tensors, info, task, dtype, device)
     log = read_order_log(run_dir) if log is None else log
     later = steps_after(log, step)
     return RecordedCheckpoint(step, model, optimizer, later, loop_step(optimizer, run, later, log))
+
+
+def analysis_device(run: dict, wanted: str | None = None) -> torch.device:
+    """Where an analysis of a recorded run runs: ``wanted`` ("cpu", "cuda", "cuda:1"), else
+    where the run trained (``run.json``'s ``device``) when that device is here, else the CPU.
+
+    Raises:
+        InputError: ``wanted`` names a device this machine does not have.
+    """
+    if wanted is not None:
+        try:
+            device = torch.device(wanted)
+        except RuntimeError as error:
+            raise InputError(f"--device {wanted!r} is not a device torch knows ({error})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                f"--device {wanted}: this machine has no CUDA device; use --device cpu"
+            )
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {wanted}: this machine has {torch.cuda.device_count()} CUDA devices"
+            )
+        return device
+    trained = str(run.get("device") or "cpu")
+    if trained.startswith("cuda") and torch.cuda.is_available():
+        return torch.device(trained)
+    return torch.device("cpu")
 
 
 def steps_after(log: list[dict], step: int) -> list[dict]:
@@ -192,11 +221,18 @@ def model_weights(tensors: dict[str, Tensor], model: nn.Module) -> tuple[dict, s
     return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}, prefix
 
 
-def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype):
+def rebuild(
+    run: dict,
+    tensors: dict,
+    info: dict,
+    task: Task,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+):
     """``(model, optimizer)`` of a read checkpoint: the task's model with the weights (in eval
     mode, but for the BatchNorm layers that trained on batch statistics: :func:`as_it_trained`),
     the recorded optimizer class over its groups (by parameter name) with its state, in
-    ``dtype``."""
+    ``dtype`` on ``device`` (the optimizer's state follows its parameters there)."""
     model = task.model()
     weights, prefix = model_weights(tensors, model)
     try:
@@ -207,7 +243,7 @@ def rebuild(run: dict, tensors: dict, info: dict, task: Task, dtype: torch.dtype
             f"the task's model does not match the checkpoint at step {info['step']} ({first}): "
             "the task builds another architecture than the one recorded"
         ) from None
-    model.to(dtype).eval()
+    model.to(device=device, dtype=dtype).eval()
     as_it_trained(model, run, prefix)
     kind = getattr(torch.optim, run["optimizer"], None)
     if kind is None:

@@ -34,9 +34,9 @@ from perturbative.pipeline.config import (
     SweepSettings,
     is_training_run,
     load_run_config,
-    resolve_device,
 )
 from perturbative.pipeline.recorded_run import (
+    analysis_device,
     loop_step,
     lr_never_changed,
     model_weights,
@@ -109,8 +109,9 @@ def sweep_run(
         checkpoints = [(s, p) for s, p in checkpoints if s > 0]
     trained = is_training_run(run_dir)
     config = load_run_config(run_dir, data_root) if trained else None
-    # where a run of `train` trained (CUDA when its "auto" finds one); a recorded run's on the CPU
-    device = resolve_device(config.device) if config is not None else torch.device("cpu")
+    # where the run trained when that device is here (a run of `train` records where its
+    # "auto" put it), else the CPU; or where the options say
+    device = analysis_device(run, options.device)
     model = task.model().to(device).eval()
     data = task_sweep_data(task, options, model)
 
@@ -122,7 +123,7 @@ def sweep_run(
 
     @functools.lru_cache(maxsize=1)  # the preconditioner, then the scores: rebuilt once
     def rebuilt_at(step: int, dtype: torch.dtype):
-        rebuilt, optimizer = rebuild(run, *read(paths[step]), task, dtype)
+        rebuilt, optimizer = rebuild(run, *read(paths[step]), task, dtype, device)
         return rebuilt.eval(), optimizer  # the sweep's fields: BatchNorm on running statistics
 
     def opened(step: int, at_model: nn.Module):
@@ -156,9 +157,9 @@ def sweep_run(
             rebuilt,
             task.loss_fn,
             training,
-            data.ranking_data(),
-            Observable.mean_loss(task.loss_fn, data.test_data()),
-            [as_dtype(task.batch(list(b)), dtype) for b in batches],
+            as_dtype(data.ranking_data(), dtype, device),
+            Observable.mean_loss(task.loss_fn, as_dtype(data.test_data(), dtype, device)),
+            [as_dtype(task.batch(list(b)), dtype, device) for b in batches],
         ).scores
 
     optimizer_aware = window >= 2 and modelled and data.ranking_data() is not None

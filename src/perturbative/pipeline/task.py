@@ -133,19 +133,25 @@ class Task:
                 "or Task(observable=...)"
             )
         count = min(self.heldout_examples, len(self.heldout))
-        dtype = next(model.parameters()).dtype
+        first = next(model.parameters())
         return Observable.mean_loss(
             self.loss_fn,
-            as_dtype(_as_data(self.batch(range(count), "heldout")), dtype),
+            as_dtype(_as_data(self.batch(range(count), "heldout")), first.dtype, first.device),
             f"mean loss of {count} held-out examples",
         )
 
 
-def as_dtype(batch: Any, dtype: torch.dtype) -> Any:
-    """A collated batch with its floating tensors cast to ``dtype`` (the model's)."""
+def as_dtype(batch: Any, dtype: torch.dtype, device: torch.device | str | None = None) -> Any:
+    """A collated batch (a tuple or a keyword mapping, either holding the other) with its
+    floating tensors cast to ``dtype`` (the model's), and every tensor moved to ``device``
+    where one is given."""
 
     def cast(t: Any) -> Any:
-        return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+        if isinstance(t, Mapping | tuple):
+            return as_dtype(t, dtype, device)
+        if not isinstance(t, Tensor):
+            return t
+        return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
     if isinstance(batch, Mapping):
         return {k: cast(v) for k, v in batch.items()}
