@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -36,6 +37,24 @@ def test_language_model():
     )
     out = run_example("language_model.py")
     assert "relative error" in out and "most order-sensitive training sequence" in out
+
+
+def test_gpt2_small_records_a_124m_parameter_run_that_the_checks_can_open(tmp_path):
+    pytest.importorskip(
+        "transformers", reason="transformers is not installed (pip install -e '.[hf]')"
+    )
+    run = tmp_path / "gpt2"
+    flags = ["--steps", "2", "--warmup", "1", "--save-every", "2"]
+    out = run_example("gpt2_small.py", "--run-dir", str(run), *flags)
+    assert "GPT-2 small: 124,439,808 parameters" in out and "step 2: loss" in out
+    from perturbative.pipeline.recorded_run import open_recorded_checkpoint, read_run, run_task
+
+    run_json = read_run(run)
+    assert run_json["max_grad_norm"] == 1.0 and run_json["optimizer"] == "AdamW"
+    at = open_recorded_checkpoint(run, 2, run_task(run), torch.float32)
+    assert at.optimizer.state and next(at.model.parameters()).dtype == torch.float32
+    # tied embeddings: the output layer is the token embedding
+    assert at.model.lm_head.weight is at.model.transformer.wte.weight
 
 
 @pytest.mark.slow
