@@ -41,14 +41,20 @@ def steps(device: str, quick: bool, run_dir: Path) -> dict[str, list[str]]:
     check += ["--batch-pairs", "0", "--exchanges", "0", "--horizons", "0", "--lr-scales", "1"]
     train = ["--steps", "12", "--warmup", "2", "--save-every", "4"] if quick else []
     pool = ["--pool", "4"] if quick else ["--pool", "64"]
+    # a quick try keeps its numbers beside its run, not over the measured ones
+    out = (lambda name: ["--out", str(run_dir.parent / name)]) if quick else (lambda name: [])
     return {
-        "bracket_matrix": [*python, "benchmarks/bracket_matrix.py", "--device", device],
+        "bracket_matrix": [
+            *python, "benchmarks/bracket_matrix.py", "--device", device,
+            *(["--json", str(run_dir.parent / "bracket_matrix_quick.json")] if quick else []),
+        ],
         "score_costs reference": [
             *python, "benchmarks/score_costs.py", "--device", device, "--naive", *pool,
+            *out("score_costs_quick.json"),
         ],
         "score_costs gpt2-small": [
             *python, "benchmarks/score_costs.py", "--model", "gpt2-small", "--device", device,
-            "--naive", "--pool", "4" if quick else "16",
+            "--naive", "--pool", "4" if quick else "16", *out("score_costs_gpt2_quick.json"),
         ],
         "gpt2_small record": [
             *python, "examples/gpt2_small.py", "--run-dir", str(run_dir), "--device", device,
@@ -73,9 +79,10 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device here: run with --device cpu --quick to try the script")
         print(f"device: {torch.cuda.get_device_name()}")
-    run_dir = Path(args.run_dir)
+    run_dir = Path(args.run_dir).resolve()
     if run_dir.exists():
         sys.exit(f"{run_dir} exists: remove it or pass --run-dir")
+    results = run_dir.parent / "gpu_quick.json" if args.quick else RESULTS
     out = {}
     for name, command in steps(args.device, args.quick, run_dir).items():
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
@@ -89,8 +96,9 @@ def main(argv=None) -> int:
             print(f"  failed ({done.returncode}): {done.stderr[-2000:]}")
         print(f"  {seconds:.1f} s", flush=True)
         out[name] = {"seconds": seconds, "returncode": done.returncode, "printed": lines}
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"numbers: {RESULTS}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"numbers: {results}")
     return 0 if all(step["returncode"] == 0 for step in out.values()) else 1
 
 

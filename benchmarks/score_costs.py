@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", default="", help="comma-separated pool sizes, e.g. 128,2048")
     parser.add_argument("--naive", action="store_true", help="also time engine='per_example'")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="where the numbers go (default: by model)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
         out["memory"].append(measured)
     suffix = "" if args.model == "reference" else f"_{args.model}"
     suffix += "" if args.device == "cpu" else "_" + args.device.split(":")[0]
-    path = RESULTS / f"score_costs{suffix}.json"
+    path = Path(args.out) if args.out else RESULTS / f"score_costs{suffix}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"numbers: {path}")
     return 0
