@@ -18,6 +18,17 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def process_peak_gib() -> float | None:
+    """The process's peak resident memory since it started, in GiB (None where the OS does not
+    say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
 class PeakMemory:
     """Measures the peak memory from its creation (or :meth:`reset`) to :meth:`gib`.
 
@@ -49,12 +60,7 @@ class PeakMemory:
             found = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
             if found:
                 return int(found.group(1)) / 2**20
-        try:
-            import resource
-        except ImportError:  # Windows
-            return None
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
-        return peak / (2**30 if sys.platform == "darwin" else 2**20)
+        return process_peak_gib()
 
     def describe(self) -> str:
         """``"peak memory 3.41 GiB (resident)"``, for a check's printed summary."""

@@ -17,6 +17,8 @@ reader never sees half a checkpoint.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -147,6 +149,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "config": TrainConfig.from_dict(info["config"]),
         **unpack_training_state(tensors, info),
     }
+
+
+def copied_in(model, step, dtype: torch.dtype):
+    """``(model, step)``: copies of a model and its :class:`~perturbative.TrainingStep` (the
+    optimizer with its state) in ``dtype``, e.g. the float64 twin a float32 check measures its
+    rounding floor against."""
+    model, optimizer = copy.deepcopy((model, step.optimizer))
+    model.to(dtype)
+    cast_optimizer_state(optimizer, dtype)
+    return model, dataclasses.replace(step, optimizer=optimizer)
 
 
 def cast_optimizer_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:

@@ -50,7 +50,6 @@ A check that stops continues where it stopped when run again (:class:`PartialChe
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import os
@@ -84,7 +83,7 @@ from perturbative.brackets import (
     predict_swap,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import cast_optimizer_state, list_checkpoints
+from perturbative.pipeline.checkpoints import copied_in, list_checkpoints
 from perturbative.pipeline.config import OrderCheckOptions, examples_in_batch
 from perturbative.pipeline.order_records import (
     CheckpointRecord,
@@ -201,7 +200,7 @@ def order_check(
         )
         for step in tqdm(steps, desc="order-check", unit="ckpt", disable=not progress):
             started, peak = time.perf_counter(), PeakMemory(device)
-            at = restore(run_dir, step, task, log, heldout, options, batch_size)
+            at = restore(run_dir, step, task, log, heldout, options, batch_size, device)
             entry = CheckpointRecord(step, [])
             floor = None  # measured at the run's lr; smaller scales reuse its h = 0 value
             for scale in sorted(options.lr_scales, key=lambda s: s != 1.0):
@@ -415,12 +414,13 @@ def _weighted(loss_fn: LossFn, targets: int, outputs: Any, *columns: Tensor) -> 
     return loss_fn(outputs, *columns[:targets]) * columns[targets].reshape(())
 
 
-def restore(run_dir, step, task, log, heldout, options, batch_size) -> Checkpoint:
-    """The checkpoint rebuilt in the working precision (BatchNorm in eval mode on running
-    statistics recomputed at its weights), the loop's step, the observable on ``heldout``, and
-    the run's next batches (as many as the largest horizon)."""
+def restore(run_dir, step, task, log, heldout, options, batch_size, device=None) -> Checkpoint:
+    """The checkpoint rebuilt in the working precision on ``device`` (BatchNorm in eval mode on
+    running statistics recomputed at its weights), the loop's step, the observable on
+    ``heldout``, and the run's next batches (as many as the largest horizon). ``device``:
+    :func:`analysis_device`'s choice, read from the run when not given."""
     dtype = DTYPES[options.dtype]
-    device = analysis_device(read_run(run_dir), options.device)
+    device = device or analysis_device(read_run(run_dir), options.device)
     at = open_recorded_checkpoint(run_dir, step, task, dtype, log, device=device)
     batchnorm = checks.train_mode_batchnorm(at.model)  # as the run trained
     model = at.model.eval()
@@ -701,14 +701,12 @@ def rounding_floor(at: Checkpoint, kind: str, chosen: Sequence[tuple], horizons)
     at.mode_for(kind)
     # float32 against the working precision: float64, or float32 itself against float64
     other = torch.float32 if next(at.model.parameters()).dtype == torch.float64 else torch.float64
-    model, optimizer = copy.deepcopy((at.model, at.optimizer))
-    model.to(other)
-    cast_optimizer_state(optimizer, other)
+    model, loop = copied_in(at.model, at.loop, other)
     twin = dataclasses.replace(
         at,
         model=model,
-        optimizer=optimizer,
-        loop=dataclasses.replace(at.loop, optimizer=optimizer),
+        optimizer=loop.optimizer,
+        loop=loop,
         observable=at.observable.to(other),
         continuation=[cast_batch(b, other) for b in at.continuation],
     )
@@ -718,7 +716,7 @@ def rounding_floor(at: Checkpoint, kind: str, chosen: Sequence[tuple], horizons)
         x2, y2 = cast_batch(x, other), cast_batch(y, other)
         other_real = real_differences(twin, (x2, y2), (y2, x2), horizons, 1.0, loss)
         gaps.append([abs(a - b) for a, b in zip(other_real, real, strict=True)])
-    del twin, model, optimizer
+    del twin, model, loop
     x, y, real = chosen[0]
     again = real_differences(at, (x, y), (y, x), horizons, 1.0, loss)
     at.mode_for("example")

@@ -30,8 +30,6 @@ again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the orde
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import itertools
 import json
 import random
@@ -58,7 +56,7 @@ from perturbative.brackets import (
     predict_phase_orders,
     values_along_steps,
 )
-from perturbative.pipeline.checkpoints import cast_optimizer_state, list_checkpoints
+from perturbative.pipeline.checkpoints import copied_in, list_checkpoints
 from perturbative.pipeline.order_check import (
     choose_checkpoints,
     run_batch_size,
@@ -358,10 +356,7 @@ def _phase(
 def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -> list[float]:
     """The observables after the first two phases trained in order on float64 copies of the
     model and its optimizer."""
-    model, optimizer = copy.deepcopy((at.model, at.training.optimizer))
-    model.to(torch.float64)
-    cast_optimizer_state(optimizer, torch.float64)
-    training = dataclasses.replace(at.training, optimizer=optimizer)
+    model, training = copied_in(at.model, at.training, torch.float64)
     batches = [as_dtype(b, torch.float64) for p in phases[:2] for b in p]
     exact = [o.to(torch.float64) for o in observables]
     measured = values_along_steps(

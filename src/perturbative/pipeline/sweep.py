@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from perturbative._core.distributed import (
 )
 from perturbative._core.errors import InputError
 from perturbative._core.io import folder_lock, tensors_sha256
+from perturbative._core.memory import process_peak_gib
 from perturbative.brackets import (
     bracket_terms,
     cancellation_ratio,
@@ -425,7 +425,8 @@ def bracket_sweep(
             measured["step_lr"][step] = lr
             write_step(out_dir, step, results)
             measured["seconds"][step] = round(time.perf_counter() - started, 3)
-            measured["peak_memory_gib"][step] = _peak_memory_gib()
+            peak = process_peak_gib()
+            measured["peak_memory_gib"][step] = None if peak is None else round(peak, 3)
             done.append(step)
             if world == 1:
                 write_meta(
@@ -527,16 +528,6 @@ def _steps_already_done(
         key: {s: values[str(s)] for s in kept if values.get(str(s)) is not None}
         for key, values in measured.items()
     }
-
-
-def _peak_memory_gib() -> float | None:
-    """The process's peak resident memory so far, in GiB (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
-    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
 
 
 def report_targets(targets: Tensor, width: int) -> Tensor:
