@@ -180,6 +180,48 @@ def test_the_batched_products_equal_every_examples_gradient_dotted(monkeypatch):
         optimizer_order_scores(model, loss_fn, step, examples, observable, window, engine="fast")
 
 
+class Attending(nn.Module):
+    """One causal self-attention layer through ``F.scaled_dot_product_attention`` (whose CPU
+    flash kernel has no forward-mode derivative), then a linear read-out."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(3, 12), nn.Linear(4, 1)
+
+    def forward(self, x):  # x: (n, tokens, 3)
+        q, k, v = self.qkv(x).view(*x.shape[:2], 3, 1, 4).unbind(2)
+        heads = (t.transpose(1, 2) for t in (q, k, v))
+        mixed = F.scaled_dot_product_attention(*heads, is_causal=True)
+        return self.out(mixed.transpose(1, 2).flatten(2)).mean(1)
+
+
+def test_attention_keeps_the_forward_mode_products(monkeypatch):
+    """Through ``scaled_dot_product_attention`` the products stay forward-mode directional
+    derivatives (attention on its math kernel): reverse mode is called once, to check the first
+    chunk, and the scores equal every example's gradient dotted."""
+    torch.manual_seed(0)
+    model = Attending().to(DTYPE)
+    x = torch.randn(40, 5, 3, dtype=DTYPE)
+    y = (x[:, :1, 0] > 0).to(DTYPE)
+    step = pt.TrainingStep(torch.optim.Adam(model.parameters(), lr=1e-2))
+    window = [(x[8 * t : 8 * t + 8], y[8 * t : 8 * t + 8]) for t in range(2)]
+    examples = (x[16:28], y[16:28])
+    observable = pt.Observable.mean_loss(loss_fn, (x[28:], y[28:]))
+    from perturbative.brackets import _scores
+
+    calls = []
+    reverse = _scores._reverse_dots
+    monkeypatch.setattr(_scores, "_reverse_dots", lambda *a: calls.append(1) or reverse(*a))
+    fast = optimizer_order_scores(model, loss_fn, step, examples, observable, window, chunk_size=4)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    slow = optimizer_order_scores(
+        model, loss_fn, step, examples, observable, window, engine="per_example"
+    )
+    for name in ("scores", "state_part", "sgd"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-10, atol=1e-16)
+
+
 def test_a_window_of_one_batch_is_refused():
     model, optimizer, window, examples, observable = setting(torch.optim.Adam, lr=1e-2)
     with pytest.raises(ValueError, match="at least 2 minibatches"):

@@ -507,14 +507,18 @@ def _forward_dots(
     losses: Callable[[Params], Tensor], at: Params, vectors: list[Params]
 ) -> list[Tensor] | None:
     """``[v . g_x(at) for v in vectors]`` as forward-mode directional derivatives of the
-    examples' losses (one forward pass with a tangent per vector); None where the losses cannot
-    be split by example or an op has no forward-mode derivative."""
+    examples' losses (one forward pass with a tangent per vector, attention on its math kernel);
+    None where the losses cannot be split by example or an op has no forward-mode derivative."""
     params = {k: v.detach() for k, v in at.items()}
     out = []
     try:
-        for vector in vectors:
-            _, along = jvp(losses, (params,), ({k: vector[k].to(params[k]) for k in params},))
-            out.append(along.detach().to(torch.float64))
+        # attention's math kernel: the CPU flash kernel has no forward-mode derivative, and
+        # reverse mode instead costs 1.5 times as much on GPT-2 small (docs/results/speed.md)
+        with differentiable_kernels():
+            for vector in vectors:
+                tangent = {k: vector[k].to(params[k]) for k in params}
+                _, along = jvp(losses, (params,), (tangent,))
+                out.append(along.detach().to(torch.float64))
     except Exception as error:  # no forward-mode derivative, or a loss that cannot be split
         if isinstance(error, ValueError) or forward_ad_failure(error) is not None:
             return None
