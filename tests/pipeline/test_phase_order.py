@@ -50,6 +50,8 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
         assert set(record.predicted) >= {*VALUE_METHODS} - {"expansion"} | {"coin"}
         assert ("expansion" in record.predicted) == (record.k == 1)
         assert record.seconds["real"] > 0 and record.cost["composition"]["backward_passes"] == 3
+        # the anchor (a phase of the three sources' mixture) once, each source before and after
+        assert record.cost["anchored"]["gradients"] == (3 * 3 + 1) * record.k
     (triple,) = records[0].triples
     assert len(triple.orders) == 6 and len(triple.real[targets[0]]) == 6
     # at k = 1 the expansion predicts O after each order; the others rank by preferences

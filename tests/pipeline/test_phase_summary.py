@@ -57,6 +57,7 @@ def test_signs_above_the_floor_ranking_and_best_of_three():
     lines = summary_lines(summary)
     assert lines[0] == f"{T}:" and "2 above the rounding floor" in lines[1]
     assert "best of 3! 0.00 of 1 (gap 0.88)" in lines[2] and lines[2].endswith(", 1 s")
+    assert lines[3] == "    most right here at k=1: composition (signs 0.500, tau +0.33)"
 
 
 def test_a_method_timed_with_another_and_pairs_without_a_measure():
@@ -72,3 +73,12 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
     below = summarize([record({(0, 1): 1e-9, (0, 2): 1e-9, (1, 2): 1e-9}, {(0, 1): 1.0}, 1e-6)])
     assert math.isnan(below.rows[T][1].methods["composition"].sign_accuracy_above_floor)
     assert "signs n/a" in summary_lines(below)[2]
+    assert not any("most right" in line for line in summary_lines(below))
+    # the most signs right wins, then the larger tau; the coin is never named
+    both = record({(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3}, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): -9})
+    both.predicted["coin"] = both.predicted["last-phase"] = antisymmetric(
+        {(0, 1): 1.0, (0, 2): 1.0, (1, 2): 1.0}
+    )
+    both.predicted["coin"] = {T: both.predicted["coin"]}
+    both.predicted["last-phase"] = {T: both.predicted["last-phase"]}
+    assert summary_lines(summarize([both]))[-1].startswith("    most right here at k=1: last-phase")

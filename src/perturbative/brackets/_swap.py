@@ -171,6 +171,31 @@ def steps_on_copies(
     and after each step (lazily, so a caller that stops early takes no further steps).
     ``extra[i]``, where given, is ``(data, weight)``: step ``i``'s loss adds ``weight`` times the
     mean loss of ``data``."""
+    for model_copy, _, params in _trained_copies(
+        model, loss_fn, step, batches, gradients, batch_context, extra
+    ):
+        yield model_copy, params
+
+
+def trained_copy(
+    model: nn.Module,
+    loss_fn: LossFn,
+    step: TrainingStep | torch.optim.Optimizer,
+    batches: Sequence[tuple[Tensor, ...]],
+    then: int,
+) -> tuple[nn.Module, TrainingStep]:
+    """Copies of ``model`` and the step's optimizer trained on ``batches`` (as
+    :func:`steps_on_copies`), and the step that goes on from there: that optimizer copy, the
+    loop's clipping, and the schedule's next ``then`` rates (positions ``len(batches)`` on).
+    Phases that share a first phase branch from one copy instead of each training it again."""
+    step = as_training_step(step)
+    *_, (model_copy, optimizer_copy, _) = _trained_copies(model, loss_fn, step, batches)
+    rates = tuple(step.rates_at(len(batches) + i) for i in range(then))
+    return model_copy, TrainingStep(optimizer_copy, step.max_grad_norm, rates=rates)
+
+
+def _trained_copies(model, loss_fn, step, batches, gradients=None, batch_context=None, extra=None):
+    """:func:`steps_on_copies`, yielding the optimizer copy too."""
     step = as_training_step(step)
     step.check_current()
     names = trained_names(model, step)
@@ -182,7 +207,7 @@ def steps_on_copies(
     loss = calls.batch_loss(
         model_copy, loss_fn, calls.fixed_state(model_copy, params), batch_context
     )
-    yield model_copy, params
+    yield model_copy, optimizer_copy, params
     for i, batch in enumerate(batches):
         optimizer_copy.zero_grad(set_to_none=True)
         if gradients is None:
@@ -197,7 +222,7 @@ def steps_on_copies(
         step.clip(params.values())
         step.write_rates(optimizer_copy, i)
         optimizer_copy.step()
-        yield model_copy, params
+        yield model_copy, optimizer_copy, params
 
 
 def parameters_after_steps(

@@ -14,7 +14,10 @@ batch meeting BatchNorm with its own statistics as the run trained), for each ``
    rounding floor is measured by training one order again with each batch's rows reversed (in
    float32: that order again in float64);
 3. predict the same matrix with every method (:func:`perturbative.brackets.phase_tournament`'s
-   composition and last-phase, :func:`perturbative.brackets.bracket_tournament` at the
+   composition and last-phase, :func:`perturbative.brackets.anchored_tournaments` from each
+   source trained before and after a phase of the sources' mixture (its ``2N + 1`` phases are
+   real training, none of them a pair of the tournament),
+   :func:`perturbative.brackets.bracket_tournament` at the
    checkpoint and at a reference point, the expansion of
    :func:`perturbative.brackets.predict_phase_order` for small ``k``) and the heuristic
    baselines (larger gradient first, larger loss first, a coin), timing each;
@@ -50,6 +53,7 @@ from perturbative._core.memory import PeakMemory
 from perturbative.brackets import (
     Observable,
     TrainingStep,
+    anchored_tournaments,
     bracket_tournaments,
     phase_tournaments,
     predict_phase_order,
@@ -213,12 +217,18 @@ def phase_check(
                 ]
                 if len(chosen) < 3:
                     triples = []
+                # the anchored method's anchor: a phase of the chosen sources' mixture, drawn
+                # after the rest so that the sources' phases and triples stay as they were
+                mixture = sorted({i for n in chosen for i in run.task.sources[n]})
+                anchor = _phase(run.task, mixture, k, run.batch_size, rng, at.model)
 
                 def saved(key, compute, step=step, k=k):
                     return unfinished.get((step, k, *key), compute)
 
                 expand = k <= options.expansion_up_to
-                record = _tournament(at, run, targets, chosen, phases, triples, k, expand, saved)
+                record = _tournament(
+                    at, run, targets, chosen, (phases, anchor), triples, k, expand, saved
+                )
                 records.append(record)
                 _write(out, run, options, records, targets)
             costs[str(step)] = {
@@ -365,8 +375,10 @@ def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -
     return measured[0]
 
 
-def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> TournamentRecord:
-    """Train every pair both ways and every triple's orders, and predict them all."""
+def _tournament(at, run, targets, chosen, drawn, triples, k, expand, saved) -> TournamentRecord:
+    """Train every pair both ways and every triple's orders, and predict them all (``drawn``:
+    the sources' phases and the anchored method's anchor)."""
+    phases, anchor = drawn
     n = len(chosen)
     names = list(targets)
     args = (at.model, run.task.loss_fn, at.training)
@@ -405,7 +417,7 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
 
     floors = saved(("floor",), floor)
     predicted, cost, seconds_of = saved(
-        ("predicted",), lambda: _predictions(at, run, targets, phases, k, expand)
+        ("predicted",), lambda: _predictions(at, run, targets, phases, anchor, k, expand)
     )
     seconds.update(seconds_of)
     orders = [list(o) for o in itertools.permutations(range(3))]
@@ -448,7 +460,7 @@ def _tournament(at, run, targets, chosen, phases, triples, k, expand, saved) -> 
     )
 
 
-def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]:
+def _predictions(at, run, targets, phases, anchor, k, expand) -> tuple[dict, dict, dict]:
     """Every method's predicted tournament for every target, the cost each reports, and the
     seconds each took."""
     model, loss_fn = at.model, run.task.loss_fn
@@ -462,6 +474,11 @@ def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]
     for method, got in tournaments.items():
         predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
         cost[method] = got[names[0]].cost
+    clock = time.perf_counter()
+    got = anchored_tournaments(model, loss_fn, at.training, phases, targets, anchor)
+    seconds["anchored"] = time.perf_counter() - clock
+    predicted["anchored"] = {t: g.preference.tolist() for t, g in got.items()}
+    cost["anchored"] = got[names[0]].cost
     theta = {m: p.detach() for m, p in model.named_parameters() if p.requires_grad}
     drift = tournaments["composition"][names[0]].drift
     reference = {m: v + drift[m] for m, v in theta.items()}

@@ -21,7 +21,14 @@ from perturbative.pipeline.phase_records import (
 )
 
 #: Methods that predict the value of ``O(A then B) - O(B then A)``; the rest only its sign.
-VALUE_METHODS = ("composition", "expansion", "last-phase", "sgd-bracket", "reference-bracket")
+VALUE_METHODS = (
+    "anchored",
+    "composition",
+    "expansion",
+    "last-phase",
+    "sgd-bracket",
+    "reference-bracket",
+)
 
 
 def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
@@ -147,7 +154,25 @@ def summary_lines(summary: PhaseSummary) -> list[str]:
                 if m.seconds is not None:
                     text += f", {m.seconds:.0f} s"
                 lines.append(text)
+            trusted = most_right(row.methods)
+            if trusted is not None:
+                m = row.methods[trusted]
+                lines.append(
+                    f"    most right here at k={k}: {trusted} (signs "
+                    f"{m.sign_accuracy_above_floor:.3f}, tau {_f(m.kendall_tau, '+.2f')})"
+                )
     return lines
+
+
+def most_right(methods: dict[str, MethodSummary]) -> str | None:
+    """The method with the most signs right above the floor (then the larger tau), the coin
+    aside; None where no pair is above the floor."""
+    ranked = [
+        (m.sign_accuracy_above_floor, -math.inf if math.isnan(m.kendall_tau) else m.kendall_tau, n)
+        for n, m in methods.items()
+        if n != "coin" and not math.isnan(m.sign_accuracy_above_floor)
+    ]
+    return max(ranked)[2] if ranked else None
 
 
 def _total(values: list[float | None]) -> float | None:

@@ -1,0 +1,73 @@
+"""How much of a phase check's real tournaments a difference of per-source potentials explains.
+
+    python benchmarks/phase_potentials.py runs/own_loop/phase_check [more checks...]
+
+For each target and ``k`` of a finished ``perturbative phase-check``, fits ``R[i, j] ~ s_i -
+s_j`` to every real tournament by least squares (all its pairs, so this is a ceiling, not a
+prediction) and prints, pooled over the check's checkpoints: the share of the real differences'
+squares it explains (R^2), the sign accuracy of the fit (what any method that predicts a
+potential, such as the anchored method or the last-phase baseline, can reach at best), and the
+anchored method's and the last-phase baseline's sign accuracy and Kendall's tau from the check's
+own summary, beside the best method's. Reads only the check's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from perturbative.pipeline.phase_summary import most_right
+from perturbative.pipeline.results import read_phase_check_file
+
+
+def potential_fit(real: np.ndarray) -> np.ndarray:
+    """The least-squares ``s_i - s_j`` of an antisymmetric matrix over all its pairs: with
+    every pair present it is ``s = `` the row means."""
+    s = real.mean(1)
+    return s[:, None] - s[None, :]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checks", nargs="+", help="phase-check folders (or their JSON files)")
+    args = parser.parse_args(argv)
+    for folder in args.checks:
+        check = read_phase_check_file(Path(folder))
+        print(f"{check.run}:")
+        for target in check.targets:
+            for k, row in check.summary.rows[target].items():
+                chosen = [r for r in check.tournaments if r.k == k]
+                explained, right, pairs = 0.0, 0, 0
+                total = 0.0
+                for r in chosen:
+                    real = np.asarray(r.real[target])
+                    upper = np.triu_indices(len(real), 1)
+                    fit = potential_fit(real)
+                    explained += float(((real - fit)[upper] ** 2).sum())
+                    total += float((real[upper] ** 2).sum())
+                    above = np.abs(real[upper]) > r.floor[target]
+                    right += int((np.sign(fit[upper]) == np.sign(real[upper]))[above].sum())
+                    pairs += int(above.sum())
+                methods = row.methods
+                text = (
+                    f"  {target}, k={k}: {row.pairs} pairs; a potential explains "
+                    f"R^2 {1 - explained / total:.2f}, its signs {right / max(pairs, 1):.2f}"
+                )
+                for name in ("anchored", "last-phase"):
+                    if name in methods:
+                        m = methods[name]
+                        text += (
+                            f"; {name} {m.sign_accuracy_above_floor:.2f} "
+                            f"(tau {m.kendall_tau:+.2f})"
+                        )
+                best = most_right(methods)
+                if best is not None:
+                    text += f"; most right: {best} {methods[best].sign_accuracy_above_floor:.2f}"
+                print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
