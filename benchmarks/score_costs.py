@@ -6,7 +6,7 @@ Adam lr 5e-3 betas (0.8, 0.999), batches of 32, float32) or on GPT-2 small
 
     python benchmarks/score_costs.py                    # the reference model, pools of 64, 256
     python benchmarks/score_costs.py --pool 128 --memory 128,2048
-    python benchmarks/score_costs.py --model gpt2-small --pool 8
+    python benchmarks/score_costs.py --model gpt2-small --pool 8 --repeats 2
     python benchmarks/score_costs.py --device cuda --naive   # and the per-example engine
 
 The model takes a few optimizer steps on random data first (the optimizer then has a state; the
@@ -14,8 +14,11 @@ cost does not depend on the data). A training step is timed in train mode as the
 (forward, backward, the optimizer's update on one batch). The optimizer-aware scores
 (`optimizer_order_scores`, a window of 4 batches, 2 on GPT-2 small, BatchNorm in eval mode as the
 sweep ranks) and the plain `order_scores` are each timed on a pool and on four times it: the
-difference is their marginal cost per example. The plain scores' first pass (the pool's summed
-gradient and HVP) is also timed alone: the rest is each example's nested directional derivative.
+difference is their marginal cost per example (``--repeats``: each timed that often, the fastest
+counts; on GPT-2 small the fixed part, the window's unrolled steps, took 48 s and 70 s in two runs
+at 18 GiB resident). The plain scores' first pass (the pool's summed
+gradient and HVP) is also timed alone, and the pool's gradient without the HVP: the rest is each
+example's nested directional derivative.
 `--naive` also times the optimizer-aware scores with per-example gradients stored
 (`engine="per_example"`), the reference they are checked against. `--memory` scores pools of those
 sizes (optimizer-aware scores, each in a fresh process) and prints the peak memory of each. Writes
@@ -155,6 +158,9 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", default="", help="comma-separated pool sizes, e.g. 128,2048")
     parser.add_argument("--naive", action="store_true", help="also time engine='per_example'")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="time each pool this often; the fastest counts"
+    )
     parser.add_argument("--out", default=None, help="where the numbers go (default: by model)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -167,12 +173,15 @@ def main(argv=None) -> int:
 
     s = build(args.model, args.device)
     s.train_step(s.batch(s.batch_size))  # warm
-    synchronize(args.device)
-    started = time.perf_counter()
-    for b in s.window:
-        s.train_step(b)
-    synchronize(args.device)
-    train = (time.perf_counter() - started) / (s.batch_size * len(s.window))
+    passes = []
+    for _ in range(args.repeats):  # the fastest pass over the window counts, as for the scores
+        synchronize(args.device)
+        started = time.perf_counter()
+        for b in s.window:
+            s.train_step(b)
+        synchronize(args.device)
+        passes.append(time.perf_counter() - started)
+    train = min(passes) / (s.batch_size * len(s.window))
     s = build(args.model, args.device)  # the state before those steps
     s.model.eval()
     observable = pt.Observable.mean_loss(s.loss_fn, s.heldout)
@@ -192,8 +201,17 @@ def main(argv=None) -> int:
 
         _pool_sums(s.model, s.loss_fn, params, pool, u, "forward", 64)
 
+    def pool_gradient(pool):  # what the pool sums cost without their HVP: the gradient alone
+        from perturbative._core import calls
+
+        loss = calls.batch_loss(s.model, s.loss_fn, calls.fixed_state(s.model, params))
+        for start in range(0, calls.num_examples(pool), 64):
+            chunk = calls.take_all(pool, slice(start, start + 64))
+            torch.autograd.grad(loss(params, *chunk), list(params.values()))
+
     scorers = [("optimizer_order_scores", optimizer_aware), ("order_scores", plain)]
     scorers.append(("order_scores: its pool sums alone", pool_sums))
+    scorers.append(("the pool's gradient alone (no HVP)", pool_gradient))
     if args.naive:
 
         def naive(pool):
@@ -206,17 +224,21 @@ def main(argv=None) -> int:
     )
     print(f"a training step: {1000 * train:.1f} ms per example")
     out = {"training_step_seconds_per_example": train, "pool": args.pool, "model": args.model}
+    out["repeats"] = args.repeats
     out["device"] = args.device
     for name, score in scorers:
         score(s.batch(min(8, args.pool)))  # first calls set up kernels and caches: not timed
         seconds = []
         peak = PeakMemory(args.device)
         for pool in pools:
-            synchronize(args.device)
-            started = time.perf_counter()
-            score(pool)
-            synchronize(args.device)
-            seconds.append(time.perf_counter() - started)
+            times = []
+            for _ in range(args.repeats):
+                synchronize(args.device)
+                started = time.perf_counter()
+                score(pool)
+                synchronize(args.device)
+                times.append(time.perf_counter() - started)
+            seconds.append(min(times))
         marginal = (seconds[1] - seconds[0]) / (3 * args.pool)
         print(
             f"{name}: {seconds[0]:.1f} s and {seconds[1]:.1f} s; marginal "

@@ -2,6 +2,7 @@
 ``optimizer_order_scores`` (an example trained in the first rather than the last of a window of
 minibatches, with the run's optimizer) against really training both."""
 
+import importlib
 import warnings
 
 import pytest
@@ -207,11 +208,9 @@ def test_attention_keeps_the_forward_mode_products(monkeypatch):
     window = [(x[8 * t : 8 * t + 8], y[8 * t : 8 * t + 8]) for t in range(2)]
     examples = (x[16:28], y[16:28])
     observable = pt.Observable.mean_loss(loss_fn, (x[28:], y[28:]))
-    from perturbative.brackets import _scores
-
-    calls = []
-    reverse = _scores._reverse_dots
-    monkeypatch.setattr(_scores, "_reverse_dots", lambda *a: calls.append(1) or reverse(*a))
+    where = "perturbative.brackets._scores._reverse_dots"
+    calls, reverse = [], importlib.import_module("perturbative.brackets._scores")._reverse_dots
+    monkeypatch.setattr(where, lambda *a: calls.append(1) or reverse(*a))
     fast = optimizer_order_scores(model, loss_fn, step, examples, observable, window, chunk_size=4)
     assert len(calls) == 1
     monkeypatch.undo()
