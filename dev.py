@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(BIN / "perturbative"), "demo", *rest]).returncode
     ensure_browser()
     for check in (["format", "--check"], ["check"]):
-        code = subprocess.run([str(BIN / "ruff"), *check, "src", "tests", "benchmarks", "examples"], cwd=ROOT).returncode
+        folders = ["src", "tests", "benchmarks", "examples"]
+        code = subprocess.run([str(BIN / "ruff"), *check, *folders], cwd=ROOT).returncode
         if code:
             print("ruff failed: run .venv/bin/ruff format . && .venv/bin/ruff check --fix .")
             return code

@@ -6,9 +6,10 @@ For each target and ``k`` of a finished ``perturbative phase-check``, fits ``R[i
 s_j`` to every real tournament by least squares (all its pairs, so this is a ceiling, not a
 prediction) and prints, pooled over the check's checkpoints: the share of the real differences'
 squares it explains (R^2), the sign accuracy of the fit (what any method that predicts a
-potential, such as the anchored method or the last-phase baseline, can reach at best), and the
-anchored method's and the last-phase baseline's sign accuracy and Kendall's tau from the check's
-own summary, beside the best method's. Reads only the check's JSON.
+potential, such as the anchored method or the last-phase baseline, can reach at best), what
+an anchor that is one of the sources would have given (each in turn, read from the real
+pairs), and the anchored method's and the last-phase baseline's sign accuracy and Kendall's
+tau from the check's own summary, beside the best method's. Reads only the check's JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ def potential_fit(real: np.ndarray) -> np.ndarray:
     return s[:, None] - s[None, :]
 
 
+def source_anchors(real: np.ndarray) -> list[float]:
+    """Each source in turn as the anchor, read from the real tournament's own pairs: the sign
+    accuracy of ``R[i, a] - R[j, a]`` over the pairs without ``a`` (what the anchored method
+    would get with that source's phase as its anchor)."""
+    n, out = len(real), []
+    for a in range(n):
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if a not in (i, j)]
+        if pairs:
+            hits = [np.sign(real[i, a] - real[j, a]) == np.sign(real[i, j]) for i, j in pairs]
+            out.append(float(np.mean(hits)))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checks", nargs="+", help="phase-check folders (or their JSON files)")
@@ -40,8 +54,9 @@ def main(argv=None) -> int:
             for k, row in check.summary.rows[target].items():
                 chosen = [r for r in check.tournaments if r.k == k]
                 explained, right, pairs = 0.0, 0, 0
-                total = 0.0
+                total, one_source = 0.0, []
                 for r in chosen:
+                    one_source += source_anchors(np.asarray(r.real[target]))
                     real = np.asarray(r.real[target])
                     upper = np.triu_indices(len(real), 1)
                     fit = potential_fit(real)
@@ -53,14 +68,15 @@ def main(argv=None) -> int:
                 methods = row.methods
                 text = (
                     f"  {target}, k={k}: {row.pairs} pairs; a potential explains "
-                    f"R^2 {1 - explained / total:.2f}, its signs {right / max(pairs, 1):.2f}"
+                    f"R^2 {1 - explained / total:.2f}, its signs {right / max(pairs, 1):.2f}; "
+                    f"one source as the anchor {np.mean(one_source):.2f} (worst "
+                    f"{np.min(one_source):.2f})"
                 )
                 for name in ("anchored", "last-phase"):
                     if name in methods:
                         m = methods[name]
                         text += (
-                            f"; {name} {m.sign_accuracy_above_floor:.2f} "
-                            f"(tau {m.kendall_tau:+.2f})"
+                            f"; {name} {m.sign_accuracy_above_floor:.2f} (tau {m.kendall_tau:+.2f})"
                         )
                 best = most_right(methods)
                 if best is not None:

@@ -124,3 +124,25 @@ def test_own_loop_is_recorded_and_checked_from_the_command_line(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "logged   h=0   pairs 3" in done.stdout and "sign acc" in done.stdout
+
+
+def test_the_lstm_on_docstrings_is_recorded_and_phase_checked(tmp_path):
+    run = tmp_path / "lstm"
+    out = run_example(
+        "lstm_docstrings.py", "--run-dir", str(run), "--steps", "20", "--save-every", "10"
+    )
+    assert "held-out next-character loss" in out and "training sequences (" in out
+    out_dir = tmp_path / "check"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "perturbative.cli", "phase-check", str(run)),
+            *("--steps", "10", "--ks", "1", "--sources", "3", "--triples", "0"),
+            *("--expansion-up-to", "0", "--heldout-examples", "16", "--out-dir", str(out_dir)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "anchored" in done.stdout and "most right here at k=1:" in done.stdout

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from cases import tiny_digits_run
+from cases import run_benchmark, tiny_digits_run
 
 from perturbative._core.errors import InputError
 from perturbative.pipeline.phase_order import PROGRESS, PhaseCheckOptions, phase_check
@@ -61,6 +61,19 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
     row = check.summary.rows["held-out loss"][1]
     assert row.pairs == 3 and row.methods["composition"].triples == 1
     assert 0 <= row.methods["composition"].sign_accuracy <= 1
+
+
+def test_the_results_scripts_read_a_check(whole, capsys):
+    """benchmarks/phase_tables.py and phase_potentials.py print the page's tables and the
+    potential's share from a finished check."""
+    run_benchmark("phase_tables.py", str(whole))
+    tables = capsys.readouterr().out
+    assert tables.startswith("**held-out loss** (sign accuracy") and "| 2 | 3/3 |" in tables
+    assert "anchored" in tables.splitlines()[2]
+    run_benchmark("phase_potentials.py", str(whole))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 2 * 2 and "a potential explains R^2" in lines[1]
+    assert "one source as the anchor" in lines[1] and "anchored" in lines[1]
 
 
 def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):
