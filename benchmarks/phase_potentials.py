@@ -3,13 +3,13 @@
     python benchmarks/phase_potentials.py runs/own_loop/phase_check [more checks...]
 
 For each target and ``k`` of a finished ``perturbative phase-check``, fits ``R[i, j] ~ s_i -
-s_j`` to every real tournament by least squares (all its pairs, so this is a ceiling, not a
+s_j`` to every real tournament by least squares (all its pairs: a fit to the answer, not a
 prediction) and prints, pooled over the check's checkpoints: the share of the real differences'
-squares it explains (R^2), the sign accuracy of the fit (what any method that predicts a
-potential, such as the anchored method or the last-phase baseline, can reach at best), what
-an anchor that is one of the sources would have given (each in turn, read from the real
-pairs), and the anchored method's and the last-phase baseline's sign accuracy and Kendall's
-tau from the check's own summary, beside the best method's. Reads only the check's JSON.
+squares it explains (R^2, the most any potential explains), the sign accuracy of the fit (not a
+bound on a method's signs: least squares weighs the large differences), what an anchor that is
+one of the sources would have given (each in turn, read from the real pairs), and the anchored
+method's and the last-phase baseline's sign accuracy and Kendall's tau from the check's own
+summary, beside the most right method's. Reads only the check's JSON.
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ def main(argv=None) -> int:
         for target in check.targets:
             for k, row in check.summary.rows[target].items():
                 chosen = [r for r in check.tournaments if r.k == k]
-                explained, right, pairs = 0.0, 0, 0
+                residual, right, pairs = 0.0, 0, 0
                 total, one_source = 0.0, []
                 for r in chosen:
                     one_source += source_anchors(np.asarray(r.real[target]))
                     real = np.asarray(r.real[target])
                     upper = np.triu_indices(len(real), 1)
                     fit = potential_fit(real)
-                    explained += float(((real - fit)[upper] ** 2).sum())
+                    residual += float(((real - fit)[upper] ** 2).sum())
                     total += float((real[upper] ** 2).sum())
                     above = np.abs(real[upper]) > r.floor[target]
                     right += int((np.sign(fit[upper]) == np.sign(real[upper]))[above].sum())
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                 methods = row.methods
                 text = (
                     f"  {target}, k={k}: {row.pairs} pairs; a potential explains "
-                    f"R^2 {1 - explained / total:.2f}, its signs {right / max(pairs, 1):.2f}; "
+                    f"R^2 {1 - residual / total:.2f}, its signs {right / max(pairs, 1):.2f}; "
                     f"one source as the anchor {np.mean(one_source):.2f} (worst "
                     f"{np.min(one_source):.2f})"
                 )

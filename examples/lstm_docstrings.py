@@ -2,7 +2,7 @@
 docstrings, recorded, for the phase check's held-out evaluation.
 
     python examples/lstm_docstrings.py          # record runs/lstm_docstrings (600 steps, ~1 min)
-    perturbative phase-check runs/lstm_docstrings --steps 300,450 --ks 5,20,50 --sources 6 \
+    perturbative phase-check runs/lstm_docstrings --steps 150,300,450 --ks 5,20,50 --sources 6 \
         --triples 5 --triple-ks 5,20 --expansion-up-to 0
 
 The model family (an ``nn.LSTM``, no attention, no normalisation) and the data (docstrings of

@@ -90,6 +90,8 @@ def test_phases_and_anchor_of_different_lengths_are_refused():
     observable = pt.Observable.mean_loss(squared, batch)
     step = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="same number of batches"):
+        anchored_tournaments(model, squared, step, [[], []], {"O": observable}, [])
+    with pytest.raises(ValueError, match="same number of batches"):
         anchored_tournaments(
             model, squared, step, [[batch], [batch]], {"O": observable}, [batch] * 2
         )

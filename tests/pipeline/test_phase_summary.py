@@ -74,11 +74,13 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
     assert math.isnan(below.rows[T][1].methods["composition"].sign_accuracy_above_floor)
     assert "signs n/a" in summary_lines(below)[2]
     assert not any("most right" in line for line in summary_lines(below))
-    # the most signs right wins, then the larger tau; the coin is never named
-    both = record({(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3}, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): -9})
-    both.predicted["coin"] = both.predicted["last-phase"] = antisymmetric(
-        {(0, 1): 1.0, (0, 2): 1.0, (1, 2): 1.0}
-    )
-    both.predicted["coin"] = {T: both.predicted["coin"]}
-    both.predicted["last-phase"] = {T: both.predicted["last-phase"]}
+    # the most signs right wins, then the larger tau; the coin is never named, even when right
+    real = {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3}
+    both = record(real, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): -9})  # composition: 2 of 3
+    both.predicted["coin"] = {T: antisymmetric(real)}  # 3 of 3, tau 1
+    both.predicted["last-phase"] = {T: antisymmetric({(0, 1): 1.0, (0, 2): 1.0, (1, 2): 0.1})}
     assert summary_lines(summarize([both]))[-1].startswith("    most right here at k=1: last-phase")
+    del both.predicted["last-phase"]
+    assert summary_lines(summarize([both]))[-1].startswith(
+        "    most right here at k=1: composition"
+    )

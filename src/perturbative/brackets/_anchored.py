@@ -12,8 +12,8 @@ the order's effect is a difference of per-source potentials, ``D_AB = s_A - s_B`
 
     D_AB = D_AM - D_BM,        D_sM = O(s then M) - O(M then s).
 
-That is ``2N + 1`` phases really trained for ``N`` sources: ``M`` once, each source after it
-(branching from the one trained copy) and each source before it, ``(3N + 1) k`` steps against
+That is ``M`` really trained once, each source after it (branching from the one trained copy)
+and each source before it (then ``M`` again): ``(3N + 1) k`` steps against
 the ``2 N (N - 1) k`` of training every pair both ways (0.26 of it at ``N = 7``, 0.32 at ``N =
 6``). The split is exact for plain SGD on losses that share one Hessian, with ``O`` linear
 (every phase's map is ``theta -> A theta + c_s`` with one ``A``;
@@ -67,10 +67,10 @@ def anchored_tournaments(
     Raises:
         ValueError: fewer than two phases, or phases and anchor of different lengths.
     """
-    if len(phases) < 2 or len({len(p) for p in [*phases, anchor]}) != 1:
+    if len(phases) < 2 or len({len(p) for p in [*phases, anchor]}) != 1 or not len(anchor):
         raise ValueError(
             "an anchored tournament needs at least two phases and an anchor, all of the same "
-            "number of batches"
+            "number of batches (at least one)"
         )
     step = as_training_step(step)
     n, k = len(phases), len(anchor)

@@ -15,7 +15,7 @@ batch meeting BatchNorm with its own statistics as the run trained), for each ``
    float32: that order again in float64);
 3. predict the same matrix with every method (:func:`perturbative.brackets.phase_tournament`'s
    composition and last-phase, :func:`perturbative.brackets.anchored_tournaments` from each
-   source trained before and after a phase of the sources' mixture (its ``2N + 1`` phases are
+   source trained before and after a phase of the sources' mixture (``(3N + 1) k`` steps of
    real training, none of them a pair of the tournament),
    :func:`perturbative.brackets.bracket_tournament` at the
    checkpoint and at a reference point, the expansion of
