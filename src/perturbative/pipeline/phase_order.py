@@ -227,7 +227,7 @@ def phase_check(
 
                 expand = k <= options.expansion_up_to
                 record = _tournament(
-                    at, run, targets, chosen, (phases, anchor), triples, k, expand, saved
+                    at, run, targets, chosen, phases, triples, k, expand, saved, anchor=anchor
                 )
                 records.append(record)
                 _write(out, run, options, records, targets)
@@ -375,10 +375,11 @@ def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -
     return measured[0]
 
 
-def _tournament(at, run, targets, chosen, drawn, triples, k, expand, saved) -> TournamentRecord:
-    """Train every pair both ways and every triple's orders, and predict them all (``drawn``:
-    the sources' phases and the anchored method's anchor)."""
-    phases, anchor = drawn
+def _tournament(
+    at, run, targets, chosen, phases, triples, k, expand, saved, *, anchor
+) -> TournamentRecord:
+    """Train every pair both ways and every triple's orders, and predict them all (``anchor``:
+    the anchored method's anchor phase)."""
     n = len(chosen)
     names = list(targets)
     args = (at.model, run.task.loss_fn, at.training)
