@@ -79,8 +79,9 @@ def main(argv=None) -> int:
                             f"; {name} {m.sign_accuracy_above_floor:.2f} (tau {m.kendall_tau:+.2f})"
                         )
                 best = most_right(methods)
-                if best is not None:
-                    text += f"; most right: {best} {methods[best].sign_accuracy_above_floor:.2f}"
+                if best:
+                    signs = methods[best[0]].sign_accuracy_above_floor
+                    text += f"; most right: {', '.join(best)} {signs:.2f}"
                 print(text)
     return 0
 

@@ -15,19 +15,8 @@ import argparse
 import math
 from pathlib import Path
 
+from perturbative.pipeline.phase_summary import METHODS
 from perturbative.pipeline.results import read_phase_check_file
-
-METHODS = (
-    "anchored",
-    "expansion",
-    "composition",
-    "last-phase",
-    "sgd-bracket",
-    "reference-bracket",
-    "larger-gradient-first",
-    "larger-loss-first",
-    "coin",
-)
 
 
 def cell(m) -> str:

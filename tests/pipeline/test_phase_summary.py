@@ -84,3 +84,8 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
     assert summary_lines(summarize([both]))[-1].startswith(
         "    most right here at k=1: composition"
     )
+    # methods tied at the top are all named, in the tables' order
+    both.predicted["anchored"] = both.predicted["composition"]
+    assert summary_lines(summarize([both]))[-1] == (
+        "    most right here at k=1: anchored, composition (signs 0.667, tau -0.33)"
+    )

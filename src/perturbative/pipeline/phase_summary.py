@@ -20,15 +20,19 @@ from perturbative.pipeline.phase_records import (
     TournamentRecord,
 )
 
-#: Methods that predict the value of ``O(A then B) - O(B then A)``; the rest only its sign.
+#: Methods that predict the value of ``O(A then B) - O(B then A)``.
 VALUE_METHODS = (
     "anchored",
-    "composition",
     "expansion",
+    "composition",
     "last-phase",
     "sgd-bracket",
     "reference-bracket",
 )
+#: Heuristics that predict only its sign.
+SIGN_METHODS = ("larger-gradient-first", "larger-loss-first", "coin")
+#: Every method a phase check predicts with, in the order its tables show them.
+METHODS = VALUE_METHODS + SIGN_METHODS
 
 
 def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
@@ -155,24 +159,37 @@ def summary_lines(summary: PhaseSummary) -> list[str]:
                     text += f", {m.seconds:.0f} s"
                 lines.append(text)
             trusted = most_right(row.methods)
-            if trusted is not None:
-                m = row.methods[trusted]
+            if trusted:
+                m = row.methods[trusted[0]]
                 lines.append(
-                    f"    most right here at k={k}: {trusted} (signs "
+                    f"    most right here at k={k}: {', '.join(trusted)} (signs "
                     f"{m.sign_accuracy_above_floor:.3f}, tau {_f(m.kendall_tau, '+.2f')})"
                 )
     return lines
 
 
-def most_right(methods: dict[str, MethodSummary]) -> str | None:
-    """The method with the most signs right above the floor (then the larger tau), the coin
-    aside; None where no pair is above the floor."""
-    ranked = [
-        (m.sign_accuracy_above_floor, -math.inf if math.isnan(m.kendall_tau) else m.kendall_tau, n)
+def most_right(methods: dict[str, MethodSummary]) -> list[str]:
+    """The methods with the most signs right above the floor (then the larger tau), every one
+    tied at the top named, in :data:`METHODS`' order, the coin aside; empty where no pair is
+    above the floor."""
+
+    def rank(m: MethodSummary) -> tuple[float, float]:
+        return m.sign_accuracy_above_floor, -math.inf if math.isnan(
+            m.kendall_tau
+        ) else m.kendall_tau
+
+    ranked = {
+        n: rank(m)
         for n, m in methods.items()
         if n != "coin" and not math.isnan(m.sign_accuracy_above_floor)
-    ]
-    return max(ranked)[2] if ranked else None
+    }
+    if not ranked:
+        return []
+    top = max(ranked.values())
+    order = {n: i for i, n in enumerate(METHODS)}
+    return sorted(
+        (n for n, r in ranked.items() if r == top), key=lambda n: order.get(n, len(order))
+    )
 
 
 def _total(values: list[float | None]) -> float | None:
