@@ -128,6 +128,43 @@ def test_the_tournament_ranks_by_row_sums_and_its_best_orders_follow_them():
     assert float(matrix[1, 2]) == pytest.approx(pair.predicted, rel=0.2)
 
 
+def test_the_tournament_pulls_back_step_by_step_as_through_the_held_graph():
+    """The tournament pulls each observable's gradient back through a phase one recomputed
+    step at a time (memory of k starts, not k steps' graphs): the same as one backward pass
+    through the whole phase's held graph, under Adam with a schedule and clipping, and with a
+    fresh optimizer whose state the phase creates."""
+    from perturbative.brackets._phases import (
+        _functional,
+        _pulled,
+        _second_place,
+        _second_place_pulled,
+    )
+
+    model, loss_fn, optimizer, (a, b), observable = adam_phases()
+    other = pt.Observable.mean_loss(loss_fn, (a[0][0], a[0][1]))
+    rates = [[1e-2 * (0.5 + 0.2 * t)] for t in range(8)]  # the phase's place: positions 4 to 7
+    fresh = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step in (
+        pt.TrainingStep(optimizer, max_grad_norm=0.05, rates=rates),
+        pt.TrainingStep(fresh, rates=rates),
+    ):
+        names, read, theta, loss = _functional(model, loss_fn, step)
+        live = dict(model.named_parameters())
+        us = {"held-out": observable.gradient(model, live), "other": other.gradient(model, live)}
+        end, pulled = _second_place_pulled(read, loss, names, theta, b, us)
+        held_end, leaves = _second_place(read, loss, names, theta, b)
+        for n in names:
+            torch.testing.assert_close(end[n], held_end[n].detach(), rtol=1e-13, atol=1e-15)
+        for key, u in us.items():
+            held = _pulled(names, held_end, leaves, u, retain=True)
+            assert set(pulled[key]) == set(held) and any(k.startswith("s/") for k in held) == (
+                step.optimizer is optimizer
+            )
+            for name in held:
+                torch.testing.assert_close(pulled[key][name], held[name], rtol=1e-11, atol=1e-14)
+            assert sum(float(v.abs().sum()) for v in held.values()) > 0
+
+
 def test_the_composition_tournament_is_exact_where_the_pair_method_is():
     """SGD on least squares with a linear observable: every pair of the tournament is the real
     difference, however many sources share its one gradient of O."""

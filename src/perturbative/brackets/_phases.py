@@ -283,6 +283,62 @@ def _second_place(read, loss, names, theta, batches) -> tuple[Params, dict[str, 
     return end, leaves
 
 
+def _second_place_pulled(
+    read, loss, names, theta, batches, cotangents: Mapping[str, Params]
+) -> tuple[Params, dict[str, dict[str, Tensor]]]:
+    """A phase in second place, as :func:`_second_place`, with each of ``cotangents`` on its
+    end's parameters pulled back to its start (keys as :func:`_pulled`'s), holding no step's
+    graph for long: the steps run once without graphs, keeping each step's start (parameters
+    and optimizer state), then backwards each step is run again with its graph and the
+    cotangents pulled through it, one step's graph at a time. Memory: ``k`` starts (a few
+    parameter-sized tensors each) instead of ``k`` steps' activations and double-backward
+    graphs, which on the reference model at ``k = 50`` outgrow 24 GiB; cost: ``k`` more
+    gradients with their graphs."""
+    k = len(batches)
+    params, state = dict(theta), _advanced(read.state, k)
+    starts = []
+    for t, batch in enumerate(batches):
+        if cotangents:
+            starts.append((params, state))
+        params, state = _run(read, loss, params, state, [batch], graph=False, start=k + t)
+    end = {n: params[n].detach() for n in names}
+    pulled = {key: {f"p/{n}": c[n] for n in names} for key, c in cotangents.items()}
+    for t in reversed(range(len(starts))):
+        at_params, at_state = starts.pop()  # t's start, freed once pulled through
+        start = {**_flat(at_params, "p"), **_flat(at_state, "s")}
+        leaves = {key: value.detach().clone().requires_grad_() for key, value in start.items()}
+        step_params = {n: leaves[f"p/{n}"] for n in names}
+        out_params, out_state = _run(
+            read,
+            loss,
+            step_params,
+            _unflat(at_state, leaves),
+            [batches[t]],
+            graph=True,
+            start=k + t,
+        )
+        out = {**_flat(out_params, "p"), **_flat(out_state, "s")}
+        keys = list(pulled)
+        for x, key in enumerate(keys):
+            cotangent = pulled[key]
+            carried = [name for name in out if name in cotangent and out[name].requires_grad]
+            grads = torch.autograd.grad(
+                [out[name] for name in carried],
+                list(leaves.values()),
+                [cotangent[name] for name in carried],
+                retain_graph=x < len(keys) - 1,
+                allow_unused=True,
+            )
+            pulled[key] = {
+                name: torch.zeros_like(leaves[name]) if g is None else g.detach()
+                for name, g in zip(leaves, grads, strict=True)
+            }
+        del out_params, out_state, out, leaves
+    for key, got in pulled.items():
+        checks.check_finite(got, f"the phase's pullback of {key}")
+    return end, pulled
+
+
 def _pulled(names, end, leaves, cotangent: dict[str, Tensor], retain: bool) -> dict[str, Tensor]:
     """A cotangent on a phase's end pulled back to its start (keys as its leaves)."""
     grads = torch.autograd.grad(
@@ -455,8 +511,9 @@ def phase_tournaments(
 
         P[i, j] = u . (shifted_j - shifted_i) + (J_j^T u) . delta_i - (J_i^T u) . delta_j,
 
-    one pullback per source and observable through its second-place steps, whose graph is held
-    for one source at a time (the pair method :func:`predict_phase_order` takes two per pair).
+    one pullback per source and observable through its second-place steps, each step run again
+    with its graph and pulled through alone (memory of the phase's ``k`` starts, not of ``k``
+    steps' graphs; the pair method :func:`predict_phase_order` holds the graph, two per pair).
     ``"last-phase"``, the baseline that only the phase trained last matters: ``P[i, j] =
     O(theta + shifted_j) - O(theta + shifted_i)``, exact in ``O``, no backward pass.
 
@@ -479,21 +536,14 @@ def phase_tournaments(
     }
     us = {key: o.gradient(model, point) for key, o in observables.items()} if compose else {}
     shifted, pulled = [], []
-    for b in batches:  # one phase's graph at a time
+    for b in batches:  # one step's graph at a time
         with differentiable_kernels():
-            end, leaves = _second_place(read, loss, names, theta, b)
-            shifted.append({m: end[m].detach() - theta[m] for m in names})
-            last = len(us) - 1
-            pulled.append(
-                {
-                    key: _pulled(names, end, leaves, u, retain=x < last)
-                    for x, (key, u) in enumerate(us.items())
-                }
-            )
-        del end, leaves
+            end, got = _second_place_pulled(read, loss, names, theta, b, us)
+        shifted.append({m: end[m] - theta[m] for m in names})
+        pulled.append(got)
     drift = {m: sum(d[f"p/{m}"] for d in deltas) / n for m in theta}
     cost = {
-        "gradients": 2 * n * k,
+        "gradients": (3 if compose else 2) * n * k,
         "backward_passes": n if compose else 0,
         "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
     }
