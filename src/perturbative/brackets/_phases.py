@@ -247,8 +247,8 @@ def phase_effect(
     first place (its displacement of parameters and state) and in second place, its step count
     advanced by its own length, keeping the graph of its steps so that any cotangent on its end
     pulls back to its start. Costs ``2 k`` gradients (``k`` with their graphs) and holds the
-    graph of ``k`` steps while the effect lives (:func:`phase_tournaments` holds one at a
-    time)."""
+    graph of ``k`` steps while the effect lives (:func:`phase_tournaments` holds none: it pulls
+    back one recomputed step at a time)."""
     names, read, theta, loss = _functional(model, loss_fn, step)
     batches = checks.check_batches(model, phase)
     with differentiable_kernels():
@@ -303,40 +303,45 @@ def _second_place_pulled(
         params, state = _run(read, loss, params, state, [batch], graph=False, start=k + t)
     end = {n: params[n].detach() for n in names}
     pulled = {key: {f"p/{n}": c[n] for n in names} for key, c in cotangents.items()}
-    for t in reversed(range(len(starts))):
+    for t in reversed(range(len(starts))):  # the same draws: dropout in train mode is refused
         at_params, at_state = starts.pop()  # t's start, freed once pulled through
-        start = {**_flat(at_params, "p"), **_flat(at_state, "s")}
-        leaves = {key: value.detach().clone().requires_grad_() for key, value in start.items()}
-        step_params = {n: leaves[f"p/{n}"] for n in names}
-        out_params, out_state = _run(
-            read,
-            loss,
-            step_params,
-            _unflat(at_state, leaves),
-            [batches[t]],
-            graph=True,
-            start=k + t,
-        )
-        out = {**_flat(out_params, "p"), **_flat(out_state, "s")}
-        keys = list(pulled)
-        for x, key in enumerate(keys):
-            cotangent = pulled[key]
-            carried = [name for name in out if name in cotangent and out[name].requires_grad]
-            grads = torch.autograd.grad(
-                [out[name] for name in carried],
-                list(leaves.values()),
-                [cotangent[name] for name in carried],
-                retain_graph=x < len(keys) - 1,
-                allow_unused=True,
-            )
-            pulled[key] = {
-                name: torch.zeros_like(leaves[name]) if g is None else g.detach()
-                for name, g in zip(leaves, grads, strict=True)
-            }
-        del out_params, out_state, out, leaves
+        _pull_through_step(read, loss, names, at_params, at_state, batches[t], k + t, pulled)
     for key, got in pulled.items():
         checks.check_finite(got, f"the phase's pullback of {key}")
     return end, pulled
+
+
+def _pull_through_step(read, loss, names, at_params, at_state, batch, position, pulled) -> None:
+    """Run one step again from its start with its graph and pull every cotangent of ``pulled``
+    (keyed as its outputs) through it to its start, in place."""
+    start = {**_flat(at_params, "p"), **_flat(at_state, "s")}
+    leaves = {key: value.detach().clone().requires_grad_() for key, value in start.items()}
+    step_params = {n: leaves[f"p/{n}"] for n in names}
+    out_params, out_state = _run(
+        read,
+        loss,
+        step_params,
+        _unflat(at_state, leaves),
+        [batch],
+        graph=True,
+        start=position,
+    )
+    out = {**_flat(out_params, "p"), **_flat(out_state, "s")}
+    keys = list(pulled)
+    for x, key in enumerate(keys):
+        cotangent = pulled[key]
+        carried = [name for name in out if name in cotangent and out[name].requires_grad]
+        grads = torch.autograd.grad(
+            [out[name] for name in carried],
+            list(leaves.values()),
+            [cotangent[name] for name in carried],
+            retain_graph=x < len(keys) - 1,
+            allow_unused=True,
+        )
+        pulled[key] = {
+            name: torch.zeros_like(leaves[name]) if g is None else g.detach()
+            for name, g in zip(leaves, grads, strict=True)
+        }
 
 
 def _pulled(names, end, leaves, cotangent: dict[str, Tensor], retain: bool) -> dict[str, Tensor]:
@@ -542,11 +547,11 @@ def phase_tournaments(
         shifted.append({m: end[m] - theta[m] for m in names})
         pulled.append(got)
     drift = {m: sum(d[f"p/{m}"] for d in deltas) / n for m in theta}
-    cost = {
-        "gradients": (3 if compose else 2) * n * k,
-        "backward_passes": n if compose else 0,
-        "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
-    }
+    every_pair = {"gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k}
+    # last-phase: each phase twice alone; the composition: and each step of the second run
+    # again with its graph, one pullback through the phase (k single steps) per observable
+    cost = {"gradients": 2 * n * k, "backward_passes": 0, **every_pair}
+    composed_cost = {"gradients": 3 * n * k, "backward_passes": n, **every_pair}
     out: dict[str, dict[str, PhaseTournament]] = {m: {} for m in methods}
     for key, o in observables.items():
         if "last-phase" in methods:
@@ -567,7 +572,7 @@ def phase_tournaments(
             preference = ends[None, :] - ends[:, None] + carried - carried.T
             preference.fill_diagonal_(0.0)
             out["composition"][key] = PhaseTournament.from_preference(
-                preference, "composition", cost, drift=drift
+                preference, "composition", composed_cost, drift=drift
             )
     return out
 
