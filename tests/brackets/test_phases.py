@@ -13,6 +13,7 @@ from perturbative.brackets import (
     bracket_tournament,
     kendall_tau,
     phase_tournament,
+    phase_tournaments,
     predict_phase_order,
     predict_phase_orders,
     values_along_steps,
@@ -130,84 +131,53 @@ def test_the_tournament_ranks_by_row_sums_and_its_best_orders_follow_them():
 
 def test_the_tournament_pulls_back_step_by_step_as_through_the_held_graph():
     """The tournament pulls each observable's gradient back through a phase one recomputed
-    step at a time (memory of k starts, not k steps' graphs): the same as one backward pass
-    through the whole phase's held graph, under Adam with a schedule and clipping that acts,
-    with fresh optimizers whose state the phase creates (Adam's moments and step count too);
-    and the whole tournament is the one composed from the held-graph phase effects."""
-    from perturbative.brackets._phases import (
-        _functional,
-        _pulled,
-        _second_place,
-        _second_place_pulled,
-        phase_effect,
-    )
+    step at a time (memory of k starts, not k steps' graphs): its composition is the one built
+    from each phase's held graph (:func:`phase_effect`), parameters and optimizer state, under
+    Adam with a schedule and clipping that acts, and with fresh optimizers whose state the
+    phase creates (SGD's momentum; Adam's moments and step count)."""
+    from perturbative.brackets._phases import phase_effect
 
     model, loss_fn, optimizer, (a, b), observable = adam_phases()
-    other = pt.Observable.mean_loss(loss_fn, (a[0][0], a[0][1]))
-    rates = [[1e-2 * (0.5 + 0.2 * t)] for t in range(8)]  # the phase's place: positions 4 to 7
-    cases = [
-        (model, pt.TrainingStep(optimizer, max_grad_norm=0.05, rates=rates), True),
-        (
-            model,
-            pt.TrainingStep(
-                torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rates=rates
-            ),
-            False,
-        ),
-        (model, pt.TrainingStep(torch.optim.Adam(model.parameters()), rates=rates), False),
-    ]
-    for net, step, warm in cases:
-        names, read, theta, loss = _functional(net, loss_fn, step)
-        live = dict(net.named_parameters())
-        if step.max_grad_norm is not None:  # the clipping acts on the phase's batches
-            norms = [
-                torch.sqrt(
-                    sum(
-                        (g**2).sum()
-                        for g in torch.autograd.grad(loss(live, *x), list(live.values()))
-                    )
-                )
-                for x in b
-            ]
-            assert min(float(n) for n in norms) > 2 * step.max_grad_norm
-        us = {"held-out": observable.gradient(net, live), "other": other.gradient(net, live)}
-        end, pulled = _second_place_pulled(read, loss, names, theta, b, us)
-        held_end, leaves = _second_place(read, loss, names, theta, b)
-        for n in names:
-            torch.testing.assert_close(end[n], held_end[n].detach(), rtol=1e-13, atol=1e-15)
-        for key, u in us.items():
-            held = _pulled(names, held_end, leaves, u, retain=True)
-            assert set(pulled[key]) == set(held)
-            assert any(k.startswith("s/") for k in held) == warm
-            for name in held:
-                torch.testing.assert_close(pulled[key][name], held[name], rtol=1e-11, atol=1e-14)
-            assert sum(float(v.abs().sum()) for v in held.values()) > 0
-    # the tournament against the composition of held-graph effects, at its shared point
-    step = pt.TrainingStep(optimizer, max_grad_norm=0.05, rates=rates)
     c = [(x[:, [1, 0, 2]], y) for x, y in a]
     phases = [a, b, c]
-    got = phase_tournament(model, loss_fn, step, phases, observable).preference
-    effects = [phase_effect(model, loss_fn, step, p, observable) for p in phases]
-    point = {
-        m: (t + 2 * sum(e.delta[f"p/{m}"] for e in effects) / 3).requires_grad_()
-        for m, t in effects[0].theta.items()
-    }
-    u = observable.gradient(model, point)
-    pulled = [e.pullback(u) for e in effects]
+    observables = {"held-out": observable, "other": pt.Observable.mean_loss(loss_fn, a[0])}
+    rates = [[1e-2 * (0.5 + 0.2 * t)] for t in range(8)]  # second place: positions 4 to 7
+    for x, y in b:  # the clipping below acts on the phase's batches
+        grads = torch.autograd.grad(loss_fn(model(x), y), list(model.parameters()))
+        assert float(torch.sqrt(sum((g**2).sum() for g in grads))) > 0.1
+    steps = [
+        pt.TrainingStep(optimizer, max_grad_norm=0.05, rates=rates),
+        pt.TrainingStep(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rates=rates),
+        pt.TrainingStep(torch.optim.Adam(model.parameters()), rates=rates),
+    ]
 
     def dot(x, y):
         return sum(float((x[k] * y[k]).sum()) for k in x if k in y)
 
-    for i in range(3):
-        for j in range(3):
-            if i != j:
-                want = (
-                    dot(u, effects[j].shifted)
-                    - dot(u, effects[i].shifted)
-                    + dot(pulled[j], effects[i].delta)
-                    - dot(pulled[i], effects[j].delta)
-                )
-                assert float(got[i, j]) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    for step in steps:
+        got = phase_tournaments(model, loss_fn, step, phases, observables)["composition"]
+        for key, o in observables.items():
+            effects = [phase_effect(model, loss_fn, step, p, o) for p in phases]
+            point = {
+                m: (t + 2 * sum(e.delta[f"p/{m}"] for e in effects) / 3).requires_grad_()
+                for m, t in effects[0].theta.items()
+            }
+            u = o.gradient(model, point)
+            pulled = [e.pullback(u) for e in effects]
+            state = [k for k in pulled[0] if k.startswith("s/")]
+            assert bool(state) == (step.optimizer is optimizer)  # a fresh one starts empty
+            for i in range(3):
+                for j in range(3):
+                    if i != j:
+                        want = (
+                            dot(u, effects[j].shifted)
+                            - dot(u, effects[i].shifted)
+                            + dot(pulled[j], effects[i].delta)
+                            - dot(pulled[i], effects[j].delta)
+                        )
+                        assert float(got[key].preference[i, j]) == pytest.approx(
+                            want, rel=1e-9, abs=1e-15
+                        )
 
 
 def test_the_composition_tournament_is_exact_where_the_pair_method_is():
