@@ -258,7 +258,9 @@ def phase_effect(
         theta=theta,
         delta=delta,
         shifted={n: end[n].detach() - theta[n] for n in names},
-        pullback=lambda cotangent: _pulled(names, end, leaves, cotangent, retain=True),
+        pullback=lambda cotangent: _pulled(
+            {n: end[n] for n in names}, leaves, cotangent, retain=True
+        ),
     )
 
 
@@ -306,8 +308,6 @@ def _second_place_pulled(
     for t in reversed(range(len(starts))):  # the same draws: dropout in train mode is refused
         at_params, at_state = starts.pop()  # t's start, freed once pulled through
         _pull_through_step(read, loss, names, at_params, at_state, batches[t], k + t, pulled)
-    for key, got in pulled.items():
-        checks.check_finite(got, f"the phase's pullback of {key}")
     return end, pulled
 
 
@@ -329,27 +329,17 @@ def _pull_through_step(read, loss, names, at_params, at_state, batch, position, 
     out = {**_flat(out_params, "p"), **_flat(out_state, "s")}
     keys = list(pulled)
     for x, key in enumerate(keys):
-        cotangent = pulled[key]
-        carried = [name for name in out if name in cotangent and out[name].requires_grad]
-        grads = torch.autograd.grad(
-            [out[name] for name in carried],
-            list(leaves.values()),
-            [cotangent[name] for name in carried],
-            retain_graph=x < len(keys) - 1,
-            allow_unused=True,
-        )
-        pulled[key] = {
-            name: torch.zeros_like(leaves[name]) if g is None else g.detach()
-            for name, g in zip(leaves, grads, strict=True)
-        }
+        pulled[key] = _pulled(out, leaves, pulled[key], retain=x < len(keys) - 1)
 
 
-def _pulled(names, end, leaves, cotangent: dict[str, Tensor], retain: bool) -> dict[str, Tensor]:
-    """A cotangent on a phase's end pulled back to its start (keys as its leaves)."""
+def _pulled(end, leaves, cotangent: dict[str, Tensor], retain: bool) -> dict[str, Tensor]:
+    """A cotangent on a phase's (or a step's) end pulled back to its start (keys as its
+    leaves), through the entries of ``end`` that it names and that depend on the start."""
+    carried = [key for key in end if key in cotangent and end[key].requires_grad]
     grads = torch.autograd.grad(
-        [end[n] for n in names],
+        [end[key] for key in carried],
         list(leaves.values()),
-        [cotangent[n] for n in names],
+        [cotangent[key] for key in carried],
         retain_graph=retain,
         allow_unused=True,
     )
