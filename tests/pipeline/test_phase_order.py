@@ -182,3 +182,67 @@ def test_batchnorm_on_running_statistics_is_a_diagnostic_of_one_source_batches(
     batch, _ = read_phase_check_file(whole).tournaments
     assert record.sources == batch.sources  # the same phases, met in eval mode
     assert record.real != batch.real
+
+
+def test_the_cycle_anchor_is_one_source_per_batch_in_turn(run_dir, tmp_path, monkeypatch):
+    """The second anchored method's anchor: each batch all of one source, the sources taken in
+    turn; the mixture anchor's batches mix them."""
+    anchors = []
+    real = phase_check_module.anchored_tournaments
+
+    def recording(model, loss_fn, step, phases, targets, anchor):
+        anchors.append([set(batch[1].argmax(1).tolist()) for batch in anchor])  # one-hot digits
+        return real(model, loss_fn, step, phases, targets, anchor)
+
+    monkeypatch.setattr(phase_check_module, "anchored_tournaments", recording)
+    options = PhaseCheckOptions(**{**TINY, "ks": (3,), "triples": 0}, out_dir=str(tmp_path))
+    (record,) = read_phase_check_file(phase_check(run_dir, options, False).parent).tournaments
+    mixture, cycle = anchors
+    labels = {int(s.removeprefix("digit_")) for s in record.sources}
+    assert set().union(*mixture) <= labels and max(map(len, mixture)) > 1
+    assert all(len(b) == 1 for b in cycle) and set().union(*cycle) == labels
+    assert record.cost["anchored-cycle"] == record.cost["anchored"]
+    assert record.predicted["anchored-cycle"] != record.predicted["anchored"]
+
+
+def test_a_finished_check_gains_the_methods_it_lacks(run_dir, whole, tmp_path, monkeypatch):
+    """``from_check``: an earlier version's finished check (here one without the cycle
+    anchor) is kept, pair for pair, and only the method it lacks is computed, after its first
+    pair is trained again and reproduces; a changed check or other settings are refused, and
+    the earlier check is left as it was."""
+    full = json.loads((whole / "phase_check.json").read_text())
+    earlier = json.loads(json.dumps(full))
+    for record in earlier["tournaments"]:
+        for part in ("predicted", "seconds", "cost"):
+            del record[part]["anchored-cycle"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "phase_check.json").write_text(json.dumps(earlier))
+    runs = []
+    counting = phase_check_module.values_along_steps
+    monkeypatch.setattr(
+        phase_check_module,
+        "values_along_steps",
+        lambda *a, **k: runs.append(1) or counting(*a, **k),
+    )
+    options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "new"), from_check=str(old))
+    extended = read_phase_check_file(phase_check(run_dir, options, False).parent)
+    assert len(runs) == 2 * 2  # the first pair of each tournament, both ways
+    for got, want in zip(extended.tournaments, full["tournaments"], strict=True):
+        assert got.real == want["real"] and got.floor == want["floor"]
+        assert got.predicted == want["predicted"]  # the earlier methods kept, the new one alike
+        assert got.seconds["real"] == want["seconds"]["real"]
+    assert json.loads((old / "phase_check.json").read_text()) == earlier
+    moved = json.loads(json.dumps(earlier))
+    moved["tournaments"][0]["real"]["held-out loss"][0][1] += 1e-3
+    (old / "phase_check.json").write_text(json.dumps(moved))
+    again = dataclasses.replace(options, out_dir=str(tmp_path / "again"))
+    with pytest.raises(InputError, match="trained again, moves held-out loss"):
+        phase_check(run_dir, again, progress=False)
+    other = dataclasses.replace(options, out_dir=str(tmp_path / "other"), seed=1)
+    with pytest.raises(InputError, match="--seed 0 there, 1 here"):
+        phase_check(run_dir, other, progress=False)
+    moved["finished"] = False
+    (old / "phase_check.json").write_text(json.dumps(moved))
+    with pytest.raises(InputError, match="unfinished phase check: finish it first"):
+        phase_check(run_dir, again, progress=False)

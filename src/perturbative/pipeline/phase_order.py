@@ -16,7 +16,8 @@ batch meeting BatchNorm with its own statistics as the run trained), for each ``
 3. predict the same matrix with every method (:func:`perturbative.brackets.phase_tournament`'s
    composition and last-phase, :func:`perturbative.brackets.anchored_tournaments` from each
    source trained before and after a phase of the sources' mixture (``(3N + 1) k`` steps of
-   real training, none of them a pair of the tournament),
+   real training, none of them a pair of the tournament), the same with an anchor whose
+   batches each come from one source, cycling through them ("anchored-cycle"),
    :func:`perturbative.brackets.bracket_tournament` at the
    checkpoint and at a reference point, the expansion of
    :func:`perturbative.brackets.predict_phase_order` for small ``k``) and the heuristic
@@ -28,7 +29,9 @@ Writes ``<out>/phase_check.json``; the summary pools checkpoints per ``k``, targ
 sign accuracy over all pairs and over pairs above the floor, Spearman, calibration slope, median
 relative error, Kendall's tau of the ranking against the real tournament's, best of ``3!``, and
 seconds against training every order. A check that stops continues where it stopped when run
-again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the order check).
+again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the order check), and a
+finished check of an earlier version gains the methods it lacks without training its pairs
+again (``from_check``).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ from perturbative.pipeline.recorded_run import (
 )
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import ReplayGap, gate, replay_gap
-from perturbative.pipeline.results import PHASE_CHECK
+from perturbative.pipeline.results import PHASE_CHECK, read_phase_check_file
 from perturbative.pipeline.task import Task, as_dtype, packed
 
 PROGRESS = "phase_check.progress.jsonl"
@@ -122,6 +125,11 @@ class PhaseCheckOptions:
         allow_replay_gap: check even where the replay gate fails (the gap is kept in the
             results).
         out_dir: the check's folder (default ``RUN/phase_check``).
+        from_check: a finished check of this run with these same settings (an earlier
+            version's): its real pairs, triples and predictions are kept and only the methods it
+            lacks are computed, into ``out_dir`` (the earlier check is not changed). Each of its
+            tournaments' first pair is trained again first and must reproduce it, or the check
+            stops: the run's checkpoints or data have changed since.
     """
 
     checkpoints: int = 3
@@ -141,6 +149,11 @@ class PhaseCheckOptions:
     out_dir: str | None = None
     replay_steps: int = 200
     allow_replay_gap: bool = False
+    from_check: str | None = None
+
+
+#: Options that may differ between a check and the earlier check it extends (``from_check``).
+EXTENDING = (*UNSAVED, "from_check", "device")
 
 
 def phase_check(
@@ -185,6 +198,7 @@ def phase_check(
     run.replay = gate(  # the modelled step held to the run's own checkpoints first
         lambda step: run.replay_gap(step, options.replay_steps), steps, options.allow_replay_gap
     )
+    earlier = _earlier_check(options)
     settings = {k: v for k, v in asdict(options).items() if k not in UNSAVED}
     header = json.loads(
         json.dumps(
@@ -221,13 +235,29 @@ def phase_check(
                 # after the rest so that the sources' phases and triples stay as they were
                 mixture = sorted({i for n in chosen for i in run.task.sources[n]})
                 anchor = _phase(run.task, mixture, k, run.batch_size, rng, at.model)
+                # and the cycle: each batch one source's, the sources in a drawn order
+                cycle = rng.sample(chosen, len(chosen))
+                cycled = [
+                    _phase(run.task, run.task.sources[n], 1, run.batch_size, rng, at.model)[0]
+                    for n in itertools.islice(itertools.cycle(cycle), k)
+                ]
 
                 def saved(key, compute, step=step, k=k):
                     return unfinished.get((step, k, *key), compute)
 
                 expand = k <= options.expansion_up_to
                 record = _tournament(
-                    at, run, targets, chosen, phases, triples, k, expand, saved, anchor=anchor
+                    at,
+                    run,
+                    targets,
+                    chosen,
+                    phases,
+                    triples,
+                    k,
+                    expand,
+                    saved,
+                    anchors={"anchored": anchor, "anchored-cycle": cycled},
+                    earlier=earlier.get((step, k)) if earlier is not None else None,
                 )
                 records.append(record)
                 _write(out, run, options, records, targets)
@@ -255,6 +285,35 @@ class _At:
     def lr(self) -> float:
         """The first group's lr at the first step after the checkpoint."""
         return self.training.rates_at(0)[0]
+
+
+def _earlier_check(options: PhaseCheckOptions) -> dict[tuple[int, int], TournamentRecord] | None:
+    """The tournaments of the finished check ``options.from_check`` by ``(step, k)``, or
+    ``None`` where there is none to extend.
+
+    Raises:
+        InputError: it is not a finished phase check, or it was checked with other settings.
+    """
+    if options.from_check is None:
+        return None
+    check = read_phase_check_file(options.from_check)
+    if not check.finished:
+        raise InputError(
+            f"{options.from_check} holds an unfinished phase check: finish it first (run its "
+            "command again), then extend it"
+        )
+    ours = json.loads(json.dumps(asdict(options)))
+    differ = [
+        f"--{name.replace('_', '-')} {check.options.get(name)!r} there, {value!r} here"
+        for name, value in ours.items()
+        if name not in EXTENDING and check.options.get(name) != value
+    ]
+    if differ:
+        raise InputError(
+            f"{options.from_check} was checked with other settings ({'; '.join(differ)}): "
+            "pass its settings to extend it"
+        )
+    return {(r.step, r.k): r for r in check.tournaments}
 
 
 def _needed_steps(options: PhaseCheckOptions) -> int:
@@ -376,11 +435,12 @@ def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -
 
 
 def _tournament(
-    at, run, targets, chosen, phases, triples, k, expand, saved, *, anchor
+    at, run, targets, chosen, phases, triples, k, expand, saved, *, anchors, earlier
 ) -> TournamentRecord:
-    """Train every pair both ways and every triple's orders, and predict them all (``anchor``:
-    the anchored method's anchor phase)."""
-    n = len(chosen)
+    """Train every pair both ways and every triple's orders, and predict them all
+    (``anchors``: each anchored method's anchor phase); with ``earlier`` (the same tournament
+    in the check being extended), keep what it has once its first pair reproduces, and
+    predict with the methods it lacks."""
     names = list(targets)
     args = (at.model, run.task.loss_fn, at.training)
 
@@ -398,6 +458,70 @@ def _tournament(
         ij, ji = values((i, j)), values((j, i))
         return {"values": [ij, ji], "seconds": time.perf_counter() - started}
 
+    if earlier is not None:
+        again = saved(("pair", 0, 1), lambda: both_ways(0, 1))
+        record = _reproduced(earlier, at.step, k, chosen, names, again)
+    else:
+        record = _trained(
+            at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways
+        )
+
+    def anchored(anchor) -> dict:
+        clock = time.perf_counter()
+        got = anchored_tournaments(*args, phases, targets, anchor)
+        return {
+            "predicted": {t: g.preference.tolist() for t, g in got.items()},
+            "cost": got[names[0]].cost,
+            "seconds": time.perf_counter() - clock,
+        }
+
+    for method, anchor in anchors.items():
+        if method not in record.predicted:
+            got = saved(("predicted", method), lambda anchor=anchor: anchored(anchor))
+            record.predicted[method], record.cost[method] = got["predicted"], got["cost"]
+            record.seconds[method] = got["seconds"]
+    return record
+
+
+def _reproduced(earlier: TournamentRecord, step, k, chosen, names, pair) -> TournamentRecord:
+    """``earlier`` (a tournament of the check being extended) once the first pair, trained
+    again, gives what it recorded (within its rounding floor)."""
+    if earlier.sources != list(chosen):
+        raise InputError(
+            f"the check being extended drew the sources {earlier.sources} at step {step} and "
+            f"k = {k}, this one {list(chosen)}: the run's task has changed since; run a new "
+            "check without --from-check"
+        )
+    ij, ji = pair["values"]
+    for x, t in enumerate(names):
+        got, recorded = ij[x] - ji[x], earlier.real[t][0][1]
+        if abs(got - recorded) > earlier.floor[t] + 1e-9 * abs(recorded):
+            raise InputError(
+                f"the first pair at step {step} and k = {k}, trained again, moves {t} by "
+                f"{got:.6g} where the check being extended recorded {recorded:.6g}: the run's "
+                "checkpoints, data or code have changed since; run a new check without "
+                "--from-check"
+            )
+    return TournamentRecord(
+        step=earlier.step,
+        k=earlier.k,
+        lr=earlier.lr,
+        sources=list(earlier.sources),
+        real=earlier.real,
+        floor=dict(earlier.floor),
+        predicted=dict(earlier.predicted),
+        seconds=dict(earlier.seconds),
+        cost=dict(earlier.cost),
+        triples=list(earlier.triples),
+    )
+
+
+def _trained(at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways):
+    """The tournament trained: every pair both ways, the floor, every method but the anchored
+    ones, and the triples (each a unit ``saved``; ``values`` of an order, ``both_ways`` of a
+    pair)."""
+    n, names = len(phases), list(targets)
+    args = (at.model, run.task.loss_fn, at.training)
     real = {t: np.zeros((n, n)) for t in names}
     seconds = {"real": 0.0}  # each pair's own time, saved with it (a resumed check has it)
     for i, j in itertools.combinations(range(n), 2):
@@ -418,7 +542,7 @@ def _tournament(
 
     floors = saved(("floor",), floor)
     predicted, cost, seconds_of = saved(
-        ("predicted",), lambda: _predictions(at, run, targets, phases, anchor, k, expand)
+        ("predicted",), lambda: _predictions(at, run, targets, phases, k, expand)
     )
     seconds.update(seconds_of)
     orders = [list(o) for o in itertools.permutations(range(3))]
@@ -461,9 +585,9 @@ def _tournament(
     )
 
 
-def _predictions(at, run, targets, phases, anchor, k, expand) -> tuple[dict, dict, dict]:
-    """Every method's predicted tournament for every target, the cost each reports, and the
-    seconds each took."""
+def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]:
+    """Every method's but the anchored ones' predicted tournament for every target, the cost
+    each reports, and the seconds each took."""
     model, loss_fn = at.model, run.task.loss_fn
     n, names = len(phases), list(targets)
     predicted: dict[str, dict[str, list]] = {}
@@ -475,11 +599,6 @@ def _predictions(at, run, targets, phases, anchor, k, expand) -> tuple[dict, dic
     for method, got in tournaments.items():
         predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
         cost[method] = got[names[0]].cost
-    clock = time.perf_counter()
-    got = anchored_tournaments(model, loss_fn, at.training, phases, targets, anchor)
-    seconds["anchored"] = time.perf_counter() - clock
-    predicted["anchored"] = {t: g.preference.tolist() for t, g in got.items()}
-    cost["anchored"] = got[names[0]].cost
     theta = {m: p.detach() for m, p in model.named_parameters() if p.requires_grad}
     drift = tournaments["composition"][names[0]].drift
     reference = {m: v + drift[m] for m, v in theta.items()}

@@ -23,6 +23,7 @@ from perturbative.pipeline.phase_records import (
 #: Methods that predict the value of ``O(A then B) - O(B then A)``.
 VALUE_METHODS = (
     "anchored",
+    "anchored-cycle",
     "expansion",
     "composition",
     "last-phase",
