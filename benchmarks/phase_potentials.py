@@ -7,9 +7,13 @@ s_j`` to every real tournament by least squares (all its pairs: a fit to the ans
 prediction) and prints, pooled over the check's checkpoints: the share of the real differences'
 squares it explains (R^2, the most any potential explains), the sign accuracy of the fit (not a
 bound on a method's signs: least squares weighs the large differences), what an anchor that is
-one of the sources would have given (each in turn, read from the real pairs), and the anchored
-method's and the last-phase baseline's sign accuracy and Kendall's tau from the check's own
-summary, beside the most right method's. Reads only the check's JSON.
+one of the sources would have given (each in turn, read from the real pairs), the anchored
+methods' and the last-phase baseline's sign accuracy and Kendall's tau from the check's summary
+(recomputed from its tournaments by this version), beside the most right method's, how closely
+each anchor reads the potential (the rank correlation of the potential an anchor gives, its
+predicted row means or a source anchor's real pairs with it, with the fitted one, the real row
+means; mean over tournaments), and on how many pairs the two anchored methods agree, and how
+often they are right there. Reads only the check's JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perturbative.pipeline.phase_summary import most_right
+from perturbative.pipeline.phase_summary import ANCHORED, most_right, summarize
 from perturbative.pipeline.results import read_phase_check_file
 
 
@@ -43,6 +47,26 @@ def source_anchors(real: np.ndarray) -> list[float]:
     return out
 
 
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's correlation of two potentials (the order of the sources each gives; a
+    potential is defined up to a constant)."""
+    a, b = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def anchor_readings(real: np.ndarray, predicted: dict[str, np.ndarray]) -> dict[str, float]:
+    """How closely each anchor reads the fitted potential (the real row means): the anchored
+    methods' potentials (their predicted row means), and each source as the anchor (the real
+    pairs with it; the median over sources)."""
+    fitted = real.mean(1)
+    out = {name: correlation(matrix.mean(1), fitted) for name, matrix in predicted.items()}
+    out["one source"] = float(
+        np.median([correlation(real[:, a], fitted) for a in range(len(real))])
+    )
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checks", nargs="+", help="phase-check folders (or their JSON files)")
@@ -51,11 +75,18 @@ def main(argv=None) -> int:
         check = read_phase_check_file(Path(folder))
         print(f"{check.run}:")
         for target in check.targets:
-            for k, row in check.summary.rows[target].items():
+            for k, row in summarize(check.tournaments).rows[target].items():
                 chosen = [r for r in check.tournaments if r.k == k]
                 residual, right, pairs = 0.0, 0, 0
-                total, one_source = 0.0, []
+                total, one_source, readings = 0.0, [], []
+                anchored = [n for n in ANCHORED if all(n in r.predicted for r in chosen)]
                 for r in chosen:
+                    readings.append(
+                        anchor_readings(
+                            np.asarray(r.real[target]),
+                            {n: np.asarray(r.predicted[n][target]) for n in anchored},
+                        )
+                    )
                     one_source += source_anchors(np.asarray(r.real[target]))
                     real = np.asarray(r.real[target])
                     upper = np.triu_indices(len(real), 1)
@@ -72,12 +103,20 @@ def main(argv=None) -> int:
                     f"one source as the anchor {np.mean(one_source):.2f} (worst "
                     f"{np.min(one_source):.2f})"
                 )
-                for name in ("anchored", "last-phase"):
+                for name in (*ANCHORED, "last-phase"):
                     if name in methods:
                         m = methods[name]
                         text += (
                             f"; {name} {m.sign_accuracy_above_floor:.2f} (tau {m.kendall_tau:+.2f})"
                         )
+                text += "; the anchors' potentials against the fitted one: " + ", ".join(
+                    f"{name} {np.mean([x[name] for x in readings]):+.2f}" for name in readings[0]
+                )
+                if not np.isnan(row.anchors_agree):
+                    text += (
+                        f"; the two anchors agree on {row.anchors_agree:.2f} of the pairs, right "
+                        f"on {row.right_where_anchors_agree:.2f} of those"
+                    )
                 best = most_right(methods)
                 if best:
                     signs = methods[best[0]].sign_accuracy_above_floor

@@ -146,3 +146,28 @@ def test_the_lstm_on_docstrings_is_recorded_and_phase_checked(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "anchored" in done.stdout and "most right here at k=1:" in done.stdout
+
+
+def test_the_vision_transformer_on_celeba_is_recorded_and_phase_checked(tmp_path):
+    from cases import SHARED_CELEBA
+
+    if not SHARED_CELEBA.is_dir():
+        pytest.skip(f"CelebA subset not found at {SHARED_CELEBA}")
+    run = tmp_path / "vit"
+    flags = ["--run-dir", str(run), "--steps", "20", "--save-every", "10"]
+    out = run_example("vit_celeba.py", "--celeba", str(SHARED_CELEBA), *flags)
+    assert "training faces (Male " in out and "held-out loss" in out
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "perturbative.cli", "phase-check", str(run)),
+            *("--steps", "10", "--ks", "1", "--sources", "3", "--triples", "0"),
+            *("--expansion-up-to", "0", "--heldout-examples", "16"),
+            *("--out-dir", str(tmp_path / "check")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PERTURBATIVE_CELEBA=str(SHARED_CELEBA)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "anchored-cycle" in done.stdout and "most right here at k=1:" in done.stdout

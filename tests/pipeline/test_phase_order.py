@@ -73,7 +73,9 @@ def test_the_results_scripts_read_a_check(whole, capsys):
     run_benchmark("phase_potentials.py", str(whole))
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 + 2 * 2 and "a potential explains R^2" in lines[1]
-    assert "one source as the anchor" in lines[1] and "anchored" in lines[1]
+    assert "one source as the anchor" in lines[1] and "anchored-cycle" in lines[1]
+    assert "the anchors' potentials against the fitted one: anchored " in lines[1]
+    assert "the two anchors agree on " in lines[1]
 
 
 def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):

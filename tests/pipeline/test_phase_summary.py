@@ -89,3 +89,23 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
     assert summary_lines(summarize([both]))[-1] == (
         "    most right here at k=1: anchored, composition (signs 0.667, tau -0.33)"
     )
+
+
+def test_where_the_two_anchored_methods_agree():
+    """Their agreement is counted over the pairs above the floor, and how often the agreed
+    sign is the real one; the summary says both, and nothing without the two methods."""
+    real = {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 1e-9}  # the last pair below the floor
+    both = record(real, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3})
+    both.predicted["anchored"] = {T: antisymmetric({(0, 1): 1.0, (0, 2): -1.0, (1, 2): 1.0})}
+    both.predicted["anchored-cycle"] = {T: antisymmetric({(0, 1): 2.0, (0, 2): 1.0, (1, 2): 1.0})}
+    row = summarize([both]).rows[T][1]  # floor 0: all three pairs count
+    assert row.anchors_agree == pytest.approx(2 / 3) and row.right_where_anchors_agree == 1.0
+    both.floor[T] = 1e-6
+    row = summarize([both]).rows[T][1]
+    assert row.anchors_agree == 0.5 and row.right_where_anchors_agree == 1.0
+    assert summary_lines(summarize([both]))[-1] == (
+        "    the two anchored methods agree on 50% of the pairs (known before any pair "
+        "trains), right on 100% of those"
+    )
+    del both.predicted["anchored-cycle"]
+    assert math.isnan(summarize([both]).rows[T][1].anchors_agree)

@@ -116,6 +116,9 @@ class PhaseRow:
         sources: sources per tournament.
         seconds_real: training every pair both ways, summed.
         methods: per method, its numbers.
+        anchors_agree: the share of the pairs above the floor on whose sign the two anchored
+            methods agree (NaN without both): known without training any pair.
+        right_where_anchors_agree: the share of those whose agreed sign is the real one.
     """
 
     pairs: int
@@ -125,6 +128,8 @@ class PhaseRow:
     sources: int
     seconds_real: float
     methods: dict[str, MethodSummary] = field(default_factory=dict)
+    anchors_agree: float = math.nan
+    right_where_anchors_agree: float = math.nan
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PhaseRow:
@@ -136,6 +141,8 @@ class PhaseRow:
             sources=int(data["sources"]),
             seconds_real=_float(data.get("seconds_real")),
             methods={m: MethodSummary.from_json(v) for m, v in data.get("methods", {}).items()},
+            anchors_agree=_float(data.get("anchors_agree")),
+            right_where_anchors_agree=_float(data.get("right_where_anchors_agree")),
         )
 
 

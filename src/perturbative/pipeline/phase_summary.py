@@ -34,6 +34,8 @@ VALUE_METHODS = (
 SIGN_METHODS = ("larger-gradient-first", "larger-loss-first", "coin")
 #: Every method a phase check predicts with, in the order its tables show them.
 METHODS = VALUE_METHODS + SIGN_METHODS
+#: The two anchored methods, whose agreement on a pair's sign is known before any pair trains.
+ANCHORED = ("anchored", "anchored-cycle")
 
 
 def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
@@ -93,6 +95,22 @@ def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
                         seconds=_total([r.seconds.get(method) for r in chosen]),
                     )
                 row.methods[method] = MethodSummary(**numbers)
+            if all(m in methods for m in ANCHORED):
+                mixture, cycle = (
+                    np.sign(
+                        np.concatenate(
+                            [
+                                np.asarray(r.predicted[m][target])[u]
+                                for r, u in zip(chosen, upper, strict=True)
+                            ]
+                        )
+                    )
+                    for m in ANCHORED
+                )
+                agreed = (mixture == cycle)[above]
+                right = (mixture == np.sign(real))[above][agreed]
+                row.anchors_agree = float(agreed.mean()) if len(agreed) else math.nan
+                row.right_where_anchors_agree = float(right.mean()) if len(right) else math.nan
             out.rows.setdefault(target, {})[k] = row
     return out
 
@@ -165,6 +183,12 @@ def summary_lines(summary: PhaseSummary) -> list[str]:
                 lines.append(
                     f"    most right here at k={k}: {', '.join(trusted)} (signs "
                     f"{m.sign_accuracy_above_floor:.3f}, tau {_f(m.kendall_tau, '+.2f')})"
+                )
+            if not math.isnan(row.anchors_agree):
+                lines.append(
+                    f"    the two anchored methods agree on {row.anchors_agree:.0%} of the pairs "
+                    f"(known before any pair trains), right on "
+                    f"{_f(row.right_where_anchors_agree, '.0%')} of those"
                 )
     return lines
 
