@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perturbative._core.stats import spearman
 from perturbative.pipeline.phase_summary import ANCHORED, most_right, summarize
 from perturbative.pipeline.results import read_phase_check_file
 
@@ -47,23 +48,13 @@ def source_anchors(real: np.ndarray) -> list[float]:
     return out
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's correlation of two potentials (the order of the sources each gives; a
-    potential is defined up to a constant)."""
-    a, b = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
-    a, b = a - a.mean(), b - b.mean()
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
 def anchor_readings(real: np.ndarray, predicted: dict[str, np.ndarray]) -> dict[str, float]:
     """How closely each anchor reads the fitted potential (the real row means): the anchored
     methods' potentials (their predicted row means), and each source as the anchor (the real
     pairs with it; the median over sources)."""
     fitted = real.mean(1)
-    out = {name: correlation(matrix.mean(1), fitted) for name, matrix in predicted.items()}
-    out["one source"] = float(
-        np.median([correlation(real[:, a], fitted) for a in range(len(real))])
-    )
+    out = {name: spearman(matrix.mean(1), fitted) for name, matrix in predicted.items()}
+    out["one source"] = float(np.median([spearman(real[:, a], fitted) for a in range(len(real))]))
     return out
 
 

@@ -9,9 +9,9 @@ held-out evaluation.
 The model family (a pre-norm transformer over 4x4 patches of 32x32 faces, attention written
 out, LayerNorm, no BatchNorm, no dropout) is not that of any run the phase-order methods were
 designed or checked on. The sources are the attribute groups of ``perturbative train``'s CelebA
-runs (Male, Smiling, Eyeglasses, Young, Wearing_Hat and their complements). The loop is an
-ordinary one: AdamW (lr 1e-3, weight decay 0.05), a 40-step warm-up then a cosine to 0 at the
-last step, clipping at 1.0, batches of 32. The analysis rebuilds the data from
+runs (Male, not Male, Smiling, not Smiling, Eyeglasses, Young, not Young, Wearing_Hat). The
+loop is an ordinary one: AdamW (lr 1e-3, weight decay 0.05), a 40-step warm-up then a cosine to
+0 at the last step, clipping at 1.0, batches of 32. The analysis rebuilds the data from
 ``PERTURBATIVE_CELEBA`` (default: the ``shared/data/celeba`` folder beside the repository).
 """
 
@@ -30,18 +30,10 @@ from torch.utils.data import DataLoader, Subset
 
 import perturbative as pt
 from perturbative.data import load_celeba
+from perturbative.pipeline.run import PHASE_SOURCES
 
 SIZE, PATCH = 32, 4
-SOURCES = (
-    "Male",
-    "not Male",
-    "Smiling",
-    "not Smiling",
-    "Eyeglasses",
-    "Young",
-    "not Young",
-    "Wearing_Hat",
-)
+SOURCES = PHASE_SOURCES["celeba"]  # the attribute groups of `perturbative train`'s runs
 
 
 class Block(nn.Module):
@@ -172,7 +164,8 @@ def main() -> None:
                 break
     recorder.close()
     images, targets = (torch.stack(x) for x in zip(*own.heldout, strict=True))
-    frequency = torch.stack([t for _, t in own.train]).mean(0).clamp(1e-3, 1 - 1e-3)
+    data = _dataset()
+    frequency = data.targets[data.train_indices].mean(0).clamp(1e-3, 1 - 1e-3)
     with torch.no_grad():
         held = attributes_loss(model(images), targets)
         constant = attributes_loss(torch.logit(frequency).expand_as(targets), targets)

@@ -92,19 +92,21 @@ def test_a_method_timed_with_another_and_pairs_without_a_measure():
 
 
 def test_where_the_two_anchored_methods_agree():
-    """Their agreement is counted over the pairs above the floor, and how often the agreed
-    sign is the real one; the summary says both, and nothing without the two methods."""
-    real = {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 1e-9}  # the last pair below the floor
+    """Their agreement is counted over every pair (it is known before any pair trains), how
+    often the agreed sign is the real one over the pairs above the floor; the summary says
+    both, and nothing without the two methods."""
+    real = {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 1e-9}
     both = record(real, {(0, 1): 0.2, (0, 2): 0.1, (1, 2): 0.3})
-    both.predicted["anchored"] = {T: antisymmetric({(0, 1): 1.0, (0, 2): -1.0, (1, 2): 1.0})}
-    both.predicted["anchored-cycle"] = {T: antisymmetric({(0, 1): 2.0, (0, 2): 1.0, (1, 2): 1.0})}
-    row = summarize([both]).rows[T][1]  # floor 0: all three pairs count
-    assert row.anchors_agree == pytest.approx(2 / 3) and row.right_where_anchors_agree == 1.0
-    both.floor[T] = 1e-6
+    # agreed and right, disagreed, agreed and wrong
+    both.predicted["anchored"] = {T: antisymmetric({(0, 1): 1.0, (0, 2): -1.0, (1, 2): -1.0})}
+    both.predicted["anchored-cycle"] = {T: antisymmetric({(0, 1): 2.0, (0, 2): 1.0, (1, 2): -3})}
+    row = summarize([both]).rows[T][1]  # floor 0: every pair is above it
+    assert row.anchors_agree == pytest.approx(2 / 3) and row.right_where_anchors_agree == 0.5
+    both.floor[T] = 1e-6  # the wrong one is now below the floor: agreed on, not counted right
     row = summarize([both]).rows[T][1]
-    assert row.anchors_agree == 0.5 and row.right_where_anchors_agree == 1.0
+    assert row.anchors_agree == pytest.approx(2 / 3) and row.right_where_anchors_agree == 1.0
     assert summary_lines(summarize([both]))[-1] == (
-        "    the two anchored methods agree on 50% of the pairs (known before any pair "
+        "    the two anchored methods agree on 67% of the pairs (known before any pair "
         "trains), right on 100% of those"
     )
     del both.predicted["anchored-cycle"]

@@ -81,7 +81,7 @@ class PartialCheck:
 
 
 #: settings a check's records do not depend on: a check may continue under other values
-UNSAVED = ("out_dir", "replay_steps", "allow_replay_gap")
+UNSAVED = ("out_dir", "replay_steps", "allow_replay_gap", "from_check")
 
 
 def partial_header(run_dir: Path, steps: Sequence[int], settings: dict[str, Any]) -> dict:
@@ -100,7 +100,8 @@ def _differences(saved: Any, header: dict) -> str:
         return "whose settings cannot be read"
     if saved.get("options") != header["options"]:
         old = saved.get("options") or {}
-        names = [k for k in header["options"] if old.get(k) != header["options"][k]]
-        changed = ", ".join(f"{k}: {old.get(k)} there, {header['options'][k]} now" for k in names)
+        names = [k for k in {**old, **header["options"]} if old.get(k) != header["options"].get(k)]
+        new = header["options"]
+        changed = ", ".join(f"{k}: {old.get(k)} there, {new.get(k)} now" for k in names)
         return f"with other settings ({changed})"
     return "on checkpoints that have changed since (their hashes differ)"

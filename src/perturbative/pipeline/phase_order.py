@@ -30,8 +30,8 @@ sign accuracy over all pairs and over pairs above the floor, Spearman, calibrati
 relative error, Kendall's tau of the ranking against the real tournament's, best of ``3!``, and
 seconds against training every order. A check that stops continues where it stopped when run
 again (the same :class:`~perturbative.pipeline.partial.PartialCheck` as the order check), and a
-finished check of an earlier version gains the methods it lacks without training its pairs
-again (``from_check``).
+finished check of an earlier version gains the anchored methods it lacks without training its
+pairs again (``from_check``, :mod:`perturbative.pipeline.phase_extend`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ from perturbative.pipeline.order_check import (
 )
 from perturbative.pipeline.order_sampling import DTYPES
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
+from perturbative.pipeline.phase_extend import (
+    defaults_of,
+    earlier_check,
+    reproduced,
+    tournaments_to_extend,
+)
 from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
 from perturbative.pipeline.phase_summary import summarize
 from perturbative.pipeline.recorded_run import (
@@ -83,7 +89,7 @@ from perturbative.pipeline.recorded_run import (
 )
 from perturbative.pipeline.recorder import read_order_log
 from perturbative.pipeline.replay import ReplayGap, gate, replay_gap
-from perturbative.pipeline.results import PHASE_CHECK, read_phase_check_file
+from perturbative.pipeline.results import PHASE_CHECK
 from perturbative.pipeline.task import Task, as_dtype, packed
 
 PROGRESS = "phase_check.progress.jsonl"
@@ -126,10 +132,11 @@ class PhaseCheckOptions:
             results).
         out_dir: the check's folder (default ``RUN/phase_check``).
         from_check: a finished check of this run with these same settings (an earlier
-            version's): its real pairs, triples and predictions are kept and only the methods it
-            lacks are computed, into ``out_dir`` (the earlier check is not changed). Each of its
-            tournaments' first pair is trained again first and must reproduce it, or the check
-            stops: the run's checkpoints or data have changed since.
+            version's): its real pairs, triples and predictions are kept and only the anchored
+            methods it lacks are computed, into ``out_dir`` (the earlier check is not changed;
+            the seconds of what is kept are its own). Two pairs of each of its tournaments are
+            trained again first and must reproduce it, or the check stops
+            (:mod:`perturbative.pipeline.phase_extend`).
     """
 
     checkpoints: int = 3
@@ -150,10 +157,6 @@ class PhaseCheckOptions:
     replay_steps: int = 200
     allow_replay_gap: bool = False
     from_check: str | None = None
-
-
-#: Options that may differ between a check and the earlier check it extends (``from_check``).
-EXTENDING = (*UNSAVED, "from_check", "device")
 
 
 def phase_check(
@@ -179,12 +182,19 @@ def phase_check(
         raise InputError(f"batchnorm must be 'batch' or 'running', not {options.batchnorm!r}")
     if options.dtype not in DTYPES:
         raise InputError(f"dtype must be one of {sorted(DTYPES)}, not {options.dtype!r}")
+    settings = {k: v for k, v in asdict(options).items() if k not in UNSAVED}
+    earlier = None
+    if options.from_check is not None:
+        earlier = earlier_check(
+            options.from_check, json.loads(json.dumps(settings)), defaults_of(PhaseCheckOptions)
+        )
     run = _Run.open(Path(run_dir), task, data_root)
     refuse_batchnorm_flags(run.run, run_dir, ["batchnorm"] if options.batchnorm != "batch" else [])
     usable = usable_checkpoints(run.run, run.log, _needed_steps(options))
     steps = choose_checkpoints(
         run.folder, options.checkpoints, options.steps, usable, "smaller --ks or --triple-ks"
     )
+    extended = tournaments_to_extend(earlier, steps, options.ks) if earlier else {}
     sources = run.task.sources or {}
     names = [n for n, members in sources.items() if len(members) >= run.batch_size]
     if len(names) < 2:
@@ -198,8 +208,6 @@ def phase_check(
     run.replay = gate(  # the modelled step held to the run's own checkpoints first
         lambda step: run.replay_gap(step, options.replay_steps), steps, options.allow_replay_gap
     )
-    earlier = _earlier_check(options)
-    settings = {k: v for k, v in asdict(options).items() if k not in UNSAVED}
     header = json.loads(
         json.dumps(
             {
@@ -257,7 +265,7 @@ def phase_check(
                     expand,
                     saved,
                     anchors={"anchored": anchor, "anchored-cycle": cycled},
-                    earlier=earlier.get((step, k)) if earlier is not None else None,
+                    earlier=extended.get((step, k)),
                 )
                 records.append(record)
                 _write(out, run, options, records, targets)
@@ -285,35 +293,6 @@ class _At:
     def lr(self) -> float:
         """The first group's lr at the first step after the checkpoint."""
         return self.training.rates_at(0)[0]
-
-
-def _earlier_check(options: PhaseCheckOptions) -> dict[tuple[int, int], TournamentRecord] | None:
-    """The tournaments of the finished check ``options.from_check`` by ``(step, k)``, or
-    ``None`` where there is none to extend.
-
-    Raises:
-        InputError: it is not a finished phase check, or it was checked with other settings.
-    """
-    if options.from_check is None:
-        return None
-    check = read_phase_check_file(options.from_check)
-    if not check.finished:
-        raise InputError(
-            f"{options.from_check} holds an unfinished phase check: finish it first (run its "
-            "command again), then extend it"
-        )
-    ours = json.loads(json.dumps(asdict(options)))
-    differ = [
-        f"--{name.replace('_', '-')} {check.options.get(name)!r} there, {value!r} here"
-        for name, value in ours.items()
-        if name not in EXTENDING and check.options.get(name) != value
-    ]
-    if differ:
-        raise InputError(
-            f"{options.from_check} was checked with other settings ({'; '.join(differ)}): "
-            "pass its settings to extend it"
-        )
-    return {(r.step, r.k): r for r in check.tournaments}
 
 
 def _needed_steps(options: PhaseCheckOptions) -> int:
@@ -439,7 +418,7 @@ def _tournament(
 ) -> TournamentRecord:
     """Train every pair both ways and every triple's orders, and predict them all
     (``anchors``: each anchored method's anchor phase); with ``earlier`` (the same tournament
-    in the check being extended), keep what it has once its first pair reproduces, and
+    in the check being extended), keep what it has once its first and last pairs reproduce, and
     predict with the methods it lacks."""
     names = list(targets)
     args = (at.model, run.task.loss_fn, at.training)
@@ -458,9 +437,12 @@ def _tournament(
         ij, ji = values((i, j)), values((j, i))
         return {"values": [ij, ji], "seconds": time.perf_counter() - started}
 
-    if earlier is not None:
-        again = saved(("pair", 0, 1), lambda: both_ways(0, 1))
-        record = _reproduced(earlier, at.step, k, chosen, names, again)
+    if earlier is not None:  # its first and last pairs trained again first
+        again = {
+            (i, j): saved(("pair", i, j), lambda i=i, j=j: both_ways(i, j))["values"]
+            for i, j in ((0, 1), (len(chosen) - 2, len(chosen) - 1))
+        }
+        record = reproduced(earlier, chosen, names, again, str(run.folder))
     else:
         record = _trained(
             at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways
@@ -481,39 +463,6 @@ def _tournament(
             record.predicted[method], record.cost[method] = got["predicted"], got["cost"]
             record.seconds[method] = got["seconds"]
     return record
-
-
-def _reproduced(earlier: TournamentRecord, step, k, chosen, names, pair) -> TournamentRecord:
-    """``earlier`` (a tournament of the check being extended) once the first pair, trained
-    again, gives what it recorded (within its rounding floor)."""
-    if earlier.sources != list(chosen):
-        raise InputError(
-            f"the check being extended drew the sources {earlier.sources} at step {step} and "
-            f"k = {k}, this one {list(chosen)}: the run's task has changed since; run a new "
-            "check without --from-check"
-        )
-    ij, ji = pair["values"]
-    for x, t in enumerate(names):
-        got, recorded = ij[x] - ji[x], earlier.real[t][0][1]
-        if abs(got - recorded) > earlier.floor[t] + 1e-9 * abs(recorded):
-            raise InputError(
-                f"the first pair at step {step} and k = {k}, trained again, moves {t} by "
-                f"{got:.6g} where the check being extended recorded {recorded:.6g}: the run's "
-                "checkpoints, data or code have changed since; run a new check without "
-                "--from-check"
-            )
-    return TournamentRecord(
-        step=earlier.step,
-        k=earlier.k,
-        lr=earlier.lr,
-        sources=list(earlier.sources),
-        real=earlier.real,
-        floor=dict(earlier.floor),
-        predicted=dict(earlier.predicted),
-        seconds=dict(earlier.seconds),
-        cost=dict(earlier.cost),
-        triples=list(earlier.triples),
-    )
 
 
 def _trained(at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways):

@@ -116,9 +116,10 @@ class PhaseRow:
         sources: sources per tournament.
         seconds_real: training every pair both ways, summed.
         methods: per method, its numbers.
-        anchors_agree: the share of the pairs above the floor on whose sign the two anchored
-            methods agree (NaN without both): known without training any pair.
-        right_where_anchors_agree: the share of those whose agreed sign is the real one.
+        anchors_agree: the share of the pairs on whose sign the two anchored methods agree
+            (NaN without both): known before any pair trains.
+        right_where_anchors_agree: of those above the floor, the share whose agreed sign is
+            the real one.
     """
 
     pairs: int

@@ -51,7 +51,10 @@ def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
     for target in targets:
         for k in sorted({r.k for r in records}):
             chosen = [r for r in records if r.k == k]
-            methods = [m for m in chosen[0].predicted if all(m in r.predicted for r in chosen)]
+            methods = sorted(  # in the tables' order, any other method after them
+                (m for m in chosen[0].predicted if all(m in r.predicted for r in chosen)),
+                key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS),
+            )
             upper = [np.triu_indices(len(r.sources), 1) for r in chosen]
             real = np.concatenate(
                 [np.asarray(r.real[target])[u] for r, u in zip(chosen, upper, strict=True)]
@@ -107,8 +110,8 @@ def summarize(records: Sequence[TournamentRecord]) -> PhaseSummary:
                     )
                     for m in ANCHORED
                 )
-                agreed = (mixture == cycle)[above]
-                right = (mixture == np.sign(real))[above][agreed]
+                agreed = mixture == cycle  # over every pair: known before any trains
+                right = (mixture == np.sign(real))[agreed & above]
                 row.anchors_agree = float(agreed.mean()) if len(agreed) else math.nan
                 row.right_where_anchors_agree = float(right.mean()) if len(right) else math.nan
             out.rows.setdefault(target, {})[k] = row
@@ -147,7 +150,8 @@ def _best_of_three(records, method: str, target: str) -> dict[str, Any]:
 
 def summary_lines(summary: PhaseSummary) -> list[str]:
     """The summary as printed by ``perturbative phase-check``: per target and ``k``, each
-    method's sign accuracy above the floor, Kendall's tau, best of 3! and seconds."""
+    method's sign accuracy above the floor, Kendall's tau, best of 3! and seconds, the most
+    right methods, and where the two anchored methods agree."""
     lines = []
     for target, by_k in summary.rows.items():
         lines.append(f"{target}:")
