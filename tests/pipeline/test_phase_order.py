@@ -9,9 +9,15 @@ import pytest
 from cases import run_benchmark, tiny_digits_run
 
 from perturbative._core.errors import InputError
-from perturbative.pipeline.phase_order import PROGRESS, PhaseCheckOptions, phase_check
+from perturbative.pipeline.phase_order import (
+    PROGRESS,
+    PhaseCheckOptions,
+    phase_check,
+    phase_draws,
+)
 from perturbative.pipeline.phase_summary import VALUE_METHODS
 from perturbative.pipeline.results import read_phase_check_file
+from perturbative.pipeline.run import training_task
 from perturbative.pipeline.task import Task
 
 # the module (the package re-exports its function under the same name)
@@ -63,9 +69,9 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
     assert 0 <= row.methods["composition"].sign_accuracy <= 1
 
 
-def test_the_results_scripts_read_a_check(whole, capsys):
-    """benchmarks/phase_tables.py and phase_potentials.py print the page's tables and the
-    potential's share from a finished check."""
+def test_the_results_scripts_read_a_check(run_dir, whole, capsys):
+    """benchmarks/phase_tables.py, phase_potentials.py and phase_cycle_sources.py print the
+    page's tables, the potential's share and the cycle's split from a finished check."""
     run_benchmark("phase_tables.py", str(whole))
     tables = capsys.readouterr().out
     assert tables.startswith("**held-out loss** (sign accuracy") and "| 2 | 3/3 |" in tables
@@ -76,6 +82,9 @@ def test_the_results_scripts_read_a_check(whole, capsys):
     assert "one source as the anchor" in lines[1] and "anchored-cycle" in lines[1]
     assert "the anchors' potentials against the fitted one: anchored " in lines[1]
     assert "the two anchors agree on " in lines[1]
+    run_benchmark("phase_cycle_sources.py", str(run_dir), str(whole))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 2 * 2 and "pairs the cycle held both" in lines[2]
 
 
 def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):
@@ -164,7 +173,6 @@ def test_bad_input_is_refused_with_what_to_do(run_dir, tmp_path):
         phase_check(run_dir, dataclasses.replace(options, target_source="digit_11"))
     with pytest.raises(InputError, match="cannot import the task's module 'x'"):
         phase_check(run_dir, options, task="x:y", progress=False)
-    from perturbative.pipeline.run import training_task
 
     own = training_task(run_dir)
     bare = Task(model=own.model, loss_fn=own.loss_fn, train=own.train)
@@ -204,6 +212,10 @@ def test_the_cycle_anchor_is_one_source_per_batch_in_turn(run_dir, tmp_path, mon
     assert set().union(*mixture) <= labels and max(map(len, mixture)) > 1
     assert all(len(b) == 1 for b in cycle) and set().union(*cycle[:3]) == labels
     assert cycle[3] == cycle[0]  # the fourth batch begins the turn again
+    # the draws replayed from the seed alone, as the check drew them
+    drawn = phase_draws(training_task(run_dir).sources, 4, 3, 4, options)
+    assert drawn.sources == record.sources and len(drawn.cycle) == 4
+    assert [{int(s.removeprefix("digit_"))} for s in drawn.cycle_sources] == cycle
     assert record.cost["anchored-cycle"] == record.cost["anchored"]
     assert record.predicted["anchored-cycle"] != record.predicted["anchored"]
 

@@ -40,7 +40,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -227,28 +227,11 @@ def phase_check(
             at = run.restore(step, options)
             targets = _targets(run.task, at.model, target, options.heldout_examples)
             for k in options.ks:
-                rng = random.Random(f"{options.seed}/{step}/{k}")
-                chosen = sorted(rng.sample(names, min(options.sources, len(names))))
-                phases = [
-                    _phase(run.task, run.task.sources[n], k, run.batch_size, rng, at.model)
-                    for n in chosen
-                ]
-                triples = [
-                    sorted(rng.sample(range(len(chosen)), 3))
-                    for _ in range(options.triples if k in options.triple_ks else 0)
-                ]
-                if len(chosen) < 3:
-                    triples = []
-                # the anchored method's anchor: a phase of the chosen sources' mixture, drawn
-                # after the rest so that the sources' phases and triples stay as they were
-                mixture = sorted({i for n in chosen for i in run.task.sources[n]})
-                anchor = _phase(run.task, mixture, k, run.batch_size, rng, at.model)
-                # and the cycle: each batch one source's, the sources in a drawn order
-                cycle = rng.sample(chosen, len(chosen))
-                cycled = [
-                    _phase(run.task, run.task.sources[n], 1, run.batch_size, rng, at.model)[0]
-                    for n in itertools.islice(itertools.cycle(cycle), k)
-                ]
+                drawn = phase_draws(run.task.sources, run.batch_size, step, k, options)
+                chosen, triples = drawn.sources, drawn.triples
+                phases = [_batches(run.task, p, at.model) for p in drawn.phases]
+                anchor = _batches(run.task, drawn.mixture, at.model)
+                cycled = _batches(run.task, drawn.cycle, at.model)
 
                 def saved(key, compute, step=step, k=k):
                     return unfinished.get((step, k, *key), compute)
@@ -389,16 +372,63 @@ def _targets(task: Task, model: nn.Module, source: str | None, count: int) -> di
     }
 
 
-def _phase(
-    task: Task, members: Sequence[int], k: int, size: int, rng: random.Random, model: nn.Module
-) -> list:
-    """``k`` batches of ``size`` distinct examples of one source (drawn anew for each batch),
-    in the model's precision on its device."""
-    first = next(model.parameters())
-    return [
-        packed(as_dtype(task.batch(rng.sample(list(members), size)), first.dtype, first.device))
-        for _ in range(k)
+@dataclass
+class PhaseDraws:
+    """One tournament's draws, as indices into the task's training examples.
+
+    Attributes:
+        sources: the sources drawn, in name order.
+        phases: each source's phase, ``k`` batches of distinct examples (each drawn anew).
+        triples: triples of the sources (indices into ``sources``) whose orders are trained.
+        mixture: the anchor of the anchored method: ``k`` batches of the sources' mixture.
+        cycle: the anchor of ``anchored-cycle``: ``k`` batches, each of one source.
+        cycle_sources: the source of each of ``cycle``'s batches, the sources in a drawn
+            order, in turn.
+    """
+
+    sources: list[str]
+    phases: list[list[list[int]]]
+    triples: list[list[int]]
+    mixture: list[list[int]]
+    cycle: list[list[int]]
+    cycle_sources: list[str]
+
+
+def phase_draws(
+    sources: Mapping[str, Sequence[int]],
+    batch_size: int,
+    step: int,
+    k: int,
+    options: PhaseCheckOptions,
+) -> PhaseDraws:
+    """What the check draws at ``step`` and ``k`` from its seed (``options``' seed, sources,
+    triples and triple phase lengths), among the sources with at least a batch of examples:
+    the same draws whenever it runs, so that a stopped or extended check trains the same phases.
+    The anchors are drawn after the rest, the cycle last, so that each method added left the
+    earlier draws as they were."""
+    rng = random.Random(f"{options.seed}/{step}/{k}")
+    names = [n for n, members in sources.items() if len(members) >= batch_size]
+    chosen = sorted(rng.sample(names, min(options.sources, len(names))))
+
+    def batches(members: Sequence[int], count: int) -> list[list[int]]:
+        return [rng.sample(list(members), batch_size) for _ in range(count)]
+
+    phases = [batches(sources[n], k) for n in chosen]
+    triples = [
+        sorted(rng.sample(range(len(chosen)), 3))
+        for _ in range(options.triples if k in options.triple_ks else 0)
     ]
+    mixture = batches(sorted({i for n in chosen for i in sources[n]}), k)
+    order = rng.sample(chosen, len(chosen))
+    turns = list(itertools.islice(itertools.cycle(order), k))
+    cycle = [batches(sources[n], 1)[0] for n in turns]
+    return PhaseDraws(chosen, phases, triples if len(chosen) >= 3 else [], mixture, cycle, turns)
+
+
+def _batches(task: Task, drawn: Sequence[Sequence[int]], model: nn.Module) -> list:
+    """The drawn batches of examples, in the model's precision on its device."""
+    first = next(model.parameters())
+    return [packed(as_dtype(task.batch(list(b)), first.dtype, first.device)) for b in drawn]
 
 
 def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -> list[float]:
