@@ -72,14 +72,10 @@ def main(argv=None) -> int:
                 total, one_source, readings = 0.0, [], []
                 anchored = [n for n in ANCHORED if all(n in r.predicted for r in chosen)]
                 for r in chosen:
-                    readings.append(
-                        anchor_readings(
-                            np.asarray(r.real[target]),
-                            {n: np.asarray(r.predicted[n][target]) for n in anchored},
-                        )
-                    )
-                    one_source += source_anchors(np.asarray(r.real[target]))
                     real = np.asarray(r.real[target])
+                    predicted = {n: np.asarray(r.predicted[n][target]) for n in anchored}
+                    readings.append(anchor_readings(real, predicted))
+                    one_source += source_anchors(real)
                     upper = np.triu_indices(len(real), 1)
                     fit = potential_fit(real)
                     residual += float(((real - fit)[upper] ** 2).sum())

@@ -196,7 +196,7 @@ def phase_check(
     )
     extended = tournaments_to_extend(earlier, steps, options.ks) if earlier else {}
     sources = run.task.sources or {}
-    names = [n for n, members in sources.items() if len(members) >= run.batch_size]
+    names = _phase_sources(sources, run.batch_size)
     if len(names) < 2:
         raise InputError(
             f"the run's task names {len(sources)} sources with at least a batch "
@@ -407,7 +407,7 @@ def phase_draws(
     The anchors are drawn after the rest, the cycle last, so that each method added left the
     earlier draws as they were."""
     rng = random.Random(f"{options.seed}/{step}/{k}")
-    names = [n for n, members in sources.items() if len(members) >= batch_size]
+    names = _phase_sources(sources, batch_size)
     chosen = sorted(rng.sample(names, min(options.sources, len(names))))
 
     def batches(members: Sequence[int], count: int) -> list[list[int]]:
@@ -423,6 +423,11 @@ def phase_draws(
     turns = list(itertools.islice(itertools.cycle(order), k))
     cycle = [batches(sources[n], 1)[0] for n in turns]
     return PhaseDraws(chosen, phases, triples if len(chosen) >= 3 else [], mixture, cycle, turns)
+
+
+def _phase_sources(sources: Mapping[str, Sequence[int]], batch_size: int) -> list[str]:
+    """The sources with at least a batch of examples: those a phase can be drawn from."""
+    return [n for n, members in sources.items() if len(members) >= batch_size]
 
 
 def _batches(task: Task, drawn: Sequence[Sequence[int]], model: nn.Module) -> list:
