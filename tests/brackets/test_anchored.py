@@ -1,4 +1,5 @@
-"""The anchored tournament (brackets/_anchored.py): exact where the order's effect is a
+"""The real and the anchored tournaments (brackets/_anchored.py): the real one bit for bit
+against training each order from the start; the anchored one exact where the order's effect is a
 difference of potentials (a closed form), and its measured pairs against really training them."""
 
 import itertools
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 import perturbative as pt
-from perturbative.brackets import anchored_tournaments, values_along_steps
+from perturbative.brackets import anchored_tournaments, trained_tournaments, values_along_steps
 
 DTYPE = torch.float64
 
@@ -50,13 +51,48 @@ def test_exact_where_every_phase_map_shares_its_linear_part():
     linear = pt.Observable.mean_loss(lambda out: out.mean(), (torch.randn(6, 3, dtype=DTYPE),))
     got = anchored_tournaments(model, squared, step, phases, {"O": linear}, anchor)["O"]
     assert got.method == "anchored"
-    assert got.cost == {"gradients": 39, "gradients_to_train_every_pair_both_ways": 72}
+    assert got.cost == {"gradients": 39, "gradients_to_train_every_pair_both_ways": 48}
     real = torch.zeros(4, 4, dtype=DTYPE)
     for i, j in itertools.combinations(range(4), 2):
         real[i, j] = really(model, step, phases, linear, i, j)
         real[j, i] = -real[i, j]
     assert real.abs().max() > 1e-3  # the order matters here
     torch.testing.assert_close(got.preference, real, rtol=1e-9, atol=1e-13)
+
+
+def test_alone_is_exact_at_a_constant_lr_and_not_under_a_schedule():
+    """``alone=True`` reads each potential as what the anchor does after the source, with the
+    source alone standing in for it in second place: exact for plain SGD with a momentum at a
+    constant lr on one shared Hessian (a phase's effect does not depend on its place), off under
+    a schedule that gives the second place other lrs, where the full anchored method stays
+    exact."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False).to(DTYPE)
+    inputs = torch.randn(4, 3, dtype=DTYPE)
+    centres = torch.randn(5, 3, 1, dtype=DTYPE)
+
+    def phase(centre):
+        return [(inputs, inputs @ centre + 0.1 * torch.randn(4, 1, dtype=DTYPE)) for _ in range(3)]
+
+    phases = [phase(c) for c in centres[:4]]
+    anchor = phase(centres[4])
+    linear = pt.Observable.mean_loss(lambda out: out.mean(), (torch.randn(6, 3, dtype=DTYPE),))
+    errors = {}
+    for schedule in ("constant", "decaying"):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        rates = [(0.1 * (0.7**t if schedule == "decaying" else 1.0),) for t in range(6)]
+        step = pt.TrainingStep(optimizer, rates=rates)
+        real = torch.zeros(4, 4, dtype=DTYPE)
+        for i, j in itertools.permutations(range(4), 2):
+            real[i, j] = really(model, step, phases, linear, i, j)
+        got = anchored_tournaments(model, squared, step, phases, {"O": linear}, anchor, alone=True)
+        assert got["O"].method == "anchored-alone"
+        assert got["O"].cost == {"gradients": 24, "gradients_to_train_every_pair_both_ways": 48}
+        errors[schedule] = float((got["O"].preference - real).abs().max() / real.abs().max())
+        full = anchored_tournaments(model, squared, step, phases, {"O": linear}, anchor)["O"]
+        torch.testing.assert_close(full.preference, real, rtol=1e-9, atol=1e-13)
+    assert errors["constant"] < 1e-10
+    assert errors["decaying"] > 1e-2
 
 
 def test_a_source_against_the_anchor_is_its_real_pair():
@@ -82,6 +118,48 @@ def test_a_source_against_the_anchor_is_its_real_pair():
         assert float(got.preference[i, 2]) == pytest.approx(
             really(model, step, phases, observable, i, 2), rel=1e-10, abs=1e-14
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_trained_tournament_is_every_order_trained_from_the_start(dtype):
+    """Each first phase trained once and every second phase branching from its copy (Adam with
+    a state, clipping, a schedule that differs at every step): every pair's difference equals,
+    bit for bit, both orders each trained from the checkpoint, in float32 as in float64."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2, betas=(0.8, 0.999))
+    x, y = torch.randn(60, 3, dtype=dtype), torch.randn(60, 1, dtype=dtype)
+    for s in range(5):  # a state to start from
+        optimizer.zero_grad()
+        squared(model(x[8 * s : 8 * s + 8]), y[8 * s : 8 * s + 8]).backward()
+        optimizer.step()
+    step = pt.TrainingStep(optimizer, max_grad_norm=0.3, rates=[(3e-2 * 0.8**t,) for t in range(4)])
+    phases = [[(x[4 * s + 2 * b : 4 * s + 2 * b + 2], y[4 * s + 2 * b : 4 * s + 2 * b + 2])
+               for b in range(2)] for s in range(4)]  # fmt: skip
+    observables = {
+        "loss": pt.Observable.mean_loss(squared, (x[40:], y[40:])),
+        "mean": pt.Observable.mean_loss(lambda out: out.mean(), (x[50:],)),
+    }
+    got = trained_tournaments(model, squared, step, phases, observables)
+    assert got["loss"].method == "trained"
+    assert got["loss"].cost == {"gradients": 32, "gradients_to_train_every_pair_both_ways": 32}
+    for name, observable in observables.items():
+        assert got[name].preference.abs().max() > 1e-4  # the order matters here
+        for i, j in itertools.permutations(range(4), 2):
+            assert float(got[name].preference[i, j]) == really(
+                model, step, phases, observable, i, j
+            )
+
+
+def test_a_trained_tournament_of_one_phase_is_refused():
+    model = nn.Linear(3, 1).to(DTYPE)
+    batch = (torch.randn(2, 3, dtype=DTYPE), torch.randn(2, 1, dtype=DTYPE))
+    observable = {"O": pt.Observable.mean_loss(squared, batch)}
+    step = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="at least two phases"):
+        trained_tournaments(model, squared, step, [[batch]], observable)
+    with pytest.raises(ValueError, match="same number of batches"):
+        trained_tournaments(model, squared, step, [[batch], [batch, batch]], observable)
 
 
 def test_phases_and_anchor_of_different_lengths_are_refused():

@@ -1,4 +1,5 @@
-"""Real two-step swaps against the bracket: SGD at second order, Adam's curvature part."""
+"""Real two-step swaps against the bracket: SGD at second order, Adam's curvature part; real
+phases branching from one trained copy, bit for bit."""
 
 import copy
 
@@ -8,10 +9,13 @@ from cases import DTYPE, at_lr, mean_squared_error
 from torch import nn
 
 from perturbative.brackets import (
+    TrainingStep,
     adam_preconditioner,
     bracket,
     parameters_after_steps,
     swap_check,
+    values_after_each,
+    values_along_steps,
     vector_norm,
 )
 
@@ -249,3 +253,32 @@ def test_zero_second_moments_get_what_adam_does_not_one_over_eps():
         check = swap_check(model, mean_squared_error, at_lr(optimizer, 1e-3), x, y)
     assert "0 where v = 0" in check.prediction_formula
     assert bool((check.prediction[next(iter(check.prediction))][0] == 0).all())
+
+
+def test_phases_after_one_first_phase_branch_from_its_copy_bit_for_bit():
+    """Every phase after one first phase, branching from one trained copy (Adam in its state,
+    clipping, a schedule that changes every step): the same values, bit for bit, as each order
+    trained from the start; the caller's model and optimizer are left as they were."""
+    model, optimizer, _, _ = warmed_up(lambda p: torch.optim.Adam(p, lr=1e-2), 20)
+    _, (x, y) = smooth_problem()
+    step = TrainingStep(optimizer, max_grad_norm=0.2, rates=[(1e-2 * 0.7**t,) for t in range(5)])
+    first = [(x[2 * b : 2 * b + 2], y[2 * b : 2 * b + 2]) for b in range(2)]
+    phases = [[(x[10 + 3 * b + s : 13 + 3 * b + s], y[10 + 3 * b + s : 13 + 3 * b + s])
+               for b in range(length)] for s, length in ((0, 3), (7, 2), (14, 3))]  # fmt: skip
+    before = copy.deepcopy(model.state_dict())
+
+    def loss(m):
+        with torch.no_grad():
+            return float(mean_squared_error(m(x[30:]), y[30:]))
+
+    got = values_after_each(model, mean_squared_error, step, first, phases, loss)
+    straight = [
+        values_along_steps(
+            model, mean_squared_error, step, [*first, *p], loss, [len(first) + len(p)]
+        )[0]
+        for p in phases
+    ]
+    assert got == straight
+    assert len(set(got)) == 3
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert values_after_each(model, mean_squared_error, step, first, [], loss) == []

@@ -58,6 +58,8 @@ def test_every_pair_is_trained_both_ways_and_every_method_predicts_it(whole):
         assert record.seconds["real"] > 0 and record.cost["composition"]["backward_passes"] == 3
         # the anchor (a phase of the three sources' mixture) once, each source before and after
         assert record.cost["anchored"]["gradients"] == (3 * 3 + 1) * record.k
+        assert record.cost["anchored-alone"]["gradients"] == 2 * 3 * record.k
+        assert record.cost["anchored"]["gradients_to_train_every_pair_both_ways"] == 9 * record.k
     (triple,) = records[0].triples
     assert len(triple.orders) == 6 and len(triple.real[targets[0]]) == 6
     # at k = 1 the expansion predicts O after each order; the others rank by preferences
@@ -87,33 +89,56 @@ def test_the_results_scripts_read_a_check(run_dir, whole, capsys):
     assert len(lines) == 1 + 2 * 2 and "pairs the cycle held both" in lines[2]
 
 
+def test_the_pairs_benchmark_times_both_ways_of_training_every_pair(run_dir, capsys):
+    """benchmarks/phase_pairs.py: every pair from the checkpoint and branched, the same
+    tournament to the last bit, with the anchored methods timed beside them."""
+    run_benchmark("phase_pairs.py", "--run-dir", str(run_dir), "--step", "3", "--sources", "3",
+                  "--ks", "1", "2", "--threads", "1")  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["k=1", "k=2"]
+    for line, k in zip(lines, (1, 2), strict=True):
+        assert "from the start" in line and "branched" in line and "anchored-alone" in line
+        assert f"steps {12 * k} / {9 * k} / {10 * k} / {6 * k}" in line
+        assert line.endswith("largest difference between the two real tournaments 0.0e+00")
+
+
+def counted(monkeypatch, calls, stop_after=None):
+    """Count the check's real training (an order from the checkpoint, or the phases after one
+    first phase), raising KeyboardInterrupt at call ``stop_after``, as under Ctrl-C."""
+    for name in ("values_along_steps", "values_after_each"):
+        real = getattr(phase_check_module, name)
+
+        def counting(*args, real=real, name=name, **kwargs):
+            if len(calls) == stop_after:
+                raise KeyboardInterrupt
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(phase_check_module, name, counting)
+
+
 def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, monkeypatch):
     options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "check"))
-    real_values, calls = phase_check_module.values_along_steps, []
-
-    def values_along_steps(*args, stop_after=None, **kwargs):
-        if len(calls) == stop_after:
-            raise KeyboardInterrupt  # the check stops here, as under Ctrl-C or a time limit
-        calls.append(1)
-        return real_values(*args, **kwargs)
-
-    monkeypatch.setattr(
-        phase_check_module,
-        "values_along_steps",
-        lambda *a, **k: values_along_steps(*a, stop_after=5, **k),
-    )
-    with pytest.raises(KeyboardInterrupt):
-        phase_check(run_dir, options, progress=False)
+    calls = []
+    with monkeypatch.context() as patched:
+        counted(patched, calls, stop_after=2)
+        with pytest.raises(KeyboardInterrupt):
+            phase_check(run_dir, options, progress=False)
     progress = tmp_path / "check" / PROGRESS
-    assert len(progress.read_text().splitlines()) == 1 + 2  # the settings, then 2 pairs
+    # the settings, then sources 0 and 1 each followed by every other
+    assert len(progress.read_text().splitlines()) == 1 + 2
+    assert calls == ["values_after_each"] * 2
     calls.clear()
-    monkeypatch.setattr(phase_check_module, "values_along_steps", values_along_steps)
-    phase_check(run_dir, options, progress=False)
-    # 1 pair of k = 1 left (2 runs), its floor (2), the triple (6), then k = 2 (3 pairs, floor)
-    assert len(calls) == 2 + 2 + 6 + 6 + 2
+    with monkeypatch.context() as patched:
+        counted(patched, calls)
+        phase_check(run_dir, options, progress=False)
+    # k = 1: source 2's phases after it, the floor (2 orders), the triple's 6 orders; then
+    # k = 2: 3 first phases, the floor
+    assert calls == (["values_after_each"] + ["values_along_steps"] * 8 + ["values_after_each"] * 3
+                     + ["values_along_steps"] * 2)  # fmt: skip
     assert not progress.exists()
     resumed = read_phase_check_file(tmp_path / "check").tournaments
-    assert resumed[0].seconds["real"] > 0  # each pair's time was saved with it
+    assert resumed[0].seconds["real"] > 0  # each unit's time was saved with it
     unbroken = read_phase_check_file(whole).tournaments
     for a, b in zip(resumed, unbroken, strict=True):
         assert a.real == b.real and a.floor == b.floor and a.triples == b.triples
@@ -124,17 +149,42 @@ def test_a_stopped_check_continues_where_it_stopped(run_dir, whole, tmp_path, mo
     with pytest.raises(InputError, match="already holds a finished phase check"):
         phase_check(run_dir, options, progress=False)
     other = dataclasses.replace(options, out_dir=str(tmp_path / "other"), ks=(1,))
-    monkeypatch.setattr(
-        phase_check_module,
-        "values_along_steps",
-        lambda *a, **k: values_along_steps(*a, stop_after=0, **k),
-    )
-    calls.clear()
-    with pytest.raises(KeyboardInterrupt):
-        phase_check(run_dir, other, progress=False)
+    with monkeypatch.context() as patched:
+        counted(patched, calls, stop_after=len(calls))
+        with pytest.raises(KeyboardInterrupt):
+            phase_check(run_dir, other, progress=False)
     with pytest.raises(InputError, match=r"ks: \[1\] there, \[2\] now"):
         phase_check(run_dir, dataclasses.replace(other, ks=(2,)), progress=False)
     assert json.loads(progress.parent.joinpath("phase_check.json").read_text())["finished"]
+
+
+def test_a_check_stopped_by_the_earlier_version_keeps_its_pairs(run_dir, tmp_path, monkeypatch):
+    """A check begun by the version that trained each pair both ways from the checkpoint saved
+    one unit per pair: continued, its pairs are read back rather than trained again."""
+    options = PhaseCheckOptions(**TINY, out_dir=str(tmp_path / "check"))
+    calls = []
+    with monkeypatch.context() as patched:
+        counted(patched, calls, stop_after=0)
+        with pytest.raises(KeyboardInterrupt):
+            phase_check(run_dir, options, progress=False)
+    progress = tmp_path / "check" / PROGRESS
+    saved = {
+        (i, j): [[1.0 + i, 2.0 * j], [3 + 0.5 * j, 0.25 + i]] for i, j in ((0, 1), (0, 2), (1, 2))
+    }
+    with progress.open("a") as file:
+        for (i, j), values in saved.items():
+            unit = {"key": f"3/1/pair/{i}/{j}", "value": {"values": values, "seconds": 1.0}}
+            file.write(json.dumps(unit) + "\n")
+    with monkeypatch.context() as patched:
+        counted(patched, calls)
+        phase_check(run_dir, options, progress=False)
+    assert calls.count("values_after_each") == 3  # k = 2's first phases only
+    record = read_phase_check_file(tmp_path / "check").tournaments[0]
+    for (i, j), (ij, ji) in saved.items():
+        for x, target in enumerate(record.real):
+            assert record.real[target][i][j] == ij[x] - ji[x]
+            assert record.real[target][j][i] == ji[x] - ij[x]
+    assert record.seconds["real"] == 3.0
 
 
 def test_the_cpu_named_gives_the_default_numbers_and_float32_its_own_floor(
@@ -196,18 +246,19 @@ def test_batchnorm_on_running_statistics_is_a_diagnostic_of_one_source_batches(
 
 def test_the_cycle_anchor_is_one_source_per_batch_in_turn(run_dir, tmp_path, monkeypatch):
     """The second anchored method's anchor: each batch all of one source, the sources taken in
-    turn; the mixture anchor's batches mix them."""
+    turn; the mixture anchor's batches mix them, and the third method reads the mixture's."""
     anchors = []
     real = phase_check_module.anchored_tournaments
 
-    def recording(model, loss_fn, step, phases, targets, anchor):
+    def recording(model, loss_fn, step, phases, targets, anchor, alone):
         anchors.append([set(batch[1].argmax(1).tolist()) for batch in anchor])  # one-hot digits
-        return real(model, loss_fn, step, phases, targets, anchor)
+        return real(model, loss_fn, step, phases, targets, anchor, alone=alone)
 
     monkeypatch.setattr(phase_check_module, "anchored_tournaments", recording)
     options = PhaseCheckOptions(**{**TINY, "ks": (4,), "triples": 0}, out_dir=str(tmp_path))
     (record,) = read_phase_check_file(phase_check(run_dir, options, False).parent).tournaments
-    mixture, cycle = anchors
+    mixture, cycle, alone = anchors
+    assert alone == mixture
     labels = {int(s.removeprefix("digit_")) for s in record.sources}
     assert set().union(*mixture) <= labels and max(map(len, mixture)) > 1
     assert all(len(b) == 1 for b in cycle) and set().union(*cycle[:3]) == labels

@@ -18,13 +18,15 @@ then y and on y then x. One module per object:
 * ``_predictions``: what the order does to an observable: predictions and best orders;
 * ``_scores``: order scores of single examples, plain and with the run's optimizer;
 * ``_phases``: the order of two training phases, and a tournament of sources;
-* ``_anchored``: a tournament from each source trained before and after one anchor phase;
+* ``_anchored``: the real tournament of phases, and one from each source trained before and
+  after one anchor phase;
 * ``_ordering``: a batch sampler that orders minibatches by the predictions;
 * ``_pieces``: the smooth piece (pooling winners, ReLU signs) of a network a point lies on.
 """
 
 from perturbative._core.engines import ForwardADUnsupportedError as ForwardADUnsupportedError
 from perturbative.brackets._anchored import anchored_tournaments as anchored_tournaments
+from perturbative.brackets._anchored import trained_tournaments as trained_tournaments
 from perturbative.brackets._bracket import BracketTerms as BracketTerms
 from perturbative.brackets._bracket import bracket as bracket
 from perturbative.brackets._bracket import bracket_matrix as bracket_matrix
@@ -85,4 +87,5 @@ from perturbative.brackets._step import TrainingStep as TrainingStep
 from perturbative.brackets._swap import SwapCheck as SwapCheck
 from perturbative.brackets._swap import parameters_after_steps as parameters_after_steps
 from perturbative.brackets._swap import swap_check as swap_check
+from perturbative.brackets._swap import values_after_each as values_after_each
 from perturbative.brackets._swap import values_along_steps as values_along_steps

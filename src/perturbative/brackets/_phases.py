@@ -537,7 +537,7 @@ def phase_tournaments(
         shifted.append({m: end[m] - theta[m] for m in names})
         pulled.append(got)
     drift = {m: sum(d[f"p/{m}"] for d in deltas) / n for m in theta}
-    every_pair = {"gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k}
+    every_pair = {"gradients_to_train_every_pair_both_ways": n * n * k}
     # last-phase: each phase twice alone; the composition: and each step of the second run
     # again with its graph, one pullback through the phase (k single steps) per observable
     cost = {"gradients": 2 * n * k, "backward_passes": 0, **every_pair}
@@ -618,7 +618,7 @@ def bracket_tournaments(
     cost = {
         "gradients": n * k,
         "hvps": n * k * len(observables),
-        "gradients_to_train_every_pair_both_ways": 2 * n * (n - 1) * k,
+        "gradients_to_train_every_pair_both_ways": n * n * k,
     }
     out = {}
     for key, observable in observables.items():

@@ -293,6 +293,33 @@ def values_along_steps(
     return [recorded[c] for c in record_after]
 
 
+def values_after_each(
+    model: nn.Module,
+    loss_fn: LossFn,
+    step: TrainingStep | torch.optim.Optimizer,
+    first: Sequence[tuple[Tensor, ...]],
+    phases: Sequence[Sequence[tuple[Tensor, ...]]],
+    evaluate: Callable[[nn.Module], Any],
+) -> list[Any]:
+    """``evaluate`` after ``first`` then each of ``phases``, really trained (as
+    :func:`values_along_steps`), every phase branching from one copy trained on ``first``: its
+    optimizer state and the schedule's next rates go on from there. ``len(first) + sum(len(p))``
+    steps where training each order from the start takes ``len(phases) * len(first)`` more, with
+    the same values bit for bit (each copy is exact, and training draws nothing at random).
+
+    Returns:
+        One value per phase.
+    """
+    if not phases:
+        return []
+    after_first, going_on = trained_copy(
+        model, loss_fn, step, first, then=max(len(p) for p in phases)
+    )
+    return [
+        values_along_steps(after_first, loss_fn, going_on, p, evaluate, [len(p)])[0] for p in phases
+    ]
+
+
 def _difference(a: Params, b: Params) -> Params:
     return {k: a[k] - b[k] for k in a}
 

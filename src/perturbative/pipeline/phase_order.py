@@ -9,7 +9,8 @@ batch meeting BatchNorm with its own statistics as the run trained), for each ``
 
 1. draw ``sources`` sources and one phase from each;
 2. really train every pair both ways (``A then B`` and ``B then A``) on copies of the model AND
-   the optimizer, and measure each target: the held-out loss, and the loss of one held-out
+   the optimizer (each first phase once, every second phase branching from its copy: ``N^2 k``
+   steps), and measure each target: the held-out loss, and the loss of one held-out
    source; this is the real tournament (``R[i, j] = O(i then j) - O(j then i)``), and its
    rounding floor is measured by training one order again with each batch's rows reversed (in
    float32: that order again in float64);
@@ -17,7 +18,9 @@ batch meeting BatchNorm with its own statistics as the run trained), for each ``
    composition and last-phase, :func:`perturbative.brackets.anchored_tournaments` from each
    source trained before and after a phase of the sources' mixture (``(3N + 1) k`` steps of
    real training, none of them a pair of the tournament), the same with an anchor whose
-   batches each come from one source, cycling through them ("anchored-cycle"),
+   batches each come from one source, cycling through them ("anchored-cycle"), and from each
+   source then the mixture alone, read after the source and after the anchor
+   ("anchored-alone", ``2 N k`` steps),
    :func:`perturbative.brackets.bracket_tournament` at the
    checkpoint and at a reference point, the expansion of
    :func:`perturbative.brackets.predict_phase_order` for small ``k``) and the heuristic
@@ -61,6 +64,7 @@ from perturbative.brackets import (
     phase_tournaments,
     predict_phase_order,
     predict_phase_orders,
+    values_after_each,
     values_along_steps,
 )
 from perturbative.pipeline.checkpoints import copied_in, list_checkpoints
@@ -233,21 +237,23 @@ def phase_check(
                 anchor = _batches(run.task, drawn.mixture, at.model)
                 cycled = _batches(run.task, drawn.cycle, at.model)
 
-                def saved(key, compute, step=step, k=k):
-                    return unfinished.get((step, k, *key), compute)
-
-                expand = k <= options.expansion_up_to
                 record = _tournament(
-                    at,
-                    run,
-                    targets,
-                    chosen,
-                    phases,
-                    triples,
-                    k,
-                    expand,
-                    saved,
-                    anchors={"anchored": anchor, "anchored-cycle": cycled},
+                    _Tournament(
+                        at,
+                        run,
+                        targets,
+                        chosen,
+                        phases,
+                        triples,
+                        k,
+                        expand=k <= options.expansion_up_to,
+                        unfinished=unfinished,
+                    ),
+                    anchors={
+                        "anchored": (anchor, False),
+                        "anchored-cycle": (cycled, False),
+                        "anchored-alone": (anchor, True),
+                    },
                     earlier=extended.get((step, k)),
                 )
                 records.append(record)
@@ -380,7 +386,8 @@ class PhaseDraws:
         sources: the sources drawn, in name order.
         phases: each source's phase, ``k`` batches of distinct examples (each drawn anew).
         triples: triples of the sources (indices into ``sources``) whose orders are trained.
-        mixture: the anchor of the anchored method: ``k`` batches of the sources' mixture.
+        mixture: the anchor of ``anchored`` and ``anchored-alone``: ``k`` batches of the
+            sources' mixture.
         cycle: the anchor of ``anchored-cycle``: ``k`` batches, each of one source.
         cycle_sources: the source of each of ``cycle``'s batches, the sources in a drawn
             order, in turn.
@@ -448,101 +455,140 @@ def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -
     return measured[0]
 
 
-def _tournament(
-    at, run, targets, chosen, phases, triples, k, expand, saved, *, anchors, earlier
-) -> TournamentRecord:
-    """Train every pair both ways and every triple's orders, and predict them all
-    (``anchors``: each anchored method's anchor phase); with ``earlier`` (the same tournament
-    in the check being extended), keep what it has once its first and last pairs reproduce, and
-    predict with the methods it lacks."""
-    names = list(targets)
-    args = (at.model, run.task.loss_fn, at.training)
+@dataclass
+class _Tournament:
+    """One tournament of the check: a checkpoint and ``k``, the targets, the drawn sources with
+    their phases and triples, and the progress file each of its units is saved in."""
 
-    def values(order: Sequence[int], batches_of=None) -> list[float]:
-        batches = [b for i in order for b in (batches_of or phases)[i]]
-        return values_along_steps(
-            *args,
-            batches,
-            lambda m: [targets[t].value(m) for t in names],
-            [len(batches)],
-        )[0]
+    at: _At
+    run: _Run
+    targets: dict[str, Observable]
+    chosen: list[str]
+    phases: list
+    triples: list
+    k: int
+    expand: bool  # the expansion predicts it too
+    unfinished: PartialCheck
 
-    def both_ways(i: int, j: int) -> dict:
+    @property
+    def names(self) -> list[str]:
+        return list(self.targets)
+
+    @property
+    def args(self) -> tuple:
+        """The model at the checkpoint, the loss and the run's training step from it."""
+        return (self.at.model, self.run.task.loss_fn, self.at.training)
+
+    def saved(self, key: tuple, compute):
+        """The unit ``key`` of this tournament, from the progress file or computed and saved."""
+        return self.unfinished.get((self.at.step, self.k, *key), compute)
+
+    def measured(self, model: nn.Module) -> list[float]:
+        return [self.targets[t].value(model) for t in self.names]
+
+    def values(self, order: Sequence[int], batches_of=None) -> list[float]:
+        """Every target after the phases of ``order`` trained from the checkpoint in turn."""
+        batches = [b for i in order for b in (batches_of or self.phases)[i]]
+        return values_along_steps(*self.args, batches, self.measured, [len(batches)])[0]
+
+    def both_ways(self, i: int, j: int) -> dict:
+        """One pair trained both ways, each order from the checkpoint."""
         started = time.perf_counter()
-        ij, ji = values((i, j)), values((j, i))
+        ij, ji = self.values((i, j)), self.values((j, i))
         return {"values": [ij, ji], "seconds": time.perf_counter() - started}
 
+    def after(self, i: int) -> dict:
+        """Every target after phase ``i`` then each other phase, each second phase branching
+        from one copy trained on ``i`` (the same values, bit for bit, as each order trained from
+        the checkpoint), or from the pairs a check of an earlier version saved."""
+        others = [j for j in range(len(self.phases)) if j != i]
+        pairs = {j: f"{self.at.step}/{self.k}/pair/{min(i, j)}/{max(i, j)}" for j in others}
+        if all(key in self.unfinished.done for key in pairs.values()):
+            return {
+                "values": [self.unfinished.done[pairs[j]]["values"][int(i > j)] for j in others],
+                "seconds": sum(self.unfinished.done[pairs[j]]["seconds"] for j in others) / 2,
+            }
+        started = time.perf_counter()
+        got = values_after_each(
+            *self.args, self.phases[i], [self.phases[j] for j in others], self.measured
+        )
+        return {"values": got, "seconds": time.perf_counter() - started}
+
+
+def _tournament(tournament: _Tournament, *, anchors, earlier) -> TournamentRecord:
+    """Train every pair both ways and every triple's orders, and predict them all
+    (``anchors``: each anchored method's anchor phase, and whether each source alone stands in
+    for it after the anchor); with ``earlier`` (the same tournament
+    in the check being extended), keep what it has once its first and last pairs reproduce, and
+    predict with the methods it lacks."""
+    t = tournament
     if earlier is not None:  # its first and last pairs trained again first
         again = {
-            (i, j): saved(("pair", i, j), lambda i=i, j=j: both_ways(i, j))["values"]
-            for i, j in ((0, 1), (len(chosen) - 2, len(chosen) - 1))
+            (i, j): t.saved(("pair", i, j), lambda i=i, j=j: t.both_ways(i, j))["values"]
+            for i, j in ((0, 1), (len(t.chosen) - 2, len(t.chosen) - 1))
         }
-        record = reproduced(earlier, chosen, names, again, str(run.folder))
+        record = reproduced(earlier, t.chosen, t.names, again, str(t.run.folder))
     else:
-        record = _trained(
-            at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways
-        )
+        record = _trained(t)
 
-    def anchored(anchor) -> dict:
+    def anchored(anchor, alone) -> dict:
         clock = time.perf_counter()
-        got = anchored_tournaments(*args, phases, targets, anchor)
+        got = anchored_tournaments(*t.args, t.phases, t.targets, anchor, alone=alone)
         return {
-            "predicted": {t: g.preference.tolist() for t, g in got.items()},
-            "cost": got[names[0]].cost,
+            "predicted": {name: g.preference.tolist() for name, g in got.items()},
+            "cost": got[t.names[0]].cost,
             "seconds": time.perf_counter() - clock,
         }
 
-    for method, anchor in anchors.items():
+    for method, (anchor, alone) in anchors.items():
         if method not in record.predicted:
-            got = saved(("predicted", method), lambda anchor=anchor: anchored(anchor))
+            got = t.saved(("predicted", method), lambda a=anchor, b=alone: anchored(a, b))
             record.predicted[method], record.cost[method] = got["predicted"], got["cost"]
             record.seconds[method] = got["seconds"]
     return record
 
 
-def _trained(at, run, targets, chosen, phases, triples, k, expand, saved, values, both_ways):
-    """The tournament trained: every pair both ways, the floor, every method but the anchored
-    ones, and the triples (each a unit ``saved``; ``values`` of an order, ``both_ways`` of a
-    pair)."""
-    n, names = len(phases), list(targets)
-    args = (at.model, run.task.loss_fn, at.training)
-    real = {t: np.zeros((n, n)) for t in names}
-    seconds = {"real": 0.0}  # each pair's own time, saved with it (a resumed check has it)
-    for i, j in itertools.combinations(range(n), 2):
-        pair = saved(("pair", i, j), lambda i=i, j=j: both_ways(i, j))
-        (ij, ji), seconds["real"] = pair["values"], seconds["real"] + pair["seconds"]
-        for x, t in enumerate(names):
-            real[t][i, j], real[t][j, i] = ij[x] - ji[x], ji[x] - ij[x]
+def _trained(t: _Tournament) -> TournamentRecord:
+    """The tournament trained: every pair both ways (from each first phase trained once), the
+    floor, every method but the anchored ones, and the triples (each a unit saved)."""
+    n, names = len(t.phases), t.names
+    real = {name: np.zeros((n, n)) for name in names}
+    seconds = {"real": 0.0}  # each unit's own time, saved with it (a resumed check has it)
+    for i in range(n):
+        unit = t.saved(("after", i), lambda i=i: t.after(i))
+        seconds["real"] += unit["seconds"]
+        others = [j for j in range(n) if j != i]
+        for j, values in zip(others, unit["values"], strict=True):
+            for x, name in enumerate(names):
+                real[name][i, j] += values[x]
+                real[name][j, i] -= values[x]
 
     def floor() -> list[float]:
         """One order again: in float64 with each batch's rows reversed (the same sums in
         another order), in float32 trained in float64 (rows reversed can round alike)."""
-        first = values((0, 1))
-        if next(at.model.parameters()).dtype == torch.float64:
-            again = values((0, 1), [[_reversed_rows(b) for b in p] for p in phases])
+        first = t.values((0, 1))
+        if next(t.at.model.parameters()).dtype == torch.float64:
+            again = t.values((0, 1), [[_reversed_rows(b) for b in p] for p in t.phases])
         else:
-            again = _in_float64(at, run.task.loss_fn, [targets[t] for t in names], phases)
+            again = _in_float64(t.at, t.run.task.loss_fn, [t.targets[x] for x in names], t.phases)
         return [abs(a - b) for a, b in zip(again, first, strict=True)]
 
-    floors = saved(("floor",), floor)
-    predicted, cost, seconds_of = saved(
-        ("predicted",), lambda: _predictions(at, run, targets, phases, k, expand)
-    )
+    floors = t.saved(("floor",), floor)
+    predicted, cost, seconds_of = t.saved(("predicted",), lambda: _predictions(t))
     seconds.update(seconds_of)
     orders = [list(o) for o in itertools.permutations(range(3))]
     triple_records = []
-    for t, members in enumerate(triples):
-        got = saved(("triple", t), lambda m=members: [values([m[i] for i in o]) for o in orders])
+    for x, members in enumerate(t.triples):
+        got = t.saved(
+            ("triple", x), lambda m=members: [t.values([m[i] for i in o]) for o in orders]
+        )
         predicted_orders = {}
-        if expand:  # the expansion predicts O after each order, not only pairwise preferences
-            predicted_orders["expansion"] = saved(
-                ("triple-predicted", t),
+        if t.expand:  # the expansion predicts O after each order, not only pairwise preferences
+            predicted_orders["expansion"] = t.saved(
+                ("triple-predicted", x),
                 lambda m=members: {
                     name: predict_phase_orders(
-                        *args,
-                        [phases[i] for i in m],
-                        orders,
-                        targets[name],
+                        *t.args, [t.phases[i] for i in m], orders, t.targets[name]
                     )
                     for name in names
                 },
@@ -551,16 +597,16 @@ def _trained(at, run, targets, chosen, phases, triples, k, expand, saved, values
             TripleRecord(
                 sources=list(members),
                 orders=orders,
-                real={name: [g[x] for g in got] for x, name in enumerate(names)},
+                real={name: [g[y] for g in got] for y, name in enumerate(names)},
                 predicted=predicted_orders,
             )
         )
     return TournamentRecord(
-        step=at.step,
-        k=k,
-        lr=at.lr,
-        sources=list(chosen),
-        real={t: m.tolist() for t, m in real.items()},
+        step=t.at.step,
+        k=t.k,
+        lr=t.at.lr,
+        sources=list(t.chosen),
+        real={name: m.tolist() for name, m in real.items()},
         floor=dict(zip(names, floors, strict=True)),
         predicted=predicted,
         seconds=seconds,
@@ -569,11 +615,12 @@ def _trained(at, run, targets, chosen, phases, triples, k, expand, saved, values
     )
 
 
-def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]:
+def _predictions(t: _Tournament) -> tuple[dict, dict, dict]:
     """Every method's but the anchored ones' predicted tournament for every target, the cost
     each reports, and the seconds each took."""
-    model, loss_fn = at.model, run.task.loss_fn
-    n, names = len(phases), list(targets)
+    at, targets, phases, k = t.at, t.targets, t.phases, t.k
+    model, loss_fn = at.model, t.run.task.loss_fn
+    n, names = len(phases), t.names
     predicted: dict[str, dict[str, list]] = {}
     cost: dict[str, dict] = {}
     seconds: dict[str, float] = {}
@@ -581,7 +628,7 @@ def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]
     tournaments = phase_tournaments(model, loss_fn, at.training, phases, targets)
     seconds["composition"] = time.perf_counter() - clock  # last-phase comes with it
     for method, got in tournaments.items():
-        predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
+        predicted[method] = {name: g.preference.tolist() for name, g in got.items()}
         cost[method] = got[names[0]].cost
     theta = {m: p.detach() for m, p in model.named_parameters() if p.requires_grad}
     drift = tournaments["composition"][names[0]].drift
@@ -590,26 +637,26 @@ def _predictions(at, run, targets, phases, k, expand) -> tuple[dict, dict, dict]
         clock = time.perf_counter()
         got = bracket_tournaments(model, loss_fn, phases, targets, lr=at.lr, at=point)
         seconds[method] = time.perf_counter() - clock
-        predicted[method] = {t: g.preference.tolist() for t, g in got.items()}
+        predicted[method] = {name: g.preference.tolist() for name, g in got.items()}
         cost[method] = got[names[0]].cost
         if point is None:
             norms = got[names[0]].gradient_norms  # at the checkpoint
-    if expand:
+    if t.expand:
         clock = time.perf_counter()
-        matrix = {t: np.zeros((n, n)) for t in names}
+        matrix = {name: np.zeros((n, n)) for name in names}
         for i, j in itertools.combinations(range(n), 2):
-            for t in names:
+            for name in names:
                 value = predict_phase_order(
                     model,
                     loss_fn,
                     at.training,
                     phases[i],
                     phases[j],
-                    targets[t],
+                    targets[name],
                 ).predicted
-                matrix[t][i, j], matrix[t][j, i] = value, -value
+                matrix[name][i, j], matrix[name][j, i] = value, -value
         seconds["expansion"] = time.perf_counter() - clock
-        predicted["expansion"] = {t: m.tolist() for t, m in matrix.items()}
+        predicted["expansion"] = {name: m.tolist() for name, m in matrix.items()}
     losses = _phase_losses(model, loss_fn, phases)
     # a phase first is taken to lower O when its gradient (its loss) is larger
     heuristics = {

@@ -24,6 +24,7 @@ from perturbative.pipeline.phase_records import (
 VALUE_METHODS = (
     "anchored",
     "anchored-cycle",
+    "anchored-alone",
     "expansion",
     "composition",
     "last-phase",
