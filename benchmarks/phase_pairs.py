@@ -1,11 +1,12 @@
 """What training every pair of phases both ways costs, and the anchored methods beside it.
 
-    python benchmarks/phase_pairs.py                       # trains the digits demo run (15 s)
+    python benchmarks/phase_pairs.py                       # trains the digits demo run first
     python benchmarks/phase_pairs.py --run-dir runs/demo --sources 6 --ks 5 20
 
 At a checkpoint of the digits run (model and Adam state in float64, BatchNorm on each batch's
-own statistics as in training), ``N`` digit classes each give a phase of ``k`` batches; the
-held-out mean BCE is the observable. Side by side in one process, each timed in turn:
+own statistics as in training, the run's own step and logged lrs), ``N`` digit classes each give
+a phase of ``k`` batches; the held-out mean BCE is the observable. Side by side in one process,
+each timed twice (in turn, then back) and the mean printed:
 
 * every pair both ways with each order trained from the checkpoint (``2 N (N - 1) k`` steps);
 * the same with each first phase trained once and every second phase branching from its copy
@@ -20,6 +21,7 @@ difference between the two real tournaments (0 where branching is exact).
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
 import tempfile
@@ -54,12 +56,6 @@ def main(argv=None) -> int:
 
 
 def compare(run, config, dataset, options, args) -> list[str]:
-    from perturbative.brackets import (
-        TrainingStep,
-        anchored_tournaments,
-        trained_tournaments,
-        values_along_steps,
-    )
     from perturbative.pipeline.order_check import checkpoint_for_check
     from perturbative.pipeline.train import per_example_bce
 
@@ -84,35 +80,7 @@ def compare(run, config, dataset, options, args) -> list[str]:
             tuple(t.to(torch.float64) for t in dataset.batch(rng.sample(union, batch)))
             for _ in range(k)
         ]
-        step = TrainingStep(at.optimizer, rates=[config.lr] * (2 * k))
-        seconds, real = {}, {}
-
-        started = time.perf_counter()
-        from_start = torch.zeros(n, n, dtype=torch.float64)
-        for i in range(n):
-            for j in range(n):
-                if i != j:
-                    from_start[i, j] = values_along_steps(
-                        model,
-                        per_example_bce,
-                        step,
-                        [*phases[i], *phases[j]],
-                        observable.value,
-                        [2 * k],
-                    )[0]
-        seconds["from the start"] = time.perf_counter() - started
-        real["from the start"] = from_start - from_start.T
-        started = time.perf_counter()
-        branched = trained_tournaments(model, per_example_bce, step, phases, {"O": observable})
-        seconds["branched"] = time.perf_counter() - started
-        real["branched"] = branched["O"].preference
-        for name, alone in (("anchored", False), ("anchored-alone", True)):
-            started = time.perf_counter()
-            anchored_tournaments(
-                model, per_example_bce, step, phases, {"O": observable}, mixture, alone=alone
-            )
-            seconds[name] = time.perf_counter() - started
-        gap = float((real["from the start"] - real["branched"]).abs().max())
+        seconds, gap = timed(model, per_example_bce, at.loop, phases, mixture, observable)
         base = seconds["branched"]
         lines.append(
             f"k={k}, {n} sources: "
@@ -121,6 +89,47 @@ def compare(run, config, dataset, options, args) -> list[str]:
             + f"; largest difference between the two real tournaments {gap:.1e}"
         )
     return lines
+
+
+def timed(model, loss_fn, step, phases, mixture, observable) -> tuple[dict[str, float], float]:
+    """Each way of training or predicting the tournament, timed twice (in turn, then back; the
+    mean), and the largest difference between the two real tournaments."""
+    from perturbative.brackets import (
+        anchored_tournaments,
+        trained_tournaments,
+        values_along_steps,
+    )
+
+    n, k, targets, real = len(phases), len(phases[0]), {"O": observable}, {}
+
+    def from_start():
+        values = torch.zeros(n, n, dtype=torch.float64)
+        for i, j in itertools.permutations(range(n), 2):
+            batches = [*phases[i], *phases[j]]
+            values[i, j] = values_along_steps(
+                model, loss_fn, step, batches, observable.value, [2 * k]
+            )[0]
+        real["from the start"] = values - values.T
+
+    def branched():
+        got = trained_tournaments(model, loss_fn, step, phases, targets)
+        real["branched"] = got["O"].preference
+
+    runs = {
+        "from the start": from_start,
+        "branched": branched,
+        "anchored": lambda: anchored_tournaments(model, loss_fn, step, phases, targets, mixture),
+        "anchored-alone": lambda: anchored_tournaments(
+            model, loss_fn, step, phases, targets, mixture, alone=True
+        ),
+    }
+    seconds = dict.fromkeys(runs, 0.0)
+    for order in (list(runs), list(runs)[::-1]):
+        for name in order:
+            started = time.perf_counter()
+            runs[name]()
+            seconds[name] += (time.perf_counter() - started) / 2
+    return seconds, float((real["from the start"] - real["branched"]).abs().max())
 
 
 if __name__ == "__main__":

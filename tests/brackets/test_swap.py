@@ -255,17 +255,32 @@ def test_zero_second_moments_get_what_adam_does_not_one_over_eps():
     assert bool((check.prediction[next(iter(check.prediction))][0] == 0).all())
 
 
-def test_phases_after_one_first_phase_branch_from_its_copy_bit_for_bit():
-    """Every phase after one first phase, branching from one trained copy (Adam in its state,
-    clipping, a schedule that changes every step): the same values, bit for bit, as each order
-    trained from the start; the caller's model and optimizer are left as they were."""
+def schedules(optimizer):
+    """The loop's step three ways: given rates with clipping; a warm-up scheduler the loop
+    steps, scaled by 0.5 as the lr-scale diagnostics scale it; the optimizer alone."""
+    warm = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / 6))
+    return {
+        "rates": TrainingStep(
+            optimizer, max_grad_norm=0.2, rates=[(1e-2 * 0.7**t,) for t in range(5)]
+        ),
+        "scheduler, scaled": TrainingStep(optimizer, scheduler=warm).scaled(0.5),
+        "optimizer": optimizer,
+    }
+
+
+@pytest.mark.parametrize("how", ["rates", "scheduler, scaled", "optimizer"])
+def test_phases_after_one_first_phase_branch_from_its_copy_bit_for_bit(how):
+    """Every phase after one first phase, branching from one trained copy (Adam in its state;
+    a schedule that changes every step, given as rates with clipping or as a scheduler scaled,
+    or none): the same values, bit for bit, as each order trained from the start; the caller's
+    model and optimizer are left as they were."""
     model, optimizer, _, _ = warmed_up(lambda p: torch.optim.Adam(p, lr=1e-2), 20)
     _, (x, y) = smooth_problem()
-    step = TrainingStep(optimizer, max_grad_norm=0.2, rates=[(1e-2 * 0.7**t,) for t in range(5)])
+    step = schedules(optimizer)[how]
     first = [(x[2 * b : 2 * b + 2], y[2 * b : 2 * b + 2]) for b in range(2)]
     phases = [[(x[10 + 3 * b + s : 13 + 3 * b + s], y[10 + 3 * b + s : 13 + 3 * b + s])
                for b in range(length)] for s, length in ((0, 3), (7, 2), (14, 3))]  # fmt: skip
-    before = copy.deepcopy(model.state_dict())
+    before = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
 
     def loss(m):
         with torch.no_grad():
@@ -280,5 +295,6 @@ def test_phases_after_one_first_phase_branch_from_its_copy_bit_for_bit():
     ]
     assert got == straight
     assert len(set(got)) == 3
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(before[0][k], v) for k, v in model.state_dict().items())
+    assert optimizer.state_dict()["param_groups"] == before[1]["param_groups"]
     assert values_after_each(model, mean_squared_error, step, first, [], loss) == []

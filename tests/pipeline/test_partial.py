@@ -19,6 +19,7 @@ def test_finished_units_are_kept_and_only_missing_ones_computed(tmp_path):
     assert again.get((10, "pair", 0), lambda: computed.append(0)) == {"real": 1.5}
     assert again.get((10, "pair", 1), lambda: computed.append(1) or 2.0) == 2.0
     assert computed == [1]
+    assert again.find((10, "pair", 0)) == {"real": 1.5} and again.find((10, "pair", 2)) is None
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert lines[0] == header and len(lines) == 3
     again.finish()

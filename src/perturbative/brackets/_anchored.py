@@ -61,8 +61,8 @@ def anchored_tournaments(
     With ``alone``, each source's phase trained alone stands in for it after the anchor: its
     potential is read as ``s_A = O(A then M) - O(A alone)`` (what the anchor does after ``A``;
     exact where a phase's effect in second place is its effect alone, as for plain SGD with a
-    momentum at a constant lr on losses that share one Hessian), from ``2 N k`` steps: each
-    source then the anchor, read after the source and after the anchor.
+    momentum at a constant lr on losses that share one Hessian and ``O`` linear), from ``2 N k``
+    steps: each source then the anchor, read after the source and after the anchor.
 
     Args:
         model: the model at the checkpoint; not modified (copies train).
@@ -72,6 +72,7 @@ def anchored_tournaments(
         phases: ``N >= 2`` phases of ``k`` batches each, one per source.
         observables: ``{name: O}``.
         anchor: ``k`` batches, e.g. the sources' mixture.
+        alone: read each potential from the source then the anchor alone (above).
 
     Returns:
         ``{name: PhaseTournament}`` with ``method="anchored"`` (``"anchored-alone"``); its cost

@@ -304,8 +304,16 @@ def values_after_each(
     """``evaluate`` after ``first`` then each of ``phases``, really trained (as
     :func:`values_along_steps`), every phase branching from one copy trained on ``first``: its
     optimizer state and the schedule's next rates go on from there. ``len(first) + sum(len(p))``
-    steps where training each order from the start takes ``len(phases) * len(first)`` more, with
-    the same values bit for bit (each copy is exact, and training draws nothing at random).
+    steps where training each order from the start takes ``(len(phases) - 1) * len(first)``
+    more, with the same values bit for bit where the steps are deterministic (on the CPU; on a
+    GPU, kernels that are not deterministic can differ in the last bits either way).
+
+    Args:
+        step: the loop's :class:`~perturbative.TrainingStep` (``first`` at positions
+            ``0..len(first)-1`` of its schedule, each phase after it), or its optimizer alone.
+        first: the batches trained first, once.
+        phases: the phases each trained after ``first``, of any lengths.
+        evaluate: ``model -> value``, e.g. ``observable.value``.
 
     Returns:
         One value per phase.

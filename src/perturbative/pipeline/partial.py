@@ -76,6 +76,10 @@ class PartialCheck:
             append_json_line(self.path, {"key": key, "value": self.done[key]}, allow_nan=True)
         return self.done[key]
 
+    def find(self, key: tuple) -> Any:
+        """The saved value of ``key``, or None."""
+        return self.done.get("/".join(map(str, key)))
+
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
 

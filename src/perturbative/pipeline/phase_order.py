@@ -47,27 +47,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from perturbative._core import calls
 from perturbative._core.errors import InputError
 from perturbative._core.io import file_sha256, folder_lock, write_json
 from perturbative._core.memory import PeakMemory
 from perturbative.brackets import (
     Observable,
     TrainingStep,
-    anchored_tournaments,
-    bracket_tournaments,
-    phase_tournaments,
-    predict_phase_order,
-    predict_phase_orders,
-    values_after_each,
-    values_along_steps,
 )
-from perturbative.pipeline.checkpoints import copied_in, list_checkpoints
+from perturbative.pipeline.checkpoints import list_checkpoints
 from perturbative.pipeline.order_check import (
     choose_checkpoints,
     run_batch_size,
@@ -75,14 +66,10 @@ from perturbative.pipeline.order_check import (
 )
 from perturbative.pipeline.order_sampling import DTYPES
 from perturbative.pipeline.partial import UNSAVED, PartialCheck
-from perturbative.pipeline.phase_extend import (
-    defaults_of,
-    earlier_check,
-    reproduced,
-    tournaments_to_extend,
-)
-from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord, TripleRecord
+from perturbative.pipeline.phase_extend import defaults_of, earlier_check, tournaments_to_extend
+from perturbative.pipeline.phase_records import PhaseCheckRecord, TournamentRecord
 from perturbative.pipeline.phase_summary import summarize
+from perturbative.pipeline.phase_tournament import Tournament, tournament_record
 from perturbative.pipeline.recorded_run import (
     analysis_device,
     batchnorm_statistics,
@@ -237,18 +224,23 @@ def phase_check(
                 anchor = _batches(run.task, drawn.mixture, at.model)
                 cycled = _batches(run.task, drawn.cycle, at.model)
 
-                record = _tournament(
-                    _Tournament(
-                        at,
-                        run,
-                        targets,
-                        chosen,
-                        phases,
-                        triples,
-                        k,
-                        expand=k <= options.expansion_up_to,
-                        unfinished=unfinished,
-                    ),
+                tournament = Tournament(
+                    step,
+                    at.lr,
+                    at.model,
+                    at.training,
+                    run.task.loss_fn,
+                    str(run.folder),
+                    targets,
+                    chosen,
+                    phases,
+                    triples,
+                    k,
+                    expand=k <= options.expansion_up_to,
+                    unfinished=unfinished,
+                )
+                record = tournament_record(
+                    tournament,
                     anchors={
                         "anchored": (anchor, False),
                         "anchored-cycle": (cycled, False),
@@ -441,251 +433,6 @@ def _batches(task: Task, drawn: Sequence[Sequence[int]], model: nn.Module) -> li
     """The drawn batches of examples, in the model's precision on its device."""
     first = next(model.parameters())
     return [packed(as_dtype(task.batch(list(b)), first.dtype, first.device)) for b in drawn]
-
-
-def _in_float64(at: _At, loss_fn, observables: list[Observable], phases: list) -> list[float]:
-    """The observables after the first two phases trained in order on float64 copies of the
-    model and its optimizer."""
-    model, training = copied_in(at.model, at.training, torch.float64)
-    batches = [as_dtype(b, torch.float64) for p in phases[:2] for b in p]
-    exact = [o.to(torch.float64) for o in observables]
-    measured = values_along_steps(
-        model, loss_fn, training, batches, lambda m: [o.value(m) for o in exact], [len(batches)]
-    )
-    return measured[0]
-
-
-@dataclass
-class _Tournament:
-    """One tournament of the check: a checkpoint and ``k``, the targets, the drawn sources with
-    their phases and triples, and the progress file each of its units is saved in."""
-
-    at: _At
-    run: _Run
-    targets: dict[str, Observable]
-    chosen: list[str]
-    phases: list
-    triples: list
-    k: int
-    expand: bool  # the expansion predicts it too
-    unfinished: PartialCheck
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.targets)
-
-    @property
-    def args(self) -> tuple:
-        """The model at the checkpoint, the loss and the run's training step from it."""
-        return (self.at.model, self.run.task.loss_fn, self.at.training)
-
-    def saved(self, key: tuple, compute):
-        """The unit ``key`` of this tournament, from the progress file or computed and saved."""
-        return self.unfinished.get((self.at.step, self.k, *key), compute)
-
-    def measured(self, model: nn.Module) -> list[float]:
-        return [self.targets[t].value(model) for t in self.names]
-
-    def values(self, order: Sequence[int], batches_of=None) -> list[float]:
-        """Every target after the phases of ``order`` trained from the checkpoint in turn."""
-        batches = [b for i in order for b in (batches_of or self.phases)[i]]
-        return values_along_steps(*self.args, batches, self.measured, [len(batches)])[0]
-
-    def both_ways(self, i: int, j: int) -> dict:
-        """One pair trained both ways, each order from the checkpoint."""
-        started = time.perf_counter()
-        ij, ji = self.values((i, j)), self.values((j, i))
-        return {"values": [ij, ji], "seconds": time.perf_counter() - started}
-
-    def after(self, i: int) -> dict:
-        """Every target after phase ``i`` then each other phase, each second phase branching
-        from one copy trained on ``i`` (the same values, bit for bit, as each order trained from
-        the checkpoint), or from the pairs a check of an earlier version saved."""
-        others = [j for j in range(len(self.phases)) if j != i]
-        pairs = {j: f"{self.at.step}/{self.k}/pair/{min(i, j)}/{max(i, j)}" for j in others}
-        if all(key in self.unfinished.done for key in pairs.values()):
-            return {
-                "values": [self.unfinished.done[pairs[j]]["values"][int(i > j)] for j in others],
-                "seconds": sum(self.unfinished.done[pairs[j]]["seconds"] for j in others) / 2,
-            }
-        started = time.perf_counter()
-        got = values_after_each(
-            *self.args, self.phases[i], [self.phases[j] for j in others], self.measured
-        )
-        return {"values": got, "seconds": time.perf_counter() - started}
-
-
-def _tournament(tournament: _Tournament, *, anchors, earlier) -> TournamentRecord:
-    """Train every pair both ways and every triple's orders, and predict them all
-    (``anchors``: each anchored method's anchor phase, and whether each source alone stands in
-    for it after the anchor); with ``earlier`` (the same tournament
-    in the check being extended), keep what it has once its first and last pairs reproduce, and
-    predict with the methods it lacks."""
-    t = tournament
-    if earlier is not None:  # its first and last pairs trained again first
-        again = {
-            (i, j): t.saved(("pair", i, j), lambda i=i, j=j: t.both_ways(i, j))["values"]
-            for i, j in ((0, 1), (len(t.chosen) - 2, len(t.chosen) - 1))
-        }
-        record = reproduced(earlier, t.chosen, t.names, again, str(t.run.folder))
-    else:
-        record = _trained(t)
-
-    def anchored(anchor, alone) -> dict:
-        clock = time.perf_counter()
-        got = anchored_tournaments(*t.args, t.phases, t.targets, anchor, alone=alone)
-        return {
-            "predicted": {name: g.preference.tolist() for name, g in got.items()},
-            "cost": got[t.names[0]].cost,
-            "seconds": time.perf_counter() - clock,
-        }
-
-    for method, (anchor, alone) in anchors.items():
-        if method not in record.predicted:
-            got = t.saved(("predicted", method), lambda a=anchor, b=alone: anchored(a, b))
-            record.predicted[method], record.cost[method] = got["predicted"], got["cost"]
-            record.seconds[method] = got["seconds"]
-    return record
-
-
-def _trained(t: _Tournament) -> TournamentRecord:
-    """The tournament trained: every pair both ways (from each first phase trained once), the
-    floor, every method but the anchored ones, and the triples (each a unit saved)."""
-    n, names = len(t.phases), t.names
-    real = {name: np.zeros((n, n)) for name in names}
-    seconds = {"real": 0.0}  # each unit's own time, saved with it (a resumed check has it)
-    for i in range(n):
-        unit = t.saved(("after", i), lambda i=i: t.after(i))
-        seconds["real"] += unit["seconds"]
-        others = [j for j in range(n) if j != i]
-        for j, values in zip(others, unit["values"], strict=True):
-            for x, name in enumerate(names):
-                real[name][i, j] += values[x]
-                real[name][j, i] -= values[x]
-
-    def floor() -> list[float]:
-        """One order again: in float64 with each batch's rows reversed (the same sums in
-        another order), in float32 trained in float64 (rows reversed can round alike)."""
-        first = t.values((0, 1))
-        if next(t.at.model.parameters()).dtype == torch.float64:
-            again = t.values((0, 1), [[_reversed_rows(b) for b in p] for p in t.phases])
-        else:
-            again = _in_float64(t.at, t.run.task.loss_fn, [t.targets[x] for x in names], t.phases)
-        return [abs(a - b) for a, b in zip(again, first, strict=True)]
-
-    floors = t.saved(("floor",), floor)
-    predicted, cost, seconds_of = t.saved(("predicted",), lambda: _predictions(t))
-    seconds.update(seconds_of)
-    orders = [list(o) for o in itertools.permutations(range(3))]
-    triple_records = []
-    for x, members in enumerate(t.triples):
-        got = t.saved(
-            ("triple", x), lambda m=members: [t.values([m[i] for i in o]) for o in orders]
-        )
-        predicted_orders = {}
-        if t.expand:  # the expansion predicts O after each order, not only pairwise preferences
-            predicted_orders["expansion"] = t.saved(
-                ("triple-predicted", x),
-                lambda m=members: {
-                    name: predict_phase_orders(
-                        *t.args, [t.phases[i] for i in m], orders, t.targets[name]
-                    )
-                    for name in names
-                },
-            )
-        triple_records.append(
-            TripleRecord(
-                sources=list(members),
-                orders=orders,
-                real={name: [g[y] for g in got] for y, name in enumerate(names)},
-                predicted=predicted_orders,
-            )
-        )
-    return TournamentRecord(
-        step=t.at.step,
-        k=t.k,
-        lr=t.at.lr,
-        sources=list(t.chosen),
-        real={name: m.tolist() for name, m in real.items()},
-        floor=dict(zip(names, floors, strict=True)),
-        predicted=predicted,
-        seconds=seconds,
-        cost=cost,
-        triples=triple_records,
-    )
-
-
-def _predictions(t: _Tournament) -> tuple[dict, dict, dict]:
-    """Every method's but the anchored ones' predicted tournament for every target, the cost
-    each reports, and the seconds each took."""
-    at, targets, phases, k = t.at, t.targets, t.phases, t.k
-    model, loss_fn = at.model, t.run.task.loss_fn
-    n, names = len(phases), t.names
-    predicted: dict[str, dict[str, list]] = {}
-    cost: dict[str, dict] = {}
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-    tournaments = phase_tournaments(model, loss_fn, at.training, phases, targets)
-    seconds["composition"] = time.perf_counter() - clock  # last-phase comes with it
-    for method, got in tournaments.items():
-        predicted[method] = {name: g.preference.tolist() for name, g in got.items()}
-        cost[method] = got[names[0]].cost
-    theta = {m: p.detach() for m, p in model.named_parameters() if p.requires_grad}
-    drift = tournaments["composition"][names[0]].drift
-    reference = {m: v + drift[m] for m, v in theta.items()}
-    for method, point in (("sgd-bracket", None), ("reference-bracket", reference)):
-        clock = time.perf_counter()
-        got = bracket_tournaments(model, loss_fn, phases, targets, lr=at.lr, at=point)
-        seconds[method] = time.perf_counter() - clock
-        predicted[method] = {name: g.preference.tolist() for name, g in got.items()}
-        cost[method] = got[names[0]].cost
-        if point is None:
-            norms = got[names[0]].gradient_norms  # at the checkpoint
-    if t.expand:
-        clock = time.perf_counter()
-        matrix = {name: np.zeros((n, n)) for name in names}
-        for i, j in itertools.combinations(range(n), 2):
-            for name in names:
-                value = predict_phase_order(
-                    model,
-                    loss_fn,
-                    at.training,
-                    phases[i],
-                    phases[j],
-                    targets[name],
-                ).predicted
-                matrix[name][i, j], matrix[name][j, i] = value, -value
-        seconds["expansion"] = time.perf_counter() - clock
-        predicted["expansion"] = {name: m.tolist() for name, m in matrix.items()}
-    losses = _phase_losses(model, loss_fn, phases)
-    # a phase first is taken to lower O when its gradient (its loss) is larger
-    heuristics = {
-        "larger-gradient-first": np.sign(np.subtract.outer(norms, norms)) * -1.0,
-        "larger-loss-first": np.sign(np.subtract.outer(losses, losses)) * -1.0,
-    }
-    coin = np.triu(np.random.default_rng(n * 1000 + k).choice([-1.0, 1.0], (n, n)), 1)
-    heuristics["coin"] = coin - coin.T
-    for method, matrix in heuristics.items():
-        predicted[method] = dict.fromkeys(names, matrix.tolist())
-    return predicted, cost, seconds
-
-
-def _phase_losses(model: nn.Module, loss_fn, phases) -> np.ndarray:
-    params = {m: p.detach() for m, p in model.named_parameters()}
-    loss = calls.batch_loss(model, loss_fn, calls.fixed_state(model, params))
-    with torch.no_grad():
-        return np.array([np.mean([float(loss(params, *b)) for b in p]) for p in phases])
-
-
-def _reversed_rows(batch: tuple) -> tuple:
-    def flip(value):
-        if isinstance(value, Tensor):
-            return value.flip(0)
-        if isinstance(value, dict):
-            return {k: flip(v) for k, v in value.items()}
-        return value
-
-    return tuple(flip(v) for v in batch)
 
 
 def _write(out, run, options, records, targets, final: bool = False, costs=None) -> Path:
