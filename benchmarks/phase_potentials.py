@@ -7,7 +7,7 @@ s_j`` to every real tournament by least squares (all its pairs: a fit to the ans
 prediction) and prints, pooled over the check's checkpoints: the share of the real differences'
 squares it explains (R^2, the most any potential explains), the sign accuracy of the fit (not a
 bound on a method's signs: least squares weighs the large differences), what an anchor that is
-one of the sources would have given (each in turn, read from the real pairs), the anchored
+one of the sources would have given (each in turn, read from the real pairs), the three anchored
 methods' and the last-phase baseline's sign accuracy and Kendall's tau from the check's summary
 (recomputed from its tournaments by this version), beside the most right method's, how closely
 each anchor reads the potential (the rank correlation of the potential an anchor gives, its
@@ -26,6 +26,9 @@ import numpy as np
 from perturbative._core.stats import spearman
 from perturbative.pipeline.phase_summary import ANCHORED, most_right, summarize
 from perturbative.pipeline.results import read_phase_check_file
+
+#: The methods that predict a potential from phases of their own (their row means).
+POTENTIALS = (*ANCHORED, "anchored-alone")
 
 
 def potential_fit(real: np.ndarray) -> np.ndarray:
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
                 chosen = [r for r in check.tournaments if r.k == k]
                 residual, right, pairs = 0.0, 0, 0
                 total, one_source, readings = 0.0, [], []
-                anchored = [n for n in ANCHORED if all(n in r.predicted for r in chosen)]
+                anchored = [n for n in POTENTIALS if all(n in r.predicted for r in chosen)]
                 for r in chosen:
                     real = np.asarray(r.real[target])
                     predicted = {n: np.asarray(r.predicted[n][target]) for n in anchored}
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
                     f"one source as the anchor {np.mean(one_source):.2f} (worst "
                     f"{np.min(one_source):.2f})"
                 )
-                for name in (*ANCHORED, "last-phase"):
+                for name in (*POTENTIALS, "last-phase"):
                     if name in methods:
                         m = methods[name]
                         text += (
