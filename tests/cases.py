@@ -38,19 +38,23 @@ TINY_SWEEP = ["--ranking-examples", "6", "--test-examples", "8"]
 
 def run_benchmark(name: str, *argv: str) -> None:
     """Run ``benchmarks/<name>`` as ``python benchmarks/<name> *argv`` would, in this process
-    (pytest's ``capsys`` then holds what it printed); a nonzero exit fails."""
+    (pytest's ``capsys`` then holds what it printed); a nonzero exit fails. The torch threads a
+    script sets are put back after it (a later test computing with other threads would round
+    differently)."""
     import runpy
     import sys
     from pathlib import Path
 
     script = str(Path(__file__).parents[1] / "benchmarks" / name)
     saved, sys.argv = sys.argv, [script, *argv]
+    threads = torch.get_num_threads()
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as done:
         assert done.code == 0, f"{name} exited with {done.code}"
     finally:
         sys.argv = saved
+        torch.set_num_threads(threads)
 
 
 def tiny_digits_run(
@@ -606,3 +610,20 @@ def logged_pairs_check(run: Path, checkpoints: int = 2, pairs: int = 4) -> list:
     )  # fmt: skip
     check = read_order_check_file(order_check(run, options, progress=False).parent)
     return [entry.scales[0].summary.rows("logged")[0] for entry in check.checkpoints]
+
+
+def warm_adam_mlp(seed: int, dtype: torch.dtype = torch.float64, sources: int = 4):
+    """A small tanh MLP and Adam (betas 0.8, 0.999) after five steps on its own data, that data
+    ``(x, y)`` (60 examples; 40 on are never trained), and ``sources`` phases of two batches of
+    two examples each: ``(model, optimizer, (x, y), phases)``."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2, betas=(0.8, 0.999))
+    x, y = torch.randn(60, 3, dtype=dtype), torch.randn(60, 1, dtype=dtype)
+    for s in range(5):  # a state to start from
+        optimizer.zero_grad()
+        (0.5 * ((model(x[8 * s : 8 * s + 8]) - y[8 * s : 8 * s + 8]) ** 2).mean()).backward()
+        optimizer.step()
+    phases = [[(x[4 * s + 2 * b : 4 * s + 2 * b + 2], y[4 * s + 2 * b : 4 * s + 2 * b + 2])
+               for b in range(2)] for s in range(sources)]  # fmt: skip
+    return model, optimizer, (x, y), phases

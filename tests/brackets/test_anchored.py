@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from cases import warm_adam_mlp
 from torch import nn
 
 import perturbative as pt
@@ -30,17 +31,12 @@ def squared(outputs, targets):
     return 0.5 * ((outputs - targets) ** 2).mean()
 
 
-def test_exact_where_every_phase_map_shares_its_linear_part():
-    """Plain SGD with a momentum and a schedule, on squared losses whose batches all share one
-    Hessian (the same inputs, each source its own targets), and ``O`` linear: each phase maps
-    ``(theta, momentum)`` by one affine map whose linear part is every source's, so ``O(A then
-    B) = c + f_A + l_B`` and the anchored tournament is every pair's real difference."""
+def shared_hessian():
+    """A linear model, four sources' phases and an anchor of three batches on the same inputs
+    (one Hessian), each source its own targets, and a linear ``O``."""
     torch.manual_seed(0)
     model = nn.Linear(3, 1, bias=False).to(DTYPE)
     inputs = torch.randn(4, 3, dtype=DTYPE)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    rates = [(0.1 + 0.02 * t,) for t in range(6)]
-    step = pt.TrainingStep(optimizer, rates=rates)
     centres = torch.randn(5, 3, 1, dtype=DTYPE)
 
     def phase(centre):
@@ -49,6 +45,17 @@ def test_exact_where_every_phase_map_shares_its_linear_part():
     phases = [phase(c) for c in centres[:4]]
     anchor = phase(centres[4])
     linear = pt.Observable.mean_loss(lambda out: out.mean(), (torch.randn(6, 3, dtype=DTYPE),))
+    return model, phases, anchor, linear
+
+
+def test_exact_where_every_phase_map_shares_its_linear_part():
+    """Plain SGD with a momentum and a schedule, on squared losses whose batches all share one
+    Hessian (the same inputs, each source its own targets), and ``O`` linear: each phase maps
+    ``(theta, momentum)`` by one affine map whose linear part is every source's, so ``O(A then
+    B) = c + f_A + l_B`` and the anchored tournament is every pair's real difference."""
+    model, phases, anchor, linear = shared_hessian()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = pt.TrainingStep(optimizer, rates=[(0.1 + 0.02 * t,) for t in range(6)])
     got = anchored_tournaments(model, squared, step, phases, {"O": linear}, anchor)["O"]
     assert got.method == "anchored"
     assert got.cost == {"gradients": 39, "gradients_to_train_every_pair_both_ways": 48}
@@ -66,17 +73,7 @@ def test_alone_is_exact_at_a_constant_lr_and_not_under_a_schedule():
     constant lr on one shared Hessian (a phase's effect does not depend on its place), off under
     a schedule that gives the second place other lrs, where the full anchored method stays
     exact."""
-    torch.manual_seed(0)
-    model = nn.Linear(3, 1, bias=False).to(DTYPE)
-    inputs = torch.randn(4, 3, dtype=DTYPE)
-    centres = torch.randn(5, 3, 1, dtype=DTYPE)
-
-    def phase(centre):
-        return [(inputs, inputs @ centre + 0.1 * torch.randn(4, 1, dtype=DTYPE)) for _ in range(3)]
-
-    phases = [phase(c) for c in centres[:4]]
-    anchor = phase(centres[4])
-    linear = pt.Observable.mean_loss(lambda out: out.mean(), (torch.randn(6, 3, dtype=DTYPE),))
+    model, phases, anchor, linear = shared_hessian()
     errors = {}
     for schedule in ("constant", "decaying"):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -100,18 +97,8 @@ def test_a_source_against_the_anchor_is_its_real_pair():
     source against it equals really training the pair both ways (Adam, an MLP, a non-linear
     ``O``: the branch from the anchor's trained copy continues its optimizer state and
     schedule)."""
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(DTYPE)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2, betas=(0.8, 0.999))
-    x = torch.randn(60, 3, dtype=DTYPE)
-    y = torch.randn(60, 1, dtype=DTYPE)
-    for s in range(5):  # a state to start from
-        optimizer.zero_grad()
-        squared(model(x[8 * s : 8 * s + 8]), y[8 * s : 8 * s + 8]).backward()
-        optimizer.step()
+    model, optimizer, (x, y), phases = warm_adam_mlp(1, sources=3)
     step = pt.TrainingStep(optimizer, max_grad_norm=0.5, rates=[(3e-2 * 0.9**t,) for t in range(4)])
-    phases = [[(x[4 * s + 2 * b : 4 * s + 2 * b + 2], y[4 * s + 2 * b : 4 * s + 2 * b + 2])
-               for b in range(2)] for s in range(3)]  # fmt: skip
     observable = pt.Observable.mean_loss(squared, (x[40:], y[40:]))
     got = anchored_tournaments(model, squared, step, phases, {"O": observable}, phases[2])["O"]
     for i in range(2):
@@ -125,17 +112,8 @@ def test_the_trained_tournament_is_every_order_trained_from_the_start(dtype):
     """Each first phase trained once and every second phase branching from its copy (Adam with
     a state, clipping, a schedule that differs at every step): every pair's difference equals,
     bit for bit, both orders each trained from the checkpoint, in float32 as in float64."""
-    torch.manual_seed(2)
-    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2, betas=(0.8, 0.999))
-    x, y = torch.randn(60, 3, dtype=dtype), torch.randn(60, 1, dtype=dtype)
-    for s in range(5):  # a state to start from
-        optimizer.zero_grad()
-        squared(model(x[8 * s : 8 * s + 8]), y[8 * s : 8 * s + 8]).backward()
-        optimizer.step()
+    model, optimizer, (x, y), phases = warm_adam_mlp(2, dtype)
     step = pt.TrainingStep(optimizer, max_grad_norm=0.3, rates=[(3e-2 * 0.8**t,) for t in range(4)])
-    phases = [[(x[4 * s + 2 * b : 4 * s + 2 * b + 2], y[4 * s + 2 * b : 4 * s + 2 * b + 2])
-               for b in range(2)] for s in range(4)]  # fmt: skip
     observables = {
         "loss": pt.Observable.mean_loss(squared, (x[40:], y[40:])),
         "mean": pt.Observable.mean_loss(lambda out: out.mean(), (x[50:],)),

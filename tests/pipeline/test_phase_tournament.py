@@ -4,7 +4,7 @@ pairs read back; every method's cost against the same experiment."""
 
 import pytest
 import torch
-from torch import nn
+from cases import warm_adam_mlp
 
 import perturbative as pt
 from perturbative.pipeline.partial import PartialCheck
@@ -21,17 +21,8 @@ def squared(outputs, targets):
 def tournament(tmp_path):
     """Four sources' phases of two batches on a small MLP with Adam in a state, clipping and a
     decaying schedule; the check's progress file in ``tmp_path``."""
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(DTYPE)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    x, y = torch.randn(60, 3, dtype=DTYPE), torch.randn(60, 1, dtype=DTYPE)
-    for s in range(4):
-        optimizer.zero_grad()
-        squared(model(x[8 * s : 8 * s + 8]), y[8 * s : 8 * s + 8]).backward()
-        optimizer.step()
+    model, optimizer, (x, y), phases = warm_adam_mlp(3)
     step = pt.TrainingStep(optimizer, max_grad_norm=0.5, rates=[(3e-2 * 0.8**t,) for t in range(6)])
-    phases = [[(x[4 * s + 2 * b : 4 * s + 2 * b + 2], y[4 * s + 2 * b : 4 * s + 2 * b + 2])
-               for b in range(2)] for s in range(4)]  # fmt: skip
     unfinished = PartialCheck.open(tmp_path, {"options": {}}, progress="p.jsonl", finished="f")
     return Tournament(
         step=50,
